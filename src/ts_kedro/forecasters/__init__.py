@@ -1,0 +1,56 @@
+"""Forecaster interface, the name -> class registry, and construction from configuration."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ts_kedro.forecasters.base import Forecaster, ForecasterError, interval_columns
+
+# Lazy dotted paths: importing the package must not import torch or prophet.
+FORECASTERS: dict[str, str] = {
+    "seasonal_naive": "ts_kedro.forecasters.seasonal_naive.SeasonalNaive",
+    "arima": "ts_kedro.forecasters.arima.ArimaForecaster",
+    "prophet": "ts_kedro.forecasters.prophet.ProphetForecaster",
+    "lstm": "ts_kedro.forecasters.lstm.LSTMForecaster",
+}
+
+
+def register_forecaster(name: str, dotted_path: str) -> None:
+    """Add a family to the registry (e.g. from a plugin) under ``name``."""
+    FORECASTERS[name] = dotted_path
+
+
+def get_forecaster_class(name_or_path: str) -> type[Forecaster]:
+    """Resolve a registered name (``arima``) or a dotted path (``my_pkg.models.MyModel``) to a class."""
+    dotted = FORECASTERS.get(name_or_path, name_or_path)
+    module_name, _, class_name = dotted.rpartition(".")
+    if not module_name:
+        raise ForecasterError(
+            f"unknown forecaster {name_or_path!r}: use one of {sorted(FORECASTERS)} or a dotted path 'package.module.Class'"
+        )
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ForecasterError(f"cannot import forecaster {dotted!r} (from {name_or_path!r}): {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Forecaster)):
+        raise ForecasterError(f"{dotted!r} is not a subclass of ts_kedro.forecasters.Forecaster")
+    return cls
+
+
+def build_forecaster(spec: dict[str, Any], freq: str, season_length: int) -> Forecaster:
+    """Build from a config block ``{class: arima, hyperparameters: {...}}``."""
+    if "class" not in spec:
+        raise ForecasterError(f"model spec {spec!r} lacks 'class' (a registered name or a dotted path)")
+    cls = get_forecaster_class(spec["class"])
+    return cls(freq=freq, season_length=season_length, **(spec.get("hyperparameters") or {}))
+
+
+__all__ = [
+    "FORECASTERS",
+    "Forecaster",
+    "ForecasterError",
+    "build_forecaster",
+    "get_forecaster_class",
+    "interval_columns",
+    "register_forecaster",
+]
