@@ -1,0 +1,59 @@
+"""Shared test fixtures: paths to the real data beside the project and small real panels."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+DEFAULT_RAW = PROJECT_ROOT / "data" / "01_raw" / "m4_hourly_sample.csv"
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return PROJECT_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"real data folder {SHARED_DATA} is missing: the project expects ../shared/data beside it")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def m4_sample_panel() -> pd.DataFrame:
+    """The shipped default data (24 real M4 Hourly series) as a canonical long panel."""
+    panel = pd.read_csv(DEFAULT_RAW, parse_dates=["timestamp"])
+    panel["value"] = panel["value"].astype(float)
+    return panel.sort_values(["series_id", "timestamp"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="session")
+def small_panel(m4_sample_panel) -> pd.DataFrame:
+    """Three real M4 Hourly series, last 336 hours each: small enough for fast model tests."""
+    ids = sorted(m4_sample_panel["series_id"].unique())[:3]
+    panel = m4_sample_panel[m4_sample_panel["series_id"].isin(ids)]
+    return panel.groupby("series_id", group_keys=False).tail(336).reset_index(drop=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(monkeypatch, tmp_path):
+    """No test leaks an active MLflow run or MLFLOW_* settings into another (kedro-mlflow's habit)."""
+    for key in [k for k in os.environ if k.startswith("MLFLOW_") and k != "MLFLOW_ENABLE_TELEMETRY"]:
+        monkeypatch.delenv(key, raising=False)
+    yield
+    try:
+        import mlflow
+
+        while mlflow.active_run():
+            mlflow.end_run()
+    except ImportError:
+        pass
