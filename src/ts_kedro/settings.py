@@ -1,5 +1,11 @@
-"""Kedro project settings. Kept almost empty on purpose: plugins (kedro-mlflow) register their own hooks."""
+"""Kedro project settings. Kept small on purpose: plugins (kedro-mlflow) register their own hooks."""
+import os
+
 from kedro.config import OmegaConfigLoader
+
+from ts_kedro.hooks import RunTagsHook
+
+HOOKS = (RunTagsHook(),)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -8,4 +14,6 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {
         "mlflow": ["mlflow*", "mlflow*/**"],
     },
+    # `${env:NAME,default}` in any config file: lets operators point tracking at a server without editing YAML.
+    "custom_resolvers": {"env": lambda name, default=None: os.environ.get(name, default)},
 }

@@ -1,0 +1,49 @@
+"""Configuration needed while pipelines are built (before a KedroContext exists): which families run."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from kedro.config import OmegaConfigLoader
+
+# src layout: <project>/src/ts_kedro/config.py
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+FAMILIES_ENV = "TS_KEDRO_FAMILIES"
+
+
+class ConfigurationError(ValueError):
+    """A configuration value is missing or invalid; the message names the file and key."""
+
+
+@lru_cache(maxsize=4)
+def project_parameters(conf_source: str | None = None, env: str | None = None) -> dict:
+    source = Path(conf_source or os.environ.get("TS_KEDRO_CONF_SOURCE") or PROJECT_ROOT / "conf")
+    loader = OmegaConfigLoader(
+        conf_source=str(source), base_env="base", default_run_env="local", env=env or os.environ.get("KEDRO_ENV")
+    )
+    return dict(loader["parameters"])
+
+
+def enabled_families() -> list[str]:
+    """Families to train: ``TS_KEDRO_FAMILIES=arima,lstm`` overrides ``training.families`` in the parameters."""
+    override = os.environ.get(FAMILIES_ENV)
+    if override:
+        families = [name.strip() for name in override.split(",") if name.strip()]
+    else:
+        families = list((project_parameters().get("training") or {}).get("families") or [])
+    if not families:
+        raise ConfigurationError(
+            "no model family enabled: set training.families in conf/base/parameters_training.yml "
+            f"or {FAMILIES_ENV}=seasonal_naive,arima,..."
+        )
+    params = project_parameters()
+    unknown = [name for name in families if "model" not in (params.get(name) or {})]
+    if unknown:
+        raise ConfigurationError(
+            f"families {unknown} have no '<family>.model' block in conf/base/parameters_training.yml; "
+            "add one with 'class:' (a registered name or a dotted path)"
+        )
+    if len(set(families)) != len(families):
+        raise ConfigurationError(f"training.families lists a family twice: {families}")
+    return families

@@ -1,0 +1,71 @@
+"""Project hook: tags each MLflow run with the dataset fingerprint, the data window and the git commit."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+
+def file_fingerprint(path: Path, chunk_size: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks so large raw files do not fill memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit(cwd: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _active_run():
+    try:
+        import mlflow
+    except ImportError:  # pragma: no cover - mlflow is a hard dependency
+        return None
+    return mlflow if mlflow.active_run() else None
+
+
+class RunTagsHook:
+    """Runs after kedro-mlflow opened the run (plugin hooks are called before project hooks)."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        mlflow = _active_run()
+        if mlflow is None:
+            return
+        tags = {"git_commit": git_commit(Path.cwd()), "kedro_pipeline": run_params.get("pipeline_names") or "__default__"}
+        for name in ("raw_panel",):
+            if name in pipeline.datasets() and name in catalog:
+                filepath = getattr(catalog.get(name), "_filepath", None)
+                if filepath is not None and Path(str(filepath)).is_file():
+                    tags["dataset_path"] = str(filepath)
+                    tags["dataset_fingerprint"] = file_fingerprint(Path(str(filepath)))
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        if dataset_name not in ("primary_panel", "history_primary_panel"):
+            return
+        mlflow = _active_run()
+        if mlflow is None or not hasattr(data, "columns") or "timestamp" not in data.columns:
+            return
+        mlflow.set_tags(
+            {
+                "data_window_start": str(data["timestamp"].min()),
+                "data_window_end": str(data["timestamp"].max()),
+                "n_series": str(data["series_id"].nunique()),
+                "n_rows": str(len(data)),
+            }
+        )

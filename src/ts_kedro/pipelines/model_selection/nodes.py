@@ -1,0 +1,331 @@
+"""Model selection nodes: score every family and an ensemble on the same backtest, choose per series and overall."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from ts_kedro.evaluation.backtest import evaluate_backtest
+from ts_kedro.forecasters import Forecaster, interval_columns
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("rmse", "mae", "mape", "smape", "mase")
+ENSEMBLE = "ensemble"
+KEYS = ["series_id", "timestamp", "cutoff", "window"]
+
+
+class SelectionError(ValueError):
+    """Model selection cannot proceed as configured (unknown metric, no candidate, bad ensemble members)."""
+
+
+def ensemble_members(families: list[str], ensemble_params: dict[str, Any]) -> list[str]:
+    members = ensemble_params.get("members") or [f for f in families if f not in ensemble_params.get("exclude", [])]
+    missing = [m for m in members if m not in families]
+    if missing:
+        raise SelectionError(
+            f"model_selection.ensemble.members names {missing}, which were not trained; trained: {families}"
+        )
+    return list(members)
+
+
+def build_candidate_backtests(
+    ensemble_params: dict[str, Any], panel_params: dict[str, Any], **family_backtests: pd.DataFrame
+) -> pd.DataFrame:
+    """Stack the families' backtests and add the ensemble (median of members) scored on the same windows.
+
+    Returns:
+        Long frame of all candidates' backtest forecasts with a ``model`` column.
+    """
+    columns = [*KEYS, "mean", *interval_columns(panel_params["levels"]), "actual"]
+    frames = [frame[columns].assign(model=family) for family, frame in family_backtests.items()]
+    stacked = pd.concat(frames, ignore_index=True)
+    if ensemble_params.get("enabled", True):
+        members = ensemble_members(list(family_backtests), ensemble_params)
+        if len(members) >= 2:
+            value_columns = ["mean", *interval_columns(panel_params["levels"])]
+            ensemble = (
+                stacked[stacked["model"].isin(members)]
+                .groupby(KEYS, sort=False)
+                .agg({**{c: "median" for c in value_columns}, "actual": "first", "model": "size"})
+            )
+            if (ensemble["model"] != len(members)).any():
+                raise SelectionError("ensemble members' backtests are not aligned on the same series, windows and steps")
+            stacked = pd.concat([stacked, ensemble.drop(columns="model").reset_index().assign(model=ENSEMBLE)], ignore_index=True)
+    return stacked
+
+
+def score_candidates(candidate_backtests: pd.DataFrame, panel: pd.DataFrame, panel_params: dict[str, Any]) -> pd.DataFrame:
+    """Per-series scores (mean over backtest windows) of every candidate, with identical windows for all.
+
+    Returns:
+        Frame ``model, series_id, rmse, mae, mape, smape, mase, coverage-L, msis-L``.
+    """
+    scores = []
+    for model, frame in candidate_backtests.groupby("model", sort=True):
+        per_window, _ = evaluate_backtest(frame, panel, panel_params["season_length"], panel_params["levels"])
+        per_series = per_window.drop(columns=["window", "cutoff"]).groupby("series_id").mean()
+        scores.append(per_series.reset_index().assign(model=model))
+    scores = pd.concat(scores, ignore_index=True)
+    return scores[["model", *[c for c in scores.columns if c != "model"]]]
+
+
+def candidate_costs(family_stats: dict[str, dict], members: list[str]) -> pd.DataFrame:
+    """Secondary criteria per candidate: inference seconds per series, parameter count, peak memory."""
+    rows = {
+        family: {
+            "inference_seconds": stats["predict_seconds_per_series"],
+            "n_parameters": stats["n_parameters"],
+            "peak_rss_mb": stats["peak_rss_mb"],
+        }
+        for family, stats in family_stats.items()
+    }
+    if members:
+        # the ensemble runs all its members: costs add up, memory is the largest member's
+        rows[ENSEMBLE] = {
+            "inference_seconds": sum(rows[m]["inference_seconds"] for m in members),
+            "n_parameters": sum(rows[m]["n_parameters"] for m in members),
+            "peak_rss_mb": max(rows[m]["peak_rss_mb"] for m in members),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _choose(scores: pd.Series, costs: pd.DataFrame, tolerance: float, weights: dict[str, float], metric: str) -> tuple[str, str]:
+    """Pick the best primary score; among candidates within ``tolerance`` of it, the cheapest by weighted costs."""
+    scores = scores.dropna()
+    if scores.empty:
+        raise SelectionError(f"no candidate has a defined {metric}")
+    best_model, best = scores.idxmin(), scores.min()
+    tied = scores[scores <= best + abs(best) * tolerance].index.tolist()
+    if len(tied) == 1:
+        runner_up = scores.drop(best_model).nsmallest(1)
+        versus = f"; next {runner_up.index[0]} {runner_up.iloc[0]:.4g}" if not runner_up.empty else ""
+        return best_model, f"lowest {metric} {best:.4g}{versus}"
+    tied_costs = costs.loc[tied, list(weights)].astype(float)
+    # rank-free normalisation: each cost divided by the largest among the tied candidates
+    normalised = tied_costs / tied_costs.max().replace(0, 1)
+    composite = sum(normalised[key] * weight for key, weight in weights.items())
+    chosen = composite.idxmin()
+    return chosen, (
+        f"{metric} within {tolerance:.0%} of the best ({best_model} {best:.4g}; {chosen} {scores[chosen]:.4g}) among "
+        f"{sorted(tied)}; chosen by lowest weighted cost "
+        + ", ".join(f"{key} {tied_costs.loc[chosen, key]:.4g}" for key in weights)
+    )
+
+
+def select_models(
+    candidate_scores: pd.DataFrame, selection_params: dict[str, Any], **family_stats: dict
+) -> tuple[dict, pd.DataFrame]:
+    """Choose the model per series and overall: accuracy first, then inference speed, complexity and memory.
+
+    Returns:
+        The selection (overall model, per-series choice with reasons, ensemble members) and a readable report table.
+    """
+    metric = selection_params["primary_metric"]
+    if metric not in METRICS:
+        raise SelectionError(f"model_selection.primary_metric must be one of {METRICS}, got {metric!r}")
+    tolerance = float(selection_params.get("tie_tolerance", 0.0))
+    weights = {k: float(v) for k, v in (selection_params.get("secondary_weights") or {}).items()}
+    unknown = set(weights) - {"inference_seconds", "n_parameters", "peak_rss_mb"}
+    if unknown:
+        raise SelectionError(f"model_selection.secondary_weights has unknown keys {sorted(unknown)}")
+    families = sorted(family_stats)
+    has_ensemble = ENSEMBLE in set(candidate_scores["model"])
+    members = ensemble_members(families, selection_params.get("ensemble") or {}) if has_ensemble else []
+    costs = candidate_costs(family_stats, members)
+
+    table = candidate_scores.pivot(index="series_id", columns="model", values=metric)
+    overall_scores = candidate_scores.groupby("model")[metric].mean()
+    overall, overall_reason = _choose(overall_scores, costs, tolerance, weights, metric)
+
+    rows = []
+    for series_id, scores in table.iterrows():
+        if selection_params.get("per_series", True):
+            chosen, reason = _choose(scores, costs, tolerance, weights, metric)
+        else:
+            chosen, reason = overall, f"per_series selection is off: overall choice ({overall_reason})"
+        rows.append({"series_id": series_id, "model": chosen, metric: scores[chosen], "reason": reason,
+                     **{f"{metric}_{m}": scores[m] for m in table.columns}})
+    report = pd.DataFrame(rows)
+    counts = report["model"].value_counts().to_dict()
+    selected_score = float(report[metric].mean())
+    selection = {
+        "primary_metric": metric,
+        "overall_model": overall,
+        "overall_reason": overall_reason,
+        "overall_scores": {m: float(v) for m, v in overall_scores.items()},
+        "selected_score": selected_score,
+        "choice": dict(zip(report["series_id"], report["model"])),
+        "choice_counts": {m: int(c) for m, c in counts.items()},
+        "ensemble_members": members,
+        "costs": costs.to_dict(orient="index"),
+    }
+    logger.info(
+        "selection by %s: overall %s (%s); per-series mix %s; selected %s %.4g",
+        metric, overall, overall_reason, counts, metric, selected_score,
+    )
+    return selection, report
+
+
+def selection_metrics(selection: dict) -> dict:
+    """The selected panel's backtest score and each candidate's overall score, for MLflow."""
+    metric = selection["primary_metric"]
+    metrics = {f"selected_{metric}": {"value": selection["selected_score"], "step": 0}}
+    metrics.update({f"candidate_{m}_{metric}": {"value": v, "step": 0} for m, v in selection["overall_scores"].items()})
+    return metrics
+
+
+def selection_report_markdown(selection: dict, report: pd.DataFrame) -> str:
+    """A readable selection report: overall choice, per-series choices and reasons."""
+    metric = selection["primary_metric"]
+    lines = [
+        "# Model selection report",
+        "",
+        f"Primary metric: **{metric}** (mean over backtest windows; lower is better). "
+        f"Overall best single model: **{selection['overall_model']}** — {selection['overall_reason']}.",
+        "",
+        f"Per-series selection: {selection['choice_counts']}; selected panel {metric} "
+        f"{selection['selected_score']:.4g}.",
+        "",
+        "| candidate | " + f"{metric} | inference s/series | parameters | peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
+    for model, score in sorted(selection["overall_scores"].items(), key=lambda kv: kv[1]):
+        cost = selection["costs"].get(model, {})
+        lines.append(
+            f"| {model} | {score:.4g} | {cost.get('inference_seconds', float('nan')):.4g} | "
+            f"{cost.get('n_parameters', 0):.0f} | {cost.get('peak_rss_mb', float('nan')):.0f} |"
+        )
+    lines += ["", "| series | chosen | " + f"{metric} | reason |", "|---|---|---|---|"]
+    for row in report.itertuples(index=False):
+        lines.append(f"| {row.series_id} | {row.model} | {getattr(row, metric):.4g} | {row.reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.DataFrame, **family_models: Forecaster):
+    """Bundle the fitted families the selection needs into one servable panel model."""
+    from ts_kedro.registry.panel_model import SelectedPanelModel
+
+    needed = set(selection["choice"].values()) - {ENSEMBLE}
+    if ENSEMBLE in selection["choice"].values():
+        needed |= set(selection["ensemble_members"])
+    metadata = {
+        "primary_metric": selection["primary_metric"],
+        "selected_score": selection["selected_score"],
+        "overall_model": selection["overall_model"],
+        "data_window_start": str(panel["timestamp"].min()),
+        "data_window_end": str(panel["timestamp"].max()),
+        "n_series": int(panel["series_id"].nunique()),
+    }
+    return SelectedPanelModel(
+        family_models={name: family_models[name] for name in sorted(needed)},
+        choice=selection["choice"],
+        ensemble_members=selection["ensemble_members"],
+        levels=list(panel_params["levels"]),
+        max_horizon=int(panel_params["horizon"]),
+        metadata=metadata,
+    )
+
+
+def forecast_panel(panel_model, panel_params: dict[str, Any]) -> pd.DataFrame:
+    """The selected model's forecasts of the next horizon for every series."""
+    return panel_model.predict(horizon=int(panel_params["horizon"]), levels=panel_params["levels"])
+
+
+
+
+def _selected_backtest(candidate_backtests: pd.DataFrame, choice: dict[str, str]) -> pd.DataFrame:
+    chosen = pd.Series(choice, name="chosen").rename_axis("series_id").reset_index()
+    merged = candidate_backtests.merge(chosen, on="series_id")
+    return merged[merged["model"] == merged["chosen"]].drop(columns="chosen")
+
+
+def compare_with_champion(
+    candidate_backtests: pd.DataFrame,
+    selection: dict,
+    panel: pd.DataFrame,
+    champion,
+    panel_params: dict[str, Any],
+) -> dict:
+    """Score the challenger (this selection) and the current champion on the same recent window.
+
+    The recent window is the last backtest window: the challenger's forecasts there come from fits that
+    stop at the window's cutoff. The champion's forecasts for the same timestamps come from the champion
+    as registered, and count only where they are out of sample (the champion's data ended at or before
+    the cutoff). Both are scored on exactly the same (series, timestamp) pairs.
+
+    Returns:
+        A comparison record: scores, the number of common points, and whether a champion exists.
+    """
+    metric = selection["primary_metric"]
+    record = {"primary_metric": metric, "challenger_backtest_score": selection["selected_score"]}
+    if champion is None:
+        return {**record, "champion_exists": False, "comparable": False, "reason": "no champion registered yet"}
+    last_window = candidate_backtests["window"].max()
+    challenger = _selected_backtest(candidate_backtests[candidate_backtests["window"] == last_window], selection["choice"])
+    champion_end = pd.Timestamp(champion.metadata.get("data_window_end"))
+    comparable = challenger[(challenger["cutoff"] >= champion_end) & challenger["series_id"].isin(champion.series_ids)]
+    if comparable.empty:
+        return {
+            **record, "champion_exists": True, "comparable": False, "champion_data_end": str(champion_end),
+            "reason": "no data after the champion's training window: the two cannot be compared out of sample",
+        }
+    steps = int((comparable["timestamp"].max() - champion_end) / pd.tseries.frequencies.to_offset(panel_params["freq"]))
+    horizon = min(max(steps, 1), champion.max_horizon)
+    champion_forecast = champion.predict(
+        series_ids=sorted(comparable["series_id"].unique()), horizon=horizon, levels=panel_params["levels"]
+    )
+    value_columns = ["mean", *interval_columns(panel_params["levels"])]
+    joined = comparable.merge(
+        champion_forecast[["series_id", "timestamp", *value_columns]], on=["series_id", "timestamp"], suffixes=("", "_champion")
+    )
+    if joined.empty:
+        return {**record, "champion_exists": True, "comparable": False, "champion_data_end": str(champion_end),
+                "reason": f"the champion's {horizon}-step forecasts do not reach the recent window"}
+    champion_frame = joined[[*KEYS, "actual"]].assign(**{c: joined[f"{c}_champion"] for c in value_columns})
+    _, challenger_scores = evaluate_backtest(joined, panel, panel_params["season_length"], panel_params["levels"])
+    _, champion_scores = evaluate_backtest(champion_frame, panel, panel_params["season_length"], panel_params["levels"])
+    return {
+        **record,
+        "champion_exists": True,
+        "comparable": True,
+        "champion_data_end": str(champion_end),
+        "n_points": int(len(joined)),
+        "n_series": int(joined["series_id"].nunique()),
+        "challenger_score": float(challenger_scores[metric]),
+        "champion_score": float(champion_scores[metric]),
+        "reason": f"scored on the same {len(joined)} recent points of {joined['series_id'].nunique()} series",
+    }
+
+
+def register_and_promote(panel_model, comparison: dict, registry_params: dict[str, Any]) -> dict:
+    """Log the panel model to the active MLflow run, register it as challenger, promote it when it wins.
+
+    The first model ever registered becomes champion. Later ones are promoted only when they beat the
+    champion by ``promotion_margin`` on the same recent window; every decision is appended to the history.
+
+    Returns:
+        The decision record (version, aliases, scores, reason).
+    """
+    from ts_kedro.registry import registry
+
+    name = registry_params["registered_model_name"]
+    version = registry.log_and_register(panel_model, name, tags={"primary_metric": comparison["primary_metric"]})
+    registry.set_alias(name, "challenger", version)
+    if not comparison["champion_exists"]:
+        decision = registry.promote_if_better(
+            name, version, champion_score=None, challenger_score=comparison["challenger_backtest_score"],
+            margin=float(registry_params["promotion_margin"]), history_path=registry_params["history_path"],
+        )
+    elif comparison["comparable"]:
+        decision = registry.promote_if_better(
+            name, version, champion_score=comparison["champion_score"], challenger_score=comparison["challenger_score"],
+            margin=float(registry_params["promotion_margin"]), history_path=registry_params["history_path"],
+        )
+    else:
+        decision = registry.record_decision(
+            name, version, promoted=False, reason=comparison["reason"], history_path=registry_params["history_path"],
+        )
+    logger.info("registry %s v%s: %s", name, version, decision.get("reason"))
+    return {**decision, "comparison": comparison}

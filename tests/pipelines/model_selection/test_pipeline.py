@@ -1,0 +1,141 @@
+"""Model selection nodes on real M4 backtests of two cheap families (seasonal naive and a two-season mean)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ts_kedro.forecasters import Forecaster
+from ts_kedro.pipelines.model_selection import nodes
+from ts_kedro.pipelines.training.nodes import backtest_model, fit_model
+
+PANEL_PARAMS = {"freq": "h", "season_length": 24, "horizon": 24, "levels": [80, 95]}
+BACKTEST_PARAMS = {"n_windows": 2, "step": 24}
+SELECTION = {
+    "primary_metric": "smape",
+    "tie_tolerance": 0.0,
+    "secondary_weights": {"inference_seconds": 0.5, "n_parameters": 0.3, "peak_rss_mb": 0.2},
+    "per_series": True,
+    "ensemble": {"enabled": True, "exclude": []},
+}
+
+
+class TwoSeasonMean(Forecaster):
+    """Test family: mean of the last two seasons, with a fixed +-10% band (enough to exercise selection)."""
+
+    name = "two_season_mean"
+
+    def _fit(self, panel):
+        m = self.season_length
+        self.profile_ = {
+            sid: (g["value"].to_numpy()[-m:] + g["value"].to_numpy()[-2 * m : -m]) / 2
+            for sid, g in panel.groupby("series_id")
+        }
+
+    def _predict(self, horizon, levels):
+        rows = []
+        for sid, profile in self.profile_.items():
+            mean = np.resize(profile, horizon)
+            frame = pd.DataFrame({"series_id": sid, "timestamp": self.future_index(sid, horizon), "mean": mean})
+            for level in levels:
+                frame[f"lo-{level}"], frame[f"hi-{level}"] = mean * (1 - level / 1000), mean * (1 + level / 1000)
+            rows.append(frame)
+        return pd.concat(rows)
+
+    def n_parameters(self):
+        return self.season_length * len(self.profile_)
+
+
+SPECS = {
+    "seasonal_naive": {"name": "seasonal_naive", "class": "seasonal_naive"},
+    "two_season_mean": {"name": "two_season_mean", "class": f"{__name__}.TwoSeasonMean"},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(small_panel):
+    out = {}
+    for family, spec in SPECS.items():
+        backtest, _ = backtest_model(small_panel, spec, PANEL_PARAMS, BACKTEST_PARAMS)
+        model, _, stats = fit_model(small_panel, spec, PANEL_PARAMS)
+        out[family] = (backtest, model, stats)
+    return out
+
+
+def test_candidates_include_median_ensemble(trained):
+    candidates = nodes.build_candidate_backtests(
+        {"enabled": True, "exclude": []}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()}
+    )
+    assert set(candidates["model"]) == {"seasonal_naive", "two_season_mean", "ensemble"}
+    ens = candidates[candidates["model"] == "ensemble"].set_index(["series_id", "timestamp"])["mean"]
+    a = candidates[candidates["model"] == "seasonal_naive"].set_index(["series_id", "timestamp"])["mean"]
+    b = candidates[candidates["model"] == "two_season_mean"].set_index(["series_id", "timestamp"])["mean"]
+    np.testing.assert_allclose(ens.sort_index(), ((a + b) / 2).sort_index())
+
+
+def test_unknown_ensemble_member_is_refused(trained):
+    with pytest.raises(nodes.SelectionError, match="lstm"):
+        nodes.build_candidate_backtests(
+            {"enabled": True, "members": ["seasonal_naive", "lstm"]}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()}
+        )
+
+
+def test_selection_picks_lowest_primary_metric_per_series(trained, small_panel):
+    candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    selection, report = nodes.select_models(scores, SELECTION, **{f: t[2] for f, t in trained.items()})
+    table = scores.pivot(index="series_id", columns="model", values="smape")
+    assert selection["choice"] == table.idxmin(axis=1).to_dict()
+    assert selection["overall_model"] == scores.groupby("model")["smape"].mean().idxmin()
+    assert selection["selected_score"] == pytest.approx(table.min(axis=1).mean())
+    assert report["reason"].str.contains("smape").all()
+    markdown = nodes.selection_report_markdown(selection, report)
+    assert "Model selection report" in markdown and all(sid in markdown for sid in table.index)
+
+
+def test_tie_goes_to_cheaper_model(trained, small_panel):
+    candidates = nodes.build_candidate_backtests({"enabled": False}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    stats = {f: t[2] for f, t in trained.items()}
+    # a huge tolerance makes every candidate tied: the one with fewer parameters (seasonal naive) must win
+    selection, _ = nodes.select_models(
+        scores, {**SELECTION, "tie_tolerance": 10.0, "secondary_weights": {"n_parameters": 1.0}}, **stats
+    )
+    assert stats["seasonal_naive"]["n_parameters"] < stats["two_season_mean"]["n_parameters"]
+    assert set(selection["choice"].values()) == {"seasonal_naive"}
+    assert "weighted cost" in selection["overall_reason"]
+
+
+def test_bad_metric_is_refused(trained, small_panel):
+    candidates = nodes.build_candidate_backtests({"enabled": False}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    with pytest.raises(nodes.SelectionError, match="primary_metric"):
+        nodes.select_models(scores, {**SELECTION, "primary_metric": "r2"}, **{f: t[2] for f, t in trained.items()})
+
+
+def test_panel_model_routes_choice_and_compares_with_champion(trained, small_panel):
+    candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    selection, _ = nodes.select_models(scores, SELECTION, **{f: t[2] for f, t in trained.items()})
+    panel_model = nodes.build_panel_model(selection, PANEL_PARAMS, small_panel, **{f: t[1] for f, t in trained.items()})
+    forecasts = nodes.forecast_panel(panel_model, PANEL_PARAMS)
+    assert len(forecasts) == 24 * small_panel["series_id"].nunique()
+    assert dict(forecasts.groupby("series_id")["model"].first()) == selection["choice"]
+
+    # no champion yet: not comparable, first model will become champion
+    first = nodes.compare_with_champion(candidates, selection, small_panel, None, PANEL_PARAMS)
+    assert first["champion_exists"] is False
+
+    # a champion fitted on data up to the last window's cutoff is compared out of sample on that window
+    cutoff = candidates.loc[candidates["window"] == 1, "cutoff"].max()
+    history = small_panel[small_panel["timestamp"] <= cutoff]
+    old_models = {f: fit_model(history, SPECS[f], PANEL_PARAMS)[0] for f in SPECS}
+    champion = nodes.build_panel_model(selection, PANEL_PARAMS, history, **old_models)
+    comparison = nodes.compare_with_champion(candidates, selection, small_panel, champion, PANEL_PARAMS)
+    assert comparison["comparable"] and comparison["n_points"] == 24 * small_panel["series_id"].nunique()
+    # same data, same choice: the champion reproduces the challenger's last backtest window exactly
+    assert comparison["champion_score"] == pytest.approx(comparison["challenger_score"])
+
+    # a champion trained on all the data cannot be compared out of sample
+    same = nodes.compare_with_champion(candidates, selection, small_panel, panel_model, PANEL_PARAMS)
+    assert same["comparable"] is False and "out of sample" in same["reason"]
