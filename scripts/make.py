@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -65,8 +66,22 @@ def run(extra: list[str]) -> None:
     _sh(BIN / "kedro", "run", *extra)
 
 
+def ensure_browser() -> None:
+    """The kedro-viz browser test needs Debian's chromium and chromedriver; install them where we may."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=False, env=env)
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        print("warning: chromium/chromedriver not found; install them (Debian: apt-get install chromium "
+              "chromium-driver) or the kedro-viz browser test fails", flush=True)
+
+
 def test(extra: list[str]) -> None:
     install()
+    ensure_browser()
     _sh(PY, "-m", "pytest", *(extra or ["tests"]))
 
 
