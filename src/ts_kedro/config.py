@@ -16,12 +16,15 @@ class ConfigurationError(ValueError):
     """A configuration value is missing or invalid; the message names the file and key."""
 
 
-@lru_cache(maxsize=4)
 def project_parameters(conf_source: str | None = None, env: str | None = None) -> dict:
-    source = Path(conf_source or os.environ.get("TS_KEDRO_CONF_SOURCE") or PROJECT_ROOT / "conf")
-    loader = OmegaConfigLoader(
-        conf_source=str(source), base_env="base", default_run_env="local", env=env or os.environ.get("KEDRO_ENV")
-    )
+    """Parameters as Kedro would load them (base + env); TS_KEDRO_CONF_SOURCE points at another conf folder."""
+    source = str(conf_source or os.environ.get("TS_KEDRO_CONF_SOURCE") or PROJECT_ROOT / "conf")
+    return _load_parameters(source, env or os.environ.get("KEDRO_ENV"))
+
+
+@lru_cache(maxsize=8)
+def _load_parameters(conf_source: str, env: str | None) -> dict:
+    loader = OmegaConfigLoader(conf_source=conf_source, base_env="base", default_run_env="local", env=env)
     return dict(loader["parameters"])
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from ts_kedro.forecasters.base import Forecaster, ForecasterError, interval_columns
@@ -37,12 +38,22 @@ def get_forecaster_class(name_or_path: str) -> type[Forecaster]:
     return cls
 
 
-def build_forecaster(spec: dict[str, Any], freq: str, season_length: int) -> Forecaster:
-    """Build from a config block ``{class: arima, hyperparameters: {...}}``."""
+def build_forecaster(spec: dict[str, Any], freq: str, season_length: int, horizon: int | None = None) -> Forecaster:
+    """Build from a config block ``{class: arima, hyperparameters: {...}}``.
+
+    Families whose constructor takes ``horizon`` (direct multi-step models such as the LSTM) get the panel
+    horizon unless the hyperparameters set it.
+    """
     if "class" not in spec:
         raise ForecasterError(f"model spec {spec!r} lacks 'class' (a registered name or a dotted path)")
     cls = get_forecaster_class(spec["class"])
-    return cls(freq=freq, season_length=season_length, **(spec.get("hyperparameters") or {}))
+    hyperparameters = dict(spec.get("hyperparameters") or {})
+    if horizon is not None and "horizon" not in hyperparameters and "horizon" in inspect.signature(cls).parameters:
+        hyperparameters["horizon"] = int(horizon)
+    try:
+        return cls(freq=freq, season_length=season_length, **hyperparameters)
+    except TypeError as exc:
+        raise ForecasterError(f"bad hyperparameters for {spec['class']!r}: {exc}; check the model block in the parameters") from exc
 
 
 __all__ = [

@@ -16,7 +16,9 @@ MLFLOW_METRICS = ("rmse", "mae", "mape", "smape", "mase")
 
 
 def _factory(model_spec: dict[str, Any], panel_params: dict[str, Any]):
-    return lambda: build_forecaster(model_spec, freq=panel_params["freq"], season_length=panel_params["season_length"])
+    return lambda: build_forecaster(
+        model_spec, freq=panel_params["freq"], season_length=panel_params["season_length"], horizon=panel_params["horizon"]
+    )
 
 
 def backtest_model(
@@ -28,12 +30,12 @@ def backtest_model(
         panel: canonical long panel.
         model_spec: ``{class, hyperparameters}`` of the family.
         panel_params: ``params:panel`` (freq, season_length, horizon, levels).
-        backtest_params: ``params:backtest`` (n_windows, step; horizon defaults to the panel horizon).
+        backtest_params: ``params:backtest`` (n_windows, step); each window forecasts the panel horizon.
 
     Returns:
         Backtest forecasts with actuals, and the timings of fitting and predicting.
     """
-    horizon = int(backtest_params.get("horizon") or panel_params["horizon"])
+    horizon = int(panel_params["horizon"])
     forecasts, timings = rolling_origin_backtest(
         _factory(model_spec, panel_params),
         panel,
@@ -103,7 +105,7 @@ def fit_model(
         The fitted model, its future forecasts, and its statistics (fit and predict time, parameter count, peak
         memory) that model selection uses as secondary criteria.
     """
-    model = build_forecaster(model_spec, freq=panel_params["freq"], season_length=panel_params["season_length"])
+    model = _factory(model_spec, panel_params)()
     with PeakMemorySampler() as memory:
         started = time.perf_counter()
         model.fit(panel)

@@ -1,0 +1,19 @@
+"""inference: history_primary_panel + champion -> champion_forecasts (versioned), latency metrics, alerts."""
+from kedro.pipeline import Node, Pipeline
+
+from ts_kedro.pipelines.inference.nodes import evaluate_inference_alerts, forecast_with_champion, inference_metrics
+from ts_kedro.pipelines.monitoring.nodes import deliver_alerts
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(forecast_with_champion, ["history_primary_panel", "params:inference", "params:panel"],
+                 ["champion_forecasts", "inference_summary"], name="forecast_with_champion_node"),
+            Node(inference_metrics, "inference_summary", "inference_metrics", name="inference_metrics_node"),
+            Node(evaluate_inference_alerts, ["inference_summary", "params:monitoring"], "inference_alerts",
+                 name="evaluate_inference_alerts_node"),
+            Node(deliver_alerts, ["inference_alerts", "params:monitoring.alert_delivery"],
+                 "inference_alert_deliveries", name="deliver_inference_alerts_node"),
+        ]
+    )
