@@ -1,0 +1,260 @@
+"""Rolling-origin backtesting of any Forecaster on the canonical long panel, and its M4-style scoring.
+
+Memory is measured as the peak resident set size (RSS) of this process plus its children, sampled by a
+background thread during fit and predict. ``tracemalloc`` would be wrong here: it only sees allocations
+made through Python's allocator, so torch tensors (LSTM) and the CmdStan child process (Prophet) would be
+invisible. The sampling interval (``MEMORY_SAMPLE_SECONDS``) means a spike shorter than it can be missed,
+and RSS includes memory the allocator keeps after freeing, so the figure is an honest upper-level
+estimate, not an exact byte count.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, Forecaster, interval_columns
+
+logger = logging.getLogger(__name__)
+
+MEMORY_SAMPLE_SECONDS = 0.05
+_MB = 1024.0 * 1024.0
+
+
+class BacktestError(ValueError):
+    """A backtest that cannot run as asked: series too short, bad window settings, misaligned forecasts."""
+
+
+class PeakMemorySampler:
+    """Context manager recording the peak RSS (MB) of this process and its children while active."""
+
+    def __init__(self, interval: float = MEMORY_SAMPLE_SECONDS):
+        self.interval = interval
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self.start_mb = self.peak_mb = 0.0
+
+    def _rss_mb(self) -> float:
+        total = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:  # a child that exited between listing and reading
+                pass
+        return total / _MB
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+    def __enter__(self) -> "PeakMemorySampler":
+        self.start_mb = self.peak_mb = self._rss_mb()
+        self._thread = threading.Thread(target=self._run, name="peak-rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._rss_mb())
+
+    @property
+    def delta_mb(self) -> float:
+        return self.peak_mb - self.start_mb
+
+
+def window_cutoff_positions(lengths: pd.Series, horizon: int, n_windows: int, step: int) -> pd.DataFrame:
+    """Number of training points per series (rows) and window (columns): len − horizon − (n_windows−1−w)·step."""
+    offsets = (n_windows - 1 - np.arange(n_windows)) * step
+    positions = lengths.to_numpy()[:, None] - horizon - offsets[None, :]
+    return pd.DataFrame(positions, index=lengths.index, columns=range(n_windows))
+
+
+def _check_settings(horizon: int, n_windows: int, step: int) -> None:
+    for name, value in (("horizon", horizon), ("n_windows", n_windows), ("step", step)):
+        if int(value) != value or value < 1:
+            raise BacktestError(f"backtest {name} must be a positive integer, got {value!r}")
+
+
+def rolling_origin_backtest(
+    forecaster_factory: Callable[[], Forecaster],
+    panel: pd.DataFrame,
+    horizon: int,
+    n_windows: int,
+    step: int,
+    levels: Sequence[int] = (),
+) -> tuple[pd.DataFrame, dict]:
+    """Fit a fresh forecaster per window on the data up to each cutoff and forecast ``horizon`` steps.
+
+    Args:
+        forecaster_factory: returns a new, unfitted Forecaster each call.
+        panel: canonical long panel (``series_id, timestamp, value``; extra columns are passed to the model).
+        horizon: steps forecast per window.
+        n_windows: number of origins; window 0 is the oldest, the last one ends at each series' end.
+        step: points between consecutive origins.
+        levels: interval levels in percent.
+
+    Returns:
+        Forecasts ``series_id, timestamp, cutoff, window, mean, lo-L, hi-L, ..., actual`` (``cutoff`` is the
+        last training timestamp) and timings: fit/predict seconds per window, totals, and peak memory.
+    """
+    _check_settings(horizon, n_windows, step)
+    missing = [c for c in (SERIES_ID, TIMESTAMP, VALUE) if c not in panel.columns]
+    if missing:
+        raise BacktestError(f"panel lacks columns {missing}; expected the canonical long panel")
+    levels = sorted(int(level) for level in levels)
+    panel = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
+    lengths = panel.groupby(SERIES_ID, sort=True)[VALUE].size()
+    cutoffs = window_cutoff_positions(lengths, horizon, n_windows, step)
+    min_train = max(forecaster_factory().min_length, 1)
+    too_short = cutoffs.index[cutoffs[0] < min_train]
+    if len(too_short):
+        need = min_train + horizon + (n_windows - 1) * step
+        named = ", ".join(f"{sid!r} ({lengths[sid]})" for sid in too_short[:10])
+        raise BacktestError(
+            f"{len(too_short)} series too short for {n_windows} windows of horizon {horizon} and step {step}: "
+            f"{named}{' ...' if len(too_short) > 10 else ''}; each needs at least {need} observations. "
+            "Reduce n_windows/step or quarantine these series."
+        )
+
+    position = panel.groupby(SERIES_ID, sort=False).cumcount().to_numpy()
+    actuals = panel[[SERIES_ID, TIMESTAMP, VALUE]].rename(columns={VALUE: "actual"})
+    frames, fit_seconds, predict_seconds = [], [], []
+    with PeakMemorySampler() as memory:
+        for window in range(n_windows):
+            series_train = panel[SERIES_ID].map(cutoffs[window]).to_numpy()
+            train = panel[position < series_train]
+            cutoff_time = train.groupby(SERIES_ID, sort=False)[TIMESTAMP].max().rename("cutoff")
+            forecaster = forecaster_factory()
+            started = time.perf_counter()
+            forecaster.fit(train)
+            fitted = time.perf_counter()
+            forecast = forecaster.predict(horizon, levels)
+            predicted = time.perf_counter()
+            fit_seconds.append(fitted - started)
+            predict_seconds.append(predicted - fitted)
+            forecast = forecast.merge(cutoff_time, left_on=SERIES_ID, right_index=True, how="left")
+            forecast["window"] = window
+            frames.append(forecast)
+            logger.info(
+                "backtest window %d/%d: fit %.2fs, predict %.2fs", window + 1, n_windows, fit_seconds[-1], predict_seconds[-1]
+            )
+    forecasts = pd.concat(frames, ignore_index=True)
+    result = forecasts.merge(actuals, on=[SERIES_ID, TIMESTAMP], how="left", validate="many_to_one")
+    unmatched = result["actual"].isna()
+    if unmatched.any():
+        row = result[unmatched].iloc[0]
+        raise BacktestError(
+            f"{int(unmatched.sum())} forecast rows have no actual in the panel (first: series {row[SERIES_ID]!r} at "
+            f"{row[TIMESTAMP]}, window {row['window']}); the forecaster's freq must match the panel's grid"
+        )
+    columns = [SERIES_ID, TIMESTAMP, "cutoff", "window", "mean", *interval_columns(levels), "actual"]
+    timings = {
+        "fit_seconds": fit_seconds,
+        "predict_seconds": predict_seconds,
+        "fit_seconds_total": float(sum(fit_seconds)),
+        "predict_seconds_total": float(sum(predict_seconds)),
+        "peak_rss_mb": memory.peak_mb,
+        "peak_rss_delta_mb": memory.delta_mb,
+        "memory_method": f"psutil RSS of process + children, sampled every {MEMORY_SAMPLE_SECONDS}s",
+    }
+    return result[columns].sort_values([SERIES_ID, "window", TIMESTAMP]).reset_index(drop=True), timings
+
+
+def _training_scales(panel: pd.DataFrame, cutoffs: pd.DataFrame, season_length: int) -> pd.Series:
+    """Seasonal-naive in-sample MAE of each (series, cutoff) from the panel values up to that cutoff."""
+    panel = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+    values = panel[VALUE].to_numpy(float)
+    series = panel[SERIES_ID].to_numpy()
+    lagged_same_series = np.r_[np.zeros(season_length, bool), series[season_length:] == series[:-season_length]]
+    diffs = np.zeros(len(values))
+    diffs[season_length:] = np.abs(values[season_length:] - values[:-season_length])
+    diffs = np.where(lagged_same_series, diffs, 0.0)
+    frame = pd.DataFrame(
+        {SERIES_ID: series, TIMESTAMP: panel[TIMESTAMP].to_numpy(), "diff": diffs, "valid": lagged_same_series}
+    )
+    grouped = frame.groupby(SERIES_ID, sort=False)
+    frame["diff_sum"] = grouped["diff"].cumsum()
+    frame["diff_count"] = grouped["valid"].cumsum()
+    at_cutoff = cutoffs.merge(
+        frame, left_on=[SERIES_ID, "cutoff"], right_on=[SERIES_ID, TIMESTAMP], how="left", validate="one_to_one"
+    )
+    if at_cutoff["diff_sum"].isna().any():
+        row = at_cutoff[at_cutoff["diff_sum"].isna()].iloc[0]
+        raise BacktestError(f"cutoff {row['cutoff']} of series {row[SERIES_ID]!r} is not a timestamp of the panel")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = at_cutoff["diff_sum"] / at_cutoff["diff_count"].where(at_cutoff["diff_count"] > 0)
+    return pd.Series(scale.where(scale > 0).to_numpy(), index=pd.MultiIndex.from_frame(cutoffs[[SERIES_ID, "window"]]))
+
+
+def evaluate_backtest(
+    backtest: pd.DataFrame, panel: pd.DataFrame, season_length: int, levels: Sequence[int] = ()
+) -> tuple[pd.DataFrame, dict]:
+    """Score a backtest per series and window, and aggregate M4-style (mean over series x windows).
+
+    Args:
+        backtest: output of ``rolling_origin_backtest``.
+        panel: the panel the backtest ran on (MASE/MSIS scales use its values up to each cutoff).
+        season_length: seasonal period m of the MASE/MSIS scale.
+        levels: interval levels to score (``coverage-L`` in 0..1 and ``msis-L`` with alpha = 1 − L/100).
+
+    Returns:
+        Per (series, window) metrics ``rmse, mae, mape, smape, mase, coverage-L, msis-L`` and a dict of their
+        means (NaN entries, e.g. MASE of a constant training part, are left out of the mean and counted in
+        ``n_undefined``).
+    """
+    levels = sorted(int(level) for level in levels)
+    needed = [SERIES_ID, TIMESTAMP, "cutoff", "window", "mean", "actual", *interval_columns(levels)]
+    missing = [c for c in needed if c not in backtest.columns]
+    if missing:
+        raise BacktestError(f"backtest frame lacks columns {missing}; pass the output of rolling_origin_backtest")
+    if backtest.empty:
+        raise BacktestError("backtest frame is empty: nothing to evaluate")
+    if backtest[["mean", "actual"]].isna().any().any():
+        raise BacktestError("backtest has NaN forecasts or actuals; check the forecaster output")
+    y, yhat = backtest["actual"].to_numpy(float), backtest["mean"].to_numpy(float)
+    error = y - yhat
+    denominator = np.abs(y) + np.abs(yhat)
+    steps = pd.DataFrame(
+        {
+            SERIES_ID: backtest[SERIES_ID].to_numpy(),
+            "window": backtest["window"].to_numpy(),
+            "abs_error": np.abs(error),
+            "sq_error": error**2,
+            "smape": np.where(denominator == 0, 0.0, 200.0 * np.abs(error) / np.where(denominator == 0, 1, denominator)),
+            "ape": np.where(y != 0, 100.0 * np.abs(error) / np.where(y == 0, 1, np.abs(y)), np.nan),
+        }
+    )
+    for level in levels:
+        lo, hi = backtest[f"lo-{level}"].to_numpy(float), backtest[f"hi-{level}"].to_numpy(float)
+        alpha = 1.0 - level / 100.0
+        steps[f"coverage-{level}"] = ((y >= lo) & (y <= hi)).astype(float)
+        steps[f"is-{level}"] = (hi - lo) + (2.0 / alpha) * (np.maximum(lo - y, 0) + np.maximum(y - hi, 0))
+    grouped = steps.groupby([SERIES_ID, "window"], sort=True)
+    per_series = pd.DataFrame(
+        {
+            "rmse": np.sqrt(grouped["sq_error"].mean()),
+            "mae": grouped["abs_error"].mean(),
+            "mape": grouped["ape"].mean(),  # pandas skips NaN: zero actuals are left out
+            "smape": grouped["smape"].mean(),
+        }
+    )
+    cutoffs = backtest.groupby([SERIES_ID, "window"], sort=True)["cutoff"].first().reset_index()
+    scale = _training_scales(panel, cutoffs, int(season_length)).reindex(per_series.index)
+    per_series["mase"] = per_series["mae"] / scale
+    for level in levels:
+        per_series[f"coverage-{level}"] = grouped[f"coverage-{level}"].mean()
+        per_series[f"msis-{level}"] = grouped[f"is-{level}"].mean() / scale
+    per_series = per_series.reset_index()
+    per_series.insert(2, "cutoff", cutoffs["cutoff"].to_numpy())
+    metric_columns = [c for c in per_series.columns if c not in (SERIES_ID, "window", "cutoff")]
+    aggregate = {column: float(per_series[column].mean()) for column in metric_columns}
+    aggregate["n_series"] = int(per_series[SERIES_ID].nunique())
+    aggregate["n_windows"] = int(per_series["window"].nunique())
+    aggregate["n_undefined"] = {c: int(per_series[c].isna().sum()) for c in metric_columns if per_series[c].isna().any()}
+    return per_series, aggregate

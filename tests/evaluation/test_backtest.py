@@ -1,0 +1,146 @@
+"""Tests of rolling-origin backtesting and its scoring on real M4 Hourly series."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from ts_kedro.evaluation import metrics
+from ts_kedro.evaluation.backtest import BacktestError, evaluate_backtest, rolling_origin_backtest
+from ts_kedro.forecasters.base import Forecaster
+
+
+class LastValueForecaster(Forecaster):
+    """Test double: naive forecast (last value) with random-walk normal intervals from one-step changes."""
+
+    name = "last_value"
+
+    @property
+    def min_length(self) -> int:
+        return 2
+
+    def _fit(self, panel):
+        ordered = panel.sort_values(["series_id", "timestamp"])
+        grouped = ordered.groupby("series_id")["value"]
+        self.last_ = grouped.last()
+        self.sigma_ = grouped.apply(lambda v: float(np.std(np.diff(v.to_numpy()))))
+
+    def _predict(self, horizon, levels):
+        frames = []
+        steps = np.arange(1, horizon + 1)
+        for sid in self.series_ids_:
+            mean = np.full(horizon, self.last_[sid])
+            frame = pd.DataFrame({"series_id": sid, "timestamp": self.future_index(sid, horizon), "mean": mean})
+            for level in levels:
+                half = norm.ppf(0.5 + level / 200) * self.sigma_[sid] * np.sqrt(steps)
+                frame[f"lo-{level}"], frame[f"hi-{level}"] = mean - half, mean + half
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture
+def panel(small_panel):
+    # real M4 series of different lengths: trim one so per-series cutoffs differ
+    drop_last_five = (small_panel["series_id"] == "H1") & (small_panel.groupby("series_id").cumcount(ascending=False) < 5)
+    return small_panel[~drop_last_five].assign(is_imputed=False).reset_index(drop=True)
+
+
+def test_backtest_windows_cutoffs_and_no_leakage(panel):
+    horizon, n_windows, step = 12, 3, 7
+    backtest, timings = rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), panel, horizon, n_windows, step, [80, 95])
+    assert list(backtest.columns) == [
+        "series_id", "timestamp", "cutoff", "window", "mean", "lo-80", "hi-80", "lo-95", "hi-95", "actual"
+    ]
+    assert len(backtest) == panel["series_id"].nunique() * n_windows * horizon
+    for sid, series in panel.groupby("series_id"):
+        values, stamps = series["value"].to_numpy(), series["timestamp"].to_numpy()
+        for window in range(n_windows):
+            rows = backtest[(backtest["series_id"] == sid) & (backtest["window"] == window)]
+            n_train = len(series) - horizon - (n_windows - 1 - window) * step
+            assert (rows["cutoff"] == stamps[n_train - 1]).all()
+            np.testing.assert_array_equal(rows["timestamp"], stamps[n_train : n_train + horizon])
+            np.testing.assert_array_equal(rows["actual"], values[n_train : n_train + horizon])
+            # the model saw exactly the data up to the cutoff: its forecast is the value at the cutoff
+            assert (rows["mean"] == values[n_train - 1]).all()
+    assert (backtest["lo-95"] <= backtest["lo-80"]).all() and (backtest["hi-80"] <= backtest["hi-95"]).all()
+    assert len(timings["fit_seconds"]) == len(timings["predict_seconds"]) == n_windows
+    assert timings["fit_seconds_total"] == pytest.approx(sum(timings["fit_seconds"]))
+    assert timings["peak_rss_mb"] >= timings["peak_rss_delta_mb"] >= 0 and timings["peak_rss_mb"] > 0
+
+
+def test_fresh_forecaster_per_window(panel):
+    made = []
+
+    def factory():
+        made.append(LastValueForecaster(freq="h"))
+        return made[-1]
+
+    rolling_origin_backtest(factory, panel, horizon=6, n_windows=4, step=6)
+    fitted = [f for f in made if f.is_fitted_]
+    assert len(fitted) == 4 and len({id(f) for f in fitted}) == 4
+
+
+def test_too_short_series_are_named(panel):
+    short = panel[~((panel["series_id"] == "H103") & (panel.groupby("series_id").cumcount() >= 30))]
+    with pytest.raises(BacktestError, match=r"1 series too short.*'H103' \(30\).*at least 46"):
+        rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), short, horizon=24, n_windows=3, step=10)
+
+
+@pytest.mark.parametrize("kwargs", [{"horizon": 0}, {"n_windows": 0}, {"step": 1.5}])
+def test_bad_settings_raise(panel, kwargs):
+    settings = {"horizon": 6, "n_windows": 2, "step": 6, **kwargs}
+    with pytest.raises(BacktestError, match="positive integer"):
+        rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), panel, **settings)
+
+
+def test_forecaster_on_wrong_grid_is_reported(panel):
+    with pytest.raises(BacktestError, match="no actual in the panel"):
+        rolling_origin_backtest(lambda: LastValueForecaster(freq="D"), panel, horizon=6, n_windows=1, step=1)
+
+
+def test_evaluate_matches_metric_functions(panel):
+    horizon, n_windows, step, m = 24, 2, 24, 24
+    backtest, _ = rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), panel, horizon, n_windows, step, [95])
+    per_series, aggregate = evaluate_backtest(backtest, panel, season_length=m, levels=[95])
+    assert len(per_series) == panel["series_id"].nunique() * n_windows
+    for row in per_series.to_dict("records"):
+        row = pd.Series(row)
+        series = panel[panel["series_id"] == row.series_id]["value"].to_numpy()
+        n_train = len(series) - horizon - (n_windows - 1 - row.window) * step
+        insample, y = series[:n_train], series[n_train : n_train + horizon]
+        rows = backtest[(backtest["series_id"] == row.series_id) & (backtest["window"] == row.window)]
+        yhat, lo, hi = rows["mean"].to_numpy(), rows["lo-95"].to_numpy(), rows["hi-95"].to_numpy()
+        assert row.smape == pytest.approx(metrics.smape(y, yhat))
+        assert row.mape == pytest.approx(metrics.mape(y, yhat))
+        assert row.rmse == pytest.approx(metrics.rmse(y, yhat))
+        assert row.mae == pytest.approx(metrics.mae(y, yhat))
+        assert row.mase == pytest.approx(metrics.mase(y, yhat, insample, m))
+        assert row["coverage-95"] == pytest.approx(metrics.coverage(y, lo, hi))
+        assert row["msis-95"] == pytest.approx(metrics.msis(y, lo, hi, insample, m, alpha=0.05))
+    assert aggregate["smape"] == pytest.approx(per_series["smape"].mean())
+    assert aggregate["msis-95"] == pytest.approx(per_series["msis-95"].mean())
+    assert aggregate["n_series"] == 3 and aggregate["n_windows"] == 2 and aggregate["n_undefined"] == {}
+
+
+def test_seasonal_naive_backtest_equals_m4_snaive_on_test_part(shared_data, m4_sample_panel):
+    """Real family, real protocol: one 48-step window over train+test gives M4's sNaive per-series scores."""
+    from ts_kedro.forecasters.seasonal_naive import SeasonalNaive
+
+    ids = sorted(m4_sample_panel["series_id"].unique())[:4]
+    test = pd.read_csv(shared_data / "m4_hourly" / "Hourly-test-long.csv", parse_dates=["timestamp"])
+    train = m4_sample_panel[m4_sample_panel["series_id"].isin(ids)]
+    full = pd.concat([train, test[test["series_id"].isin(ids)]]).sort_values(["series_id", "timestamp"])
+    backtest, _ = rolling_origin_backtest(lambda: SeasonalNaive(freq="h", season_length=24), full, 48, 1, 48, [95])
+    per_series, _ = evaluate_backtest(backtest, full, season_length=24, levels=[95])
+    for row in per_series.itertuples(index=False):
+        insample = train.loc[train["series_id"] == row.series_id, "value"].to_numpy()
+        actual = test.loc[test["series_id"] == row.series_id, "value"].to_numpy(float)
+        expected = metrics.seasonal_naive_forecast(insample, 48, 24)
+        assert row.smape == pytest.approx(metrics.smape(actual, expected))
+        assert row.mase == pytest.approx(metrics.mase(actual, expected, insample, 24))
+
+
+def test_evaluate_rejects_incomplete_frame(panel):
+    with pytest.raises(BacktestError, match=r"lacks columns \['cutoff'"):
+        evaluate_backtest(pd.DataFrame({"series_id": ["a"], "timestamp": [0]}), panel, 24)
