@@ -1,0 +1,71 @@
+"""Command line: run one Kedro pipeline, or one cycle, as a Prefect flow run now.
+
+    python -m ts_kedro.orchestration run --pipeline data_processing [--grouping node] [--task-runner thread]
+    python -m ts_kedro.orchestration cycle
+
+The last line printed is the flow's JSON summary; the exit status is 1 when the flow run failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("grouping", "task_runner", "crossing_memory_datasets", "dask_address")
+    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+
+
+def _runtime_params(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs, values parsed as YAML scalars like `kedro run --params` does."""
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--params expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        params[key.strip()] = yaml.safe_load(value)
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ts_kedro.orchestration", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "cycle"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--project-path", default=None)
+        cmd.add_argument("--env", default=None)
+        cmd.add_argument("--params", nargs="*", default=[], metavar="KEY=VALUE")
+        cmd.add_argument("--grouping", choices=["node", "namespace"], default=None)
+        cmd.add_argument("--task-runner", choices=["sequential", "thread", "dask"], default=None)
+        cmd.add_argument("--crossing-memory-datasets", choices=["persist", "fail"], default=None)
+        cmd.add_argument("--dask-address", default=None)
+        if name == "run":
+            cmd.add_argument("--pipeline", default="__default__")
+    args = parser.parse_args(argv)
+
+    from ts_kedro.orchestration.flows import ts_kedro_cycle
+    from ts_kedro.orchestration.kedro_prefect import run_kedro_pipeline
+
+    overrides = _overrides(args) or None
+    params = _runtime_params(args.params) or None
+    try:
+        if args.command == "run":
+            summary = run_kedro_pipeline(args.pipeline, project_path=args.project_path, env=args.env,
+                                         runtime_params=params, config_overrides=overrides)
+        else:
+            summary = ts_kedro_cycle(project_path=args.project_path, env=args.env, runtime_params=params,
+                                     config_overrides=overrides)
+    except Exception as err:  # the flow run is already recorded as Failed in Prefect; report and exit 1
+        print(json.dumps({"status": "failed", "error": f"{type(err).__name__}: {err}"}))
+        return 1
+    print(json.dumps({"status": "completed", **summary}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Orchestration settings: the `orchestration` block of conf/<env>/orchestration.yml, validated."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+
+logger = logging.getLogger(__name__)
+
+GROUPINGS = ("node", "namespace")
+TASK_RUNNERS = ("sequential", "thread", "dask")
+CROSSING_POLICIES = ("persist", "fail")
+TASK_OPTION_KEYS = ("retries", "retry_delay_seconds", "timeout_seconds")
+
+
+class OrchestrationConfigError(ValueError):
+    """The orchestration configuration is invalid; the message names the key and the file."""
+
+
+@dataclass(frozen=True)
+class PipelineRunConfig:
+    """How a Kedro pipeline is mapped onto Prefect tasks and executed."""
+
+    grouping: str = "namespace"
+    task_runner: str = "thread"
+    max_workers: int = 4
+    dask_address: str | None = None
+    dask_n_workers: int = 2
+    crossing_memory_datasets: str = "persist"
+    intermediate_dir: str = "data/05_model_input/_prefect"
+    keep_intermediate: bool = False
+    retries: int = 0
+    retry_delay_seconds: float = 30
+    timeout_seconds: float | None = 7200
+    task_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_choice("grouping", self.grouping, GROUPINGS)
+        _check_choice("task_runner", self.task_runner, TASK_RUNNERS)
+        _check_choice("crossing_memory_datasets", self.crossing_memory_datasets, CROSSING_POLICIES)
+        if self.max_workers < 1:
+            raise OrchestrationConfigError(f"orchestration.max_workers must be >= 1, got {self.max_workers}")
+        if self.retries < 0:
+            raise OrchestrationConfigError(f"orchestration.retries must be >= 0, got {self.retries}")
+        for task_name, options in self.task_overrides.items():
+            unknown = set(options) - set(TASK_OPTION_KEYS)
+            if unknown:
+                raise OrchestrationConfigError(
+                    f"orchestration.task_overrides.{task_name} has unknown key(s) {sorted(unknown)}; "
+                    f"allowed: {list(TASK_OPTION_KEYS)}"
+                )
+
+    def task_options(self, task_name: str) -> dict[str, Any]:
+        """Retries and timeout of one task: the defaults, overridden by `task_overrides[task_name]`."""
+        options = {
+            "retries": self.retries,
+            "retry_delay_seconds": self.retry_delay_seconds,
+            "timeout_seconds": self.timeout_seconds,
+        }
+        options.update(self.task_overrides.get(task_name, {}))
+        return options
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PipelineRunConfig:
+        """Build from the YAML block, refusing misspelt keys (they would otherwise be silently ignored)."""
+        return cls(**_known_keys(cls, values, "orchestration"))
+
+
+@dataclass(frozen=True)
+class CycleConfig:
+    """Which pipeline the scheduled cycle runs, decided from the MLflow registry."""
+
+    registered_model_name: str = "ts_kedro_panel"
+    champion_alias: str = "champion"
+    day0_pipeline: str = "__default__"
+    day_n_pipeline: str = "day_n"
+    env: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CycleConfig:
+        return cls(**_known_keys(cls, values, "orchestration.cycle"))
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """Schedule of the served / deployed cycle."""
+
+    name: str = "ts-kedro-hourly"
+    cron: str = "5 * * * *"
+    timezone: str = "UTC"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DeploymentConfig:
+        return cls(**_known_keys(cls, values, "orchestration.deployment"))
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Where alerts go: an append-only JSONL log, and a Prefect notification block."""
+
+    log_path: str = "data/08_reporting/alerts.jsonl"
+    notification_block: str | None = "ts-kedro-alerts"
+    webhook_url: str | None = None
+    timeout_seconds: float = 10
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AlertConfig:
+        return cls(**_known_keys(cls, values, "orchestration.alerts"))
+
+
+@dataclass(frozen=True)
+class OrchestrationConfig:
+    """The whole `orchestration` block."""
+
+    pipeline_run: PipelineRunConfig
+    cycle: CycleConfig
+    deployment: DeploymentConfig
+    alerts: AlertConfig
+
+    @classmethod
+    def from_dict(cls, block: dict[str, Any]) -> OrchestrationConfig:
+        block = dict(block or {})
+        cycle = CycleConfig.from_dict(block.pop("cycle", None) or {})
+        deployment = DeploymentConfig.from_dict(block.pop("deployment", None) or {})
+        alerts = AlertConfig.from_dict(block.pop("alerts", None) or {})
+        return cls(PipelineRunConfig.from_dict(block), cycle, deployment, alerts)
+
+
+def load_orchestration_config(project_path: Path | str, env: str | None = None) -> OrchestrationConfig:
+    """Read `orchestration` from conf/base/orchestration.yml, overridden by conf/<env>/orchestration.yml.
+
+    Uses Kedro's OmegaConfigLoader (same env layering as the catalog) with its own pattern, so the
+    project's settings.py needs no entry for it. A missing file gives the documented defaults.
+    """
+    conf_source = Path(project_path) / "conf"
+    if not conf_source.is_dir():
+        raise OrchestrationConfigError(f"no conf/ folder in {project_path}: is this a Kedro project root?")
+    loader = OmegaConfigLoader(
+        conf_source=str(conf_source),
+        base_env="base",
+        default_run_env="local",
+        env=env or os.getenv("KEDRO_ENV"),
+        config_patterns={"orchestration": ["orchestration*", "orchestration*/**"]},
+        # Same `${env:NAME,default}` resolver as the project's settings.py, e.g. for the alert webhook URL.
+        custom_resolvers={"env": lambda name, default=None: os.environ.get(name, default)},
+    )
+    try:
+        raw = loader["orchestration"]
+    except Exception as err:  # MissingConfigException when no file exists in any env
+        if type(err).__name__ != "MissingConfigException":
+            raise
+        logger.info("no orchestration*.yml under %s: using defaults", conf_source)
+        raw = {}
+    return OrchestrationConfig.from_dict(raw.get("orchestration", {}))
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise OrchestrationConfigError(f"orchestration.{key} must be one of {list(choices)}, got {value!r}")
+
+
+def _known_keys(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    allowed = {f.name for f in fields(cls)}
+    unknown = set(values) - allowed
+    if unknown:
+        raise OrchestrationConfigError(
+            f"unknown key(s) {sorted(unknown)} in {where} (conf/*/orchestration.yml); allowed: {sorted(allowed)}"
+        )
+    return dict(values)

@@ -1,0 +1,475 @@
+"""Run a Kedro pipeline as a Prefect flow run: one task per node or namespace, Kedro hooks fired as under `kedro run`.
+
+What a flow run does, in the order `KedroSession.run` does it (kedro 1.7, framework/session/session.py):
+1. `KedroSession.create` + `load_context()` (fires `after_context_created`), catalog built with the session id as
+   save version (fires `after_catalog_created`).
+2. The pipeline is cut into task groups (`Pipeline.group_nodes_by`: one per node, or one per top-level namespace);
+   every dataset crossing a group boundary must be persisted (see `crossing_memory_datasets`).
+3. `before_pipeline_run` once; then each group is a Prefect task submitted with `wait_for=` its upstream groups'
+   futures, so independent branches (the model families) run in parallel under a thread or Dask task runner.
+   A task runs its nodes with Kedro's own `SequentialRunner` on the shared catalog and hook manager, so the node
+   and dataset hooks (`before_node_run`, `after_dataset_saved`, ...) fire exactly as under `kedro run`.
+4. `after_pipeline_run`, or `on_pipeline_error` and the node's exception re-raised so the flow run fails.
+
+Under Dask the tasks may run in other processes: there each task rebuilds the project's session, catalog (same
+save version) and hook manager from a picklable `KedroRunSpec`, loads its inputs from the persisted datasets,
+and resumes the flow's MLflow run so that kedro-mlflow's node-level logging lands in the same run.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from kedro import __version__ as kedro_version
+from kedro.framework.project import pipelines as kedro_pipelines
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from kedro.io import MemoryDataset
+from kedro.pipeline import Pipeline
+from kedro.runner import SequentialRunner
+from kedro.utils import find_kedro_project
+from prefect import flow, task
+from prefect import runtime as prefect_runtime
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from ts_kedro.orchestration.config import (
+    OrchestrationConfigError,
+    PipelineRunConfig,
+    load_orchestration_config,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class CrossingDatasetError(ValueError):
+    """A dataset that crosses a Prefect task boundary is only in memory, and the policy is `fail`."""
+
+
+@dataclass(frozen=True)
+class TaskGroup:
+    """Kedro nodes run together by one Prefect task, and the groups that must finish first."""
+
+    name: str
+    node_names: tuple[str, ...]
+    upstream: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KedroRunSpec:
+    """Everything a task needs to find (or rebuild, in another process) the run's catalog and hooks."""
+
+    project_path: str
+    pipeline_name: str
+    run_id: str
+    env: str | None = None
+    runtime_params: dict[str, Any] = field(default_factory=dict)
+    load_versions: dict[str, str] | None = None
+    persisted_intermediates: dict[str, str] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+
+@dataclass
+class _KedroExecution:
+    """The live objects of one run in one process: tasks in that process share them."""
+
+    pipeline: Pipeline
+    catalog: Any
+    hook_manager: Any
+    rebuilt: bool = False
+
+
+# run_id -> execution. The flow process registers its own; Dask worker processes fill it lazily (bounded: a
+# long-lived worker sees many runs).
+_EXECUTIONS: OrderedDict[str, _KedroExecution] = OrderedDict()
+_EXECUTIONS_LOCK = threading.Lock()
+_MAX_REBUILT_EXECUTIONS = 4
+
+
+def plan_task_groups(pipeline: Pipeline, grouping: str) -> list[TaskGroup]:
+    """Cut a pipeline into Prefect task groups, in an order where every group follows its upstream groups.
+
+    Args:
+        pipeline: The Kedro pipeline to run.
+        grouping: "node" (one group per node) or "namespace" (one per top-level namespace; nodes without
+            a namespace stay alone).
+
+    Returns:
+        Task groups in topological order.
+    """
+    if grouping not in ("node", "namespace"):
+        raise OrchestrationConfigError(f"orchestration.grouping must be 'node' or 'namespace', got {grouping!r}")
+    grouped = pipeline.group_nodes_by("namespace" if grouping == "namespace" else None)
+    names = [g.name for g in grouped]
+    # A node name can equal a namespace name ("training" node vs "training." namespace): tasks would collide.
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise OrchestrationConfigError(
+            f"task group name(s) {duplicates} are both a node name and a namespace: rename the node(s) or use "
+            "grouping: node"
+        )
+    by_name = {g.name: g for g in grouped}
+    ordered: list[TaskGroup] = []
+    done: set[str] = set()
+    pending = list(names)
+    while pending:
+        ready = [n for n in pending if set(by_name[n].dependencies) <= done]
+        if not ready:
+            # Namespace grouping can merge nodes that sit before and after an outside node: A.x -> b -> A.y.
+            raise OrchestrationConfigError(
+                f"grouping '{grouping}' creates a dependency cycle between task groups {sorted(pending)}: "
+                "a namespace both feeds and consumes a node outside it. Use grouping: node, or move that node "
+                "into the namespace."
+            )
+        for name in ready:
+            group = by_name[name]
+            node_order = {n.name: i for i, n in enumerate(pipeline.nodes)}
+            ordered.append(
+                TaskGroup(
+                    name=name,
+                    node_names=tuple(sorted(group.nodes, key=node_order.__getitem__)),
+                    upstream=tuple(sorted(group.dependencies)),
+                )
+            )
+            done.add(name)
+        pending = [n for n in pending if n not in done]
+    return ordered
+
+
+def crossing_datasets(pipeline: Pipeline, groups: list[TaskGroup]) -> dict[str, str]:
+    """Datasets produced in one task group and consumed in another.
+
+    Returns:
+        Dataset name -> name of the producing group.
+    """
+    group_of_node = {node: g.name for g in groups for node in g.node_names}
+    producer: dict[str, str] = {}
+    for node in pipeline.nodes:
+        for output in node.outputs:
+            producer[output] = group_of_node[node.name]
+    crossing: dict[str, str] = {}
+    for node in pipeline.nodes:
+        for dataset in node.inputs:
+            if dataset in producer and producer[dataset] != group_of_node[node.name]:
+                crossing[dataset] = producer[dataset]
+    return crossing
+
+
+def build_task_runner(config: PipelineRunConfig) -> Any:
+    """The Prefect task runner named by `orchestration.task_runner`."""
+    if config.task_runner == "sequential":
+        return ThreadPoolTaskRunner(max_workers=1)
+    if config.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=config.max_workers)
+    from prefect_dask import DaskTaskRunner  # optional dependency: only imported when Dask is asked for
+
+    if config.dask_address:
+        return DaskTaskRunner(address=config.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": config.dask_n_workers, "threads_per_worker": 1, "processes": True}
+    )
+
+
+@task(name="kedro-task-group", cache_policy=NO_CACHE)
+def run_kedro_task_group(spec: KedroRunSpec, group_name: str, node_names: list[str]) -> list[str]:
+    """Run one group's Kedro nodes with Kedro's SequentialRunner (node and dataset hooks fire).
+
+    Returns:
+        The datasets this group produced.
+    """
+    execution = _execution_for(spec)
+    group_pipeline = execution.pipeline.only_nodes(*node_names)
+    logger.info("task %s: running Kedro node(s) %s", group_name, ", ".join(node_names))
+    with _resumed_mlflow_run(spec if execution.rebuilt else None):
+        SequentialRunner().run(group_pipeline, execution.catalog, execution.hook_manager, run_id=spec.run_id)
+    return sorted(group_pipeline.outputs())
+
+
+@flow(name="kedro-pipeline", flow_run_name="kedro-{pipeline_name}", validate_parameters=True)
+def kedro_pipeline_flow(
+    pipeline_name: str = "__default__",
+    project_path: str | None = None,
+    env: str | None = None,
+    runtime_params: dict[str, Any] | None = None,
+    config_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one registered Kedro pipeline as Prefect tasks. Use `run_kedro_pipeline` to get the configured
+    task runner; calling this flow directly uses the flow's default (threads).
+
+    Returns:
+        `run_id` (the Kedro session id), `flow_run_id`, `pipeline` and `tasks` (group name -> node names).
+    """
+    root = resolve_project_path(project_path)
+    config = _pipeline_run_config(root, env, config_overrides)
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env=env, runtime_params=runtime_params or {}) as session:
+        return _run_in_session(session, pipeline_name, config, env, runtime_params or {})
+
+
+def run_kedro_pipeline(
+    pipeline_name: str = "__default__",
+    project_path: str | Path | None = None,
+    env: str | None = None,
+    runtime_params: dict[str, Any] | None = None,
+    config_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run `kedro_pipeline_flow` with the task runner from the configuration (a subflow inside a flow)."""
+    root = resolve_project_path(project_path)
+    config = _pipeline_run_config(root, env, config_overrides)
+    configured_flow = kedro_pipeline_flow.with_options(task_runner=build_task_runner(config))
+    return configured_flow(
+        pipeline_name=pipeline_name,
+        project_path=str(root),
+        env=env,
+        runtime_params=runtime_params,
+        config_overrides=config_overrides,
+    )
+
+
+def resolve_project_path(project_path: str | Path | None) -> Path:
+    """The Kedro project root: the given path, or the one containing the working directory."""
+    root = Path(project_path).resolve() if project_path else find_kedro_project(Path.cwd())
+    if root is None or not (root / "pyproject.toml").is_file():
+        raise OrchestrationConfigError(
+            f"no Kedro project at {project_path or Path.cwd()}: pass project_path= or run from the project root"
+        )
+    return root
+
+
+def _pipeline_run_config(root: Path, env: str | None, overrides: dict[str, Any] | None) -> PipelineRunConfig:
+    config = load_orchestration_config(root, env).pipeline_run
+    return replace(config, **overrides) if overrides else config
+
+
+def _run_in_session(
+    session: KedroSession,
+    pipeline_name: str,
+    config: PipelineRunConfig,
+    env: str | None,
+    runtime_params: dict[str, Any],
+) -> dict[str, Any]:
+    """Mirror of `KedroSession.run` where the runner is replaced by Prefect tasks."""
+    run_id = session.session_id
+    project_path = Path(session._project_path)
+    if hasattr(kedro_pipelines, "set_requested"):
+        # Load every registered pipeline, not only the requested one (kedro 1.7's selective loading): composites
+        # such as day_n are built inside register_pipelines() from other discovered pipelines.
+        kedro_pipelines.set_requested(None)
+    context = session.load_context()
+    try:
+        registered = dict(kedro_pipelines.items())
+    except Exception as err:  # a KeyError from inside register_pipelines() is not "pipeline not found"
+        raise RuntimeError(
+            f"register_pipelines() of the Kedro project at {project_path} failed: {type(err).__name__}: {err}"
+        ) from err
+    if pipeline_name not in registered:
+        raise ValueError(
+            f"Failed to find the pipeline named '{pipeline_name}' in {project_path}: registered are "
+            f"{sorted(registered)}. Check orchestration.cycle.*_pipeline in conf/base/orchestration.yml."
+        )
+    pipeline = registered[pipeline_name]
+    if pipeline_name != "__default__":
+        context._pipelines_to_validate = [pipeline_name]
+    catalog = context._get_catalog(save_version=run_id, load_versions=None)
+    hook_manager = session._hook_manager
+
+    groups = plan_task_groups(pipeline, config.grouping)
+    _warm_up_catalog(pipeline, catalog)
+    intermediate_root = project_path / config.intermediate_dir / _safe_folder_name(run_id)
+    persisted = _persist_crossing_datasets(
+        catalog, crossing_datasets(pipeline, groups), config.crossing_memory_datasets, intermediate_root
+    )
+    spec = KedroRunSpec(
+        project_path=str(project_path),
+        pipeline_name=pipeline_name,
+        run_id=run_id,
+        env=env,
+        runtime_params=runtime_params,
+        persisted_intermediates=persisted,
+    )
+    record_data = {
+        "run_id": run_id,
+        "project_path": project_path.as_posix(),
+        "env": context.env,
+        "kedro_version": kedro_version,
+        "tags": None,
+        "from_nodes": None,
+        "to_nodes": None,
+        "node_names": None,
+        "from_inputs": None,
+        "to_outputs": None,
+        "load_versions": None,
+        "runtime_params": runtime_params,
+        "pipeline_names": [pipeline_name],
+        "namespaces": None,
+        "runner": f"prefect:{config.task_runner}",
+        "only_missing_outputs": False,
+    }
+    logger.info(
+        "Kedro pipeline '%s' as %d Prefect task(s) (grouping=%s, runner=%s, run_id=%s)",
+        pipeline_name, len(groups), config.grouping, config.task_runner, run_id,
+    )
+    with _EXECUTIONS_LOCK:
+        _EXECUTIONS[run_id] = _KedroExecution(pipeline=pipeline, catalog=catalog, hook_manager=hook_manager)
+    try:
+        hook_manager.hook.before_pipeline_run(run_params=record_data, pipeline=pipeline, catalog=catalog)
+        spec = replace(spec, mlflow_run_id=_active_mlflow_run_id())
+        try:
+            _submit_and_wait(spec, groups, config)
+        except Exception as error:
+            hook_manager.hook.on_pipeline_error(
+                error=error, run_params=record_data, pipeline=pipeline, catalog=catalog
+            )
+            raise
+        run_result = {name: catalog[name] for name in pipeline.outputs()}
+        hook_manager.hook.after_pipeline_run(
+            run_params=record_data, run_result=run_result, pipeline=pipeline, catalog=catalog
+        )
+    finally:
+        with _EXECUTIONS_LOCK:
+            _EXECUTIONS.pop(run_id, None)
+    if persisted and not config.keep_intermediate:
+        shutil.rmtree(intermediate_root, ignore_errors=True)
+    return {
+        "run_id": run_id,
+        "flow_run_id": str(prefect_runtime.flow_run.id),
+        "pipeline": pipeline_name,
+        "tasks": {g.name: list(g.node_names) for g in groups},
+    }
+
+
+def _submit_and_wait(spec: KedroRunSpec, groups: list[TaskGroup], config: PipelineRunConfig) -> None:
+    """Submit every group with `wait_for=` its upstream futures; raise the first node failure."""
+    futures: dict[str, Any] = {}
+    for group in groups:
+        group_task = run_kedro_task_group.with_options(
+            name=group.name, task_run_name=group.name, **config.task_options(group.name)
+        )
+        futures[group.name] = group_task.submit(
+            spec, group.name, list(group.node_names), wait_for=[futures[u] for u in group.upstream]
+        )
+    wait(list(futures.values()))
+    for group in groups:  # topological order: the first failure is the root cause, later ones are NotReady
+        state = futures[group.name].state
+        if state.is_failed() or state.is_crashed():
+            error = state.result(raise_on_failure=False)
+            if isinstance(error, BaseException):
+                raise error
+            raise RuntimeError(f"Prefect task '{group.name}' ended {state.type.value}: {state.message}")
+    unfinished = [g.name for g in groups if not futures[g.name].state.is_completed()]
+    if unfinished:
+        raise RuntimeError(f"Prefect task(s) {unfinished} did not complete: an upstream task failed or was cancelled")
+
+
+def _warm_up_catalog(pipeline: Pipeline, catalog: Any) -> None:
+    """Materialise every dataset before threads start (the catalog adds runtime-pattern entries lazily, which
+    is not thread safe) and refuse free inputs that no catalog entry provides, as Kedro's runner does."""
+    present = set()
+    for name in pipeline.datasets():
+        if name in catalog:
+            present.add(name)
+        catalog.get(name, fallback_to_runtime_pattern=True)
+    unsatisfied = pipeline.inputs() - present
+    if unsatisfied:
+        raise ValueError(f"Pipeline input(s) {sorted(unsatisfied)} not found in the catalog (conf/*/catalog*.yml)")
+
+
+def _persist_crossing_datasets(
+    catalog: Any, crossing: dict[str, str], policy: str, intermediate_root: Path
+) -> dict[str, str]:
+    """Make every task-crossing dataset loadable by any task (other thread or process).
+
+    Returns:
+        Dataset name -> pickle path, for the in-memory datasets replaced by a run-scoped pickle.
+    """
+    in_memory = sorted(name for name in crossing if isinstance(catalog.get(name), MemoryDataset))
+    if not in_memory:
+        return {}
+    if policy == "fail":
+        details = ", ".join(f"'{name}' (written by task '{crossing[name]}')" for name in in_memory)
+        raise CrossingDatasetError(
+            f"dataset(s) {details} cross a Prefect task boundary but are in memory only: declare them in "
+            "conf/base/catalog_<pipeline>.yml, or set orchestration.crossing_memory_datasets: persist"
+        )
+    from kedro_datasets.pickle import PickleDataset
+
+    persisted = {}
+    for name in in_memory:
+        path = intermediate_root / f"{_safe_folder_name(name)}.pkl"
+        catalog[name] = PickleDataset(filepath=str(path))
+        persisted[name] = str(path)
+    logger.info("in-memory dataset(s) %s cross task boundaries: persisted under %s", in_memory, intermediate_root)
+    return persisted
+
+
+def _execution_for(spec: KedroRunSpec) -> _KedroExecution:
+    """This process's execution of the run: the flow's own, or one rebuilt from the spec (Dask worker)."""
+    with _EXECUTIONS_LOCK:
+        execution = _EXECUTIONS.get(spec.run_id)
+        if execution is not None:
+            return execution
+        project_path = Path(spec.project_path)
+        bootstrap_project(project_path)
+        session = KedroSession.create(
+            project_path=project_path, env=spec.env, runtime_params=spec.runtime_params, save_on_close=False
+        )
+        context = session.load_context()
+        catalog = context._get_catalog(save_version=spec.run_id, load_versions=spec.load_versions)
+        from kedro_datasets.pickle import PickleDataset
+
+        for name, path in spec.persisted_intermediates.items():
+            catalog[name] = PickleDataset(filepath=path)
+        pipeline = kedro_pipelines[spec.pipeline_name]
+        _warm_up_catalog(pipeline, catalog)
+        execution = _KedroExecution(pipeline, catalog, session._hook_manager, rebuilt=True)
+        _EXECUTIONS[spec.run_id] = execution
+        while len(_EXECUTIONS) > _MAX_REBUILT_EXECUTIONS:
+            _EXECUTIONS.popitem(last=False)
+        return execution
+
+
+def _active_mlflow_run_id() -> str | None:
+    try:
+        import mlflow
+    except ImportError:  # pragma: no cover - mlflow is a project dependency
+        return None
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
+@contextmanager
+def _resumed_mlflow_run(spec: KedroRunSpec | None) -> Iterator[None]:
+    """In a rebuilt (other-process) execution, make the flow's MLflow run the active one for this thread.
+
+    The run is detached afterwards without `end_run`, which would mark it FINISHED while the flow still runs;
+    the flow process ends it in `after_pipeline_run` / `on_pipeline_error` (kedro-mlflow does the same for
+    the threads of its own runner).
+    """
+    if spec is None or spec.mlflow_run_id is None:
+        yield
+        return
+    import mlflow
+    from mlflow.tracking import fluent
+
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == spec.mlflow_run_id:
+        yield
+        return
+    mlflow.start_run(run_id=spec.mlflow_run_id)
+    try:
+        yield
+    finally:
+        stack = fluent._active_run_stack.get()
+        if stack and stack[-1].info.run_id == spec.mlflow_run_id:
+            stack.pop()
+
+
+def _safe_folder_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,189 @@
+"""End-to-end: Kedro pipelines run as Prefect flow runs on a real Prefect server (subprocess), read back by its API.
+
+Slow: the server takes ~20-40 s to start on a loaded machine and each flow run is a fresh Python process.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from .conftest import REPO_ROOT, base_env, hook_calls, run_cli
+
+pytestmark = pytest.mark.slow
+
+DAY0_NAMESPACE_GROUPS = {
+    "select_series": set(),
+    "mean_model": {"select_series"},
+    "season_model": {"select_series"},
+    "compare_forecasts": {"mean_model", "season_model"},
+}
+
+
+def _task_runs(flow_run_id: str):
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(UUID(flow_run_id))
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])))
+    return flow_run, task_runs
+
+
+def _upstream_names(task_runs) -> dict[str, set[str]]:
+    name_of = {run.id: run.name for run in task_runs}
+    return {
+        run.name: {name_of[ref.id] for ref in run.task_inputs.get("wait_for", [])}
+        for run in task_runs
+    }
+
+
+def _mlflow_runs(project):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("probe")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def test_cycle_without_champion_runs_day0_as_namespace_tasks_with_hooks(small_kedro_project, prefect_server, prefect_api):
+    code, summary, output = run_cli(["cycle", "--grouping", "namespace"], prefect_server, small_kedro_project)
+    assert code == 0, output[-3000:]
+    assert summary["day"] == "day_0" and summary["pipeline"] == "__default__"
+
+    flow_run, task_runs = _task_runs(summary["flow_run_id"])
+    assert flow_run.state.is_completed()
+    assert flow_run.parent_task_run_id is not None  # the pipeline ran as a subflow of the cycle
+    assert {run.name for run in task_runs} == set(DAY0_NAMESPACE_GROUPS)
+    assert all(run.state.is_completed() for run in task_runs)
+    assert _upstream_names(task_runs) == DAY0_NAMESPACE_GROUPS
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(UUID(summary["cycle_flow_run_id"])).state.is_completed()
+
+    calls = hook_calls(small_kedro_project)
+    names = [c["hook"] for c in calls]
+    assert names.count("before_pipeline_run") == 1 and names.count("after_pipeline_run") == 1
+    assert names.index("before_pipeline_run") < names.index("before_node_run")
+    assert names.index("after_pipeline_run") == len(names) - 1
+    ran = [c["node"] for c in calls if c["hook"] == "after_node_run"]
+    assert sorted(ran) == sorted(
+        ["select_series", "mean_model.fit", "mean_model.forecast", "season_model.fit", "season_model.forecast",
+         "compare_forecasts"]
+    )
+    assert {c["run_id"] for c in calls if "run_id" in c} == {summary["run_id"]}
+    # the in-memory `panel` crossed from select_series to both families: it went through a run-scoped pickle,
+    # which is removed after success
+    assert {"dataset": "panel", "node": "select_series"}.items() <= next(
+        c for c in calls if c["hook"] == "after_dataset_saved"
+    ).items()
+    assert not list((small_kedro_project / "data" / "05_model_input" / "_prefect").glob("*/*.pkl"))
+    assert (small_kedro_project / "data" / "08_reporting" / "comparison.json").is_file()
+
+    # kedro-mlflow tracked the flow run like a `kedro run`: one finished run, params logged from task threads
+    [mlflow_run] = _mlflow_runs(small_kedro_project)
+    assert mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.params["mean_model.window"] == "48"
+    assert mlflow_run.data.tags["run_id"] == summary["run_id"]
+
+
+def test_failing_node_fails_its_task_and_the_flow(small_kedro_project, prefect_server, prefect_api):
+    code, summary, output = run_cli(
+        ["run", "--grouping", "node", "--params", "fail_compare=true"], prefect_server, small_kedro_project
+    )
+    assert code == 1, output[-3000:]
+    assert "compare_forecasts failed on purpose" in summary["error"]
+
+    with get_client(sync_client=True) as client:  # the server is shared: find this project's flow run
+        [flow_run] = [
+            run for run in client.read_flow_runs() if run.parameters.get("project_path") == str(small_kedro_project)
+        ]
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    assert flow_run.name == "kedro-__default__" and flow_run.state.is_failed()
+    states = {run.name: run.state.type.value for run in task_runs}
+    assert states.pop("compare_forecasts") == "FAILED"
+    assert set(states) == {"select_series", "mean_model.fit", "mean_model.forecast", "season_model.fit",
+                           "season_model.forecast"}
+    assert set(states.values()) == {"COMPLETED"}
+    upstream = _upstream_names(task_runs)
+    assert upstream["mean_model.forecast"] == {"mean_model.fit"}
+    assert upstream["compare_forecasts"] == {"mean_model.forecast", "season_model.forecast"}
+
+    names = [c["hook"] for c in hook_calls(small_kedro_project)]
+    assert "on_node_error" in names and names[-1] == "on_pipeline_error" and "after_pipeline_run" not in names
+    [mlflow_run] = _mlflow_runs(small_kedro_project)
+    assert mlflow_run.info.status == "FAILED"
+
+
+def test_cycle_reads_the_champion_alias_from_the_registry(tmp_path):
+    """Decision only (in-process, real sqlite MLflow registry): the Day-N pipeline run itself is covered above."""
+    import mlflow
+
+    from ts_kedro.orchestration.config import CycleConfig
+    from ts_kedro.orchestration.flows import choose_cycle_pipeline
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        cycle = CycleConfig(registered_model_name="probe_forecaster", day_n_pipeline="day_n")
+        assert choose_cycle_pipeline(cycle) == ("day_0", "__default__")  # no registered model at all
+        client = mlflow.MlflowClient()
+        client.create_registered_model("probe_forecaster")
+        version = client.create_model_version("probe_forecaster", source=str(tmp_path / "model"))
+        assert choose_cycle_pipeline(cycle) == ("day_0", "__default__")  # a version, but no champion yet
+        client.set_registered_model_alias("probe_forecaster", "champion", version.version)
+        assert choose_cycle_pipeline(cycle) == ("day_n", "day_n")
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.skipif(
+    os.environ.get("TS_KEDRO_TEST_DASK") != "1",
+    reason="starts a Dask LocalCluster (~70 s on the shared 2-core box): set TS_KEDRO_TEST_DASK=1",
+)
+def test_dask_task_runner_runs_tasks_in_worker_processes(small_kedro_project, prefect_server, prefect_api):
+    (small_kedro_project / "conf" / "local" / "orchestration.yml").write_text(
+        "orchestration:\n  task_runner: dask\n  dask_n_workers: 1\n  grouping: namespace\n"
+    )
+    code, summary, output = run_cli(["run"], prefect_server, small_kedro_project, timeout=300)
+    assert code == 0, output[-3000:]
+    _, task_runs = _task_runs(summary["flow_run_id"])
+    assert _upstream_names(task_runs) == DAY0_NAMESPACE_GROUPS
+    calls = hook_calls(small_kedro_project)
+    flow_pid = next(c["pid"] for c in calls if c["hook"] == "before_pipeline_run")
+    node_pids = {c["pid"] for c in calls if c["hook"] == "before_node_run"}
+    assert flow_pid not in node_pids  # nodes ran in the Dask worker, rebuilt from the persisted datasets
+    [mlflow_run] = _mlflow_runs(small_kedro_project)  # worker-side param logging reached the flow's run
+    assert mlflow_run.info.status == "FINISHED" and mlflow_run.data.params["season_model.season_length"] == "24"
+
+
+def test_prefect_yaml_deployment_registers_with_its_cron(prefect_server, prefect_api):
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="ts-kedro-process", type="process"))
+    env = base_env(prefect_server["home"], prefect_server["api_url"])
+    result = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "prefect"), "--no-prompt", "deploy", "--name", "ts-kedro-hourly"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("ts_kedro_cycle/ts-kedro-hourly")
+    assert deployment.work_pool_name == "ts-kedro-process"
+    assert deployment.entrypoint == "src/ts_kedro/orchestration/flows.py:ts_kedro_cycle"
+    [schedule] = deployment.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone, schedule.active) == ("5 * * * *", "UTC", True)
+
+
+def test_served_deployment_uses_the_configured_schedule(project_root, prefect_server, prefect_api):
+    from ts_kedro.orchestration.config import load_orchestration_config
+    from ts_kedro.orchestration.serve import build_deployment
+
+    configured = load_orchestration_config(project_root).deployment
+    deployment_id = build_deployment(project_root).apply()
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(deployment_id)
+    assert deployment.name == configured.name
+    [schedule] = deployment.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == (configured.cron, configured.timezone)
+    assert deployment.parameters["project_path"] == str(project_root)
