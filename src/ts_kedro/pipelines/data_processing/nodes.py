@@ -1,0 +1,293 @@
+"""Nodes of data_processing: raw long CSV -> validated panel -> regular, imputed, anomaly-flagged panel + reports."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+
+from ts_kedro.datasets import CSVChunkSource
+from ts_kedro.pipelines.data_processing.cleaning import (
+    anomaly_scores,
+    impute_column,
+    reindex_series,
+    trim_missing_edges,
+)
+from ts_kedro.pipelines.data_processing.errors import DataProcessingConfigError, SeriesQualityError
+from ts_kedro.pipelines.data_processing.frequency import infer_series_frequency
+from ts_kedro.pipelines.data_processing.quality import gap_statistics, markdown_table, series_profile
+from ts_kedro.pipelines.data_processing.schema import (
+    DUPLICATE_POLICIES,
+    IS_ANOMALY,
+    IS_IMPUTED,
+    NON_NUMERIC_POLICIES,
+    SERIES_ID,
+    TIMESTAMP,
+    VALUE,
+    SourceSpec,
+    check_policy,
+    handle_duplicates,
+    read_canonical_chunks,
+    sort_and_check_order,
+    to_frame,
+)
+
+logger = logging.getLogger(__name__)
+
+SERIES_POLICIES = ("quarantine", "fail")
+CANONICAL_COLUMNS = [SERIES_ID, TIMESTAMP, VALUE, IS_IMPUTED, IS_ANOMALY]
+
+
+def minimum_length(panel: dict[str, Any], params: dict[str, Any]) -> int:
+    """``data_processing.min_length``, or by default two seasons plus one horizon.
+
+    Two seasons is what a seasonal model needs to see the pattern twice (the forecasters' own minimum);
+    one horizon more leaves a holdout of forecast length.
+    """
+    configured = params.get("min_length")
+    if configured is not None:
+        if int(configured) < 1:
+            raise DataProcessingConfigError(f"data_processing.min_length must be >= 1, got {configured!r}")
+        return int(configured)
+    return 2 * int(panel["season_length"]) + int(panel["horizon"])
+
+
+def validate_schema(raw_panel: CSVChunkSource, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read the raw CSV in chunks into canonical columns, check the schema, sort and resolve duplicate keys.
+
+    Args:
+        raw_panel: lazy source of the raw long CSV (never modified).
+        params: ``data_processing`` parameters (``source``, ``chunk_size``, policies).
+
+    Returns:
+        The validated panel (``series_id, timestamp, value`` + covariates, sorted) and what the checks found.
+    """
+    spec = SourceSpec.from_params(params.get("source", {}))
+    non_numeric = check_policy("non_numeric_policy", params.get("non_numeric_policy", "fail"), NON_NUMERIC_POLICIES)
+    duplicates = check_policy("duplicate_policy", params.get("duplicate_policy", "fail"), DUPLICATE_POLICIES)
+    limit = int(params.get("max_reported_rows", 5))
+    columns, categories, found = read_canonical_chunks(raw_panel, spec, int(params.get("chunk_size", 100_000)),
+                                                       non_numeric, limit)
+    order = sort_and_check_order(columns, raw_panel.filepath, limit)
+    duplicate_facts = handle_duplicates(columns, categories, raw_panel.filepath, duplicates, limit)
+    panel = to_frame(columns, categories)
+    logger.info("validated %s: %d rows, %d series", raw_panel.filepath, len(panel), len(categories))
+    return panel, {**found, **order, **duplicate_facts, "rows_validated": int(len(panel))}
+
+
+def infer_frequency(validated_panel: pd.DataFrame, panel: dict[str, Any]) -> dict[str, dict]:
+    """Infer each series' frequency and check it against ``panel.freq``.
+
+    Returns:
+        ``{series_id: {expected_freq, inferred_freq, fault, details}}``; ``fault`` is None when the series fits.
+    """
+    return {
+        str(series_id): infer_series_frequency(pd.DatetimeIndex(timestamps), panel["freq"])
+        for series_id, timestamps in validated_panel.groupby(SERIES_ID, sort=True)[TIMESTAMP]
+    }
+
+
+def screen_series(
+    validated_panel: pd.DataFrame,
+    series_frequency: dict[str, dict],
+    panel: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Find series-level faults (all missing, irregular/different frequency, too short, constant).
+
+    With ``series_policy: quarantine`` faulty series are set aside and the rest continue; with ``fail`` any
+    fault stops the run. If no series is left the run stops either way.
+
+    Returns:
+        The panel of healthy series and ``{series_id: {status, reason, details}}`` for every series.
+    """
+    policy = check_policy("series_policy", params.get("series_policy", "quarantine"), SERIES_POLICIES)
+    min_length = minimum_length(panel, params)
+    screening = {}
+    for series_id, facts in series_profile(validated_panel).iterrows():
+        faults = []
+        if facts["observed"] == 0:
+            faults.append(("all_missing", f"all {facts['rows']} values are missing"))
+        frequency = series_frequency[series_id]
+        if frequency["fault"]:
+            faults.append((frequency["fault"], frequency["details"]))
+        if 0 < facts["observed"] < min_length:
+            faults.append(("too_short", f"{facts['observed']} observed values, needs at least {min_length} "
+                                        f"(data_processing.min_length)"))
+        if facts["is_constant"]:
+            faults.append(("constant", "every observed value is the same, nothing to learn from"))
+        screening[series_id] = {
+            "status": "quarantined" if faults else "ok",
+            "reason": faults[0][0] if faults else None,
+            "details": "; ".join(detail for _, detail in faults) if faults else None,
+        }
+    quarantined = {sid: entry for sid, entry in screening.items() if entry["status"] == "quarantined"}
+    if quarantined:
+        examples = ", ".join(f"{sid} ({entry['reason']})" for sid, entry in list(quarantined.items())[:5])
+        if policy == "fail":
+            raise SeriesQualityError(
+                f"{len(quarantined)} series have faults, e.g. {examples}; fix them in the source or set "
+                f"data_processing.series_policy: quarantine to continue without them"
+            )
+        if len(quarantined) == len(screening):
+            raise SeriesQualityError(
+                f"every one of the {len(screening)} series was quarantined, e.g. {examples}; check panel.freq, "
+                f"data_processing.min_length and the source columns"
+            )
+        logger.warning("quarantined %d of %d series, e.g. %s", len(quarantined), len(screening), examples)
+    healthy = validated_panel[~validated_panel[SERIES_ID].isin(list(quarantined))].reset_index(drop=True)
+    return healthy, screening
+
+
+def list_quarantine(series_screening: dict[str, dict]) -> list[dict[str, Any]]:
+    """The quarantine list: ``[{series_id, reason, details}]`` of the series set aside."""
+    return [
+        {"series_id": series_id, "reason": entry["reason"], "details": entry["details"]}
+        for series_id, entry in series_screening.items()
+        if entry["status"] == "quarantined"
+    ]
+
+
+def regularise_index(screened_panel: pd.DataFrame, panel: dict[str, Any]) -> pd.DataFrame:
+    """Put every series on its complete ``panel.freq`` grid, from its first to its last observed value.
+
+    Missing timestamps become rows with NaN values (explicit gaps); missing values at the edges are cut off
+    (there is nothing to impute them from) and counted in the quality report.
+    """
+    pieces = []
+    for series_id, series in screened_panel.groupby(SERIES_ID, sort=True):
+        regular = reindex_series(trim_missing_edges(series), panel["freq"])
+        regular[SERIES_ID] = series_id
+        pieces.append(regular)
+    regular_panel = pd.concat(pieces, ignore_index=True)
+    return regular_panel[[SERIES_ID, TIMESTAMP, *[c for c in screened_panel.columns if c not in (SERIES_ID, TIMESTAMP)]]]
+
+
+def impute_missing(regular_panel: pd.DataFrame, panel: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """Fill missing values with ``data_processing.imputation`` (linear, seasonal, ffill or none).
+
+    The target's filled points get ``is_imputed = True``; covariates are filled the same way, unflagged.
+    """
+    method = params.get("imputation", "linear")
+    season_length = int(panel["season_length"])
+    imputed = regular_panel.copy()
+    imputed[IS_IMPUTED] = imputed[VALUE].isna()
+    for column in [c for c in imputed.columns if c not in (SERIES_ID, TIMESTAMP, IS_IMPUTED)]:
+        imputed[column] = impute_column(imputed[column], imputed[SERIES_ID], method, season_length)
+    if method == "none":
+        imputed[IS_IMPUTED] = False
+    logger.info("imputed %d missing values with method %r", int(imputed[IS_IMPUTED].sum()), method)
+    return imputed
+
+
+def flag_anomalies(imputed_panel: pd.DataFrame, panel: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """Flag observed points whose seasonal residual has a robust |z| above ``anomaly.threshold``; keep them all.
+
+    Imputed points are never flagged: they are not observations.
+    """
+    settings = params.get("anomaly", {})
+    scores = anomaly_scores(imputed_panel[VALUE], imputed_panel[SERIES_ID], settings.get("method", "seasonal_median"),
+                            int(panel["season_length"]), float(settings.get("scale_floor", 0.1)))
+    flagged = imputed_panel.copy()
+    observed = ~flagged[IS_IMPUTED] & flagged[VALUE].notna()
+    flagged[IS_ANOMALY] = (scores.abs() > float(settings.get("threshold", 7.0))) & observed
+    logger.info("flagged %d anomalies", int(flagged[IS_ANOMALY].sum()))
+    return flagged
+
+
+def conform_primary_panel(flagged_panel: pd.DataFrame) -> pd.DataFrame:
+    """The canonical primary panel: columns in contract order, contract dtypes, sorted by series and time."""
+    covariates = [c for c in flagged_panel.columns if c not in CANONICAL_COLUMNS]
+    primary = flagged_panel[CANONICAL_COLUMNS + covariates].astype(
+        {SERIES_ID: str, TIMESTAMP: "datetime64[ns]", VALUE: "float64", IS_IMPUTED: bool, IS_ANOMALY: bool,
+         **{c: "float64" for c in covariates}}
+    )
+    return primary.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
+
+
+def build_quality_report(
+    validated_panel: pd.DataFrame,
+    series_frequency: dict[str, dict],
+    series_screening: dict[str, dict],
+    flagged_panel: pd.DataFrame,
+    schema_summary: dict[str, Any],
+    panel: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
+    """Per-series data-quality report (JSON) and the same as a readable markdown table.
+
+    Returns:
+        ``{"summary": {...}, "series": [{series_id, status, length, start, end, missing_share, gaps, ...}]}``
+        and its markdown rendering.
+    """
+    min_length = minimum_length(panel, params)
+    backtest_length = min_length + int(params.get("backtest_windows", 3)) * int(panel["horizon"])
+    profile = series_profile(validated_panel)
+    gaps = gap_statistics(flagged_panel)
+    span = flagged_panel.groupby(SERIES_ID)[TIMESTAMP].agg(["min", "max"])
+    # Rows of a kept series outside its grid were missing values at its edges, cut by regularise_index.
+    bounds = validated_panel[[SERIES_ID, TIMESTAMP]].join(span, on=SERIES_ID)
+    outside = bounds["min"].notna() & ~bounds[TIMESTAMP].between(bounds["min"], bounds["max"])
+    trimmed = outside.groupby(validated_panel[SERIES_ID]).sum()
+    rows = []
+    for series_id, facts in profile.iterrows():
+        screening, frequency = series_screening[series_id], series_frequency[series_id]
+        row = {
+            "series_id": series_id, "status": screening["status"], "reason": screening["reason"],
+            "rows": int(facts["rows"]), "observed": int(facts["observed"]),
+            "start": facts["start"].isoformat(), "end": facts["end"].isoformat(),
+            "expected_freq": frequency["expected_freq"], "inferred_freq": frequency["inferred_freq"],
+            "is_constant": bool(facts["is_constant"]),
+            "too_short_for_horizon": bool(facts["observed"] < min_length),
+            "too_short_for_backtest": bool(facts["observed"] < backtest_length),
+        }
+        if series_id in gaps.index:
+            stats = gaps.loc[series_id]
+            row |= {"length": int(stats["grid_length"]), "missing": int(stats["missing"]),
+                    "missing_share": round(float(stats["missing"] / stats["grid_length"]), 6),
+                    "gaps": int(stats["gaps"]), "longest_gap": int(stats["longest_gap"]),
+                    "imputed": int(stats["imputed"]), "anomalies": int(stats["anomalies"]),
+                    "edge_rows_trimmed": int(trimmed.get(series_id, 0))}
+        else:
+            # Quarantined series never reach the grid: report what the file itself holds.
+            missing = int(facts["rows"] - facts["observed"])
+            row |= {"length": int(facts["rows"]), "missing": missing,
+                    "missing_share": round(missing / facts["rows"], 6), "gaps": None, "longest_gap": None,
+                    "imputed": None, "anomalies": None, "edge_rows_trimmed": None}
+        rows.append(row)
+    reasons = pd.Series([r["reason"] for r in rows if r["reason"]], dtype=object).value_counts()
+    summary = {
+        **schema_summary,
+        "series_total": len(rows),
+        "series_ok": sum(r["status"] == "ok" for r in rows),
+        "series_quarantined": sum(r["status"] == "quarantined" for r in rows),
+        "quarantine_reasons": {str(k): int(v) for k, v in reasons.items()},
+        "panel_freq": panel["freq"], "season_length": int(panel["season_length"]),
+        "horizon": int(panel["horizon"]), "min_length": min_length, "backtest_min_length": backtest_length,
+        "imputation": params.get("imputation", "linear"),
+        "anomaly": params.get("anomaly", {}),
+        "points_imputed": int(flagged_panel[IS_IMPUTED].sum()),
+        "points_flagged_anomalous": int(flagged_panel[IS_ANOMALY].sum()),
+    }
+    return {"summary": summary, "series": rows}, render_quality_table(summary, rows)
+
+
+def render_quality_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Markdown view of the quality report: a few summary lines, then one row per series."""
+    columns = ["series_id", "status", "reason", "length", "start", "end", "inferred_freq", "missing_share",
+               "gaps", "longest_gap", "anomalies", "is_constant", "too_short_for_horizon", "too_short_for_backtest"]
+    header = [
+        "# Data-quality report",
+        "",
+        f"- source: `{summary['file']}` ({summary['rows_read']} rows read, {summary['rows_validated']} validated)",
+        f"- series: {summary['series_total']} ({summary['series_ok']} ok, {summary['series_quarantined']} quarantined"
+        f"{': ' + ', '.join(f'{k} {v}' for k, v in summary['quarantine_reasons'].items()) if summary['quarantine_reasons'] else ''})",
+        f"- grid: `{summary['panel_freq']}`, season length {summary['season_length']}, min length "
+        f"{summary['min_length']}, backtest min length {summary['backtest_min_length']}",
+        f"- rows out of time order (sorted): {summary['rows_out_of_order']}; duplicate rows: "
+        f"{summary['duplicate_rows']} ({summary['duplicates_dropped']} dropped)",
+        f"- imputed points ({summary['imputation']}): {summary['points_imputed']}; anomalies flagged: "
+        f"{summary['points_flagged_anomalous']}",
+        "",
+    ]
+    return "\n".join(header) + "\n" + markdown_table(rows, columns) + "\n"
