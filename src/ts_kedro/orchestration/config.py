@@ -78,6 +78,9 @@ class CycleConfig:
     champion_alias: str = "champion"
     day0_pipeline: str = "__default__"
     day_n_pipeline: str = "day_n"
+    retrain_pipeline: str = "retrain"
+    inference_pipeline: str = "inference"
+    drift_dataset: str = "drift_summary"
     env: str | None = None
 
     @classmethod

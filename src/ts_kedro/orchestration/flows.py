@@ -89,14 +89,50 @@ def ts_kedro_cycle(
         day,
         pipeline_name,
     )
-    summary = run_kedro_pipeline(
-        pipeline_name,
-        project_path=root,
-        env=env,
-        runtime_params=runtime_params,
-        config_overrides=config_overrides,
-    )
-    return {"day": day, "cycle_flow_run_id": str(prefect_runtime.flow_run.id), **summary}
+    alerts_config = load_orchestration_config(root, env).alerts
+    run = dict(project_path=root, env=env, runtime_params=runtime_params, config_overrides=config_overrides)
+    steps = [_run_step(pipeline_name, alerts_config, run)]
+    result: dict[str, Any] = {"day": day, "cycle_flow_run_id": str(prefect_runtime.flow_run.id), **steps[0]}
+    if day == DAY_N:
+        drift = _load_dataset(root, env, cycle.drift_dataset) or {}
+        result["drift"] = bool(drift.get("drift"))
+        result["drift_reasons"] = drift.get("reasons", [])
+        if result["drift"]:
+            logger.info("drift found (%s): running '%s'", "; ".join(map(str, result["drift_reasons"])), cycle.retrain_pipeline)
+            steps.append(_run_step(cycle.retrain_pipeline, alerts_config, run))
+        steps.append(_run_step(cycle.inference_pipeline, alerts_config, run))
+    result["steps"] = [{"pipeline": name, **summary} for name, summary in zip(_step_names(day, cycle, result), steps)]
+    return result
+
+
+def _step_names(day: str, cycle: CycleConfig, result: dict[str, Any]) -> list[str]:
+    if day == DAY_0:
+        return [cycle.day0_pipeline]
+    middle = [cycle.retrain_pipeline] if result.get("drift") else []
+    return [cycle.day_n_pipeline, *middle, cycle.inference_pipeline]
+
+
+def _run_step(pipeline_name: str, alerts_config, run: dict[str, Any]) -> dict[str, Any]:
+    """Run one Kedro pipeline as a subflow; a failure raises a `pipeline_failed` alert, then propagates."""
+    try:
+        return run_kedro_pipeline(pipeline_name, **run)
+    except Exception as exc:
+        from ts_kedro.orchestration.alerts import send_alert
+
+        send_alert(
+            {"rule": "pipeline_failed", "severity": "critical", "pipeline": pipeline_name,
+             "message": f"pipeline '{pipeline_name}' failed: {type(exc).__name__}: {exc}"},
+            alerts_config,
+            project_path=run["project_path"],
+        )
+        raise
+
+
+def _load_dataset(root: Path, env: str | None, name: str) -> Any:
+    """Load one catalog dataset of the project (the Day-N drift verdict)."""
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env=env, save_on_close=False) as session:
+        return session.load_context().catalog.load(name)
 
 
 def _configure_tracking(root: Path, env: str | None) -> None:

@@ -118,7 +118,8 @@ def test_panel_model_routes_choice_and_compares_with_champion(trained, small_pan
     scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
     selection, _ = nodes.select_models(scores, SELECTION, **{f: t[2] for f, t in trained.items()})
     panel_model = nodes.build_panel_model(selection, PANEL_PARAMS, small_panel, **{f: t[1] for f, t in trained.items()})
-    forecasts = nodes.forecast_panel(panel_model, PANEL_PARAMS)
+    forecasts, logged = nodes.forecast_panel(panel_model, PANEL_PARAMS)
+    assert logged is forecasts
     assert len(forecasts) == 24 * small_panel["series_id"].nunique()
     assert dict(forecasts.groupby("series_id")["model"].first()) == selection["choice"]
 

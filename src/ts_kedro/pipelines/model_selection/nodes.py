@@ -228,9 +228,10 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
     )
 
 
-def forecast_panel(panel_model, panel_params: dict[str, Any]) -> pd.DataFrame:
-    """The selected model's forecasts of the next horizon for every series."""
-    return panel_model.predict(horizon=int(panel_params["horizon"]), levels=panel_params["levels"])
+def forecast_panel(panel_model, panel_params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The selected model's forecasts of the next horizon for every series (kept, and sent to MLflow)."""
+    forecasts = panel_model.predict(horizon=int(panel_params["horizon"]), levels=panel_params["levels"])
+    return forecasts, forecasts
 
 
 

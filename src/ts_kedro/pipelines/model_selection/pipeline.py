@@ -66,7 +66,7 @@ def create_pipeline(families: list[str] | None = None, **kwargs) -> Pipeline:
                 outputs="panel_model",
                 name="build_panel_model_node",
             ),
-            Node(forecast_panel, inputs=["panel_model", "params:panel"], outputs="forecasts", name="forecast_panel_node"),
+            Node(forecast_panel, inputs=["panel_model", "params:panel"], outputs=["forecasts", "forecasts_artifact"], name="forecast_panel_node"),
             Node(
                 compare_with_champion,
                 inputs=["candidate_backtests", "model_selection", "primary_panel", "champion_model", "params:panel"],

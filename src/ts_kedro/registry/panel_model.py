@@ -1,0 +1,251 @@
+"""The one servable object of a selection: fitted family models plus the per-series choice of family or ensemble."""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, Forecaster, interval_columns
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLE = "ensemble"
+MODEL_COLUMN = "model"
+
+
+class PanelModelError(ValueError):
+    """A SelectedPanelModel cannot be built from the given families, choice and settings."""
+
+
+class InferenceInputError(ValueError):
+    """A forecast request names unknown series, an out-of-range horizon or unsupported levels."""
+
+
+class SelectedPanelModel:
+    """Routes each series to the family chosen for it, or to the median of ``ensemble_members``.
+
+    ``family_models`` are fitted on the full history; ``choice`` maps every servable ``series_id`` to a
+    key of ``family_models`` or to ``"ensemble"``. A request may ask for any ``horizon`` from 1 to
+    ``max_horizon`` (the horizon the selection was backtested on: longer forecasts were never validated)
+    and any subset of ``levels`` (the families were fitted and scored for those levels only).
+    Plain Python state only, so the object pickles with the fitted families.
+    """
+
+    def __init__(
+        self,
+        family_models: Mapping[str, Forecaster],
+        choice: Mapping[str, str],
+        ensemble_members: Sequence[str],
+        levels: Sequence[int],
+        max_horizon: int,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        self.family_models = dict(family_models)
+        self.choice = {str(series_id): family for series_id, family in choice.items()}
+        self.ensemble_members = list(ensemble_members)
+        self.levels = sorted(int(level) for level in levels)
+        self.max_horizon = max_horizon
+        self.metadata = dict(metadata or {})
+        self._validate()
+
+    # -- construction checks ------------------------------------------------------------------
+    def _validate(self) -> None:
+        if not self.family_models:
+            raise PanelModelError("family_models is empty: pass the fitted model of every selected family")
+        if ENSEMBLE in self.family_models:
+            raise PanelModelError(f"{ENSEMBLE!r} is reserved for the median ensemble and cannot name a family")
+        for family, model in self.family_models.items():
+            if not isinstance(model, Forecaster):
+                raise PanelModelError(f"family {family!r} is a {type(model).__name__}, not a fitted Forecaster")
+            if not getattr(model, "is_fitted_", False):
+                raise PanelModelError(f"family {family!r} is not fitted: fit it on the full history first")
+        if not self.choice:
+            raise PanelModelError("choice is empty: no series would be servable")
+        if isinstance(self.max_horizon, bool) or int(self.max_horizon) != self.max_horizon or self.max_horizon < 1:
+            raise PanelModelError(f"max_horizon must be a positive integer, got {self.max_horizon!r}")
+        self.max_horizon = int(self.max_horizon)
+        bad_levels = [level for level in self.levels if not 0 < level < 100]
+        if bad_levels or len(set(self.levels)) != len(self.levels):
+            raise PanelModelError(f"levels must be distinct percentages strictly between 0 and 100, got {self.levels}")
+
+        unknown = sorted({f for f in self.choice.values() if f != ENSEMBLE and f not in self.family_models})
+        if unknown:
+            raise PanelModelError(
+                f"choice names families {unknown} that are not in family_models {sorted(self.family_models)}"
+            )
+        missing_members = [m for m in self.ensemble_members if m not in self.family_models]
+        if missing_members:
+            raise PanelModelError(f"ensemble_members {missing_members} are not in family_models {sorted(self.family_models)}")
+        if ENSEMBLE in self.choice.values() and not self.ensemble_members:
+            raise PanelModelError("some series chose 'ensemble' but ensemble_members is empty")
+
+        for series_id, family in self.choice.items():
+            needed = self.ensemble_members if family == ENSEMBLE else [family]
+            for member in needed:
+                if series_id not in set(self.family_models[member].series_ids_):
+                    raise PanelModelError(
+                        f"series {series_id!r} is routed to {family!r} but family {member!r} was not fitted on it"
+                    )
+
+    # -- public API ---------------------------------------------------------------------------
+    @property
+    def series_ids(self) -> list[str]:
+        """Every series this model can forecast, in choice order."""
+        return list(self.choice)
+
+    def predict(
+        self,
+        series_ids: Sequence[str] | None = None,
+        horizon: int | Mapping[str, int] | None = None,
+        levels: Sequence[int] | None = None,
+    ) -> pd.DataFrame:
+        """Forecast ``series_ids`` (default: all) with each series' chosen family.
+
+        Args:
+            series_ids: series to forecast, each at most once; ``None`` means every series in ``choice``.
+            horizon: steps ahead, one int for all series or a ``{series_id: horizon}`` mapping; default
+                ``max_horizon``.
+            levels: interval levels, a subset of ``self.levels``; default all of them.
+
+        Returns:
+            ``series_id, timestamp, mean, lo-L, hi-L..., model`` in request order then time order;
+            ``model`` is the chosen family or ``"ensemble"``.
+        """
+        series_ids = self.series_ids if series_ids is None else [str(s) for s in series_ids]
+        horizons = self._resolve_horizons(series_ids, horizon)
+        levels = self._resolve_levels(levels)
+
+        # one predict call per needed family at the longest requested horizon: families forecast all
+        # their series at once, so this is cheaper than a call per series
+        longest = max(horizons.values())
+        needed = sorted({m for s in series_ids for m in self._members(s)})
+        family_forecasts = {family: self.family_models[family].predict(longest, levels) for family in needed}
+
+        frames = []
+        for series_id in series_ids:
+            members = self._members(series_id)
+            parts = [family_forecasts[m][family_forecasts[m][SERIES_ID] == series_id] for m in members]
+            frame = parts[0] if len(parts) == 1 else _median_forecast(series_id, parts, members, levels)
+            frame = frame.sort_values(TIMESTAMP).head(horizons[series_id]).copy()
+            frame[MODEL_COLUMN] = self.choice[series_id]
+            frames.append(frame)
+        result = pd.concat(frames, ignore_index=True)
+        return result[[SERIES_ID, TIMESTAMP, "mean", *interval_columns(levels), MODEL_COLUMN]]
+
+    def output_columns(self, levels: Sequence[int] | None = None) -> list[str]:
+        return [SERIES_ID, TIMESTAMP, "mean", *interval_columns(self._resolve_levels(levels)), MODEL_COLUMN]
+
+    # -- request checks -----------------------------------------------------------------------
+    def _members(self, series_id: str) -> list[str]:
+        family = self.choice[series_id]
+        return self.ensemble_members if family == ENSEMBLE else [family]
+
+    def _resolve_horizons(self, series_ids: list[str], horizon) -> dict[str, int]:
+        if not series_ids:
+            raise InferenceInputError("no series_id requested: name at least one series")
+        duplicated = sorted({s for s in series_ids if series_ids.count(s) > 1})
+        if duplicated:
+            raise InferenceInputError(f"series_id requested more than once: {duplicated}; ask for each series once")
+        unknown = [s for s in series_ids if s not in self.choice]
+        if unknown:
+            shown = ", ".join(repr(s) for s in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            raise InferenceInputError(
+                f"unknown series_id {shown} ({len(unknown)} of {len(series_ids)} requested): this model serves "
+                f"{len(self.choice)} series, e.g. {self.series_ids[:5]}"
+            )
+        if horizon is None:
+            horizon = self.max_horizon
+        per_series = dict(horizon) if isinstance(horizon, Mapping) else {s: horizon for s in series_ids}
+        missing = [s for s in series_ids if s not in per_series]
+        if missing:
+            raise InferenceInputError(f"no horizon given for series_id {missing}")
+        bad = {s: per_series[s] for s in series_ids if not _valid_horizon(per_series[s], self.max_horizon)}
+        if bad:
+            raise InferenceInputError(
+                f"horizon must be an integer from 1 to {self.max_horizon} (the backtested horizon); got "
+                + ", ".join(f"{h!r} for series_id {s!r}" for s, h in list(bad.items())[:10])
+            )
+        return {s: int(per_series[s]) for s in series_ids}
+
+    def _resolve_levels(self, levels) -> list[int]:
+        if levels is None:
+            return list(self.levels)
+        # a lone scalar (JSON "levels": 80) means one level, not an iterable to unpack
+        requested = [levels] if isinstance(levels, (str, bytes, int, float)) else list(levels)
+        unsupported = [level for level in requested if isinstance(level, bool) or level not in self.levels]
+        if unsupported or len(set(requested)) != len(requested):
+            raise InferenceInputError(
+                f"levels {requested} not supported: choose distinct levels among {self.levels} "
+                "(the families were fitted and scored for these only)"
+            )
+        return sorted(int(level) for level in requested)
+
+    def __repr__(self) -> str:
+        counts = pd.Series(self.choice).value_counts().to_dict()
+        return (
+            f"SelectedPanelModel(series={len(self.choice)}, choice={counts}, ensemble_members={self.ensemble_members}, "
+            f"levels={self.levels}, max_horizon={self.max_horizon})"
+        )
+
+
+def _valid_horizon(value, max_horizon: int) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(as_float) and as_float == int(as_float) and 1 <= as_float <= max_horizon
+
+
+def _median_forecast(series_id: str, parts: list[pd.DataFrame], members: list[str], levels: list[int]) -> pd.DataFrame:
+    """Median of the members' mean and bounds per timestamp.
+
+    Order statistics are monotone, so lo <= mean <= hi and nested levels survive the median.
+    """
+    stacked = pd.concat(parts, ignore_index=True)
+    value_columns = ["mean", *interval_columns(levels)]
+    grouped = stacked.groupby(TIMESTAMP, sort=True)
+    incomplete = grouped.size()[lambda n: n != len(members)]
+    if not incomplete.empty:
+        raise PanelModelError(
+            f"ensemble members {members} disagree on the forecast timestamps of series {series_id!r} "
+            f"(e.g. {incomplete.index[0]}): refit every member on the same history"
+        )
+    median = grouped[value_columns].median().reset_index()
+    median.insert(0, SERIES_ID, series_id)
+    return median
+
+
+def panel_model_input_example(panel_model: SelectedPanelModel) -> pd.DataFrame:
+    """A two-row request (or one row for a one-series model) used as the MLflow input example."""
+    series = panel_model.series_ids[:2]
+    return pd.DataFrame({SERIES_ID: series, "horizon": [panel_model.max_horizon] * len(series)})
+
+
+def panel_model_signature(panel_model: SelectedPanelModel):
+    """MLflow signature: ``series_id`` (str), ``horizon`` (long), optional ``levels`` (list of long) in;
+    the long forecast frame out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+    from mlflow.types.schema import Array
+
+    inputs = Schema(
+        [
+            ColSpec(DataType.string, SERIES_ID),
+            ColSpec(DataType.long, "horizon"),
+            ColSpec(Array(DataType.long), "levels", required=False),
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec(DataType.string, SERIES_ID),
+            ColSpec(DataType.datetime, TIMESTAMP),
+            *[ColSpec(DataType.double, column) for column in ["mean", *interval_columns(panel_model.levels)]],
+            ColSpec(DataType.string, MODEL_COLUMN),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)

@@ -1,0 +1,237 @@
+"""MLflow pyfunc wrapper of SelectedPanelModel: request frame in, long forecast frame out, bad input as HTTP 400.
+
+Request columns (one row per series):
+
+- ``series_id`` (str, required): a series the model was selected for; each series at most once.
+- ``horizon`` (int, required): steps ahead for that row's series, 1..``max_horizon``; rows may differ.
+- ``levels`` (list of int, optional): interval levels, a subset of the model's levels. When given it must
+  be the same list on every row that has it (one column layout per response); absent or null means all.
+
+The response has one row per series and step: ``series_id, timestamp, mean, lo-L, hi-L..., model``.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import logging
+import pickle
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+import ts_kedro
+from ts_kedro.forecasters.base import SERIES_ID
+from ts_kedro.registry.panel_model import (
+    InferenceInputError,
+    SelectedPanelModel,
+    panel_model_input_example,
+    panel_model_signature,
+)
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_KEY = "panel_model"
+ARTIFACT_FILE = "panel_model.pkl"
+MODEL_NAME_IN_RUN = "panel_model"
+_PACKAGE = "ts_kedro"
+REQUEST_COLUMNS = (SERIES_ID, "horizon")
+# Distributions the families may need at load time; pinned at their installed versions so a
+# virtualenv/conda env manager rebuilds a compatible environment (`--env-manager local` ignores them).
+_RUNTIME_DISTRIBUTIONS = ("mlflow", "pandas", "numpy", "scipy", "joblib", "tqdm", "statsmodels", "prophet", "torch")
+
+
+def _invalid(message: str) -> MlflowException:
+    # `mlflow models serve` answers an MlflowException with its own message and the code's HTTP status
+    # (INVALID_PARAMETER_VALUE -> 400); any other exception becomes a generic "unexpected error" text
+    # that hides what is wrong with the request
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class PanelForecastModel(mlflow.pyfunc.PythonModel):
+    """Loads the pickled SelectedPanelModel artifact and answers forecast requests."""
+
+    def load_context(self, context) -> None:
+        with open(context.artifacts[ARTIFACT_KEY], "rb") as handle:
+            self.panel_model: SelectedPanelModel = pickle.load(handle)
+        logger.info("loaded %r", self.panel_model)
+
+    # pd.DataFrame is a hint MLflow does not infer a schema from: the explicit signature stays in charge
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return forecast_request(self.panel_model, model_input)
+
+
+def forecast_request(panel_model: SelectedPanelModel, request) -> pd.DataFrame:
+    """Answer one request frame (see module docstring); every input fault raises an MlflowException (400)."""
+    if isinstance(request, Mapping):
+        request = pd.DataFrame(request)
+    if not isinstance(request, pd.DataFrame):
+        raise _invalid(f"request must be a table with columns {list(REQUEST_COLUMNS)}, got {type(request).__name__}")
+    missing = [column for column in REQUEST_COLUMNS if column not in request.columns]
+    if missing:
+        raise _invalid(f"request lacks column(s) {missing}; send columns series_id (str), horizon (int), optional levels")
+    if request.empty:
+        raise _invalid("request has no rows: send one row per series to forecast")
+    if request[SERIES_ID].isna().any():
+        rows = request.index[request[SERIES_ID].isna()].tolist()[:10]
+        raise _invalid(f"series_id is missing on request row(s) {rows}")
+
+    series_ids = request[SERIES_ID].astype(str).tolist()
+    horizons = dict(zip(series_ids, request["horizon"].tolist()))
+    try:
+        levels = _request_levels(request)
+        if len(horizons) != len(series_ids):
+            duplicated = sorted({s for s in series_ids if series_ids.count(s) > 1})
+            raise InferenceInputError(f"series_id requested more than once: {duplicated}; ask for each series once")
+        return panel_model.predict(series_ids, horizon=horizons, levels=levels)
+    except InferenceInputError as exc:
+        raise _invalid(str(exc)) from exc
+
+
+def _request_levels(request: pd.DataFrame) -> list[int] | None:
+    if "levels" not in request.columns:
+        return None
+    given = [value for value in request["levels"].tolist() if not _is_null(value)]
+    if not given:
+        return None
+    as_lists = [[value] if np.isscalar(value) else list(value) for value in given]
+    first = as_lists[0]
+    if any(sorted(levels) != sorted(first) for levels in as_lists[1:]):
+        raise InferenceInputError(
+            f"levels differ between request rows ({as_lists[:3]}...): send the same levels on every row"
+        )
+    return first
+
+
+def _is_null(value) -> bool:
+    return value is None or (np.isscalar(value) and pd.isna(value))
+
+
+def _pip_requirements() -> list[str]:
+    requirements = []
+    for distribution in _RUNTIME_DISTRIBUTIONS:
+        try:
+            requirements.append(f"{distribution}=={importlib.metadata.version(distribution)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return requirements
+
+
+def log_panel_model(
+    panel_model: SelectedPanelModel,
+    registered_model_name: str | None = None,
+    name: str = MODEL_NAME_IN_RUN,
+) -> mlflow.models.model.ModelInfo:
+    """Log ``panel_model`` as a pyfunc model in the active run (and register it when a name is given).
+
+    The ts_kedro modules the model needs (this wrapper, the family classes and what they import) are
+    shipped with it (``code_paths``), so a fresh serving process runs the code the model was selected
+    with and loads whether or not (and whichever version of) ts_kedro is installed there. In a process
+    that already imported ts_kedro, the imported package wins (Python resolves submodules through the
+    package's own path). A family outside ts_kedro (custom model by dotted path) must be importable
+    where the model is served.
+    """
+    if not isinstance(panel_model, SelectedPanelModel):
+        raise TypeError(f"expected a SelectedPanelModel, got {type(panel_model).__name__}")
+    with tempfile.TemporaryDirectory(prefix="panel_model_") as scratch:
+        package_dir = copy_code_closure(_root_modules(panel_model), Path(scratch) / "code")
+        artifact = Path(scratch) / ARTIFACT_FILE
+        with open(artifact, "wb") as handle:
+            pickle.dump(panel_model, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=PanelForecastModel(),
+            artifacts={ARTIFACT_KEY: str(artifact)},
+            code_paths=[str(package_dir)],
+            signature=panel_model_signature(panel_model),
+            input_example=panel_model_input_example(panel_model),
+            pip_requirements=_pip_requirements(),
+            registered_model_name=registered_model_name,
+            metadata=_jsonable(panel_model.metadata),
+        )
+
+
+def _root_modules(panel_model: SelectedPanelModel) -> set[str]:
+    roots = {__name__}
+    for model in panel_model.family_models.values():
+        roots.update(cls.__module__ for cls in type(model).__mro__)
+    return {module for module in roots if module == _PACKAGE or module.startswith(_PACKAGE + ".")}
+
+
+def copy_code_closure(root_modules: set[str], destination: Path) -> Path:
+    """Copy ``root_modules`` and every ts_kedro module they import (transitively, with the packages'
+    ``__init__``) under ``destination/ts_kedro``; return that package folder.
+
+    Shipping only this closure rather than the whole package keeps pipelines and notebooks-sized code
+    out of each model version (every file is one artifact upload to a tracking server).
+    """
+    package_root = Path(ts_kedro.__file__).resolve().parent
+    pending, seen = sorted(root_modules), set()
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        source = _module_file(module)
+        if source is None:
+            continue
+        parts = module.split(".")
+        pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages' __init__
+        pending.extend(_imported_package_modules(source, module))
+        target = destination / source.relative_to(package_root.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    return destination / _PACKAGE
+
+
+def _module_file(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin).resolve()
+
+
+def _imported_package_modules(source: Path, module: str) -> list[str]:
+    """ts_kedro modules named by the import statements of ``source`` (``from a import b`` may name a module b)."""
+    is_package = source.name == "__init__.py"
+    found = []
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found.append(base)
+            found.extend(f"{base}.{alias.name}" for alias in node.names)
+    candidates = [name for name in found if name == _PACKAGE or name.startswith(_PACKAGE + ".")]
+    return [name for name in candidates if _is_module(name)]
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _jsonable(value):
+    """Metadata for the MLmodel file: JSON-safe copy (numpy scalars, timestamps and the like as text)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)

@@ -1,0 +1,492 @@
+"""Champion/challenger registry over MLflow: register, promote by margin, roll back, append-only history.
+
+Aliases: ``champion`` is the version served as ``models:/<name>@champion``; ``challenger`` is the last
+candidate that was evaluated and not promoted (it is removed when its version is promoted).
+
+Every decision is one record (the fields of ``PromotionRecord``, returned as a plain dict so Kedro can
+save it as JSON) with a model-wide ``sequence`` number. It is
+appended to a JSONL file (never rewritten) and stored as the tag ``promotion_history.<sequence>`` on
+every version it concerns (the candidate, and the champion it replaced or restored). Tags use a new key
+per record, so earlier records are never overwritten; the registry tags are the source of truth that
+``rollback`` replays, the JSONL file is the local, human-readable audit trail.
+
+Rollback replays the champion stack: each promotion pushes a version, each rollback pops one. So a
+second rollback goes one champion further back, and a rollback with a single champion in the stack
+fails with ``RegistryError``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException, RestException
+
+from ts_kedro.registry.panel_model import SelectedPanelModel
+from ts_kedro.registry.pyfunc import ARTIFACT_FILE, log_panel_model
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY_TAG_PREFIX = "promotion_history."
+DEFAULT_HISTORY_PATH = Path("data/08_reporting/promotion_history.jsonl")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done: unknown model or version, nothing to roll back to, bad scores."""
+
+
+@dataclass(frozen=True)
+class PromotionRecord:
+    """One registry decision; ``event`` is ``promotion`` (promoted or not) or ``rollback``."""
+
+    model_name: str
+    sequence: int
+    event: str
+    time: str
+    promoted: bool
+    champion_version_before: int | None
+    champion_version_after: int | None
+    challenger_version: int | None
+    champion_score: float | None = None
+    challenger_score: float | None = None
+    margin: float | None = None
+    higher_is_better: bool | None = None
+    relative_improvement: float | None = None
+    metric: str | None = None
+    reason: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+# -- clients and lookups ------------------------------------------------------------------------
+def get_client(tracking_uri: str | None = None) -> MlflowClient:
+    """Client for ``tracking_uri`` (else ``MLFLOW_TRACKING_URI``, else MLflow's default); the model
+    registry lives in the same store."""
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _require_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise RegistryError(
+                f"registered model {name!r} does not exist in {client.tracking_uri}: register one first "
+                "(model_selection pipeline or log_and_register)"
+            ) from exc
+        raise
+
+
+def _is_not_found(exc: MlflowException) -> bool:
+    return exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+        isinstance(exc, RestException) and exc.get_http_status_code() == 404
+    )
+
+
+def get_alias_version(name: str, alias: str, tracking_uri: str | None = None) -> int | None:
+    """Version number that ``alias`` points at, or ``None`` when the alias is not set.
+
+    Raises:
+        RegistryError: the registered model does not exist.
+    """
+    client = get_client(tracking_uri)
+    _require_model(client, name)
+    aliases = client.get_registered_model(name).aliases
+    return int(aliases[alias]) if alias in aliases else None
+
+
+def champion_exists(name: str, tracking_uri: str | None = None) -> bool:
+    """True when ``name`` is registered and has a ``champion`` alias."""
+    try:
+        return get_alias_version(name, CHAMPION, tracking_uri) is not None
+    except RegistryError:
+        return False
+
+
+def _get_version(client: MlflowClient, name: str, version: int) -> ModelVersion:
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise RegistryError(f"version {version} of registered model {name!r} does not exist") from exc
+        raise
+
+
+# -- logging and loading ------------------------------------------------------------------------
+@contextmanager
+def _tracking_uri(uri: str | None):
+    """Point the fluent API at ``uri`` for the block, then restore what was set before (also the env var)."""
+    if uri is None:
+        yield
+        return
+    from mlflow.tracking._tracking_service import utils as tracking_utils  # the only place the setting lives
+
+    previous, previous_env = tracking_utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri = previous
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+def log_and_register(
+    panel_model: SelectedPanelModel,
+    name: str,
+    run_id: str | None = None,
+    tags: dict[str, Any] | None = None,
+    tracking_uri: str | None = None,
+) -> int:
+    """Log ``panel_model`` as a pyfunc model and register it as a new version of ``name``.
+
+    The model goes into run ``run_id``, else the active run (e.g. kedro-mlflow's), else a new run.
+    The version gets ``tags`` plus a summary (families, series count, levels, max horizon and the
+    scalar metadata entries as ``meta.<key>``). No alias is set: call ``promote_if_better`` next.
+
+    Returns:
+        The new version number.
+    """
+    version_tags = {**_summary_tags(panel_model), **{str(k): str(v) for k, v in (tags or {}).items()}}
+    with _tracking_uri(tracking_uri):
+        active = mlflow.active_run()
+        if active is not None and run_id is not None and active.info.run_id != run_id:
+            raise RegistryError(
+                f"run {active.info.run_id} is active but run_id={run_id!r} was requested: end the active run "
+                "or pass run_id=None to log into it"
+            )
+        if active is not None:
+            info = log_panel_model(panel_model)
+        else:
+            with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"register-{name}"):
+                info = log_panel_model(panel_model)
+        # registering separately sets all tags in the one create-version request
+        registered = mlflow.register_model(
+            info.model_uri, name, tags={key: value[:5000] for key, value in version_tags.items()}
+        )
+    version = int(registered.version)
+    logger.info("registered %s version %d (run %s)", name, version, info.run_id)
+    return version
+
+
+def _summary_tags(panel_model: SelectedPanelModel) -> dict[str, str]:
+    counts: dict[str, int] = {}
+    for family in panel_model.choice.values():
+        counts[family] = counts.get(family, 0) + 1
+    tags = {
+        "families": ",".join(sorted(panel_model.family_models)),
+        "ensemble_members": ",".join(panel_model.ensemble_members),
+        "choice_counts": json.dumps(counts, sort_keys=True),
+        "n_series": str(len(panel_model.choice)),
+        "levels": ",".join(map(str, panel_model.levels)),
+        "max_horizon": str(panel_model.max_horizon),
+    }
+    for key, value in panel_model.metadata.items():
+        if isinstance(value, (str, int, float, bool)):
+            tags[f"meta.{key}"] = str(value)
+    return tags
+
+
+def load_panel_model(name: str, version: int, tracking_uri: str | None = None) -> SelectedPanelModel:
+    """The pickled SelectedPanelModel of ``name`` version ``version`` (without the pyfunc wrapper)."""
+    client = get_client(tracking_uri)
+    _get_version(client, name, version)
+    # only the pickle, not the whole model folder (code snapshot, environment files)
+    model_root = client.get_model_version_download_uri(name, str(version)).rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="panel_model_") as scratch:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{model_root}/artifacts/{ARTIFACT_FILE}", dst_path=scratch, tracking_uri=client.tracking_uri
+        )
+        with open(local, "rb") as handle:
+            return pickle.load(handle)
+
+
+def load_champion(name: str, tracking_uri: str | None = None) -> SelectedPanelModel:
+    """The SelectedPanelModel that ``name@champion`` points at.
+
+    Raises:
+        RegistryError: the model is not registered or has no champion yet.
+    """
+    version = get_alias_version(name, CHAMPION, tracking_uri)
+    if version is None:
+        raise RegistryError(f"registered model {name!r} has no {CHAMPION!r} alias yet: promote a version first")
+    return load_panel_model(name, version, tracking_uri)
+
+
+# -- history ---------------------------------------------------------------------------------------
+def read_history(name: str, tracking_uri: str | None = None) -> list[dict[str, Any]]:
+    """Every record of ``name``, in sequence order, read from the version tags (the source of truth)."""
+    client = get_client(tracking_uri)
+    _require_model(client, name)
+    records: dict[int, dict[str, Any]] = {}
+    for version in client.search_model_versions(f"name = '{name}'"):
+        for key, value in version.tags.items():
+            if key.startswith(HISTORY_TAG_PREFIX):
+                record = json.loads(value)
+                records[record["sequence"]] = record  # the same record sits on every version it concerns
+    return [records[sequence] for sequence in sorted(records)]
+
+
+def _record(
+    client: MlflowClient, record: PromotionRecord, versions: list[int | None], history_path: str | Path
+) -> dict[str, Any]:
+    path = Path(history_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:  # append only: past decisions are never rewritten
+        handle.write(record.to_json() + "\n")
+    for version in sorted({v for v in versions if v is not None}):
+        client.set_model_version_tag(
+            record.model_name, str(version), f"{HISTORY_TAG_PREFIX}{record.sequence:06d}", record.to_json()
+        )
+    logger.info("registry %s: %s", record.event, record.reason)
+    return asdict(record)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+# -- promotion and rollback ---------------------------------------------------------------------------
+def promote_if_better(
+    name: str,
+    challenger_version: int,
+    champion_score: float | None,
+    challenger_score: float | None,
+    margin: float,
+    higher_is_better: bool = False,
+    metric: str | None = None,
+    history_path: str | Path = DEFAULT_HISTORY_PATH,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Make ``challenger_version`` the champion if it beats the champion by the relative ``margin``.
+
+    Both scores must come from the same recent backtest windows (the caller computes them). The
+    challenger wins when its relative improvement ``(champion - challenger) / |champion|`` (sign flipped
+    when ``higher_is_better``) is positive and at least ``margin`` (0.02 = 2 %). Without a champion the
+    version becomes champion whatever the scores. A challenger that loses keeps the ``challenger`` alias.
+
+    Returns:
+        The recorded decision as a dict (``PromotionRecord`` fields; also appended to ``history_path``
+        and tagged on the versions).
+    """
+    client = get_client(tracking_uri)
+    _require_model(client, name)
+    challenger_version = int(challenger_version)
+    _get_version(client, name, challenger_version)
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise RegistryError(f"margin must be a finite number >= 0 (relative, 0.02 = 2 %), got {margin!r}")
+    champion_version = get_alias_version(name, CHAMPION, tracking_uri)
+    if champion_version == challenger_version:
+        raise RegistryError(f"version {challenger_version} of {name!r} already is the champion")
+
+    sequence = _next_sequence(name, tracking_uri)
+    common = dict(
+        model_name=name, sequence=sequence, event="promotion", time=_now(), champion_version_before=champion_version,
+        challenger_version=challenger_version, margin=float(margin), higher_is_better=higher_is_better, metric=metric,
+        challenger_score=_optional_score(challenger_score, "challenger_score"),
+        champion_score=_optional_score(champion_score, "champion_score"),
+    )
+    if champion_version is None:
+        client.set_registered_model_alias(name, CHAMPION, str(challenger_version))
+        _drop_challenger_alias(client, name, challenger_version)
+        record = PromotionRecord(
+            **common, promoted=True, champion_version_after=challenger_version,
+            reason=f"no champion yet: version {challenger_version} becomes the first champion",
+        )
+        return _record(client, record, [challenger_version], history_path)
+
+    if common["champion_score"] is None or common["challenger_score"] is None:
+        raise RegistryError(
+            f"{name!r} has champion version {champion_version}: both champion_score and challenger_score "
+            "(on the same recent windows) are needed to decide"
+        )
+    improvement = relative_improvement(common["champion_score"], common["challenger_score"], higher_is_better)
+    # isclose: (10 - 9.8) / 10 is 0.0199999... in floating point, yet it is exactly the 2 % margin
+    promoted = improvement > 0 and (improvement >= margin or math.isclose(improvement, margin, rel_tol=1e-9))
+    label = metric or "score"
+    comparison = (
+        f"{label} {common['challenger_score']:.6g} vs champion {common['champion_score']:.6g} "
+        f"({'higher' if higher_is_better else 'lower'} is better): relative improvement {improvement:.4%}, margin {margin:.4%}"
+    )
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, str(challenger_version))
+        _drop_challenger_alias(client, name, challenger_version)
+        reason = f"promoted version {challenger_version} over version {champion_version}: {comparison}"
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, str(challenger_version))
+        reason = f"kept champion version {champion_version}, version {challenger_version} stays challenger: {comparison}"
+    record = PromotionRecord(
+        **common, promoted=promoted, relative_improvement=improvement,
+        champion_version_after=challenger_version if promoted else champion_version, reason=reason,
+    )
+    return _record(client, record, [challenger_version, champion_version], history_path)
+
+
+def relative_improvement(champion_score: float, challenger_score: float, higher_is_better: bool = False) -> float:
+    """How much better the challenger is, relative to |champion| (a perfect champion of 0 cannot be beaten
+    by a lower-is-better score; any gain over 0 is infinite when higher is better)."""
+    gain = (challenger_score - champion_score) if higher_is_better else (champion_score - challenger_score)
+    if champion_score == 0:
+        return math.inf if gain > 0 else (0.0 if gain == 0 else -math.inf)
+    return gain / abs(champion_score)
+
+
+def record_decision(
+    name: str,
+    challenger_version: int,
+    promoted: bool = False,
+    reason: str = "",
+    metric: str | None = None,
+    history_path: str | Path = DEFAULT_HISTORY_PATH,
+    tracking_uri: str | None = None,
+) -> dict[str, Any]:
+    """Record that ``challenger_version`` was not promoted for a reason other than scores (e.g. the
+    champion and the challenger had no common recent window); it gets the ``challenger`` alias.
+
+    Promotion itself only goes through ``promote_if_better``, so ``promoted=True`` is refused.
+    """
+    if promoted:
+        raise RegistryError("record_decision only records non-promotions: promote with promote_if_better")
+    if not reason:
+        raise RegistryError("record_decision needs a reason: the history must say why the version was not promoted")
+    client = get_client(tracking_uri)
+    _require_model(client, name)
+    challenger_version = int(challenger_version)
+    _get_version(client, name, challenger_version)
+    champion_version = get_alias_version(name, CHAMPION, tracking_uri)
+    if champion_version == challenger_version:
+        raise RegistryError(f"version {challenger_version} of {name!r} is the champion: nothing to decide")
+    client.set_registered_model_alias(name, CHALLENGER, str(challenger_version))
+    record = PromotionRecord(
+        model_name=name, sequence=_next_sequence(name, tracking_uri), event="promotion", time=_now(), promoted=False,
+        champion_version_before=champion_version, champion_version_after=champion_version,
+        challenger_version=challenger_version, metric=metric,
+        reason=f"kept champion version {champion_version}, version {challenger_version} stays challenger: {reason}",
+    )
+    return _record(client, record, [challenger_version, champion_version], history_path)
+
+
+def set_alias(name: str, alias: str, version: int, tracking_uri: str | None = None) -> None:
+    """Point ``alias`` (e.g. ``challenger``, ``staging``) at ``version``.
+
+    ``champion`` is refused: it moves only through ``promote_if_better`` and ``rollback``, so that the
+    history that rollback replays stays complete.
+    """
+    if alias == CHAMPION:
+        raise RegistryError("the champion alias moves only through promote_if_better or rollback (history is kept)")
+    client = get_client(tracking_uri)
+    _require_model(client, name)
+    _get_version(client, name, int(version))
+    client.set_registered_model_alias(name, alias, str(int(version)))
+
+
+def rollback(
+    name: str, history_path: str | Path = DEFAULT_HISTORY_PATH, tracking_uri: str | None = None
+) -> dict[str, Any]:
+    """Point ``champion`` back at the champion before the current one, in one step.
+
+    Raises:
+        RegistryError: no champion, only one champion in the history, the alias was moved outside this
+            module (history and alias disagree), or the previous version was deleted.
+    """
+    client = get_client(tracking_uri)
+    _require_model(client, name)
+    current = get_alias_version(name, CHAMPION, tracking_uri)
+    if current is None:
+        raise RegistryError(f"registered model {name!r} has no champion: nothing to roll back")
+    history = read_history(name, tracking_uri)
+    stack = champion_stack(history)
+    if not stack or stack[-1] != current:
+        raise RegistryError(
+            f"{name!r}@champion is version {current} but the promotion history ends with "
+            f"{stack[-1] if stack else 'no champion'}: the alias was moved outside ts_kedro; set it by hand"
+        )
+    if len(stack) < 2:
+        raise RegistryError(
+            f"{name!r} has had only one champion (version {current}) since its history began: nothing earlier to roll back to"
+        )
+    previous = stack[-2]
+    _get_version(client, name, previous)
+    client.set_registered_model_alias(name, CHAMPION, str(previous))
+    _drop_challenger_alias(client, name, previous)  # a version is never champion and challenger at once
+    record = PromotionRecord(
+        model_name=name, sequence=history[-1]["sequence"] + 1, event="rollback", time=_now(), promoted=False,
+        champion_version_before=current, champion_version_after=previous, challenger_version=None,
+        reason=f"rolled back champion from version {current} to version {previous}",
+    )
+    return _record(client, record, [current, previous], history_path)
+
+
+def champion_stack(history: list[dict[str, Any]]) -> list[int]:
+    """Champion versions in order of promotion after replaying the history (rollbacks pop)."""
+    stack: list[int] = []
+    for record in sorted(history, key=lambda r: r["sequence"]):
+        if record["event"] == "promotion" and record["promoted"]:
+            stack.append(record["champion_version_after"])
+        elif record["event"] == "rollback" and stack:
+            stack.pop()
+    return stack
+
+
+def _next_sequence(name: str, tracking_uri: str | None) -> int:
+    history = read_history(name, tracking_uri)
+    return (history[-1]["sequence"] + 1) if history else 1
+
+
+def _optional_score(value, label: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        score = float(value)
+    except (TypeError, ValueError) as exc:
+        raise RegistryError(f"{label} must be a number, got {value!r}") from exc
+    if not math.isfinite(score):
+        raise RegistryError(f"{label} must be finite, got {value!r}: a failed backtest cannot be compared")
+    return score
+
+
+def _drop_challenger_alias(client: MlflowClient, name: str, version: int) -> None:
+    aliases = client.get_registered_model(name).aliases
+    if aliases.get(CHALLENGER) is not None and int(aliases[CHALLENGER]) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
+def registry_status(name: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Champion, challenger, latest version and the last decision, for the CLI and dashboards."""
+    client = get_client(tracking_uri)
+    _require_model(client, name)
+    versions = client.search_model_versions(f"name = '{name}'")
+    aliases = client.get_registered_model(name).aliases
+    history = read_history(name, tracking_uri)
+
+    def describe(version) -> dict[str, Any] | None:
+        if version is None:
+            return None
+        found = next(v for v in versions if int(v.version) == int(version))
+        tags = {k: v for k, v in found.tags.items() if not k.startswith(HISTORY_TAG_PREFIX)}
+        return {"version": int(found.version), "run_id": found.run_id, "created": found.creation_timestamp, "tags": tags}
+
+    return {
+        "name": name,
+        "tracking_uri": client.tracking_uri,
+        "n_versions": len(versions),
+        "latest_version": max((int(v.version) for v in versions), default=None),
+        CHAMPION: describe(aliases.get(CHAMPION)),
+        CHALLENGER: describe(aliases.get(CHALLENGER)),
+        "last_decision": history[-1] if history else None,
+    }

@@ -1,0 +1,148 @@
+"""Unit tests of SelectedPanelModel: routing by choice, the ensemble median, request validation, pickling."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ts_kedro.forecasters import Forecaster
+from ts_kedro.forecasters.seasonal_naive import SeasonalNaive
+from ts_kedro.registry import InferenceInputError, PanelModelError, SelectedPanelModel
+
+
+class LastValuePlusOffset(Forecaster):
+    """Test family with a known forecast: last observed value + ``offset``, bounds at +-``width``*level/100.
+
+    Lets the tests know exactly which family answered a series and what the ensemble median must be.
+    """
+
+    name = "last_value_plus_offset"
+
+    @property
+    def min_length(self) -> int:
+        return 1
+
+    def _fit(self, panel):
+        self.last_ = panel.sort_values("timestamp").groupby("series_id")["value"].last().to_dict()
+
+    def _predict(self, horizon, levels):
+        offset, width = self.hyperparameters["offset"], self.hyperparameters["width"]
+        frames = []
+        for series_id in self.series_ids_:
+            mean = np.full(horizon, self.last_[series_id] + offset)
+            frame = pd.DataFrame({"series_id": series_id, "timestamp": self.future_index(series_id, horizon), "mean": mean})
+            for level in levels:
+                frame[f"lo-{level}"] = mean - width * level / 100
+                frame[f"hi-{level}"] = mean + width * level / 100
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def families(small_panel):
+    return {
+        "low": LastValuePlusOffset(offset=0.0, width=10.0).fit(small_panel),
+        "mid": LastValuePlusOffset(offset=5.0, width=1.0).fit(small_panel),
+        "high": LastValuePlusOffset(offset=100.0, width=4.0).fit(small_panel),
+    }
+
+
+@pytest.fixture(scope="module")
+def panel_model(families, small_panel):
+    first, second, third = sorted(small_panel["series_id"].unique())
+    return SelectedPanelModel(
+        families,
+        choice={first: "low", second: "high", third: "ensemble"},
+        ensemble_members=["low", "mid", "high"],
+        levels=[80, 95],
+        max_horizon=48,
+        metadata={"selection_metric": "smape"},
+    )
+
+
+def test_each_series_is_answered_by_its_chosen_family(panel_model, small_panel):
+    first, second, _ = panel_model.series_ids
+    last = small_panel.sort_values("timestamp").groupby("series_id")["value"].last()
+
+    forecast = panel_model.predict([second, first], horizon=6)
+
+    assert forecast["series_id"].tolist() == [second] * 6 + [first] * 6  # request order kept
+    by_series = forecast.set_index("series_id")
+    assert np.allclose(by_series.loc[first, "mean"], last[first])  # "low": offset 0
+    assert np.allclose(by_series.loc[second, "mean"], last[second] + 100.0)  # "high": offset 100
+    assert set(by_series.loc[first, "model"]) == {"low"} and set(by_series.loc[second, "model"]) == {"high"}
+    assert list(forecast.columns) == ["series_id", "timestamp", "mean", "lo-80", "hi-80", "lo-95", "hi-95", "model"]
+    expected_times = pd.date_range(small_panel.loc[small_panel.series_id == first, "timestamp"].max(), periods=7, freq="h")[1:]
+    assert list(by_series.loc[first, "timestamp"]) == list(expected_times)
+
+
+def test_ensemble_is_the_median_of_members_mean_and_bounds(panel_model, families):
+    third = panel_model.series_ids[2]
+    forecast = panel_model.predict([third], horizon=4, levels=[80])
+
+    members = [families[m].predict(4, [80]) for m in ("low", "mid", "high")]
+    members = [m[m["series_id"] == third] for m in members]
+    for column in ("mean", "lo-80", "hi-80"):
+        expected = np.median(np.column_stack([m[column].to_numpy() for m in members]), axis=1)
+        assert np.allclose(forecast[column].to_numpy(), expected), column
+    # each bound is its own median (lo from "mid", hi from "low" here), and the order survives
+    assert (forecast["lo-80"] <= forecast["mean"]).all() and (forecast["mean"] <= forecast["hi-80"]).all()
+    assert set(forecast["model"]) == {"ensemble"} and "lo-95" not in forecast.columns
+
+
+def test_default_request_covers_all_series_at_max_horizon_and_per_series_horizons(panel_model):
+    everything = panel_model.predict()
+    assert everything.groupby("series_id").size().to_dict() == {s: 48 for s in panel_model.series_ids}
+
+    first, second, third = panel_model.series_ids
+    mixed = panel_model.predict([first, third], horizon={first: 3, third: 48})
+    assert mixed.groupby("series_id").size().to_dict() == {first: 3, third: 48}
+
+
+@pytest.mark.parametrize(
+    "make_request, message",
+    [
+        (lambda ids: {"series_ids": [ids[0], "NOT_A_SERIES"]}, "unknown series_id 'NOT_A_SERIES'"),
+        (lambda ids: {"series_ids": ids[:1], "horizon": 0}, "horizon must be an integer from 1 to 48"),
+        (lambda ids: {"series_ids": ids[:1], "horizon": 49}, "got 49 for series_id"),
+        (lambda ids: {"series_ids": ids[:1], "horizon": 2.5}, "got 2.5 for series_id"),
+        (lambda ids: {"series_ids": ids[:1], "levels": [90]}, "choose distinct levels among [80, 95]"),
+        (lambda ids: {"series_ids": []}, "no series_id requested"),
+    ],
+)
+def test_bad_requests_raise_inference_input_error_naming_the_fault(panel_model, make_request, message):
+    with pytest.raises(InferenceInputError) as error:
+        panel_model.predict(**make_request(panel_model.series_ids))
+    assert message in str(error.value)
+
+
+def test_duplicate_series_in_request_is_rejected(panel_model):
+    first = panel_model.series_ids[0]
+    with pytest.raises(InferenceInputError, match="more than once"):
+        panel_model.predict([first, first], horizon=2)
+
+
+def test_construction_rejects_inconsistent_selections(families, small_panel):
+    first, second, _ = sorted(small_panel["series_id"].unique())
+    with pytest.raises(PanelModelError, match=r"families \['lstm'\] that are not in family_models"):
+        SelectedPanelModel(families, {first: "lstm"}, [], [80], 12)
+    with pytest.raises(PanelModelError, match="ensemble_members is empty"):
+        SelectedPanelModel(families, {first: "ensemble"}, [], [80], 12)
+    with pytest.raises(PanelModelError, match="max_horizon must be a positive integer"):
+        SelectedPanelModel(families, {first: "low"}, [], [80], 0)
+    with pytest.raises(PanelModelError, match="not fitted"):
+        SelectedPanelModel({"low": LastValuePlusOffset(offset=0, width=1)}, {first: "low"}, [], [80], 12)
+    only_first = LastValuePlusOffset(offset=0, width=1).fit(small_panel[small_panel.series_id == first])
+    with pytest.raises(PanelModelError, match=f"series '{second}' is routed to 'ensemble' but family 'narrow'"):
+        SelectedPanelModel({"low": families["low"], "narrow": only_first}, {second: "ensemble"}, ["low", "narrow"], [80], 12)
+
+
+def test_pickle_round_trip_with_a_real_family_keeps_forecasts(small_panel):
+    naive = SeasonalNaive(freq="h", season_length=24).fit(small_panel)
+    model = SelectedPanelModel({"seasonal_naive": naive}, {s: "seasonal_naive" for s in naive.series_ids_}, [], [80, 95], 48)
+    restored = pickle.loads(pickle.dumps(model))
+    pd.testing.assert_frame_equal(restored.predict(horizon=24), model.predict(horizon=24))
+    direct = naive.predict(24, [80, 95])
+    pd.testing.assert_frame_equal(model.predict(horizon=24).drop(columns="model"), direct, check_like=False)
