@@ -1,0 +1,278 @@
+"""Automatic ARIMA per series (statsmodels) with the seasonality removed first by Fourier terms or MSTL.
+
+Why not seasonal SARIMAX: a period-24 SARIMAX needs ~23 s per M4 Hourly series and cannot express the weekly
+(168) cycle at all. Instead the seasonal part is taken out first and a small non-seasonal ARIMA models the rest:
+
+- ``seasonality="fourier"``: OLS of the series on an intercept, a linear time trend and ``fourier_order``
+  sine/cosine pairs for every period in ``seasonal_periods`` that has at least two full cycles in the series
+  (a two-stage "regression with ARIMA errors"); the Fourier part is extrapolated exactly.
+- ``seasonality="mstl"``: statsmodels MSTL with the same periods; each seasonal component is extrapolated by
+  repeating its last cycle (as statsforecast's MSTL model does).
+
+The seasonally adjusted series gets ``d`` from a KPSS test (5 %, up to ``max_d``) and (p, q) by the chosen
+information criterion (``aic``/``aicc``/``bic``) over the grid ``0..max_p`` x ``0..max_q``. Prediction
+intervals are the ARIMA's own (``get_forecast().conf_int``) shifted by the seasonal forecast; the seasonal
+estimate's own uncertainty is ignored, so they are slightly narrow.
+
+Both variants fit on ``log(values)`` when every value is positive (``log_transform``, default on): most M4 Hourly
+series have daily swings proportional to their level; forecasts and interval bounds are back-transformed with
+exp (the point forecast is then the median). Measured on 22 real M4 Hourly series (H3, H23, ..., H223 and H5, H25,
+..., H185; full training part, sMAPE on the 48 official test points, defaults otherwise):
+
+=================================  ===========  =============================
+variant                            mean sMAPE   CPU s per series (mean / max)
+=================================  ===========  =============================
+seasonal naive (reference)         13.23        -
+fourier, periods [24, 168] (kept)  12.00        0.78 / 1.20
+mstl, periods [24, 168]            13.18        1.00 / 1.53
+=================================  ===========  =============================
+
+Fourier is the default. On the first 10 of those series, dropping the weekly period (``[24]`` only) gave 14.42
+against 12.94 with both periods and 13.69 for seasonal naive; without the log transform (and fourier_order 10)
+the first 6 series scored 10.40 (9.21 with it) against 7.83 for seasonal naive, hence the log by default.
+Times are CPU seconds of one single-threaded series fit (3 x 3 order search included; 960-point series of the
+second batch of 12) on a shared, heavily loaded machine; wall time there was ~6.5 s per series.
+
+On the 24-series default sample (defaults): sMAPE 9.27 against 12.17 for seasonal naive, but MASE 2.05 against
+1.30, and 80/95 % interval coverage 89/98 %; 0.67 CPU s per series. The MASE loss comes from a handful of very
+regular series (sMAPE ~1 % for seasonal naive) whose sharp weekly profile 12 harmonics smooth out: per-series
+model selection should keep seasonal naive there.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ts_kedro.forecasters._per_series import forecast_frame, map_series, split_series
+from ts_kedro.forecasters.base import Forecaster, ForecasterError
+
+logger = logging.getLogger(__name__)
+
+SEASONALITY_METHODS = ("fourier", "mstl")
+CRITERIA = ("aic", "aicc", "bic")
+
+
+@dataclass
+class _FittedSeries:
+    """Everything needed to forecast one series again without re-estimating anything (small and picklable)."""
+
+    order: tuple[int, int, int]
+    trend: str
+    params: np.ndarray
+    adjusted: np.ndarray  # seasonally adjusted history the ARIMA was fitted on
+    n_obs: int
+    seasonal: dict = field(default_factory=dict)  # how to extrapolate the seasonal part
+    log_scale: bool = False  # modelled on log(values): forecasts are back-transformed (median, quantiles)
+    warnings: list[str] = field(default_factory=list)
+    fit_seconds: float = 0.0
+
+
+class ArimaForecaster(Forecaster):
+    """Seasonal decomposition (Fourier or MSTL) + automatic non-seasonal ARIMA on the adjusted series.
+
+    Hyperparameters: ``seasonality`` (fourier|mstl), ``seasonal_periods`` (default [24, 168]),
+    ``fourier_order`` (sine/cosine pairs per period, capped at period/2), ``information_criterion``
+    (aic|aicc|bic), ``max_p``, ``max_q``, ``max_d``, ``n_jobs`` (-1 = all cores).
+    """
+
+    name = "arima"
+
+    def __init__(self, freq: str = "h", season_length: int = 24, seasonality: str = "fourier",
+                 seasonal_periods: list[int] | None = None, fourier_order: int = 12,
+                 information_criterion: str = "aicc", max_p: int = 2, max_q: int = 2, max_d: int = 1,
+                 log_transform: bool = True, n_jobs: int = -1):
+        seasonal_periods = [24, 168] if seasonal_periods is None else [int(p) for p in seasonal_periods]
+        super().__init__(freq, season_length, seasonality=seasonality, seasonal_periods=seasonal_periods,
+                         fourier_order=fourier_order, information_criterion=information_criterion,
+                         max_p=max_p, max_q=max_q, max_d=max_d, log_transform=log_transform, n_jobs=n_jobs)
+        if seasonality not in SEASONALITY_METHODS:
+            raise ForecasterError(f"arima: seasonality must be one of {SEASONALITY_METHODS}, got {seasonality!r}")
+        if information_criterion not in CRITERIA:
+            raise ForecasterError(f"arima: information_criterion must be one of {CRITERIA}, got {information_criterion!r}")
+        if min(max_p, max_q, max_d) < 0 or fourier_order < 1 or any(p < 2 for p in seasonal_periods):
+            raise ForecasterError("arima: max_p/max_q/max_d must be >= 0, fourier_order >= 1 and seasonal periods >= 2")
+        self.seasonality = seasonality
+        self.seasonal_periods = seasonal_periods
+        self.fourier_order = int(fourier_order)
+        self.information_criterion = information_criterion
+        self.max_p, self.max_q, self.max_d = int(max_p), int(max_q), int(max_d)
+        self.log_transform = bool(log_transform)
+        self.n_jobs = int(n_jobs)
+
+    @property
+    def min_length(self) -> int:
+        # two full cycles of the main season so that at least that seasonality is estimable
+        return max(2 * self.season_length, 30)
+
+    def n_parameters(self) -> int:
+        fitted = getattr(self, "fitted_", {})
+        total = 0
+        for state in fitted.values():
+            total += len(state.params) + state.seasonal.get("n_parameters", 0)
+        return total
+
+    def _fit(self, panel: pd.DataFrame) -> None:
+        started = time.perf_counter()
+        settings = dict(seasonality=self.seasonality, periods=self.seasonal_periods, fourier_order=self.fourier_order,
+                        criterion=self.information_criterion, max_p=self.max_p, max_q=self.max_q, max_d=self.max_d,
+                        log_transform=self.log_transform)
+        items = [(sid, values, settings) for sid, values in split_series(panel).items()]
+        results = map_series(_fit_one_series, items, self.n_jobs, desc="arima fit")
+        self.fitted_: dict[str, _FittedSeries] = {}
+        for (series_id, _, _), state in zip(items, results):
+            for message in state.warnings:
+                logger.warning("arima: series %r: %s", series_id, message)
+            self.fitted_[series_id] = state
+        per_series = [s.fit_seconds for s in self.fitted_.values()]
+        logger.info("arima: fitted %d series in %.2f s wall (%.2f s CPU mean per series); orders %s",
+                    len(per_series), time.perf_counter() - started, float(np.mean(per_series)),
+                    pd.Series([str(s.order) for s in self.fitted_.values()]).value_counts().to_dict())
+
+    def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
+        frames = []
+        for series_id in self.series_ids_:
+            state = self.fitted_[series_id]
+            mean, bounds = _forecast_one_series(state, horizon, levels)
+            frames.append(forecast_frame(series_id, self.future_index(series_id, horizon), mean, bounds))
+        return pd.concat(frames, ignore_index=True)
+
+
+# -- seasonal part --------------------------------------------------------------------------------------------
+def _usable_periods(periods: list[int], n_obs: int) -> list[int]:
+    """Only periods with at least two full cycles in the data can be estimated."""
+    return [p for p in periods if n_obs >= 2 * p]
+
+
+def _fourier_terms(time_index: np.ndarray, periods: list[int], order: int) -> np.ndarray:
+    columns = []
+    for period in periods:
+        for k in range(1, min(order, period // 2) + 1):
+            angle = 2 * np.pi * k * time_index / period
+            columns.append(np.sin(angle))
+            if not (period % 2 == 0 and k == period // 2):  # sin is identically zero there, cos is not
+                columns.append(np.cos(angle))
+    return np.column_stack(columns) if columns else np.empty((len(time_index), 0))
+
+
+def _remove_seasonality(values: np.ndarray, method: str, periods: list[int], order: int) -> tuple[np.ndarray, dict]:
+    n_obs = len(values)
+    usable = _usable_periods(periods, n_obs)
+    if not usable:
+        return values.copy(), {"method": "none", "n_parameters": 0}
+    if method == "fourier":
+        t = np.arange(n_obs, dtype=float)
+        seasonal_x = _fourier_terms(t, usable, order)
+        design = np.column_stack([np.ones(n_obs), t / n_obs, seasonal_x])
+        coef, *_ = np.linalg.lstsq(design, values, rcond=None)
+        seasonal_coef = coef[2:]
+        adjusted = values - seasonal_x @ seasonal_coef
+        return adjusted, {"method": "fourier", "periods": usable, "order": order, "coef": seasonal_coef,
+                          "n_parameters": len(seasonal_coef)}
+    from statsmodels.tsa.seasonal import MSTL
+
+    decomposition = MSTL(values, periods=usable if len(usable) > 1 else usable[0]).fit()
+    seasonal = np.asarray(decomposition.seasonal).reshape(n_obs, -1)
+    last_cycles = [seasonal[-p:, i].copy() for i, p in enumerate(usable)]
+    return values - seasonal.sum(axis=1), {"method": "mstl", "periods": usable, "last_cycles": last_cycles,
+                                           "n_parameters": int(sum(usable))}
+
+
+def _seasonal_forecast(seasonal: dict, n_obs: int, horizon: int) -> np.ndarray:
+    if seasonal["method"] == "none":
+        return np.zeros(horizon)
+    if seasonal["method"] == "fourier":
+        future_t = np.arange(n_obs, n_obs + horizon, dtype=float)
+        return _fourier_terms(future_t, seasonal["periods"], seasonal["order"]) @ seasonal["coef"]
+    steps = np.arange(horizon)
+    return sum(cycle[steps % len(cycle)] for cycle in seasonal["last_cycles"])
+
+
+# -- ARIMA on the adjusted series ---------------------------------------------------------------------------------
+def _choose_d(adjusted: np.ndarray, max_d: int) -> int:
+    """Number of differences by repeated KPSS tests at 5 % (the auto.arima rule)."""
+    from statsmodels.tsa.stattools import kpss
+
+    series = adjusted
+    for d in range(max_d + 1):
+        if d == max_d or np.ptp(series) == 0:
+            return d
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # KPSS warns when the p-value is outside its lookup table
+            p_value = kpss(series, regression="c", nlags="auto")[1]
+        if p_value >= 0.05:
+            return d
+        series = np.diff(series)
+    return max_d
+
+
+def _information_criterion(result, criterion: str) -> float:
+    return float({"aic": result.aic, "aicc": result.aicc, "bic": result.bic}[criterion])
+
+
+def _fit_arima(adjusted: np.ndarray, order: tuple[int, int, int], trend: str):
+    from statsmodels.tsa.arima.model import ARIMA
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter; failures are judged by the result below
+        result = ARIMA(adjusted, order=order, trend=trend).fit()
+    if not np.all(np.isfinite(result.params)) or not np.isfinite(result.llf):
+        raise FloatingPointError(f"non-finite estimates for ARIMA{order}")
+    return result
+
+
+def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _FittedSeries:
+    started = time.process_time()  # CPU time: honest per-series cost even on a shared, oversubscribed machine
+    # log turns the multiplicative daily swings of most M4 Hourly series into additive ones
+    log_scale = bool(settings["log_transform"] and np.all(values > 0))
+    adjusted, seasonal = _remove_seasonality(np.log(values) if log_scale else values, settings["seasonality"], settings["periods"],
+                                             settings["fourier_order"])
+    d = _choose_d(adjusted, settings["max_d"])
+    trend = "c" if d == 0 else "n"
+    best, best_score, failures = None, np.inf, []
+    for p, q in itertools.product(range(settings["max_p"] + 1), range(settings["max_q"] + 1)):
+        try:
+            result = _fit_arima(adjusted, (p, d, q), trend)
+        except Exception as exc:  # noqa: BLE001 - one failing order must not stop the search; it is reported
+            failures.append(f"ARIMA({p},{d},{q}) failed: {exc}")
+            continue
+        score = _information_criterion(result, settings["criterion"])
+        if np.isfinite(score) and score < best_score:
+            best, best_score = result, score
+    messages = []
+    if failures:
+        messages.append(f"{len(failures)} candidate orders failed and were skipped ({failures[0]})")
+    if best is None:
+        # the simplest model left: a random walk, which cannot fail on finite data
+        messages.append(f"no ARIMA order up to ({settings['max_p']},{d},{settings['max_q']}) could be fitted; "
+                        "falling back to ARIMA(0,1,0)")
+        best, trend = _fit_arima(adjusted, (0, 1, 0), "n"), "n"
+    order = tuple(int(v) for v in best.model.order)
+    return _FittedSeries(order=order, trend=trend, params=np.asarray(best.params, float), adjusted=adjusted,
+                         n_obs=len(values), seasonal=seasonal, log_scale=log_scale, warnings=messages,
+                         fit_seconds=time.process_time() - started)
+
+
+def _forecast_one_series(state: _FittedSeries, horizon: int, levels: list[int]):
+    from statsmodels.tsa.arima.model import ARIMA
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = ARIMA(state.adjusted, order=state.order, trend=state.trend).filter(state.params)
+        forecast = result.get_forecast(horizon)
+    seasonal = _seasonal_forecast(state.seasonal, state.n_obs, horizon)
+    mean = np.asarray(forecast.predicted_mean) + seasonal
+    bounds = {}
+    for level in levels:
+        interval = np.asarray(forecast.conf_int(alpha=1 - level / 100))
+        bounds[level] = (interval[:, 0] + seasonal, interval[:, 1] + seasonal)
+    if state.log_scale:
+        # exp maps quantiles to quantiles, so the back-transformed mean is the median forecast
+        mean = np.exp(mean)
+        bounds = {level: (np.exp(lo), np.exp(hi)) for level, (lo, hi) in bounds.items()}
+    return mean, bounds
