@@ -1,0 +1,22 @@
+"""Interpretability as pure functions: forecast confidence, anomalies on history and new actuals, feature importance."""
+from ts_kedro.interpretability.anomalies import actuals_anomalies, history_anomalies, join_actuals, robust_z_scores
+from ts_kedro.interpretability.confidence import attach_confidence, confidence_scores
+from ts_kedro.interpretability.errors import InterpretabilityError
+from ts_kedro.interpretability.importance import (
+    arima_coefficients,
+    lstm_permutation_importance,
+    prophet_component_shares,
+)
+
+__all__ = [
+    "InterpretabilityError",
+    "actuals_anomalies",
+    "arima_coefficients",
+    "attach_confidence",
+    "confidence_scores",
+    "history_anomalies",
+    "join_actuals",
+    "lstm_permutation_importance",
+    "prophet_component_shares",
+    "robust_z_scores",
+]

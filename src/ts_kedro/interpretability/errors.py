@@ -1,0 +1,14 @@
+"""The one domain error of the interpretability functions."""
+
+
+class InterpretabilityError(ValueError):
+    """An input cannot be interpreted: a column is missing, a series has no backtest, a model is of the wrong kind."""
+
+
+def require_columns(frame, columns, what: str) -> None:
+    """Raise naming the dataset and the missing columns (the usual fault: an upstream contract changed)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InterpretabilityError(
+            f"{what} lacks columns {missing} (has {list(frame.columns)}); check the upstream pipeline that writes it"
+        )

@@ -1,0 +1,81 @@
+"""Feature importance of real fitted models on real M4 series (small fits so the file stays fast)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ts_kedro.forecasters import build_forecaster
+from ts_kedro.interpretability import (
+    InterpretabilityError,
+    arima_coefficients,
+    lstm_permutation_importance,
+    prophet_component_shares,
+)
+
+
+def _fit(family, panel, **hyperparameters):
+    model = build_forecaster({"class": family, "hyperparameters": hyperparameters}, freq="h", season_length=24)
+    return model.fit(panel)
+
+
+@pytest.fixture(scope="module")
+def lstm_model_and_panel(request):
+    panel = request.getfixturevalue("m4_sample_panel")
+    panel = panel[panel["series_id"].isin(sorted(panel["series_id"].unique())[:8])]
+    panel = panel.groupby("series_id", group_keys=False).tail(336).reset_index(drop=True)
+    model = _fit("lstm", panel, horizon=24, input_size=72, hidden_size=16, max_epochs=8, patience=8,
+                 max_windows_per_series=80, seed=3, device="cpu")
+    return model, panel
+
+
+def test_lstm_permutation_importance_ranks_the_input_groups(lstm_model_and_panel):
+    model, panel = lstm_model_and_panel
+    importance = lstm_permutation_importance(model, panel, n_repeats=5, seed=0)
+    assert set(importance["group"]) == {"last_season", "earlier_seasons", "calendar"}
+    assert (importance["n_windows"] == 8).all()
+    # 72-hour lookback = 3 daily tokens: 24 last-season values, 48 earlier ones, 4 calendar inputs per token
+    assert importance.set_index("group")["n_inputs"].to_dict() == {"last_season": 24, "earlier_seasons": 48,
+                                                                   "calendar": 12}
+    # the last season also sets the seasonal-naive baseline the network corrects: shuffling it must hurt most
+    assert importance.iloc[0]["group"] == "last_season"
+    assert importance.iloc[0]["importance"] > 0
+    assert importance["importance"].to_numpy() == pytest.approx(
+        importance["permuted_error"] - importance["baseline_error"])
+
+
+def test_lstm_permutation_importance_is_reproducible_and_checks_its_inputs(lstm_model_and_panel):
+    model, panel = lstm_model_and_panel
+    first = lstm_permutation_importance(model, panel, n_repeats=3, seed=1)
+    again = lstm_permutation_importance(model, panel, n_repeats=3, seed=1)
+    assert first.equals(again)
+    with pytest.raises(InterpretabilityError, match="at least 2 series"):
+        lstm_permutation_importance(model, panel[panel["series_id"] == panel["series_id"].iloc[0]])
+    with pytest.raises(InterpretabilityError, match="expected a fitted LSTMForecaster"):
+        lstm_permutation_importance(object(), panel)
+
+
+def test_arima_coefficients_carry_the_fitted_parameters_and_valid_p_values(small_panel):
+    one_series = small_panel[small_panel["series_id"] == small_panel["series_id"].iloc[0]]
+    model = _fit("arima", one_series, max_p=1, max_q=1, n_jobs=1)
+    table = arima_coefficients(model, alpha=0.05)
+    state = model.fitted_[one_series["series_id"].iloc[0]]
+    assert table["coef"].to_numpy() == pytest.approx(state.params)
+    assert table["term"].iloc[-1] == "sigma2"
+    assert table["p_value"].between(0, 1).all()
+    assert (table["significant"] == (table["p_value"] < 0.05)).all()
+    assert table["order"].iloc[0] == str(state.order)
+    with pytest.raises(InterpretabilityError, match="alpha must lie in"):
+        arima_coefficients(model, alpha=1.5)
+
+
+def test_prophet_component_shares_sum_to_one_per_series(m4_sample_panel):
+    # 400 hours (> 2 weeks) so that Prophet fits the weekly seasonality too
+    one_series = m4_sample_panel[m4_sample_panel["series_id"] == m4_sample_panel["series_id"].iloc[0]].tail(400)
+    model = _fit("prophet", one_series, n_jobs=1, uncertainty_samples=20)
+    shares = prophet_component_shares(model)
+    assert set(shares["component"]) == {"trend", "daily", "weekly"}  # 16 days of hourly data: no yearly
+    assert shares["share"].sum() == pytest.approx(1.0)
+    assert (shares.loc[shares["component"] != "trend", "mode"] == "multiplicative").all()
+    # hourly M4 series are dominated by the daily cycle
+    assert shares.set_index("component")["share"].idxmax() == "daily"
+    assert np.isfinite(shares["variance"]).all()

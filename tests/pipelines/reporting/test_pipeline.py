@@ -1,0 +1,165 @@
+"""Reporting nodes and a whole reporting run on a small real Day-0 run (feature_engineering run in the test)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.matplotlib import MatplotlibDataset
+from matplotlib.figure import Figure
+
+from ts_kedro import settings
+from ts_kedro.interpretability import InterpretabilityError
+from ts_kedro.pipelines.feature_engineering import create_pipeline as feature_pipeline
+from ts_kedro.pipelines.reporting import create_pipeline
+from ts_kedro.pipelines.reporting import nodes
+from ts_kedro.pipelines.reporting.datasets import DriftSummaryHistoryDataset
+
+PANEL_PARAMS = {"freq": "h", "season_length": 24, "horizon": 48, "levels": [80, 95],
+                "seasonal_periods": [24, 168]}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _loader(project_root) -> OmegaConfigLoader:
+    """The project's own config loader settings (custom resolvers such as ``${env:...}`` included)."""
+    return OmegaConfigLoader(conf_source=str(project_root / "conf"), **settings.CONFIG_LOADER_ARGS)
+
+
+@pytest.fixture(scope="module")
+def parameters(project_root) -> dict:
+    return dict(_loader(project_root)["parameters"])
+
+
+@pytest.fixture()
+def reporting(parameters) -> dict:
+    return json.loads(json.dumps(parameters["reporting"]))
+
+
+@pytest.fixture(scope="module")
+def features(request, parameters) -> dict:
+    """feature_engineering's real outputs for the small Day-0 panel."""
+    from tests.interpretability.day0_data import build_day0
+
+    panel = build_day0(request.getfixturevalue("project_root") / "data" / "01_raw" / "m4_hourly_sample.csv")["panel"]
+    catalog = DataCatalog({"primary_panel": MemoryDataset(panel), "params:panel": MemoryDataset(PANEL_PARAMS),
+                           "params:feature_engineering": MemoryDataset(parameters["feature_engineering"])})
+    for name in ("feature_panel", "series_decomposition", "feature_manifest"):
+        catalog[name] = MemoryDataset()
+    SequentialRunner().run(feature_pipeline(), catalog)
+    return {name: catalog.load(name) for name in ("feature_panel", "series_decomposition", "feature_manifest")}
+
+
+def _saved_png(figure: Figure, tmp_path, name: str) -> bytes:
+    MatplotlibDataset(filepath=str(tmp_path / name)).save(figure)
+    return (tmp_path / name).read_bytes()
+
+
+def test_report_series_default_to_the_first_n_and_reject_unknown_ids(day0, reporting):
+    reporting["n_series"] = 2
+    assert nodes.select_report_series(day0["panel"], reporting) == ["H1", "H103"]
+    reporting["series"] = ["H120"]
+    assert nodes.select_report_series(day0["panel"], reporting) == ["H120"]
+    reporting["series"] = ["H999"]
+    with pytest.raises(InterpretabilityError, match=r"reporting.series .* names \['H999'\]"):
+        nodes.select_report_series(day0["panel"], reporting)
+
+
+def test_anomaly_report_holds_history_flags_and_unexpected_actuals(day0, reporting):
+    panel = day0["panel"]
+    panel.loc[10, "is_anomaly"] = True  # synthetic flag on a real row
+    report, summary = nodes.build_anomaly_report(panel, day0["candidate_backtests"], day0["selection"], reporting)
+    assert summary["n_history_anomalies"] == 1 and summary["n_actuals_scored"] == 3 * 96
+    assert (report["source"] == "actuals").sum() == summary["n_actuals_anomalies"]
+    assert summary["n_actuals_anomalies"] >= summary["n_outside_interval"] > 0
+    assert set(report["source"]) == {"history", "actuals"}
+
+
+def test_prediction_plot_draws_every_series_with_anomalies(day0, reporting, tmp_path):
+    report, _ = nodes.build_anomaly_report(day0["panel"], day0["candidate_backtests"], day0["selection"], reporting)
+    series = ["H1", "H103"]
+    figure = nodes.plot_prediction_vs_actual(day0["panel"], day0["candidate_backtests"], day0["selection"],
+                                             day0["forecasts"].assign(timestamp=lambda f: f["timestamp"].astype(str)),
+                                             report, series, reporting, PANEL_PARAMS)
+    assert [ax.get_title(loc="left") for ax in figure.axes] == ["H1: champion ensemble", "H103: champion ensemble"]
+    h103 = figure.axes[1]
+    drawn_anomalies = sum(len(c.get_offsets()) for c in h103.collections if c.get_offsets().size and
+                          type(c).__name__ == "PathCollection")
+    assert drawn_anomalies == (report["series_id"] == "H103").sum()
+    assert _saved_png(figure, tmp_path, "pva.png").startswith(PNG_MAGIC)
+
+
+def test_error_analysis_and_model_comparison_cover_every_candidate(day0, tmp_path):
+    figure = nodes.plot_error_analysis(day0["candidate_backtests"], day0["selection"])
+    assert len(figure.axes) == 4
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels == ["ensemble", "seasonal_naive", "weekly_naive"]
+    comparison = nodes.plot_model_comparison(day0["candidate_scores"], PANEL_PARAMS)
+    assert [ax.get_title() for ax in comparison.axes] == ["smape", "mase", "coverage-80", "coverage-95"]
+    assert _saved_png(comparison, tmp_path, "cmp.png").startswith(PNG_MAGIC)
+
+
+def test_decomposition_and_correlation_plots_use_feature_engineering_outputs(day0, features, reporting):
+    figure = nodes.plot_seasonal_decomposition(features["series_decomposition"], day0["panel"], ["H1", "H120"])
+    rows = ["observed", "trend", "seasonal_24", "seasonal_168", "resid"]
+    assert len(figure.axes) == 2 * len(rows)
+    assert [figure.axes[2 * i].get_ylabel() for i in range(len(rows))] == rows
+    heatmap = nodes.plot_feature_correlation(features["feature_panel"], features["feature_manifest"], reporting)
+    labels = [t.get_text() for t in heatmap.axes[0].get_xticklabels()]
+    assert labels[0] == "value" and set(features["feature_manifest"]["features"]) <= set(labels)
+
+
+def test_drift_history_reads_every_version_oldest_first(tmp_path):
+    path = tmp_path / "drift_summary.json"
+    assert DriftSummaryHistoryDataset(str(path)).load() == []
+    assert "No Day-N monitoring run yet" in nodes.plot_drift_history([]).axes[0].texts[0].get_text()
+    for version, share, drift in (("2026-01-02T00.00.00.000Z", 0.5, True), ("2026-01-01T00.00.00.000Z", 0.1, False)):
+        (path / version).mkdir(parents=True)
+        (path / version / "drift_summary.json").write_text(json.dumps(
+            {"drift": drift, "drift_share": share, "performance_ratio": 1.1, "checked_at": version[:10],
+             "thresholds": {"drift_share": 0.3, "performance_ratio": 1.5}}))
+    history = DriftSummaryHistoryDataset(str(path)).load()
+    assert [h["drift_share"] for h in history] == [0.1, 0.5]
+    figure = nodes.plot_drift_history(history)
+    assert len(figure.axes) == 2 and figure.axes[0].lines[0].get_ydata().tolist() == [0.1, 0.5]
+
+
+def test_reporting_pipeline_runs_end_to_end_on_a_day0_run(day0, features, parameters, tmp_path):
+    pipeline = create_pipeline(families=["seasonal_naive"])
+    inputs = {
+        "primary_panel": day0["panel"], "candidate_backtests": day0["candidate_backtests"],
+        "candidate_scores": day0["candidate_scores"], "model_selection": day0["selection"],
+        "forecasts": day0["forecasts"], "drift_summary_history": [], "params:panel": PANEL_PARAMS,
+        "params:reporting": parameters["reporting"], **features,
+    }
+    assert pipeline.inputs() == set(inputs)
+    catalog = DataCatalog({name: MemoryDataset(value) for name, value in inputs.items()})
+    plots = sorted(name for name in pipeline.outputs() if name.endswith("_plot"))
+    for name in plots:
+        catalog[name] = MatplotlibDataset(filepath=str(tmp_path / f"{name}.png"))
+    for name in pipeline.outputs() - set(plots):
+        catalog[name] = MemoryDataset()
+    SequentialRunner().run(pipeline, catalog)
+    assert plots == ["confidence_plot", "drift_history_plot", "error_analysis_plot", "feature_correlation_plot",
+                     "model_comparison_plot", "prediction_vs_actual_plot", "seasonal_decomposition_plot"]
+    assert all((tmp_path / f"{name}.png").read_bytes().startswith(PNG_MAGIC) for name in plots)
+    with_confidence = catalog.load("forecasts_with_confidence")
+    assert with_confidence["confidence"].between(0, 1).all() and len(with_confidence) == len(day0["forecasts"])
+
+
+def test_importance_nodes_follow_the_enabled_families():
+    names = set(create_pipeline(families=["seasonal_naive", "arima", "lstm"]).outputs())
+    assert {"arima_coefficients_plot", "lstm_feature_importance_plot"} <= names
+    assert "prophet_components_plot" not in names
+
+
+def test_project_catalog_writes_every_plot_under_plots_and_logs_it_to_mlflow(project_root, parameters):
+    catalog = _loader(project_root)["catalog"]
+    plots = [name for name in create_pipeline(families=["arima", "lstm", "prophet"]).outputs() if name.endswith("_plot")]
+    for name in plots:
+        entry = catalog[name]
+        assert entry["type"] == "kedro_mlflow.io.artifacts.MlflowArtifactDataset"
+        assert entry["dataset"]["type"] == "matplotlib.MatplotlibDataset"
+        assert entry["dataset"]["filepath"].startswith("data/08_reporting/plots/")
+    assert catalog["forecasts_with_confidence"]["dataset"]["filepath"].startswith("data/07_model_output/")
