@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mlflow_servers import free_port, mlflow_command, running_server, server_env
+from .mlflow_servers import free_port, mlflow_command, running_server, server_env
 from ts_kedro.registry import registry
 
 MODEL = "ts_kedro_panel_serving_test"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from mlflow_servers import free_port, mlflow_command, running_server, server_env
+from .mlflow_servers import free_port, mlflow_command, running_server, server_env
 from ts_kedro.console import main as cli_main
 from ts_kedro.registry import registry
 

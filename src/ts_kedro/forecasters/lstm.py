@@ -108,6 +108,77 @@ class LSTMForecaster(Forecaster):
     def n_parameters(self) -> int:
         return int(sum(v.size for state in getattr(self, "state_dicts_", []) for v in state.values()))
 
+    def window_inputs(self, panel: pd.DataFrame, held_out: int = 0) -> dict:
+        """The network's scaled inputs for the lookback window of every fitted series in ``panel``.
+
+        The window ends ``held_out`` points before each series' end, and those ``held_out`` points come back as
+        scaled targets (``held_out=horizon`` gives exactly the early-stopping validation windows of training).
+        Series the model was not fitted on, or shorter than ``input_size + held_out``, are left out.
+
+        Returns:
+            ``series_ids`` (list), ``tokens`` (n, input_size/season_length, season_length [+4 calendar]),
+            ``last_season`` (n, season_length), ``scale`` (n,: divide values by it to get the network's units) and
+            ``targets`` (n, held_out, scaled).
+        """
+        self._require_fitted()
+        if int(held_out) != held_out or held_out < 0:
+            raise ForecasterError(f"lstm: held_out must be a non-negative integer, got {held_out!r}")
+        length, held_out = self.input_size, int(held_out)
+        known = set(self.series_ids_)
+        ids, values, calendars = [], [], []
+        for series_id, (series_values, calendar) in _series_arrays(panel).items():
+            if series_id not in known or len(series_values) < length + held_out:
+                continue
+            end = len(series_values) - held_out
+            ids.append(series_id)
+            values.append(series_values[end - length:end + held_out])
+            calendars.append(calendar[end - length:end])
+        if not ids:
+            empty = np.empty((0, length // self.season_length, self.season_length), np.float32)
+            return {"series_ids": [], "tokens": empty, "last_season": np.empty((0, self.season_length), np.float32),
+                    "scale": np.empty(0), "targets": np.empty((0, held_out), np.float32)}
+        values = np.stack(values)
+        (tokens, last_season), scale = _scale_inputs(values[:, :length], np.stack(calendars), self.season_length,
+                                                     self.calendar_features)
+        targets = (values[:, length:] / scale[:, None]).astype(np.float32)
+        return {"series_ids": ids, "tokens": tokens, "last_season": last_season, "scale": scale, "targets": targets}
+
+    def predict_scaled(self, tokens: np.ndarray, last_season: np.ndarray) -> np.ndarray:
+        """Quantile forecasts (n, horizon, len(quantiles)) in the scaled units of ``window_inputs``.
+
+        The mean over the seed-ensemble members of each quantile, sorted along the quantile axis (repairs any
+        crossing); seeded and deterministic like training. Multiply by ``scale[:, None, None]`` for original units.
+        """
+        import torch
+
+        self._require_fitted()
+        tokens, last_season = np.asarray(tokens, np.float32), np.asarray(last_season, np.float32)
+        if tokens.ndim != 3 or last_season.shape != (len(tokens), self.season_length):
+            raise ForecasterError(f"lstm: predict_scaled expects tokens (n, seasons, features) and last_season "
+                                  f"(n, {self.season_length}); got {tokens.shape} and {last_season.shape}")
+        device = self._resolve_device()
+        # older pickles hold a single network as state_dict_
+        states = getattr(self, "state_dicts_", None) or [self.state_dict_]
+        members = []
+        with _torch_determinism(self.seed, self.num_threads):
+            for state in states:
+                network = self._network()
+                network.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+                network.to(device).eval()
+                outputs = []
+                with torch.no_grad():
+                    for start in range(0, len(tokens), self.batch_size):
+                        chunk = slice(start, start + self.batch_size)
+                        outputs.append(network(torch.as_tensor(tokens[chunk], device=device),
+                                               torch.as_tensor(last_season[chunk], device=device)).cpu().numpy())
+                members.append(np.concatenate(outputs) if outputs else
+                               np.empty((0, self.horizon, len(self.quantiles)), np.float32))
+        return np.sort(np.mean(members, axis=0), axis=-1)
+
+    def _require_fitted(self) -> None:
+        if not getattr(self, "is_fitted_", False):
+            raise ForecasterError("lstm: call fit() before window_inputs()/predict_scaled()")
+
     def _fit(self, panel: pd.DataFrame) -> None:
         started, cpu_started = time.perf_counter(), time.process_time()
         device = self._resolve_device()
@@ -171,8 +242,6 @@ class LSTMForecaster(Forecaster):
         return best_state, history, best_epoch
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
-        import torch
-
         if horizon > self.horizon:
             raise ForecasterError(f"lstm: trained for horizon {self.horizon}, asked for {horizon}; "
                                   f"refit with hyperparameter horizon >= {horizon}")
@@ -182,27 +251,12 @@ class LSTMForecaster(Forecaster):
             raise ForecasterError(f"lstm: levels {too_wide} are wider than the trained quantiles (up to {widest}%); "
                                   f"add them to hyperparameter interval_levels and refit")
         started = time.perf_counter()
-        device = self._resolve_device()
         ids = list(self.series_ids_)
         values = np.stack([self.last_windows_[sid][0] for sid in ids])
         calendar = np.stack([self.last_windows_[sid][1] for sid in ids])
-        inputs, scale = _scale_inputs(values, calendar, self.season_length, self.calendar_features)
-        members = []
-        with _torch_determinism(self.seed, self.num_threads):
-            for state in self.state_dicts_:
-                network = self._network()
-                network.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
-                network.to(device).eval()
-                outputs = []
-                with torch.no_grad():
-                    for start in range(0, len(ids), self.batch_size):
-                        chunk = slice(start, start + self.batch_size)
-                        outputs.append(network(torch.as_tensor(inputs[0][chunk], device=device),
-                                               torch.as_tensor(inputs[1][chunk], device=device)).cpu().numpy())
-                members.append(np.concatenate(outputs))
-        # ensemble = mean of the members' quantiles (series, horizon, quantile), back on the original scale;
-        # sorting repairs any quantile crossing
-        predicted = np.sort(np.mean(members, axis=0)[:, :horizon, :], axis=-1) * scale[:, None, None]
+        (tokens, last_season), scale = _scale_inputs(values, calendar, self.season_length, self.calendar_features)
+        # back on the original scale
+        predicted = self.predict_scaled(tokens, last_season)[:, :horizon, :] * scale[:, None, None]
         probabilities = self.quantiles
         frames = []
         for i, sid in enumerate(ids):

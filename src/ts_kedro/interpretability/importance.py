@@ -27,29 +27,16 @@ def _lstm_heldout_windows(model, panel: pd.DataFrame):
     """The last ``input_size + horizon`` points of every series the model knows: inputs, last season, targets.
 
     These targets are exactly the model's early-stopping validation targets: never used for a gradient step.
+    The forecaster's own input preparation (``window_inputs``), so the permuted inputs are what the network saw.
     """
-    from ts_kedro.forecasters import lstm as lstm_module
-
     require_columns(panel, ["series_id", "timestamp", "value"], "primary_panel")
-    length, horizon = model.input_size, model.horizon
-    values, calendars = [], []
-    # the forecaster's own input preparation, so the permuted inputs are exactly what the network saw in training
-    for series_id, (series_values, calendar) in lstm_module._series_arrays(panel).items():
-        if series_id not in model.series_ids_ or len(series_values) < length + horizon:
-            continue
-        n = len(series_values)
-        values.append(series_values[n - horizon - length:n])
-        calendars.append(calendar[n - horizon - length:n - horizon])
-    if len(values) < 2:
+    windows = model.window_inputs(panel, held_out=model.horizon)
+    if len(windows["series_ids"]) < 2:
         raise InterpretabilityError(
-            f"lstm permutation importance needs at least 2 series with {length + horizon} points that the model was "
-            f"fitted on; the panel has {len(values)}"
+            f"lstm permutation importance needs at least 2 series with {model.input_size + model.horizon} points that "
+            f"the model was fitted on; the panel has {len(windows['series_ids'])}"
         )
-    values = np.stack(values)
-    (tokens, last_season), scale = lstm_module._scale_inputs(values[:, :length], np.stack(calendars),
-                                                            model.season_length, model.calendar_features)
-    targets = (values[:, length:] / scale[:, None]).astype(np.float32)
-    return tokens, last_season, targets
+    return windows["tokens"], windows["last_season"], windows["targets"]
 
 
 def lstm_permutation_importance(model, panel: pd.DataFrame, n_repeats: int = 10, seed: int = 0) -> pd.DataFrame:
@@ -65,10 +52,6 @@ def lstm_permutation_importance(model, panel: pd.DataFrame, n_repeats: int = 10,
         One row per group: ``group, n_inputs, baseline_error, permuted_error, permuted_error_std, importance
         (increase), importance_ratio (permuted / baseline), n_windows, n_repeats``; sorted by importance.
     """
-    import torch
-
-    from ts_kedro.forecasters import lstm as lstm_module
-
     _require_fitted(model, "LSTMForecaster", "lstm")
     if int(n_repeats) < 1:
         raise InterpretabilityError(f"n_repeats must be >= 1, got {n_repeats} (reporting.importance.lstm)")
@@ -82,41 +65,30 @@ def lstm_permutation_importance(model, panel: pd.DataFrame, n_repeats: int = 10,
     if model.calendar_features:
         groups["calendar"] = (tokens.shape[1] * (tokens.shape[2] - m),)
 
-    # the forecaster averages the quantiles of its member networks (older pickles hold one state_dict_)
-    states = getattr(model, "state_dicts_", None) or [model.state_dict_]
-    with lstm_module._torch_determinism(model.seed, model.num_threads):
-        networks = []
-        for state in states:
-            network = model._network()
-            network.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
-            networks.append(network.eval())
+    def error(tok: np.ndarray, last: np.ndarray) -> float:
+        # the forecaster's own ensemble prediction (members' quantiles averaged, sorted), in scaled units
+        return float(np.mean(np.abs(model.predict_scaled(tok, last)[:, :, median] - targets)))
 
-        def error(tok: np.ndarray, last: np.ndarray) -> float:
-            with torch.no_grad():
-                predicted = np.mean([net(torch.as_tensor(tok), torch.as_tensor(last)).numpy() for net in networks],
-                                    axis=0)
-            return float(np.mean(np.abs(np.sort(predicted, axis=-1)[:, :, median] - targets)))
-
-        baseline = error(tokens, last_season)
-        rng = np.random.default_rng(seed)
-        rows = []
-        for group, (n_inputs,) in groups.items():
-            permuted = []
-            for _ in range(int(n_repeats)):
-                order = rng.permutation(len(tokens))
-                tok, last = tokens.copy(), last_season.copy()
-                if group == "last_season":
-                    tok[:, -1, :m], last = tokens[order, -1, :m], last_season[order]
-                elif group == "earlier_seasons":
-                    tok[:, :-1, :m] = tokens[order, :-1, :m]
-                else:
-                    tok[:, :, m:] = tokens[order, :, m:]
-                permuted.append(error(tok, last))
-            rows.append({"group": group, "n_inputs": int(n_inputs), "baseline_error": baseline,
-                         "permuted_error": float(np.mean(permuted)), "permuted_error_std": float(np.std(permuted)),
-                         "importance": float(np.mean(permuted) - baseline),
-                         "importance_ratio": float(np.mean(permuted) / baseline) if baseline > 0 else np.inf,
-                         "n_windows": len(tokens), "n_repeats": int(n_repeats)})
+    baseline = error(tokens, last_season)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group, (n_inputs,) in groups.items():
+        permuted = []
+        for _ in range(int(n_repeats)):
+            order = rng.permutation(len(tokens))
+            tok, last = tokens.copy(), last_season.copy()
+            if group == "last_season":
+                tok[:, -1, :m], last = tokens[order, -1, :m], last_season[order]
+            elif group == "earlier_seasons":
+                tok[:, :-1, :m] = tokens[order, :-1, :m]
+            else:
+                tok[:, :, m:] = tokens[order, :, m:]
+            permuted.append(error(tok, last))
+        rows.append({"group": group, "n_inputs": int(n_inputs), "baseline_error": baseline,
+                     "permuted_error": float(np.mean(permuted)), "permuted_error_std": float(np.std(permuted)),
+                     "importance": float(np.mean(permuted) - baseline),
+                     "importance_ratio": float(np.mean(permuted) / baseline) if baseline > 0 else np.inf,
+                     "n_windows": len(tokens), "n_repeats": int(n_repeats)})
     importance = pd.DataFrame(rows).sort_values("importance", ascending=False, ignore_index=True)
     logger.info("lstm permutation importance (scaled MAE %.4f): %s", baseline,
                 dict(zip(importance["group"], importance["importance"].round(4))))

@@ -388,3 +388,8 @@ def deliver_alerts(alerts: list[dict[str, Any]], alert_delivery: dict[str, Any])
     from ts_kedro.orchestration.alerts import send_alert
 
     return [send_alert(alert, alert_delivery) for alert in alerts]
+
+
+def drift_summary_for_tracking(drift_summary: dict[str, Any]) -> dict[str, Any]:
+    """The verdict again, as the MLflow artifact of this run (the versioned copy stays on disk)."""
+    return drift_summary

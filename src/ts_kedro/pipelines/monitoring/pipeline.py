@@ -9,6 +9,7 @@ from ts_kedro.pipelines.monitoring.nodes import (
     evaluate_monitoring_alerts,
     measure_performance_drift,
     select_previous_forecasts,
+    drift_summary_for_tracking,
     summarise_drift,
 )
 
@@ -27,6 +28,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "performance_drift", name="measure_performance_drift_node"),
             Node(summarise_drift, ["data_drift", "performance_drift", "params:monitoring"], "drift_summary",
                  name="summarise_drift_node"),
+            Node(drift_summary_for_tracking, "drift_summary", "drift_summary_artifact",
+                 name="drift_summary_for_tracking_node"),
             Node(add_to_evidently_workspace, ["drift_snapshots", "drift_summary", "params:monitoring"],
                  "evidently_workspace_runs", name="add_to_evidently_workspace_node"),
             Node(evaluate_monitoring_alerts, ["drift_summary", "ingestion_report", "params:monitoring"], "alerts",
