@@ -49,12 +49,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ts_kedro.forecasters._per_series import forecast_frame, map_series, split_series
+from ts_kedro.forecasters._per_series import forecast_frame, map_series, normal_quantile, split_series
 from ts_kedro.forecasters.base import Forecaster, ForecasterError
 
 logger = logging.getLogger(__name__)
 
-SEASONALITY_METHODS = ("fourier", "mstl")
+SEASONALITY_METHODS = ("auto", "fourier", "seasonal_difference", "mstl")
+AUTO_CANDIDATES = ("fourier", "seasonal_difference")
 CRITERIA = ("aic", "aicc", "bic")
 
 
@@ -83,26 +84,30 @@ class ArimaForecaster(Forecaster):
 
     name = "arima"
 
-    def __init__(self, freq: str = "h", season_length: int = 24, seasonality: str = "fourier",
+    def __init__(self, freq: str = "h", season_length: int = 24, seasonality: str = "auto",
                  seasonal_periods: list[int] | None = None, fourier_order: int = 12,
                  information_criterion: str = "aicc", max_p: int = 2, max_q: int = 2, max_d: int = 1,
-                 log_transform: bool = True, n_jobs: int = -1):
+                 log_transform: bool = True, validation_horizon: int = 48, n_jobs: int = -1, _validation_p_q=None):
         seasonal_periods = [24, 168] if seasonal_periods is None else [int(p) for p in seasonal_periods]
         super().__init__(freq, season_length, seasonality=seasonality, seasonal_periods=seasonal_periods,
                          fourier_order=fourier_order, information_criterion=information_criterion,
-                         max_p=max_p, max_q=max_q, max_d=max_d, log_transform=log_transform, n_jobs=n_jobs)
+                         max_p=max_p, max_q=max_q, max_d=max_d, log_transform=log_transform,
+                         validation_horizon=validation_horizon, n_jobs=n_jobs, _validation_p_q=_validation_p_q)
         if seasonality not in SEASONALITY_METHODS:
             raise ForecasterError(f"arima: seasonality must be one of {SEASONALITY_METHODS}, got {seasonality!r}")
         if information_criterion not in CRITERIA:
             raise ForecasterError(f"arima: information_criterion must be one of {CRITERIA}, got {information_criterion!r}")
         if min(max_p, max_q, max_d) < 0 or fourier_order < 1 or any(p < 2 for p in seasonal_periods):
             raise ForecasterError("arima: max_p/max_q/max_d must be >= 0, fourier_order >= 1 and seasonal periods >= 2")
+        if int(validation_horizon) < 1:
+            raise ForecasterError(f"arima: validation_horizon must be >= 1, got {validation_horizon!r}")
         self.seasonality = seasonality
         self.seasonal_periods = seasonal_periods
         self.fourier_order = int(fourier_order)
         self.information_criterion = information_criterion
         self.max_p, self.max_q, self.max_d = int(max_p), int(max_q), int(max_d)
         self.log_transform = bool(log_transform)
+        self.validation_horizon = int(validation_horizon)
         self.n_jobs = int(n_jobs)
 
     @property
@@ -121,7 +126,9 @@ class ArimaForecaster(Forecaster):
         started = time.perf_counter()
         settings = dict(seasonality=self.seasonality, periods=self.seasonal_periods, fourier_order=self.fourier_order,
                         criterion=self.information_criterion, max_p=self.max_p, max_q=self.max_q, max_d=self.max_d,
-                        log_transform=self.log_transform)
+                        log_transform=self.log_transform, season_length=self.season_length,
+                        validation_horizon=self.validation_horizon,
+                        validation_p_q=self.hyperparameters.get("_validation_p_q"))
         items = [(sid, values, settings) for sid, values in split_series(panel).items()]
         results = map_series(_fit_one_series, items, self.n_jobs, desc="arima fit")
         self.fitted_: dict[str, _FittedSeries] = {}
@@ -130,8 +137,9 @@ class ArimaForecaster(Forecaster):
                 logger.warning("arima: series %r: %s", series_id, message)
             self.fitted_[series_id] = state
         per_series = [s.fit_seconds for s in self.fitted_.values()]
-        logger.info("arima: fitted %d series in %.2f s wall (%.2f s CPU mean per series); orders %s",
+        logger.info("arima: fitted %d series in %.2f s wall (%.2f s CPU mean per series); seasonality %s; orders %s",
                     len(per_series), time.perf_counter() - started, float(np.mean(per_series)),
+                    pd.Series([s.seasonal["method"] for s in self.fitted_.values()]).value_counts().to_dict(),
                     pd.Series([str(s.order) for s in self.fitted_.values()]).value_counts().to_dict())
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
@@ -160,8 +168,15 @@ def _fourier_terms(time_index: np.ndarray, periods: list[int], order: int) -> np
     return np.column_stack(columns) if columns else np.empty((len(time_index), 0))
 
 
-def _remove_seasonality(values: np.ndarray, method: str, periods: list[int], order: int) -> tuple[np.ndarray, dict]:
+def _remove_seasonality(values: np.ndarray, method: str, periods: list[int], order: int,
+                        season_length: int = 24) -> tuple[np.ndarray, dict]:
     n_obs = len(values)
+    if method == "seasonal_difference":
+        # the ARIMA models y[t] - y[t-m]: the seasonal profile is the latest cycle, so a profile that drifts
+        # (e.g. temperature-like series whose daily shape moves with the time of year) is followed exactly
+        m = season_length
+        return values[m:] - values[:-m], {"method": "seasonal_difference", "period": m,
+                                          "last_cycle": values[-m:].copy(), "n_parameters": 0}
     usable = _usable_periods(periods, n_obs)
     if not usable:
         return values.copy(), {"method": "none", "n_parameters": 0}
@@ -184,7 +199,7 @@ def _remove_seasonality(values: np.ndarray, method: str, periods: list[int], ord
 
 
 def _seasonal_forecast(seasonal: dict, n_obs: int, horizon: int) -> np.ndarray:
-    if seasonal["method"] == "none":
+    if seasonal["method"] in ("none", "seasonal_difference"):  # the latter is integrated in _forecast_one_series
         return np.zeros(horizon)
     if seasonal["method"] == "fourier":
         future_t = np.arange(n_obs, n_obs + horizon, dtype=float)
@@ -226,16 +241,21 @@ def _fit_arima(adjusted: np.ndarray, order: tuple[int, int, int], trend: str):
     return result
 
 
-def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _FittedSeries:
-    started = time.process_time()  # CPU time: honest per-series cost even on a shared, oversubscribed machine
-    # log turns the multiplicative daily swings of most M4 Hourly series into additive ones
-    log_scale = bool(settings["log_transform"] and np.all(values > 0))
-    adjusted, seasonal = _remove_seasonality(np.log(values) if log_scale else values, settings["seasonality"], settings["periods"],
-                                             settings["fourier_order"])
-    d = _choose_d(adjusted, settings["max_d"])
+def _fit_candidate(values: np.ndarray, method: str, settings: dict,
+                   order: tuple[int, int, int] | None = None, p_q: tuple[int, int] | None = None) -> _FittedSeries:
+    """Seasonal part by ``method``, then the ARIMA order by the information criterion (or the given ``order``;
+    ``p_q``: fixed p and q, d from KPSS)."""
+    adjusted, seasonal = _remove_seasonality(values, method, settings["periods"], settings["fourier_order"],
+                                             settings["season_length"])
+    if order is not None:
+        d, grid = order[1], [(order[0], order[2])]
+    else:
+        d = _choose_d(adjusted, settings["max_d"])
+        grid = [tuple(p_q)] if p_q is not None else list(
+            itertools.product(range(settings["max_p"] + 1), range(settings["max_q"] + 1)))
     trend = "c" if d == 0 else "n"
     best, best_score, failures = None, np.inf, []
-    for p, q in itertools.product(range(settings["max_p"] + 1), range(settings["max_q"] + 1)):
+    for p, q in grid:
         try:
             result = _fit_arima(adjusted, (p, d, q), trend)
         except Exception as exc:  # noqa: BLE001 - one failing order must not stop the search; it is reported
@@ -252,10 +272,45 @@ def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _Fitt
         messages.append(f"no ARIMA order up to ({settings['max_p']},{d},{settings['max_q']}) could be fitted; "
                         "falling back to ARIMA(0,1,0)")
         best, trend = _fit_arima(adjusted, (0, 1, 0), "n"), "n"
-    order = tuple(int(v) for v in best.model.order)
-    return _FittedSeries(order=order, trend=trend, params=np.asarray(best.params, float), adjusted=adjusted,
-                         n_obs=len(values), seasonal=seasonal, log_scale=log_scale, warnings=messages,
-                         fit_seconds=time.process_time() - started)
+    return _FittedSeries(order=tuple(int(v) for v in best.model.order), trend=trend,
+                         params=np.asarray(best.params, float), adjusted=adjusted, n_obs=len(values),
+                         seasonal=seasonal, warnings=messages)
+
+
+def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _FittedSeries:
+    started = time.process_time()  # CPU time: honest per-series cost even on a shared, oversubscribed machine
+    # log turns the multiplicative daily swings of most M4 Hourly series into additive ones
+    log_scale = bool(settings["log_transform"] and np.all(values > 0))
+    modelled = np.log(values) if log_scale else values
+    method, h, messages, fitted = settings["seasonality"], settings["validation_horizon"], [], None
+    if method == "auto":
+        # Fourier terms estimate one fixed profile from the whole history; the seasonal difference follows the
+        # latest cycle. Which suits a series is decided on its own last h points (fitted on the rest): the
+        # candidate with the lower MAE there (MAE orders candidates exactly as MASE does) is refitted on all data
+        # with the order it chose, so the cost is two order searches on the shorter series plus one fit.
+        if len(values) - h < 2 * max(settings["season_length"], 1) + 10:
+            method = "fourier"
+            messages.append(f"series too short for a {h}-point validation window: seasonality fourier")
+        else:
+            errors, orders = {}, {}
+            for candidate in AUTO_CANDIDATES:
+                state = _fit_candidate(modelled[:-h], candidate, settings, p_q=settings.get("validation_p_q"))
+                state.log_scale = log_scale
+                mean, _ = _forecast_one_series(state, h, [])
+                errors[candidate] = float(np.mean(np.abs(values[-h:] - mean)))
+                orders[candidate] = state.order
+            method = min(errors, key=lambda c: (not np.isfinite(errors[c]), errors[c]))
+            if settings.get("validation_p_q") is None:
+                fitted = _fit_candidate(modelled, method, settings, order=orders[method])
+            else:
+                fitted = _fit_candidate(modelled, method, settings)
+            fitted.seasonal["validation_mae"] = errors
+    if fitted is None:
+        fitted = _fit_candidate(modelled, method, settings)
+    fitted.log_scale = log_scale
+    fitted.warnings = messages + fitted.warnings
+    fitted.fit_seconds = time.process_time() - started
+    return fitted
 
 
 def _forecast_one_series(state: _FittedSeries, horizon: int, levels: list[int]):
@@ -265,14 +320,45 @@ def _forecast_one_series(state: _FittedSeries, horizon: int, levels: list[int]):
         warnings.simplefilter("ignore")
         result = ARIMA(state.adjusted, order=state.order, trend=state.trend).filter(state.params)
         forecast = result.get_forecast(horizon)
-    seasonal = _seasonal_forecast(state.seasonal, state.n_obs, horizon)
-    mean = np.asarray(forecast.predicted_mean) + seasonal
-    bounds = {}
-    for level in levels:
-        interval = np.asarray(forecast.conf_int(alpha=1 - level / 100))
-        bounds[level] = (interval[:, 0] + seasonal, interval[:, 1] + seasonal)
+    if state.seasonal["method"] == "seasonal_difference":
+        mean, std = _integrate_seasonal_difference(state, result, np.asarray(forecast.predicted_mean), horizon)
+        bounds = {level: (mean - normal_quantile(level) * std, mean + normal_quantile(level) * std)
+                  for level in levels}
+    else:
+        seasonal = _seasonal_forecast(state.seasonal, state.n_obs, horizon)
+        mean = np.asarray(forecast.predicted_mean) + seasonal
+        bounds = {}
+        for level in levels:
+            interval = np.asarray(forecast.conf_int(alpha=1 - level / 100))
+            bounds[level] = (interval[:, 0] + seasonal, interval[:, 1] + seasonal)
     if state.log_scale:
         # exp maps quantiles to quantiles, so the back-transformed mean is the median forecast
         mean = np.exp(mean)
         bounds = {level: (np.exp(lo), np.exp(hi)) for level, (lo, hi) in bounds.items()}
     return mean, bounds
+
+
+def _integrate_seasonal_difference(state: _FittedSeries, result, differenced_mean: np.ndarray, horizon: int):
+    """Mean and standard deviation of y from forecasts of z[t] = y[t] - y[t-m] (m = the stored period).
+
+    y[n+h] = y[n+h-m] + z[n+h], recursively from the last observed cycle. The forecast error of y at h sums the
+    z errors at h, h-m, h-2m, ...; with z's MA(inf) weights psi (d integrated in), y's weights are
+    psi_y[j] = sum_k psi[j - k m], so var(y error at h) = sigma2 * sum_{j<h} psi_y[j]^2.
+    """
+    from statsmodels.tsa.arima_process import arma2ma
+
+    m, last_cycle = state.seasonal["period"], state.seasonal["last_cycle"]
+    mean = np.empty(horizon)
+    for step in range(horizon):
+        mean[step] = (last_cycle[step] if step < m else mean[step - m]) + differenced_mean[step]
+    params = dict(zip(result.param_names, result.params))
+    ar = np.r_[1, -np.array([params.get(f"ar.L{i}", 0.0) for i in range(1, state.order[0] + 1)])]
+    ma = np.r_[1, np.array([params.get(f"ma.L{i}", 0.0) for i in range(1, state.order[2] + 1)])]
+    psi = arma2ma(ar, ma, lags=horizon)
+    for _ in range(state.order[1]):  # each non-seasonal difference integrates the weights once
+        psi = np.cumsum(psi)
+    psi_y = psi.copy()
+    for lag in range(m, horizon, m):  # seasonal integration
+        psi_y[lag:] += psi[:horizon - lag]
+    std = np.sqrt(params["sigma2"] * np.cumsum(psi_y ** 2))
+    return mean, std

@@ -120,7 +120,7 @@ def test_monitoring_pipeline_slice_run(tmp_path, shifted_history, monitoring_par
                                                      lambda: earlier_forecasts}),
         "ingestion_report": MemoryDataset({"n_quarantined": 1}),
         **{name: JSONDataset(filepath=str(tmp_path / f"{name}.json"))
-           for name in ("drift_summary", "alerts", "evidently_workspace_runs")},
+           for name in ("drift_summary", "alerts", "evidently_workspace_runs", "drift_snapshots")},
     })
     catalog["params:monitoring"] = params
     catalog["params:monitoring.alert_delivery"] = params["alert_delivery"]

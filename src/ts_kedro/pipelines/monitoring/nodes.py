@@ -4,6 +4,8 @@ Evidently is used here and nowhere else in the project.
 """
 from __future__ import annotations
 
+import json
+
 import logging
 import operator
 from collections.abc import Callable
@@ -182,7 +184,11 @@ def detect_data_drift(
     logger.info("data drift: %d of %d series drifted (share %.2f)", len(drifted), len(per_series),
                 data_drift["drift_share"])
     html = series_snapshot.get_html_str(as_iframe=False)
-    snapshots = {"series_drift": series_snapshot.dump_dict(), "panel_drift": panel_snapshot.dump_dict()}
+    # JSON-safe (timestamps as ISO strings) so the catalog can persist them between Prefect tasks
+    snapshots = json.loads(json.dumps(
+        {"series_drift": series_snapshot.dump_dict(), "panel_drift": panel_snapshot.dump_dict()},
+        default=lambda value: value.isoformat() if hasattr(value, "isoformat") else str(value),
+    ))
     return data_drift, html, snapshots
 
 
