@@ -28,7 +28,8 @@ def _cycle(project, prefect_server, webhook_url):
     env = {"TS_KEDRO_CONF_SOURCE": str(project / "conf"), "TS_KEDRO_ALERT_WEBHOOK": webhook_url}
     code, summary, output = run_cli(["cycle", "--task-runner", "sequential"], prefect_server, cwd=project,
                                     timeout=900, extra_env=env)
-    assert code == 0, output[-4000:]
+    errors = [line for line in output.splitlines() if "Error" in line or "error" in line][-15:]
+    assert code == 0, (summary, errors)
     return summary
 
 

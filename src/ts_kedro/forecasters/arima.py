@@ -1,42 +1,50 @@
-"""Automatic ARIMA per series (statsmodels) with the seasonality removed first by Fourier terms or MSTL.
+"""Automatic ARIMA per series (statsmodels) with the seasonality removed first (Fourier, seasonal difference, MSTL).
 
-Why not seasonal SARIMAX: a period-24 SARIMAX needs ~23 s per M4 Hourly series and cannot express the weekly
-(168) cycle at all. Instead the seasonal part is taken out first and a small non-seasonal ARIMA models the rest:
+Why not seasonal SARIMAX: a period-24 SARIMAX with seasonal ARMA terms needs ~23 s per M4 Hourly series and cannot
+express the weekly (168) cycle at all. Instead the seasonal part is taken out first and a small non-seasonal ARIMA
+models the rest:
 
 - ``seasonality="fourier"``: OLS of the series on an intercept, a linear time trend and ``fourier_order``
   sine/cosine pairs for every period in ``seasonal_periods`` that has at least two full cycles in the series
-  (a two-stage "regression with ARIMA errors"); the Fourier part is extrapolated exactly.
-- ``seasonality="mstl"``: statsmodels MSTL with the same periods; each seasonal component is extrapolated by
-  repeating its last cycle (as statsforecast's MSTL model does).
+  (a two-stage "regression with ARIMA errors"); the Fourier part is extrapolated exactly. One fixed profile
+  estimated from the whole history.
+- ``seasonal_difference``: the ARIMA models z[t] = y[t] - y[t-season_length], i.e. SARIMA(p,d,q)x(0,1,0) fitted
+  fast on the differenced series; forecasts and their variance are integrated back from the last cycle (exactly
+  statsmodels' SARIMAX forecasts, see the tests). The profile is the latest cycle, so it follows a profile that drifts.
+- ``auto`` (default): per series, both of the above are fitted on the series minus its last ``validation_horizon``
+  points with ARIMA(``validation_order``) (d by KPSS), scored by MAE on those points, and the winner's full order
+  search is run on the whole series. Cost: two single fits on the shorter series on top of one full search.
+- ``mstl``: statsmodels MSTL with the same periods; each seasonal component is extrapolated by repeating its last
+  cycle (as statsforecast's MSTL model does).
 
 The seasonally adjusted series gets ``d`` from a KPSS test (5 %, up to ``max_d``) and (p, q) by the chosen
 information criterion (``aic``/``aicc``/``bic``) over the grid ``0..max_p`` x ``0..max_q``. Prediction
-intervals are the ARIMA's own (``get_forecast().conf_int``) shifted by the seasonal forecast; the seasonal
-estimate's own uncertainty is ignored, so they are slightly narrow.
+intervals are the ARIMA's own shifted by the seasonal forecast (Fourier; the seasonal estimate's own uncertainty
+is ignored, so they are slightly narrow) or integrated (seasonal difference).
 
-Both variants fit on ``log(values)`` when every value is positive (``log_transform``, default on): most M4 Hourly
+All variants fit on ``log(values)`` when every value is positive (``log_transform``, default on): most M4 Hourly
 series have daily swings proportional to their level; forecasts and interval bounds are back-transformed with
-exp (the point forecast is then the median). Measured on 22 real M4 Hourly series (H3, H23, ..., H223 and H5, H25,
-..., H185; full training part, sMAPE on the 48 official test points, defaults otherwise):
+exp (the point forecast is then the median).
 
-=================================  ===========  =============================
-variant                            mean sMAPE   CPU s per series (mean / max)
-=================================  ===========  =============================
-seasonal naive (reference)         13.23        -
-fourier, periods [24, 168] (kept)  12.00        0.78 / 1.20
-mstl, periods [24, 168]            13.18        1.00 / 1.53
-=================================  ===========  =============================
+Measured on real M4 Hourly (train on the training part, score the 48 official test points; 2 shared cores,
+CPU seconds of one single-threaded series fit, mean / max):
 
-Fourier is the default. On the first 10 of those series, dropping the weekly period (``[24]`` only) gave 14.42
-against 12.94 with both periods and 13.69 for seasonal naive; without the log transform (and fourier_order 10)
-the first 6 series scored 10.40 (9.21 with it) against 7.83 for seasonal naive, hence the log by default.
-Times are CPU seconds of one single-threaded series fit (3 x 3 order search included; 960-point series of the
-second batch of 12) on a shared, heavily loaded machine; wall time there was ~6.5 s per series.
+=======================================================  ======  =====  =====  ======  ===========
+40 series H1, H12, ..., H414 (OWA vs their own Naive2)   sMAPE   MASE   OWA    MSIS    CPU s
+=======================================================  ======  =====  =====  ======  ===========
+seasonal naive (reference)                               11.45   1.120  0.623   7.72   -
+fourier, periods [24, 168] (default before)              11.81   1.885  0.825  25.63   0.69 / 1.25
+seasonal_difference                                      11.06   0.938  0.565   7.46   0.77 / 1.57
+auto, full order search for both candidates              10.04   0.914  0.529   7.14   1.42 / 2.49
+auto, validation_order [1, 1] (default)                  10.17   0.920  0.534   7.85   0.99 / 1.92
+auto, validation_order [2, 0]                            10.81   0.927  0.555   8.01   1.04 / 2.03
+=======================================================  ======  =====  =====  ======  ===========
 
-On the 24-series default sample (defaults): sMAPE 9.27 against 12.17 for seasonal naive, but MASE 2.05 against
-1.30, and 80/95 % interval coverage 89/98 %; 0.67 CPU s per series. The MASE loss comes from a handful of very
-regular series (sMAPE ~1 % for seasonal naive) whose sharp weekly profile 12 harmonics smooth out: per-series
-model selection should keep seasonal naive there.
+Auto chose the seasonal difference for 23 of the 40 series. Fourier's MASE loss came from regular,
+temperature-like series (H170-H320, seasonal naive sMAPE ~1 %) whose daily shape drifts over their 40 days:
+one fixed Fourier profile misses it (H213: MASE 7.6 against 0.35 for seasonal naive). Earlier, on 22 series
+(fourier only): dropping the weekly period cost 1.5 sMAPE points, and without the log transform sMAPE rose
+from 9.21 to 10.40 on 6 series, hence both by default; MSTL scored 13.18 against 12.00 for Fourier.
 """
 from __future__ import annotations
 
@@ -77,9 +85,11 @@ class _FittedSeries:
 class ArimaForecaster(Forecaster):
     """Seasonal decomposition (Fourier or MSTL) + automatic non-seasonal ARIMA on the adjusted series.
 
-    Hyperparameters: ``seasonality`` (fourier|mstl), ``seasonal_periods`` (default [24, 168]),
-    ``fourier_order`` (sine/cosine pairs per period, capped at period/2), ``information_criterion``
-    (aic|aicc|bic), ``max_p``, ``max_q``, ``max_d``, ``n_jobs`` (-1 = all cores).
+    Hyperparameters: ``seasonality`` (auto|fourier|seasonal_difference|mstl), ``seasonal_periods`` (default
+    [24, 168], for fourier and mstl), ``fourier_order`` (sine/cosine pairs per period, capped at period/2),
+    ``information_criterion`` (aic|aicc|bic), ``max_p``, ``max_q``, ``max_d``, ``log_transform``,
+    ``validation_horizon`` and ``validation_order`` ([p, q], or null for a full search; auto only),
+    ``n_jobs`` (-1 = all cores).
     """
 
     name = "arima"
@@ -87,12 +97,13 @@ class ArimaForecaster(Forecaster):
     def __init__(self, freq: str = "h", season_length: int = 24, seasonality: str = "auto",
                  seasonal_periods: list[int] | None = None, fourier_order: int = 12,
                  information_criterion: str = "aicc", max_p: int = 2, max_q: int = 2, max_d: int = 1,
-                 log_transform: bool = True, validation_horizon: int = 48, n_jobs: int = -1, _validation_p_q=None):
+                 log_transform: bool = True, validation_horizon: int = 48,
+                 validation_order: list[int] | None = (1, 1), n_jobs: int = -1):
         seasonal_periods = [24, 168] if seasonal_periods is None else [int(p) for p in seasonal_periods]
         super().__init__(freq, season_length, seasonality=seasonality, seasonal_periods=seasonal_periods,
                          fourier_order=fourier_order, information_criterion=information_criterion,
                          max_p=max_p, max_q=max_q, max_d=max_d, log_transform=log_transform,
-                         validation_horizon=validation_horizon, n_jobs=n_jobs, _validation_p_q=_validation_p_q)
+                         validation_horizon=validation_horizon, n_jobs=n_jobs, validation_order=validation_order)
         if seasonality not in SEASONALITY_METHODS:
             raise ForecasterError(f"arima: seasonality must be one of {SEASONALITY_METHODS}, got {seasonality!r}")
         if information_criterion not in CRITERIA:
@@ -108,6 +119,10 @@ class ArimaForecaster(Forecaster):
         self.max_p, self.max_q, self.max_d = int(max_p), int(max_q), int(max_d)
         self.log_transform = bool(log_transform)
         self.validation_horizon = int(validation_horizon)
+        if validation_order is not None and (len(validation_order) != 2 or min(validation_order) < 0):
+            raise ForecasterError(f"arima: validation_order must be [p, q] with p, q >= 0 or null, "
+                                  f"got {validation_order!r}")
+        self.validation_order = None if validation_order is None else tuple(int(v) for v in validation_order)
         self.n_jobs = int(n_jobs)
 
     @property
@@ -128,7 +143,7 @@ class ArimaForecaster(Forecaster):
                         criterion=self.information_criterion, max_p=self.max_p, max_q=self.max_q, max_d=self.max_d,
                         log_transform=self.log_transform, season_length=self.season_length,
                         validation_horizon=self.validation_horizon,
-                        validation_p_q=self.hyperparameters.get("_validation_p_q"))
+                        validation_p_q=self.validation_order)
         items = [(sid, values, settings) for sid, values in split_series(panel).items()]
         results = map_series(_fit_one_series, items, self.n_jobs, desc="arima fit")
         self.fitted_: dict[str, _FittedSeries] = {}

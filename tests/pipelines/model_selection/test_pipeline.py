@@ -140,3 +140,13 @@ def test_panel_model_routes_choice_and_compares_with_champion(trained, small_pan
     # a champion trained on all the data cannot be compared out of sample
     same = nodes.compare_with_champion(candidates, selection, small_panel, panel_model, PANEL_PARAMS)
     assert same["comparable"] is False and "out of sample" in same["reason"]
+
+
+def test_panel_model_without_ensemble_choice_ships_only_chosen_families(trained, small_panel):
+    candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    # every series forced onto one family: the ensemble's members must not be required
+    selection, _ = nodes.select_models(scores, {**SELECTION, "per_series": False}, **{f: t[2] for f, t in trained.items()})
+    selection["choice"] = {sid: "seasonal_naive" for sid in selection["choice"]}
+    panel_model = nodes.build_panel_model(selection, PANEL_PARAMS, small_panel, **{f: t[1] for f, t in trained.items()})
+    assert set(panel_model.family_models) == {"seasonal_naive"} and panel_model.ensemble_members == []

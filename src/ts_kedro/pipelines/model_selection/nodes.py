@@ -208,8 +208,9 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
     from ts_kedro.registry.panel_model import SelectedPanelModel
 
     needed = set(selection["choice"].values()) - {ENSEMBLE}
-    if ENSEMBLE in selection["choice"].values():
-        needed |= set(selection["ensemble_members"])
+    uses_ensemble = ENSEMBLE in selection["choice"].values()
+    members = selection["ensemble_members"] if uses_ensemble else []  # only families the model serves ship
+    needed |= set(members)
     metadata = {
         "primary_metric": selection["primary_metric"],
         "selected_score": selection["selected_score"],
@@ -221,7 +222,7 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
     return SelectedPanelModel(
         family_models={name: family_models[name] for name in sorted(needed)},
         choice=selection["choice"],
-        ensemble_members=selection["ensemble_members"],
+        ensemble_members=members,
         levels=list(panel_params["levels"]),
         max_horizon=int(panel_params["horizon"]),
         metadata=metadata,

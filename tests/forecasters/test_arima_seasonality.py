@@ -1,0 +1,72 @@
+"""ARIMA's seasonal-difference variant and the per-series choice between it and Fourier terms, on real M4 series."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ts_kedro.forecasters import ForecasterError
+from ts_kedro.forecasters.arima import ArimaForecaster
+from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE
+
+
+def test_seasonal_difference_forecasts_equal_statsmodels_sarima(small_panel):
+    """Our integration of the ARMA forecasts of y[t] - y[t-24] must equal SARIMA(p,0,q)x(0,1,0,24) exactly."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    one = small_panel[small_panel[SERIES_ID] == small_panel[SERIES_ID].iloc[0]]
+    model = ArimaForecaster(seasonality="seasonal_difference", log_transform=False, max_p=1, max_q=1, max_d=0,
+                            n_jobs=1).fit(one)
+    state = model.fitted_[one[SERIES_ID].iloc[0]]
+    assert state.seasonal["method"] == "seasonal_difference" and state.order[1] == 0 and state.trend == "c"
+    p, q = state.order[0], state.order[2]
+    params = dict(zip(["const", *[f"ar{i}" for i in range(p)], *[f"ma{i}" for i in range(q)], "sigma2"],
+                      state.params))
+    ar = [params[f"ar{i}"] for i in range(p)]
+    # statsmodels' ARIMA constant is the mean of the differenced series; SARIMAX's is the intercept of its ARMA
+    sarimax_params = [params["const"] * (1 - sum(ar)), *ar, *[params[f"ma{i}"] for i in range(q)], params["sigma2"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = SARIMAX(one[VALUE].to_numpy(float), order=(p, 0, q), seasonal_order=(0, 1, 0, 24),
+                            trend="c").filter(sarimax_params).get_forecast(48)
+    forecast = model.predict(48, [95])
+    np.testing.assert_allclose(forecast["mean"], reference.predicted_mean, rtol=1e-6)
+    lo, hi = np.asarray(reference.conf_int(alpha=0.05)).T
+    np.testing.assert_allclose(forecast["lo-95"], lo, rtol=1e-5)
+    np.testing.assert_allclose(forecast["hi-95"], hi, rtol=1e-5)
+
+
+def _m4_series(shared_data, series_id: str) -> tuple[pd.DataFrame, np.ndarray]:
+    root = shared_data / "m4_hourly"
+    train = pd.read_csv(root / "Hourly-train-long.csv", parse_dates=[TIMESTAMP])
+    test = pd.read_csv(root / "Hourly-test-long.csv", parse_dates=[TIMESTAMP])
+    return (train[train[SERIES_ID] == series_id].reset_index(drop=True),
+            test.loc[test[SERIES_ID] == series_id, VALUE].to_numpy(float))
+
+
+@pytest.mark.parametrize("series_id, expected", [("H213", "seasonal_difference"), ("H350", "fourier")])
+def test_auto_picks_the_seasonal_model_that_suits_the_series(shared_data, series_id, expected):
+    """H213's daily profile drifts over its 40 days (a fixed Fourier profile misses it: MASE 7.6 against 0.35 for
+    seasonal naive); H350 has a stable profile and noisy recent days. Measured choices, checked on the test."""
+    train, test = _m4_series(shared_data, series_id)
+    auto = ArimaForecaster(n_jobs=1).fit(train)
+    state = auto.fitted_[series_id]
+    assert state.seasonal["method"] == expected
+    assert set(state.seasonal["validation_mae"]) == {"fourier", "seasonal_difference"}
+    errors = {}
+    for method in ("fourier", "seasonal_difference"):
+        forecast = ArimaForecaster(seasonality=method, n_jobs=1).fit(train).predict(48)
+        errors[method] = float(np.mean(np.abs(forecast["mean"].to_numpy() - test)))
+    assert np.mean(np.abs(auto.predict(48)["mean"].to_numpy() - test)) == pytest.approx(errors[expected], rel=0.05)
+    assert errors[expected] < min(errors.values()) * 1.05
+
+
+def test_bad_validation_settings_are_refused():
+    with pytest.raises(ForecasterError, match="validation_order"):
+        ArimaForecaster(validation_order=[1])
+    with pytest.raises(ForecasterError, match="validation_horizon"):
+        ArimaForecaster(validation_horizon=0)
+    with pytest.raises(ForecasterError, match="seasonality must be one of"):
+        ArimaForecaster(seasonality="stl")
