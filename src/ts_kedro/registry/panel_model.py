@@ -91,6 +91,22 @@ class SelectedPanelModel:
                     )
 
     # -- public API ---------------------------------------------------------------------------
+    def refit(self, history: pd.DataFrame, note: str = "refit_on_history_end") -> "SelectedPanelModel":
+        """Same families, hyperparameters and per-series choice, fitted afresh on ``history``.
+
+        Used to forecast from newer data without a new selection (Day-N inference) and to score the
+        champion's configuration on a window it has not seen (champion/challenger comparison).
+        """
+        present = set(history[SERIES_ID])
+        families = {}
+        for family, model in self.family_models.items():
+            series = [s for s in model.series_ids_ if s in present]
+            fresh = type(model)(freq=model.freq, season_length=model.season_length, **model.hyperparameters)
+            families[family] = fresh.fit(history[history[SERIES_ID].isin(series)].reset_index(drop=True))
+        choice = {s: f for s, f in self.choice.items() if s in present}
+        return SelectedPanelModel(families, choice, self.ensemble_members, self.levels, self.max_horizon,
+                                  {**self.metadata, note: str(history[TIMESTAMP].max())})
+
     @property
     def series_ids(self) -> list[str]:
         """Every series this model can forecast, in choice order."""

@@ -23,20 +23,6 @@ def load_champion_model(name: str, tracking_uri: str | None = None):
     return load_champion(name, tracking_uri)
 
 
-def _refit(champion, history: pd.DataFrame):
-    """Same families, hyperparameters and per-series choice, fitted on the whole Day-N history."""
-    from ts_kedro.registry.panel_model import SelectedPanelModel
-
-    families = {}
-    for family, model in champion.family_models.items():
-        series = [s for s in model.series_ids_ if s in set(history[SERIES_ID])]
-        fresh = type(model)(freq=model.freq, season_length=model.season_length, **model.hyperparameters)
-        families[family] = fresh.fit(history[history[SERIES_ID].isin(series)].reset_index(drop=True))
-    return SelectedPanelModel(families, champion.choice, champion.ensemble_members, champion.levels,
-                              champion.max_horizon, {**champion.metadata, "refit_on_history_end":
-                                                     str(history[TIMESTAMP].max())})
-
-
 def forecast_with_champion(
     history_primary_panel: pd.DataFrame, inference: dict[str, Any], panel: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -58,7 +44,7 @@ def forecast_with_champion(
         raise StaleChampionError("the champion serves none of the history's series: retrain (Day 0) first")
     history = history_primary_panel[history_primary_panel[SERIES_ID].isin(served)]
     if inference.get("refit_on_history", True):
-        champion = _refit(champion, history)
+        champion = champion.refit(history)
     else:
         model_end = pd.Timestamp(champion.metadata.get("data_window_end", history[TIMESTAMP].max()))
         if model_end < history[TIMESTAMP].max():

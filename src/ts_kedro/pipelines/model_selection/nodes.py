@@ -253,9 +253,10 @@ def compare_with_champion(
     """Score the challenger (this selection) and the current champion on the same recent window.
 
     The recent window is the last backtest window: the challenger's forecasts there come from fits that
-    stop at the window's cutoff. The champion's forecasts for the same timestamps come from the champion
-    as registered, and count only where they are out of sample (the champion's data ended at or before
-    the cutoff). Both are scored on exactly the same (series, timestamp) pairs.
+    stop at the window's cutoff. The champion's configuration (its families, hyperparameters and
+    per-series choice) is refitted on the same data up to the same cutoffs and forecasts the same window,
+    so both are out of sample and scored on exactly the same (series, timestamp) pairs. A champion whose
+    own data reaches into the window (nothing new arrived since it was registered) is not comparable.
 
     Returns:
         A comparison record: scores, the number of common points, and whether a champion exists.
@@ -267,16 +268,22 @@ def compare_with_champion(
     last_window = candidate_backtests["window"].max()
     challenger = _selected_backtest(candidate_backtests[candidate_backtests["window"] == last_window], selection["choice"])
     champion_end = pd.Timestamp(champion.metadata.get("data_window_end"))
-    comparable = challenger[(challenger["cutoff"] >= champion_end) & challenger["series_id"].isin(champion.series_ids)]
-    if comparable.empty:
+    comparable = challenger[challenger["series_id"].isin(champion.series_ids)]
+    if comparable.empty or comparable["cutoff"].min() < champion_end:
         return {
             **record, "champion_exists": True, "comparable": False, "champion_data_end": str(champion_end),
-            "reason": "no data after the champion's training window: the two cannot be compared out of sample",
+            "reason": "the champion was trained on data inside the recent window (no new data since it was "
+                      "registered): the two cannot be compared out of sample",
         }
-    steps = int((comparable["timestamp"].max() - champion_end) / pd.tseries.frequencies.to_offset(panel_params["freq"]))
-    horizon = min(max(steps, 1), champion.max_horizon)
-    champion_forecast = champion.predict(
-        series_ids=sorted(comparable["series_id"].unique()), horizon=horizon, levels=panel_params["levels"]
+    # The champion's configuration (families, hyperparameters, per-series choice) refitted on each series'
+    # data up to the same cutoff the challenger's last window used: both forecast the window unseen.
+    cutoffs = comparable.groupby("series_id")["cutoff"].first()
+    train = panel[panel["series_id"].isin(cutoffs.index)]
+    train = train[train["timestamp"] <= train["series_id"].map(cutoffs)]
+    refitted = champion.refit(train, note="comparison_cutoff")
+    horizon = min(int(comparable.groupby("series_id").size().max()), refitted.max_horizon)
+    champion_forecast = refitted.predict(
+        series_ids=sorted(cutoffs.index), horizon=horizon, levels=panel_params["levels"]
     )
     value_columns = ["mean", *interval_columns(panel_params["levels"])]
     joined = comparable.merge(
