@@ -137,3 +137,16 @@ def test_monitoring_pipeline_slice_run(tmp_path, shifted_history, monitoring_par
 
     workspace = Workspace(str(tmp_path / "workspace"))
     assert len(workspace.list_runs(runs["project_id"])) == 2
+
+
+def test_monitoring_metrics_for_mlflow():
+    from ts_kedro.pipelines.monitoring.nodes import monitoring_metrics
+
+    summary = {"drift": True, "drift_share": 0.75, "feature_drift_share": 0.5, "performance_ratio": None,
+               "performance": {"available": False}}
+    metrics = monitoring_metrics(summary, {"n_accepted": 2, "n_quarantined": 1, "rows_accepted": 96,
+                                           "duplicate_rows_ignored": 0})
+    assert metrics["drift"] == {"value": 1.0, "step": 0}
+    assert metrics["drift_share"]["value"] == 0.75 and metrics["batches_quarantined"]["value"] == 1.0
+    assert "performance_ratio" not in metrics and "realized_error" not in metrics  # not measured this run
+    assert metrics["peak_rss_mb"]["value"] > 0

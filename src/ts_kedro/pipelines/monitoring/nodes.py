@@ -399,3 +399,31 @@ def deliver_alerts(alerts: list[dict[str, Any]], alert_delivery: dict[str, Any])
 def drift_summary_for_tracking(drift_summary: dict[str, Any]) -> dict[str, Any]:
     """The verdict again, as the MLflow artifact of this run (the versioned copy stays on disk)."""
     return drift_summary
+
+
+def monitoring_metrics(drift_summary: dict[str, Any], ingestion_report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """This Day-N run's health for MLflow: data quality of the intake, drift, realized error, resource use.
+
+    Returns:
+        kedro-mlflow's ``{name: {"value": v, "step": 0}}`` form (unmeasured facts are left out).
+    """
+    import psutil
+
+    performance = drift_summary.get("performance") or {}
+    values = {
+        "batches_accepted": ingestion_report.get("n_accepted"),
+        "batches_quarantined": ingestion_report.get("n_quarantined"),
+        "rows_accepted": ingestion_report.get("rows_accepted"),
+        "duplicate_rows_ignored": ingestion_report.get("duplicate_rows_ignored"),
+        "drift": float(bool(drift_summary["drift"])),
+        "drift_share": drift_summary.get("drift_share"),
+        "feature_drift_share": drift_summary.get("feature_drift_share"),
+        "performance_ratio": drift_summary.get("performance_ratio"),
+        "realized_error": performance.get("realized") if performance.get("available") else None,
+        "peak_rss_mb": psutil.Process().memory_info().rss / 2**20,
+    }
+    return {
+        name: {"value": float(value), "step": 0}
+        for name, value in values.items()
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    }
