@@ -1,4 +1,8 @@
-"""One Day-0 run of the whole project (all families, real M4 sample) shared by the end-to-end tests."""
+"""One Day-0 run of the whole project (all families, real M4 sample) shared by the end-to-end tests.
+
+The run tracks to a real `mlflow server` on loopback (SQLite backend and artifact store in a temp folder),
+exactly as an operator's `MLFLOW_TRACKING_URI=http://...` deployment would; the server is stopped after.
+"""
 from __future__ import annotations
 
 import os
@@ -6,11 +10,28 @@ import time
 
 import pytest
 
+from tests.registry.mlflow_servers import free_port, mlflow_command, running_server, server_env
+
 from .project_copy import make_project_copy
 
 
 @pytest.fixture(scope="session")
-def day0_project(tmp_path_factory):
+def mlflow_tracking_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    command = mlflow_command(
+        "server",
+        "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
+        "--artifacts-destination", str(home / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    )
+    url = f"http://127.0.0.1:{port}"
+    with running_server(command, f"{url}/health", home / "server.log", server_env()):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def day0_project(tmp_path_factory, mlflow_tracking_server):
     """A project copy with 8 real M4 series after a complete `kedro run` (KedroSession, default pipeline)."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -19,12 +40,12 @@ def day0_project(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for key in [k for k in os.environ if k.startswith("MLFLOW_") and k != "MLFLOW_ENABLE_TELEMETRY"]:
             patch.delenv(key)
+        patch.setenv("MLFLOW_TRACKING_URI", mlflow_tracking_server)
         patch.setenv("TS_KEDRO_CONF_SOURCE", str(root / "conf"))
         patch.chdir(root)
         bootstrap_project(root)
         started = time.perf_counter()
         with KedroSession.create(project_path=root) as session:
             session.run()
-            run_id = session.session_id if hasattr(session, "session_id") else None
         elapsed = time.perf_counter() - started
-    return {"root": root, "seconds": elapsed, "kedro_run_id": run_id}
+    return {"root": root, "seconds": elapsed, "tracking_uri": mlflow_tracking_server}

@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 FAMILIES = ("seasonal_naive", "arima", "prophet", "lstm")
 
 
-def _client(root):
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+def _client(day0_project):
+    uri = day0_project["tracking_uri"]
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -35,7 +35,8 @@ def test_day0_outputs_exist(day0_project):
 
 def test_day0_run_is_tracked_and_champion_registered(day0_project):
     root = day0_project["root"]
-    client = _client(root)
+    client = _client(day0_project)
+    assert not (root / "mlflow.db").exists(), "the run must track to the server, not the embedded database"
     experiment = client.get_experiment_by_name("ts_kedro")
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
@@ -53,8 +54,28 @@ def test_day0_run_is_tracked_and_champion_registered(day0_project):
     version = client.get_model_version_by_alias("ts_kedro_panel", "champion")
     assert version.run_id == run.info.run_id
     # the registered model serves forecasts for a known series through the pyfunc flavour
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_tracking_uri(day0_project["tracking_uri"])
     model = mlflow.pyfunc.load_model("models:/ts_kedro_panel@champion")
     some_id = pd.read_parquet(root / "data/03_primary/primary_panel.parquet")["series_id"].iloc[0]
     out = model.predict(pd.DataFrame({"series_id": [some_id], "horizon": [12]}))
     assert len(out) == 12 and set(out["series_id"]) == {some_id}
+
+
+def test_rollback_and_promotion_against_the_server(day0_project, tmp_path, capsys):
+    """Register a second version through the registry API, promote, then roll back with the console command."""
+    from ts_kedro.console import main as cli_main
+    from ts_kedro.registry import registry
+
+    uri = day0_project["tracking_uri"]
+    client = _client(day0_project)
+    first = int(client.get_model_version_by_alias("ts_kedro_panel", "champion").version)
+    champion = registry.load_champion("ts_kedro_panel", tracking_uri=uri)
+    history = tmp_path / "promotion_history.jsonl"
+    second = registry.log_and_register(champion, "ts_kedro_panel", tracking_uri=uri)
+    decision = registry.promote_if_better("ts_kedro_panel", second, champion_score=10.0, challenger_score=9.0,
+                                          margin=0.02, history_path=str(history), tracking_uri=uri)
+    assert decision["promoted"] is True
+    assert int(client.get_model_version_by_alias("ts_kedro_panel", "champion").version) == second
+    assert cli_main(["registry", "rollback", "--name", "ts_kedro_panel", "--tracking-uri", uri,
+                     "--history-path", str(history)]) == 0
+    assert int(client.get_model_version_by_alias("ts_kedro_panel", "champion").version) == first
