@@ -136,13 +136,58 @@ def test_cycle_reads_the_champion_alias_from_the_registry(tmp_path):
         mlflow.set_tracking_uri(None)
 
 
-@pytest.mark.skipif(
-    os.environ.get("TS_KEDRO_TEST_DASK") != "1",
-    reason="starts a Dask LocalCluster (~70 s on the shared 2-core box): set TS_KEDRO_TEST_DASK=1",
-)
-def test_dask_task_runner_runs_tasks_in_worker_processes(small_kedro_project, prefect_server, prefect_api):
+@pytest.fixture
+def dask_scheduler(small_kedro_project, prefect_server, tmp_path):
+    """A real `dask scheduler` and one `dask worker` process on loopback (an existing Dask cluster, as in
+    production), with the probe project importable in the worker; both stopped after the test."""
+    import socket
+    import sys
+    import time
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask_cli = str(Path(sys.executable).parent / "dask")
+    env = base_env(prefect_server["home"], prefect_server["api_url"])
+    env["PYTHONPATH"] = os.pathsep.join([str(small_kedro_project / "src"), str(REPO_ROOT / "src")])
+    logs = [open(tmp_path / "scheduler.log", "w"), open(tmp_path / "worker.log", "w")]
+    scheduler = subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--dashboard-address", ":0"], env=env, stdout=logs[0], stderr=subprocess.STDOUT)
+    worker = subprocess.Popen([dask_cli, "worker", address, "--nworkers", "1", "--nthreads", "1",
+                               "--host", "127.0.0.1", "--dashboard-address", ":0"],
+                              cwd=small_kedro_project, env=env, stdout=logs[1], stderr=subprocess.STDOUT)
+    try:
+        from distributed import Client
+
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with Client(address, timeout=5) as client:
+                    if client.scheduler_info()["workers"]:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"dask cluster not ready: {(tmp_path / 'worker.log').read_text()[-2000:]}")
+            time.sleep(1)
+        yield address
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()
+
+
+@pytest.mark.slow
+def test_dask_task_runner_runs_tasks_in_worker_processes(small_kedro_project, prefect_server, prefect_api, dask_scheduler):
     (small_kedro_project / "conf" / "local" / "orchestration.yml").write_text(
-        "orchestration:\n  task_runner: dask\n  dask_n_workers: 1\n  grouping: namespace\n"
+        f"orchestration:\n  task_runner: dask\n  dask_address: {dask_scheduler}\n  grouping: namespace\n"
     )
     code, summary, output = run_cli(["run"], prefect_server, small_kedro_project, timeout=300)
     assert code == 0, output[-3000:]
