@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import psutil
 import yaml
 
 from ts_kedro.evaluation import metrics
-from ts_kedro.evaluation.backtest import PeakMemorySampler, evaluate_backtest, rolling_origin_backtest
+from ts_kedro.evaluation.backtest import PeakMemorySampler
 from ts_kedro.forecasters import FORECASTERS, ForecasterError, build_forecaster, get_forecaster_class
 
 logger = logging.getLogger("m4_benchmark")
@@ -187,14 +188,22 @@ def run_family(spec: dict, train: pd.DataFrame, horizon: int, freq: str, m: int,
     return forecast, stats
 
 
-def validation_smape(spec: dict, train: pd.DataFrame, horizon: int, freq: str, m: int) -> tuple[pd.Series, float]:
-    """Per-series sMAPE on the last ``horizon`` training points (one rolling-origin window)."""
-    started = time.perf_counter()
-    backtest, _ = rolling_origin_backtest(
-        lambda: build_forecaster(spec, freq=freq, season_length=m), train, horizon, n_windows=1, step=horizon
-    )
-    per_series, _ = evaluate_backtest(backtest, train, season_length=m)
-    return per_series.set_index("series_id")["smape"], time.perf_counter() - started
+def validation_split(train: pd.DataFrame, horizon: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training part minus its last ``horizon`` points per series, and those points (the validation window)."""
+    from_end = train.groupby("series_id").cumcount(ascending=False)
+    return train[from_end >= horizon].reset_index(drop=True), train[from_end < horizon].reset_index(drop=True)
+
+
+def owa_contributions(forecast: pd.DataFrame, actual: pd.DataFrame, insample: dict[str, np.ndarray], m: int,
+                      reference: dict) -> pd.Series:
+    """Per-series share of OWA: 0.5 (sMAPE_i / sMAPE_Naive2 + MASE_i / MASE_Naive2), Naive2 aggregated over series.
+
+    OWA is linear in the per-series values, so picking per series the candidate with the lowest contribution
+    minimises the OWA of the chosen forecasts on that window.
+    """
+    _, per_series = score(forecast, actual, insample, m, None)
+    per_series = per_series.set_index("series_id")
+    return 0.5 * (per_series["smape"] / reference["smape"] + per_series["mase"] / reference["mase"])
 
 
 def ensemble(forecasts: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -203,10 +212,19 @@ def ensemble(forecasts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return stacked.groupby(["series_id", "timestamp"], sort=False).median(numeric_only=True).reset_index()
 
 
+def combinations(families: list[str]) -> list[tuple[str, ...]]:
+    """Every subset of two or more families (11 for four): the candidate ensembles."""
+    return [combo for size in range(2, len(families) + 1) for combo in itertools.combinations(families, size)]
+
+
+def ensemble_name(combo: tuple[str, ...]) -> str:
+    return "median(" + "+".join(combo) + ")"
+
+
 def select_per_series(forecasts: dict[str, pd.DataFrame], validation: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """Each series takes the full-training forecast of its family with the lowest validation sMAPE."""
-    choice = validation.idxmin(axis=1).rename("family")
-    parts = [forecasts[family][forecasts[family]["series_id"].isin(choice.index[choice == family])] for family in forecasts]
+    """Each series takes the full-training forecast of the candidate with the lowest validation error."""
+    choice = validation.idxmin(axis=1).rename("candidate")
+    parts = [forecasts[name][forecasts[name]["series_id"].isin(choice.index[choice == name])] for name in forecasts]
     return pd.concat(parts, ignore_index=True), choice
 
 
@@ -267,8 +285,13 @@ def markdown_report(result: dict) -> str:
     if result.get("ratios"):
         lines += ["", "| ours vs peer | OWA ratio (ours/peer) | time ratio (ours/peer) |", "|---|---|---|"]
         lines += [f"| {r['ours']} vs {r['peer']} | {r['owa_ratio']:.3f} | {r['time_ratio']:.3g} |" for r in result["ratios"]]
-    if result.get("selection_counts"):
-        lines += ["", "Per-series selection counts: " + ", ".join(f"{k} {v}" for k, v in result["selection_counts"].items())]
+    if result.get("validation_owa"):
+        lines += ["", "Validation-window OWA of every candidate (lowest first): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in result["validation_owa"].items())]
+    for label, key in (("per-series selection", "selection_counts"),
+                       ("per-series selection (+ ensembles)", "selection_counts_with_ensembles")):
+        if result.get(key):
+            lines += ["", f"{label}, counts: " + ", ".join(f"{k} {v}" for k, v in result[key].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -293,6 +316,8 @@ def parse_args(argv=None):
     parser.add_argument("--peer-models", default=",".join(PEER_MODELS), help=f"subset of {PEER_MODELS}")
     parser.add_argument("--n-jobs", type=int, default=-1, help="cores for the peers (-1: all usable)")
     parser.add_argument("--output-dir", default=str(DEFAULT_OUTPUT))
+    parser.add_argument("--save-forecasts", action="store_true",
+                        help="also write every family's test and validation forecasts (<stem>_forecasts.csv.gz)")
     args = parser.parse_args(argv)
     if args.quick and not args.n_series:
         args.n_series = 40
@@ -324,7 +349,7 @@ def main(argv=None) -> dict:
     for family, reason in skipped.items():
         logger.warning("family %s skipped: %s", family, reason)
     specs = family_specs(families, Path(args.params) if args.params else None, json.loads(args.hyperparameters))
-    forecasts, validation, per_series_smape = {}, {}, {}
+    forecasts = {}
     for family in families:
         try:
             forecast, stats = run_family(specs[family], train, h, args.freq, m, level)
@@ -333,30 +358,51 @@ def main(argv=None) -> dict:
             skipped[family] = f"failed: {type(exc).__name__}: {exc}"
             continue
         forecasts[family] = forecast
-        scores, per_series = score(forecast, test, insample, m, level)
-        per_series_smape[family] = per_series.set_index("series_id")["smape"]
+        scores, _ = score(forecast, test, insample, m, level)
         models[family] = {**scores, "owa": owa(scores), **stats}
         stages[f"{family} fit"], stages[f"{family} predict"] = stats["fit_s"], stats["predict_s"]
         logger.info("%s: sMAPE %.3f MASE %.3f OWA %.3f", family, scores["smape"], scores["mase"], models[family]["owa"])
 
-    selection_counts = {}
+    selection_counts, validation_owa, valid_forecasts = {}, {}, {}
     if len(forecasts) >= 2:
-        combined, _ = score(ensemble(forecasts), test, insample, m, level)
-        models["ensemble (median)"] = {**combined, "owa": owa(combined),
-                                       "fit_s": sum(models[f]["fit_s"] for f in forecasts),
-                                       "predict_s": sum(models[f]["predict_s"] for f in forecasts)}
+        fit_all = sum(models[f]["fit_s"] for f in forecasts)
+        predict_all = sum(models[f]["predict_s"] for f in forecasts)
+        candidates = {**forecasts, **{ensemble_name(c): ensemble({f: forecasts[f] for f in c})
+                                      for c in combinations(list(forecasts))}}
+        combined, _ = score(candidates[ensemble_name(tuple(forecasts))], test, insample, m, level)
+        models["ensemble (median)"] = {**combined, "owa": owa(combined), "fit_s": fit_all,
+                                              "predict_s": predict_all}
         if not args.no_selection:
+            # every family again on the training part minus its last h points: the validation window decides
             started = time.perf_counter()
+            fit_part, valid_part = validation_split(train, h)
+            valid_insample = {sid: g["value"].to_numpy(float) for sid, g in fit_part.groupby("series_id", sort=False)}
+            valid_reference, _ = score(naive2_forecast(fit_part, valid_part, valid_insample, m), valid_part,
+                                       valid_insample, m, None)
+            valid_forecasts = {}
             for family in forecasts:
-                validation[family], seconds = validation_smape(specs[family], train, h, args.freq, m)
-                stages[f"{family} validation fit+predict"] = seconds
-            chosen, choice = select_per_series(forecasts, pd.DataFrame(validation))
-            selected, _ = score(chosen, test, insample, m, level)
+                family_started = time.perf_counter()
+                valid_forecasts[family], _ = run_family(specs[family], fit_part, h, args.freq, m, level)
+                stages[f"{family} validation fit+predict"] = time.perf_counter() - family_started
+            valid_candidates = {**valid_forecasts, **{ensemble_name(c): ensemble({f: valid_forecasts[f] for f in c})
+                                                      for c in combinations(list(valid_forecasts))}}
+            contributions = pd.DataFrame({name: owa_contributions(frame, valid_part, valid_insample, m, valid_reference)
+                                          for name, frame in valid_candidates.items()})
+            validation_owa = contributions.mean().sort_values().to_dict()
+            cost = {"fit_s": fit_all + sum(stages[f"{f} validation fit+predict"] for f in forecasts),
+                    "predict_s": predict_all}
+            # one candidate for all series: the lowest OWA on the validation window
+            best = min(validation_owa, key=validation_owa.get)
+            scores_best, _ = score(candidates[best], test, insample, m, level)
+            models[f"selected on validation: {best}"] = {**scores_best, "owa": owa(scores_best), **cost}
+            # per series among the families only, and among families and all their ensembles
+            for label, names in (("per-series selection", list(forecasts)),
+                                 ("per-series selection (+ ensembles)", list(candidates))):
+                chosen, choice = select_per_series({n: candidates[n] for n in names}, contributions[names])
+                selected, _ = score(chosen, test, insample, m, level)
+                models[label] = {**selected, "owa": owa(selected), **cost}
+                selection_counts[label] = choice.value_counts().to_dict()
             stages["selection"] = time.perf_counter() - started
-            selection_counts = choice.value_counts().to_dict()
-            models["per-series selection"] = {**selected, "owa": owa(selected),
-                                              "fit_s": models["ensemble (median)"]["fit_s"] + stages["selection"],
-                                              "predict_s": models["ensemble (median)"]["predict_s"]}
 
     ratios = []
     if args.peers:
@@ -386,7 +432,9 @@ def main(argv=None) -> dict:
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "quick": bool(args.n_series), "n_series": len(ids), "series_ids": ids, "horizon": h, "season_length": m,
         "level": level, "machine": machine, "peak_rss_mb": run_memory.peak_mb, "stages_s": stages, "models": models,
-        "skipped": skipped, "ratios": ratios, "selection_counts": selection_counts,
+        "skipped": skipped, "ratios": ratios, "selection_counts": selection_counts.get("per-series selection", {}),
+        "selection_counts_with_ensembles": selection_counts.get("per-series selection (+ ensembles)", {}),
+        "validation_owa": validation_owa,
         "family_specs": specs,
     }
     out = Path(args.output_dir)
@@ -395,6 +443,11 @@ def main(argv=None) -> dict:
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
     report = markdown_report(result)
     (out / f"{stem}.md").write_text(report)
+    # the families' forecasts (test and validation window), so other combinations can be scored without refitting
+    frames = [frame.assign(model=name, window=window)
+              for window, group in (("test", forecasts), ("validation", valid_forecasts)) for name, frame in group.items()]
+    if frames and args.save_forecasts:
+        pd.concat(frames, ignore_index=True).to_csv(out / f"{stem}_forecasts.csv.gz", index=False)
     print(report)
     logger.info("wrote %s.{json,md} in %s", stem, out)
     return result

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import mlflow
 import pandas as pd
@@ -55,7 +56,13 @@ def test_day0_run_is_tracked_and_champion_registered(day0_project):
     assert version.run_id == run.info.run_id
     # the registered model serves forecasts for a known series through the pyfunc flavour
     mlflow.set_tracking_uri(day0_project["tracking_uri"])
-    model = mlflow.pyfunc.load_model("models:/ts_kedro_panel@champion")
+    # MLflow prepends the model's shipped code folder (a partial ts_kedro copy) to sys.path for good; keep it
+    # from shadowing the installed package in the process pools of later tests
+    saved_path = list(sys.path)
+    try:
+        model = mlflow.pyfunc.load_model("models:/ts_kedro_panel@champion")
+    finally:
+        sys.path[:] = saved_path
     some_id = pd.read_parquet(root / "data/03_primary/primary_panel.parquet")["series_id"].iloc[0]
     out = model.predict(pd.DataFrame({"series_id": [some_id], "horizon": [12]}))
     assert len(out) == 12 and set(out["series_id"]) == {some_id}

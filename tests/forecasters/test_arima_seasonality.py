@@ -63,6 +63,15 @@ def test_auto_picks_the_seasonal_model_that_suits_the_series(shared_data, series
     assert errors[expected] < min(errors.values()) * 1.05
 
 
+def test_auto_with_a_full_order_search_keeps_the_validated_order(shared_data):
+    """validation_order=None: both candidates get the full search on the shorter series; the winner keeps its order."""
+    train, _ = _m4_series(shared_data, "H213")
+    state = ArimaForecaster(validation_order=None, n_jobs=1).fit(train).fitted_["H213"]
+    assert state.seasonal["method"] == "seasonal_difference"
+    errors = state.seasonal["validation_mae"]
+    assert errors["seasonal_difference"] < errors["fourier"]
+
+
 def test_bad_validation_settings_are_refused():
     with pytest.raises(ForecasterError, match="validation_order"):
         ArimaForecaster(validation_order=[1])

@@ -143,7 +143,7 @@ class ArimaForecaster(Forecaster):
                         criterion=self.information_criterion, max_p=self.max_p, max_q=self.max_q, max_d=self.max_d,
                         log_transform=self.log_transform, season_length=self.season_length,
                         validation_horizon=self.validation_horizon,
-                        validation_p_q=self.validation_order)
+                        validation_order=self.validation_order)
         items = [(sid, values, settings) for sid, values in split_series(panel).items()]
         results = map_series(_fit_one_series, items, self.n_jobs, desc="arima fit")
         self.fitted_: dict[str, _FittedSeries] = {}
@@ -301,21 +301,22 @@ def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _Fitt
     if method == "auto":
         # Fourier terms estimate one fixed profile from the whole history; the seasonal difference follows the
         # latest cycle. Which suits a series is decided on its own last h points (fitted on the rest): the
-        # candidate with the lower MAE there (MAE orders candidates exactly as MASE does) is refitted on all data
-        # with the order it chose, so the cost is two order searches on the shorter series plus one fit.
+        # candidate with the lower MAE there (MAE orders candidates exactly as MASE does) wins. With a fixed
+        # validation_order that costs two single fits, then the winner's full order search on all data; with
+        # validation_order None both searches run on the shorter series and the winner is refitted with its order.
         if len(values) - h < 2 * max(settings["season_length"], 1) + 10:
             method = "fourier"
             messages.append(f"series too short for a {h}-point validation window: seasonality fourier")
         else:
             errors, orders = {}, {}
             for candidate in AUTO_CANDIDATES:
-                state = _fit_candidate(modelled[:-h], candidate, settings, p_q=settings.get("validation_p_q"))
+                state = _fit_candidate(modelled[:-h], candidate, settings, p_q=settings["validation_order"])
                 state.log_scale = log_scale
                 mean, _ = _forecast_one_series(state, h, [])
                 errors[candidate] = float(np.mean(np.abs(values[-h:] - mean)))
                 orders[candidate] = state.order
             method = min(errors, key=lambda c: (not np.isfinite(errors[c]), errors[c]))
-            if settings.get("validation_p_q") is None:
+            if settings["validation_order"] is None:
                 fitted = _fit_candidate(modelled, method, settings, order=orders[method])
             else:
                 fitted = _fit_candidate(modelled, method, settings)

@@ -28,6 +28,8 @@ naive in brackets; coverage of the 80/95 % intervals; CPU seconds of training, o
 - 24-series default sample, defaults: sMAPE 10.89 (12.17), MASE 1.01 (1.30), coverage 79/94 %, 27 s CPU.
 - all 414 series, defaults but ``max_windows_per_series=100``: sMAPE 11.17 (13.91), MASE 0.98 (1.19),
   OWA 0.508 (0.628; M4 winner 0.440), coverage 85/96 %, 136 s CPU; better than seasonal naive on 73 % of series.
+- all 414 series, defaults (200 windows per series, 3 members, seed 42; ``benchmarks/m4_benchmark.py``, 2026-11-27):
+  sMAPE 10.92, MASE 0.893, OWA 0.484, 95 % coverage in ``docs/benchmarks.md``; 270 s CPU on one thread.
 - 40 series (H2, H12, ..., H392), 400 windows per series, single network: two-week lookback 11.59 (seed 0) /
   12.42 (seed 1), one-week lookback 12.35, hidden 128 + lr 1e-3 13.66; seasonal naive 12.35.
   The same 40 series with ``n_models=3``: 10.85 (73 s CPU).
