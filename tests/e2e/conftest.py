@@ -10,23 +10,14 @@ import time
 
 import pytest
 
-from tests.registry.mlflow_servers import free_port, mlflow_command, running_server, server_env
+from tests.registry.mlflow_servers import tracking_server
 
 from .project_copy import make_project_copy
 
 
 @pytest.fixture(scope="session")
 def mlflow_tracking_server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    command = mlflow_command(
-        "server",
-        "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
-        "--artifacts-destination", str(home / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    )
-    url = f"http://127.0.0.1:{port}"
-    with running_server(command, f"{url}/health", home / "server.log", server_env()):
+    with tracking_server(tmp_path_factory.mktemp("mlflow_server")) as url:
         yield url
 
 

@@ -66,3 +66,18 @@ def running_server(command: list[str], url: str, log_path: Path, env: dict[str, 
 
 def mlflow_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "mlflow", *args]
+
+
+@contextlib.contextmanager
+def tracking_server(home: Path):
+    """A real ``mlflow server`` on a free loopback port, SQLite backend and artifact store under ``home``."""
+    port = free_port()
+    command = mlflow_command(
+        "server",
+        "--backend-store-uri", f"sqlite:///{home / 'server.db'}",
+        "--artifacts-destination", str(home / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    )
+    url = f"http://127.0.0.1:{port}"
+    with running_server(command, f"{url}/health", home / "server.log", server_env()):
+        yield url

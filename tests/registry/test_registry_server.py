@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from .mlflow_servers import free_port, mlflow_command, running_server, server_env
+from .mlflow_servers import tracking_server as running_tracking_server
 from ts_kedro.console import main as cli_main
 from ts_kedro.registry import registry
 
@@ -16,15 +16,7 @@ MODEL = "ts_kedro_panel_test"
 
 @pytest.fixture
 def tracking_server(tmp_path):
-    port = free_port()
-    command = mlflow_command(
-        "server",
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination", str(tmp_path / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    )
-    url = f"http://127.0.0.1:{port}"
-    with running_server(command, f"{url}/health", tmp_path / "server.log", server_env()):
+    with running_tracking_server(tmp_path) as url:
         yield url
 
 
