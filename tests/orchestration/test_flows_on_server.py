@@ -12,7 +12,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from .conftest import REPO_ROOT, base_env, hook_calls, run_cli
+from .conftest import REPO_ROOT, base_env, free_port, hook_calls, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -140,14 +140,11 @@ def test_cycle_reads_the_champion_alias_from_the_registry(tmp_path):
 def dask_scheduler(small_kedro_project, prefect_server, tmp_path):
     """A real `dask scheduler` and one `dask worker` process on loopback (an existing Dask cluster, as in
     production), with the probe project importable in the worker; both stopped after the test."""
-    import socket
     import sys
     import time
     from pathlib import Path
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask_cli = str(Path(sys.executable).parent / "dask")
     env = base_env(prefect_server["home"], prefect_server["api_url"])
