@@ -38,7 +38,7 @@ class SeasonalMeanForecaster(Forecaster):
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         frames = []
-        for series_id in self.series_ids_:
+        for series_id in self.fitted_series_ids_:
             mean, std = (np.resize(a, horizon) for a in self.profiles_[series_id])
             frame = pd.DataFrame({SERIES_ID: series_id, TIMESTAMP: self.future_index(series_id, horizon), "mean": mean})
             for level in levels:
@@ -56,6 +56,9 @@ SPECS = {
     "lstm": {"class": "lstm", "hyperparameters": {
         "horizon": HORIZON, "input_size": 48, "hidden_size": 8, "max_epochs": 3, "max_windows_per_series": 64,
         "n_models": 2, "device": "cpu"}},
+    "ets": {"class": "ets", "hyperparameters": {"n_jobs": 1}},
+    "theta": {"class": "theta", "hyperparameters": {"n_jobs": 1}},
+    "intermittent": {"class": "intermittent", "hyperparameters": {"n_jobs": 1}},
     "custom": {"class": f"{__name__}.SeasonalMeanForecaster"},
 }
 
@@ -119,14 +122,38 @@ def test_misuse_raises_clear_errors(fitted, small_panel):
     fresh = build_forecaster(spec, freq=FREQ, season_length=SEASON)
     with pytest.raises(ForecasterError, match="fit"):
         fresh.predict(HORIZON, LEVELS)
-    too_short = small_panel.groupby(SERIES_ID, group_keys=False).tail(fresh.min_length - 1)
-    with pytest.raises(ForecasterError, match="needs at least"):
-        fresh.fit(too_short)
     for bad in (0, -3, 2.5):
         with pytest.raises(ForecasterError, match="horizon"):
             model.predict(bad, LEVELS)
     with pytest.raises(ForecasterError, match="levels"):
         model.predict(HORIZON, [100])
+
+
+def test_series_too_short_are_served_by_the_fallback_and_marked(fitted, small_panel):
+    """A series shorter than a family's minimum never fails the fit: the fallback chain serves it."""
+    family, spec, _, _ = fitted
+    fresh = build_forecaster(spec, freq=FREQ, season_length=SEASON)
+    ids = list(small_panel[SERIES_ID].unique())
+    short_id = ids[0]
+    shortened = pd.concat([
+        small_panel[small_panel[SERIES_ID] == short_id].tail(max(fresh.min_length - 1, 2)),
+        small_panel[small_panel[SERIES_ID] != short_id],
+    ], ignore_index=True)
+    if fresh.min_length <= 2:  # the end of every chain: takes any series with two observations
+        assert fresh.fallback is None
+        with pytest.raises(ForecasterError, match="at least|observations"):
+            fresh.fit(small_panel.groupby(SERIES_ID, group_keys=False).tail(1))
+        return
+    fresh.fit(shortened)
+    assert fresh.served_by_[short_id] != family and fresh.served_by_[short_id] == fresh.fallback_model_.served_by_[short_id]
+    assert "needs at least" in fresh.fallback_reasons_[short_id]
+    assert all(fresh.served_by_[sid] == fresh.name for sid in ids[1:])
+    forecast = fresh.predict(HORIZON, LEVELS)
+    assert list(forecast[SERIES_ID].unique()) == ids and len(forecast) == HORIZON * len(ids)
+    assert forecast["mean"].notna().all()
+    # a pickled model keeps its fallback
+    restored = pickle.loads(pickle.dumps(fresh))
+    pd.testing.assert_frame_equal(restored.predict(HORIZON, LEVELS), forecast)
 
 
 def test_custom_model_plugs_in_by_registered_name(monkeypatch, small_panel):

@@ -13,6 +13,9 @@ FORECASTERS: dict[str, str] = {
     "arima": "ts_kedro.forecasters.arima.ArimaForecaster",
     "prophet": "ts_kedro.forecasters.prophet.ProphetForecaster",
     "lstm": "ts_kedro.forecasters.lstm.LSTMForecaster",
+    "ets": "ts_kedro.forecasters.ets.ETSForecaster",
+    "theta": "ts_kedro.forecasters.theta.ThetaForecaster",
+    "intermittent": "ts_kedro.forecasters.intermittent.IntermittentForecaster",
 }
 
 
@@ -38,18 +41,26 @@ def get_forecaster_class(name_or_path: str) -> type[Forecaster]:
     return cls
 
 
-def build_forecaster(spec: dict[str, Any], freq: str, season_length: int, horizon: int | None = None) -> Forecaster:
+def build_forecaster(spec: dict[str, Any], freq: str, season_length: int | None = None, horizon: int | None = None,
+                     profile_defaults: dict[str, Any] | None = None) -> Forecaster:
     """Build from a config block ``{class: arima, hyperparameters: {...}}``.
 
-    Families whose constructor takes ``horizon`` (direct multi-step models such as the LSTM) get the panel
-    horizon unless the hyperparameters set it.
+    A constructor argument the hyperparameters leave out or set to null is taken from ``profile_defaults``
+    (``FrequencyProfile.forecaster_defaults()``: seasonal periods, validation horizon, LSTM lookback, Prophet
+    seasonalities, horizon) when the family's constructor has it. ``horizon`` alone is the older form of the
+    same: families whose constructor takes ``horizon`` (direct multi-step models such as the LSTM) get it.
     """
     if "class" not in spec:
         raise ForecasterError(f"model spec {spec!r} lacks 'class' (a registered name or a dotted path)")
     cls = get_forecaster_class(spec["class"])
     hyperparameters = dict(spec.get("hyperparameters") or {})
-    if horizon is not None and "horizon" not in hyperparameters and "horizon" in inspect.signature(cls).parameters:
-        hyperparameters["horizon"] = int(horizon)
+    defaults = dict(profile_defaults or {})
+    if horizon is not None:
+        defaults["horizon"] = int(horizon)
+    accepted = inspect.signature(cls).parameters
+    for key, value in defaults.items():
+        if key in accepted and hyperparameters.get(key) is None:
+            hyperparameters[key] = value
     try:
         return cls(freq=freq, season_length=season_length, **hyperparameters)
     except TypeError as exc:

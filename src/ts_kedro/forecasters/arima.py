@@ -159,7 +159,7 @@ class ArimaForecaster(Forecaster):
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         frames = []
-        for series_id in self.series_ids_:
+        for series_id in self.fitted_series_ids_:
             state = self.fitted_[series_id]
             mean, bounds = _forecast_one_series(state, horizon, levels)
             frames.append(forecast_frame(series_id, self.future_index(series_id, horizon), mean, bounds))

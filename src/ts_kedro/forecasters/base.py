@@ -4,8 +4,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
+import logging
+
 import numpy as np
 import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
 
@@ -21,14 +25,28 @@ class Forecaster(abc.ABC):
     The panel is long: ``series_id, timestamp, value`` on a regular ``freq`` grid without NaNs
     (data_processing guarantees that). ``predict`` returns ``series_id, timestamp, mean`` plus
     ``lo-L``/``hi-L`` for every requested level L (percent, e.g. 80, 95).
+
+    Short and awkward series never fail a fit: a series the family cannot take (``unfit_reason`` says why,
+    by default fewer than ``min_length`` points) is served by the ``fallback`` family, fitted on those
+    series only, recursively (e.g. arima -> ets -> seasonal_naive). ``served_by_`` records, per series, the
+    family that really forecasts it and ``fallback_reasons_`` why; ``fitted_series_ids_`` are the series
+    ``_fit``/``_predict`` handle themselves (subclasses iterate over those). Only a family without a fallback
+    raises ``ForecasterError`` for a series it cannot take.
     """
 
     name: str = "base"
     supports_intervals: bool = True
+    #: registered family that serves the series this one cannot fit; None raises instead
+    fallback: str | None = "seasonal_naive"
 
-    def __init__(self, freq: str = "h", season_length: int = 24, **hyperparameters):
+    def __init__(self, freq: str, season_length: int | None = None, **hyperparameters):
+        from ts_kedro.frequency import normalise_freq, season_length_for
+
+        normalise_freq(freq)  # a clear error for a bad alias, at construction
         self.freq = freq
-        self.season_length = int(season_length)
+        self.season_length = season_length_for(freq) if season_length is None else int(season_length)
+        if self.season_length < 1:
+            raise ForecasterError(f"{self.name}: season_length must be >= 1, got {season_length!r}")
         self.hyperparameters = hyperparameters
         self.is_fitted_ = False
 
@@ -38,6 +56,12 @@ class Forecaster(abc.ABC):
         """Minimum number of observations per series that this model can fit."""
         return 2 * self.season_length
 
+    def unfit_reason(self, values: np.ndarray) -> str | None:
+        """Why this family cannot fit a series with these values (None: it can). Default: too few points."""
+        if len(values) < self.min_length:
+            return f"{len(values)} observations, {self.name} needs at least {self.min_length}"
+        return None
+
     def n_parameters(self) -> int:
         """Number of fitted parameters (model complexity used in model selection)."""
         return 0
@@ -45,19 +69,43 @@ class Forecaster(abc.ABC):
     # -- public API ---------------------------------------------------------------------------
     def fit(self, panel: pd.DataFrame) -> "Forecaster":
         _check_panel(panel)
-        lengths = panel.groupby(SERIES_ID, sort=False)[VALUE].size()
-        too_short = lengths[lengths < self.min_length]
-        if not too_short.empty:
-            first = too_short.index[0]
+        ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+        by_series = {sid: group[VALUE].to_numpy(float) for sid, group in ordered.groupby(SERIES_ID, sort=False)}
+        values = {sid: by_series[sid] for sid in panel[SERIES_ID].unique()}  # first-appearance order
+        reasons = {sid: reason for sid, v in values.items() if (reason := self.unfit_reason(v)) is not None}
+        if reasons and self.fallback is None:
+            first = next(iter(reasons))
             raise ForecasterError(
-                f"{self.name}: series {first!r} has {int(too_short.iloc[0])} observations but needs at least "
-                f"{self.min_length} ({len(too_short)} series too short); lengthen the history or quarantine them"
+                f"{self.name}: series {first!r}: {reasons[first]} ({len(reasons)} series cannot be fitted and "
+                "this family has no fallback); lengthen the history or quarantine them"
             )
-        self.series_ids_ = list(lengths.index)
+        self.series_ids_ = list(values)
         self.last_timestamp_ = panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()
-        self._fit(panel)
+        self.fitted_series_ids_ = [sid for sid in self.series_ids_ if sid not in reasons]
+        self.served_by_ = {sid: self.name for sid in self.fitted_series_ids_}
+        self.fallback_reasons_ = dict(reasons)
+        self.fallback_model_ = None
+        if reasons:
+            self.fallback_model_ = self._build_fallback()
+            self.fallback_model_.fit(panel[panel[SERIES_ID].isin(list(reasons))].reset_index(drop=True))
+            self.served_by_.update(self.fallback_model_.served_by_)
+            for sid, deeper in self.fallback_model_.fallback_reasons_.items():
+                self.fallback_reasons_[sid] = f"{reasons[sid]}; {deeper}"
+            logger.info("%s: %d of %d series served by fallback %s (first: %r, %s)", self.name, len(reasons),
+                        len(values), self.fallback, next(iter(reasons)), next(iter(reasons.values())))
+        if self.fitted_series_ids_:
+            own = panel if not reasons else panel[panel[SERIES_ID].isin(self.fitted_series_ids_)]
+            self._fit(own.reset_index(drop=True))
         self.is_fitted_ = True
         return self
+
+    def _build_fallback(self) -> "Forecaster":
+        from ts_kedro.forecasters import get_forecaster_class
+
+        cls = get_forecaster_class(self.fallback)
+        if cls is type(self):
+            raise ForecasterError(f"{self.name}: fallback {self.fallback!r} is the family itself")
+        return cls(freq=self.freq, season_length=self.season_length)
 
     def predict(self, horizon: int, levels: Sequence[int] = ()) -> pd.DataFrame:
         if not getattr(self, "is_fitted_", False):
@@ -68,7 +116,15 @@ class Forecaster(abc.ABC):
         bad = [level for level in levels if not 0 < level < 100]
         if bad:
             raise ForecasterError(f"{self.name}: levels must lie strictly between 0 and 100, got {bad}")
-        forecast = self._predict(int(horizon), sorted(levels))
+        parts = []
+        if self.fitted_series_ids_:
+            parts.append(self._predict(int(horizon), sorted(levels)))
+        if self.fallback_model_ is not None:
+            parts.append(self.fallback_model_.predict(int(horizon), sorted(levels)))
+        forecast = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:  # back to the fitted order of series
+            order = {sid: i for i, sid in enumerate(self.series_ids_)}
+            forecast = forecast.sort_values(SERIES_ID, key=lambda s: s.map(order), kind="stable")
         return _finalise_forecast(forecast, levels)
 
     def forecast(self, panel: pd.DataFrame, horizon: int, levels: Sequence[int] = ()) -> pd.DataFrame:

@@ -126,7 +126,7 @@ class LSTMForecaster(Forecaster):
         if int(held_out) != held_out or held_out < 0:
             raise ForecasterError(f"lstm: held_out must be a non-negative integer, got {held_out!r}")
         length, held_out = self.input_size, int(held_out)
-        known = set(self.series_ids_)
+        known = set(self.fitted_series_ids_)
         ids, values, calendars = [], [], []
         for series_id, (series_values, calendar) in _series_arrays(panel).items():
             if series_id not in known or len(series_values) < length + held_out:
@@ -253,7 +253,7 @@ class LSTMForecaster(Forecaster):
             raise ForecasterError(f"lstm: levels {too_wide} are wider than the trained quantiles (up to {widest}%); "
                                   f"add them to hyperparameter interval_levels and refit")
         started = time.perf_counter()
-        ids = list(self.series_ids_)
+        ids = list(self.fitted_series_ids_)
         values = np.stack([self.last_windows_[sid][0] for sid in ids])
         calendar = np.stack([self.last_windows_[sid][1] for sid in ids])
         (tokens, last_season), scale = _scale_inputs(values, calendar, self.season_length, self.calendar_features)

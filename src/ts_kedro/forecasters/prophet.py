@@ -90,10 +90,10 @@ class ProphetForecaster(Forecaster):
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         started = time.perf_counter()
         items = [(self.models_[sid], self.future_index(sid, horizon), levels, self.uncertainty_samples,
-                  self.seed) for sid in self.series_ids_]
+                  self.seed) for sid in self.fitted_series_ids_]
         results = map_series(_predict_one_series, items, self.n_jobs, desc="prophet predict")
         frames = [forecast_frame(sid, index, mean, bounds)
-                  for sid, (_, index, *_), (mean, bounds) in zip(self.series_ids_, items, results)]
+                  for sid, (_, index, *_), (mean, bounds) in zip(self.fitted_series_ids_, items, results)]
         logger.info("prophet: predicted %d series in %.2f s", len(frames), time.perf_counter() - started)
         return pd.concat(frames, ignore_index=True)
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ts_kedro.forecasters._per_series import forecast_frame, normal_quantile, split_series
 from ts_kedro.forecasters.base import Forecaster
+from ts_kedro.frequency import effective_season_length
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +20,17 @@ class SeasonalNaive(Forecaster):
     The residual scale is ``sigma = sqrt(mean((y[t] - y[t-m])^2))``; step ``h`` lies in complete season
     ``k = (h-1)//m`` and its standard error is ``sigma*sqrt(k+1)`` (Hyndman & Athanasopoulos, FPP3 5.5;
     the same rule as statsforecast's ``SeasonalNaive``).
+
+    The end of every fallback chain: a series shorter than two seasons uses m = 1 (naive, the last value),
+    so any series with two observations is forecast. ``season_by_series_`` records the m each series used.
     """
 
     name = "seasonal_naive"
+    fallback = None
+
+    @property
+    def min_length(self) -> int:
+        return 2
 
     def n_parameters(self) -> int:
         # one residual scale per series; the forecast itself has no estimated parameter
@@ -29,21 +38,23 @@ class SeasonalNaive(Forecaster):
 
     def _fit(self, panel: pd.DataFrame) -> None:
         started = time.perf_counter()
-        m = self.season_length
         self.last_season_: dict[str, np.ndarray] = {}
         self.sigma_: dict[str, float] = {}
+        self.season_by_series_: dict[str, int] = {}
         for series_id, values in split_series(panel).items():
+            m = effective_season_length(len(values), self.season_length)
+            self.season_by_series_[series_id] = m
             residuals = values[m:] - values[:-m]
             self.last_season_[series_id] = values[-m:].copy()
             self.sigma_[series_id] = float(np.sqrt(np.mean(residuals**2)))
         logger.info("seasonal_naive: fitted %d series in %.3f s", len(self.sigma_), time.perf_counter() - started)
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
-        m = self.season_length
         steps = np.arange(horizon)
-        season_growth = np.sqrt(steps // m + 1.0)
         frames = []
-        for series_id in self.series_ids_:
+        for series_id in self.fitted_series_ids_:
+            m = len(self.last_season_[series_id])
+            season_growth = np.sqrt(steps // m + 1.0)
             mean = self.last_season_[series_id][steps % m]
             scale = self.sigma_[series_id] * season_growth
             bounds = {lvl: (mean - normal_quantile(lvl) * scale, mean + normal_quantile(lvl) * scale) for lvl in levels}

@@ -1,0 +1,291 @@
+"""The frequency profile: every frequency-dependent default, derived from ``panel.freq`` and the series lengths.
+
+This is the one module allowed to name a seasonal period, a backtest step, a lookback or a monitoring window.
+Everything else asks it. Configuration values win; ``null`` (``None``) means "derive".
+
+How the periods are derived (the rule statsforecast and GluonTS follow): the natural calendar cycles (day,
+week, year) expressed in steps of the grid, keeping those longer than one step. A fixed-duration grid
+(minutes, hours, days) divides the cycle's duration by the step; calendar grids (business days, weeks,
+months, quarters, years) use the number of their steps in a week or a year:
+
+=================  ==================  =============================
+grid               season_length       seasonal_periods (candidates)
+=================  ==================  =============================
+``15min``          96                  96, 672, 35064
+``h``              24                  24, 168, 8766
+``D``              7                   7, 365.25
+``B``              5                   5, 260.89
+``W-SUN``          52                  52.18
+``MS`` / ``ME``    12                  12
+``QS`` / ``QE``    4                   4
+``YS`` / ``YE``    1                   (none)
+=================  ==================  =============================
+
+A period is kept only when the longest series covers it at least ``min_cycles`` (2) times: an hourly panel of
+40 days models 24 and 168, not the year. ``season_length`` is the shortest kept period, rounded (the MASE
+scale, seasonal naive, the seasonal difference); 1 when none is kept.
+
+Length-dependent defaults (``derive_profile`` with the observed lengths):
+
+- backtest: ``step`` = the horizon; up to ``n_windows`` origins per series, as many as its length allows
+  (``evaluation.backtest.series_windows``), at least one for every series with ``min_train + horizon`` points.
+- LSTM lookback: two of the longest kept period whose two cycles fit in a typical series (the median length
+  less the validation and backtest spans), at least one season and at least two horizons, in whole seasons.
+- monitoring: the recent window is one horizon; the reference window is two of the longest kept periods, at
+  least four horizons.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.tseries import offsets as pd_offsets
+from pandas.tseries.frequencies import to_offset
+
+_DAY_S, _WEEK_S, _YEAR_S = 86_400.0, 7 * 86_400.0, 365.25 * 86_400.0
+MIN_CYCLES = 2  # a period must be seen twice in the longest series to be modelled
+MIN_SERIES_LENGTH = 2  # below this no model can forecast at all: quarantined in data_processing
+DEFAULT_N_WINDOWS = 2
+
+
+class FrequencyError(ValueError):
+    """``panel.freq`` or a profile override cannot be interpreted; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class FrequencyProfile:
+    """Frequency-dependent settings of one panel (see the module docstring for every rule)."""
+
+    freq: str
+    horizon: int
+    levels: list[int]
+    season_length: int
+    seasonal_periods: list[float]
+    candidate_periods: list[float]
+    backtest: dict[str, int]
+    lstm_input_size: int
+    validation_horizon: int
+    monitoring: dict[str, int]
+    prophet_seasonalities: dict[str, bool]
+    steps_per_day: float | None
+    lengths: dict[str, float] = field(default_factory=dict)
+
+    def as_panel_params(self) -> dict[str, Any]:
+        """The profile as a ``params:panel``-shaped dict (nodes written against params:panel accept it)."""
+        return asdict(self)
+
+    @property
+    def integer_periods(self) -> list[int]:
+        """Kept periods rounded to whole steps (lags, rolling windows, Fourier terms that need integers)."""
+        return sorted({int(round(p)) for p in self.seasonal_periods if round(p) >= 2})
+
+    def forecaster_defaults(self) -> dict[str, Any]:
+        """Values for forecaster constructor arguments of these names when the configuration leaves them null."""
+        return {
+            "seasonal_periods": list(self.seasonal_periods),
+            "validation_horizon": self.validation_horizon,
+            "input_size": self.lstm_input_size,
+            "horizon": self.horizon,
+            "seasonalities": dict(self.prophet_seasonalities),
+        }
+
+
+def normalise_freq(freq: str) -> pd.DateOffset:
+    """The pandas offset of ``panel.freq``; a clear error otherwise."""
+    try:
+        return to_offset(freq)
+    except (ValueError, TypeError) as exc:
+        raise FrequencyError(
+            f"panel.freq={freq!r} is not a pandas offset alias (e.g. 15min, h, D, B, W-SUN, MS, QS, YS): {exc}"
+        ) from exc
+
+
+def _steps_per(offset: pd.DateOffset) -> dict[str, float | None]:
+    """How many steps of ``offset`` make a day, a week and a year (None where a step is longer than that)."""
+    n = max(int(getattr(offset, "n", 1) or 1), 1)
+    if isinstance(offset, pd_offsets.Tick):  # fixed duration: s, min, h, D
+        seconds = pd.Timedelta(offset).total_seconds()
+        return {"day": _DAY_S / seconds, "week": _WEEK_S / seconds, "year": _YEAR_S / seconds}
+    if isinstance(offset, (pd_offsets.BusinessDay, pd_offsets.CustomBusinessDay)):
+        return {"day": 1.0 / n, "week": 5.0 / n, "year": 365.25 * 5 / 7 / n}
+    if isinstance(offset, pd_offsets.Week):
+        return {"day": None, "week": 1.0 / n, "year": 365.25 / 7 / n}
+    if isinstance(offset, (pd_offsets.MonthBegin, pd_offsets.MonthEnd, pd_offsets.BusinessMonthBegin,
+                           pd_offsets.BusinessMonthEnd, pd_offsets.SemiMonthBegin, pd_offsets.SemiMonthEnd)):
+        per_month = 2.0 if isinstance(offset, (pd_offsets.SemiMonthBegin, pd_offsets.SemiMonthEnd)) else 1.0
+        return {"day": None, "week": None, "year": 12.0 * per_month / n}
+    if isinstance(offset, (pd_offsets.QuarterBegin, pd_offsets.QuarterEnd, pd_offsets.BQuarterBegin,
+                           pd_offsets.BQuarterEnd)):
+        return {"day": None, "week": None, "year": 4.0 / n}
+    if isinstance(offset, (pd_offsets.YearBegin, pd_offsets.YearEnd, pd_offsets.BYearBegin, pd_offsets.BYearEnd)):
+        return {"day": None, "week": None, "year": 1.0 / n}
+    # anything else: measure one step from a fixed anchor
+    anchor = pd.Timestamp("2001-01-01")
+    seconds = ((anchor + offset) - anchor).total_seconds()
+    return {"day": _DAY_S / seconds, "week": _WEEK_S / seconds, "year": _YEAR_S / seconds}
+
+
+def _clean_period(value: float) -> float:
+    """Whole numbers stay whole (24.0 -> 24); others keep two decimals (52.1786 -> 52.18)."""
+    return float(round(value)) if abs(value - round(value)) < 1e-6 else round(float(value), 2)
+
+
+def candidate_periods(freq: str) -> list[float]:
+    """The calendar cycles (day, week, year) of the grid in steps, those longer than one step, ascending."""
+    steps = _steps_per(normalise_freq(freq))
+    periods = [_clean_period(v) for v in (steps["day"], steps["week"], steps["year"]) if v is not None and v > 1.5]
+    return sorted(dict.fromkeys(periods))
+
+
+def season_length_for(freq: str, max_length: int | None = None) -> int:
+    """The main seasonal period of ``freq`` (the shortest kept candidate, rounded), 1 when there is none."""
+    periods = _kept_periods(candidate_periods(freq), max_length)
+    return int(round(periods[0])) if periods else 1
+
+
+def _kept_periods(periods: Sequence[float], max_length: float | None) -> list[float]:
+    if max_length is None:
+        return [float(p) for p in periods]
+    return [float(p) for p in periods if MIN_CYCLES * p <= max_length]
+
+
+def effective_season_length(n_obs: int, season_length: int) -> int:
+    """The season a single series can use: ``season_length`` when it holds two full seasons, else 1."""
+    return int(season_length) if n_obs >= MIN_CYCLES * int(season_length) else 1
+
+
+def _override(params: Mapping[str, Any], key: str):
+    value = params.get(key)
+    return None if value is None or (isinstance(value, str) and value.lower() in ("null", "auto", "")) else value
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise FrequencyError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def derive_profile(
+    panel_params: Mapping[str, Any],
+    lengths: Sequence[int] | pd.Series | np.ndarray | None = None,
+    backtest_params: Mapping[str, Any] | None = None,
+    monitoring_params: Mapping[str, Any] | None = None,
+) -> FrequencyProfile:
+    """The profile of a panel from ``params:panel`` (freq, horizon, levels and optional overrides) and lengths.
+
+    Args:
+        panel_params: ``params:panel``. Required: ``freq``, ``horizon``. Optional overrides (null = derived):
+            ``season_length``, ``seasonal_periods``, ``lstm_input_size``, ``validation_horizon``.
+        lengths: observed points per series (None: derived as if every period fits).
+        backtest_params: ``params:backtest`` (``n_windows``, ``step``, ``min_train``; null = derived).
+        monitoring_params: ``params:monitoring`` (``recent_window_steps``, ``reference_window_steps``).
+
+    Returns:
+        The frozen profile; ``as_panel_params()`` gives it as a dict.
+    """
+    if "freq" not in panel_params or panel_params.get("freq") in (None, ""):
+        raise FrequencyError("panel.freq is missing: set it in conf/base/parameters.yml (a pandas offset alias)")
+    if panel_params.get("horizon") is None:
+        raise FrequencyError("panel.horizon is missing: the number of steps to forecast")
+    freq = str(panel_params["freq"])
+    offset = normalise_freq(freq)
+    horizon = _positive_int(panel_params["horizon"], "panel.horizon")
+    levels = sorted(int(level) for level in (panel_params.get("levels") or []))
+    lengths_array = None if lengths is None else np.asarray(list(lengths), dtype=float)
+    if lengths_array is not None and lengths_array.size == 0:
+        lengths_array = None
+    longest = None if lengths_array is None else float(lengths_array.max())
+    typical = None if lengths_array is None else float(np.median(lengths_array))
+
+    candidates = candidate_periods(freq)
+    configured_periods = _override(panel_params, "seasonal_periods")
+    if configured_periods is not None:
+        if isinstance(configured_periods, (int, float)):
+            configured_periods = [configured_periods]
+        periods = sorted(float(p) for p in configured_periods if float(p) > 1)
+    else:
+        periods = _kept_periods(candidates, longest)
+    configured_season = _override(panel_params, "season_length")
+    if configured_season is not None:
+        season_length = _positive_int(configured_season, "panel.season_length")
+    else:
+        season_length = int(round(periods[0])) if periods else 1
+
+    backtest_params = backtest_params or {}
+    step = _override(backtest_params, "step")
+    step = horizon if step is None else _positive_int(step, "backtest.step")
+    n_windows = _override(backtest_params, "n_windows")
+    n_windows = DEFAULT_N_WINDOWS if n_windows is None else _positive_int(n_windows, "backtest.n_windows")
+    min_train = _override(backtest_params, "min_train")
+    # the least history a backtest origin needs to be worth scoring: two seasons where a season exists, and
+    # never fewer points than the horizon it forecasts
+    min_train = (max(MIN_CYCLES * season_length, min(horizon, 2 * max(season_length, 1)), 3) if min_train is None
+                 else _positive_int(min_train, "backtest.min_train"))
+
+    validation_horizon = _override(panel_params, "validation_horizon")
+    validation_horizon = horizon if validation_horizon is None else _positive_int(
+        validation_horizon, "panel.validation_horizon")
+
+    lstm_input_size = _override(panel_params, "lstm_input_size")
+    if lstm_input_size is None:
+        lstm_input_size = _lstm_lookback(periods, season_length, horizon, step, n_windows, typical)
+    else:
+        lstm_input_size = _positive_int(lstm_input_size, "panel.lstm_input_size")
+
+    monitoring_params = monitoring_params or {}
+    recent = _override(monitoring_params, "recent_window_steps")
+    recent = horizon if recent is None else _positive_int(recent, "monitoring.recent_window_steps")
+    reference = _override(monitoring_params, "reference_window_steps")
+    if reference is None:
+        longest_period = max(periods) if periods else 0.0
+        reference = int(max(math.ceil(MIN_CYCLES * longest_period), 4 * horizon))
+    else:
+        reference = _positive_int(reference, "monitoring.reference_window_steps")
+
+    steps = _steps_per(offset)
+    kept = set(periods)
+    prophet = {
+        "daily": steps["day"] is not None and steps["day"] > 1.5 and _clean_period(steps["day"]) in kept,
+        "weekly": steps["week"] is not None and steps["week"] > 1.5 and _clean_period(steps["week"]) in kept,
+        "yearly": steps["year"] is not None and steps["year"] > 1.5 and _clean_period(steps["year"]) in kept,
+    }
+    summary = {}
+    if lengths_array is not None:
+        summary = {"n_series": int(lengths_array.size), "min": float(lengths_array.min()),
+                   "median": typical, "max": longest}
+    return FrequencyProfile(
+        freq=freq, horizon=horizon, levels=levels, season_length=season_length,
+        seasonal_periods=[_clean_period(p) for p in periods], candidate_periods=candidates,
+        backtest={"n_windows": n_windows, "step": step, "min_train": int(min_train)},
+        lstm_input_size=int(lstm_input_size), validation_horizon=validation_horizon,
+        monitoring={"recent_window_steps": int(recent), "reference_window_steps": int(reference)},
+        prophet_seasonalities=prophet, steps_per_day=steps["day"], lengths=summary,
+    )
+
+
+def _lstm_lookback(periods: Sequence[float], season_length: int, horizon: int, step: int, n_windows: int,
+                   typical_length: float | None) -> int:
+    """Whole seasons covering two of the longest period a typical series affords, at least two horizons."""
+    season = max(int(season_length), 1)
+    # what a typical series keeps for the lookback after the validation target and the backtest origins
+    budget = None if typical_length is None else typical_length - 2 * horizon - (n_windows - 1) * step
+    wanted = max([MIN_CYCLES * p for p in periods] or [0.0])
+    if budget is not None:
+        affordable = [MIN_CYCLES * p for p in periods if MIN_CYCLES * p <= budget]
+        wanted = max(affordable) if affordable else 0.0
+    wanted = max(wanted, 2 * horizon, season)
+    if budget is not None:
+        wanted = min(wanted, max(budget, season))
+    return int(max(season, math.ceil(wanted / season) * season))
+
+
+def profile_for_panel(panel: pd.DataFrame, panel_params: Mapping[str, Any],
+                      backtest_params: Mapping[str, Any] | None = None,
+                      monitoring_params: Mapping[str, Any] | None = None) -> FrequencyProfile:
+    """``derive_profile`` with the lengths (observed values per series) of a long panel."""
+    lengths = panel.groupby("series_id", sort=False)["value"].count() if len(panel) else None
+    return derive_profile(panel_params, lengths, backtest_params, monitoring_params)
