@@ -5,8 +5,6 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
-
 # src layout: <project>/src/ts_kedro/config.py
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FAMILIES_ENV = "TS_KEDRO_FAMILIES"
@@ -24,7 +22,12 @@ def project_parameters(conf_source: str | None = None, env: str | None = None) -
 
 @lru_cache(maxsize=8)
 def _load_parameters(conf_source: str, env: str | None) -> dict:
-    loader = OmegaConfigLoader(conf_source=conf_source, base_env="base", default_run_env="local", env=env)
+    # The same loader class and arguments as the session's (settings.py): its custom resolvers (``${env:...}``)
+    # included. A bare OmegaConfigLoader fails on them outside `kedro run` (e.g. `kedro registry list`),
+    # where no session has registered the resolvers first.
+    from ts_kedro.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    loader = CONFIG_LOADER_CLASS(conf_source=conf_source, env=env, **CONFIG_LOADER_ARGS)
     return dict(loader["parameters"])
 
 
