@@ -29,7 +29,7 @@ class LastValueForecaster(Forecaster):
     def _predict(self, horizon, levels):
         frames = []
         steps = np.arange(1, horizon + 1)
-        for sid in self.series_ids_:
+        for sid in self.fitted_series_ids_:
             mean = np.full(horizon, self.last_[sid])
             frame = pd.DataFrame({"series_id": sid, "timestamp": self.future_index(sid, horizon), "mean": mean})
             for level in levels:
@@ -50,8 +50,9 @@ def test_backtest_windows_cutoffs_and_no_leakage(panel):
     horizon, n_windows, step = 12, 3, 7
     backtest, timings = rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), panel, horizon, n_windows, step, [80, 95])
     assert list(backtest.columns) == [
-        "series_id", "timestamp", "cutoff", "window", "mean", "lo-80", "hi-80", "lo-95", "hi-95", "actual"
+        "series_id", "timestamp", "cutoff", "window", "mean", "lo-80", "hi-80", "lo-95", "hi-95", "actual", "served_by"
     ]
+    assert (backtest["served_by"] == "last_value").all()
     assert len(backtest) == panel["series_id"].nunique() * n_windows * horizon
     for sid, series in panel.groupby("series_id"):
         values, stamps = series["value"].to_numpy(), series["timestamp"].to_numpy()
@@ -85,6 +86,44 @@ def test_too_short_series_are_named(panel):
     short = panel[~((panel["series_id"] == "H103") & (panel.groupby("series_id").cumcount() >= 30))]
     with pytest.raises(BacktestError, match=r"1 series too short.*'H103' \(30\).*at least 46"):
         rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), short, horizon=24, n_windows=3, step=10)
+
+
+def test_each_series_gets_the_windows_its_length_allows(panel):
+    """With min_train, short series keep the recent windows they can afford; too-short ones are listed, not scored."""
+    horizon, n_windows, step, min_train = 24, 3, 24, 48
+    lengths = panel.groupby("series_id").size()
+    keep = {"H103": min_train + horizon + step,  # two windows
+            "H1": min_train + horizon,           # only the last window
+            "H120": min_train + horizon - 1}     # none
+    trimmed = pd.concat([g.tail(keep.get(sid, len(g))) for sid, g in panel.groupby("series_id")])
+    backtest, timings = rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), trimmed, horizon, n_windows,
+                                                step, [95], min_train=min_train)
+    windows = backtest.groupby("series_id")["window"].unique().map(sorted).to_dict()
+    assert windows.get("H103") == [1, 2] and windows.get("H1") == [2]
+    assert "H120" not in windows and timings["unscored_series"] == ["H120"]
+    assert timings["windows_per_series"] == {0: 1, 1: 1, 2: 1}
+    assert set(lengths.index) >= set(windows)
+    # the last window of every scored series ends at that series' end
+    last = backtest[backtest["window"] == 2].groupby("series_id")["timestamp"].max()
+    assert (last == trimmed.groupby("series_id")["timestamp"].max()[last.index]).all()
+
+
+def test_fallback_served_rows_are_marked(panel):
+    from ts_kedro.forecasters.seasonal_naive import SeasonalNaive
+
+    class NeedsLongSeries(LastValueForecaster):
+        name = "needs_long"
+        fallback = "seasonal_naive"
+
+        @property
+        def min_length(self):
+            return 200
+
+    trimmed = pd.concat([g.tail(150) if sid == "H1" else g for sid, g in panel.groupby("series_id")])
+    backtest, _ = rolling_origin_backtest(lambda: NeedsLongSeries(freq="h", season_length=24), trimmed, 24, 2, 24,
+                                          [], min_train=48)
+    served = backtest.groupby("series_id")["served_by"].unique().map(list).to_dict()
+    assert served["H1"] == [SeasonalNaive.name] and served["H103"] == ["needs_long"]
 
 
 @pytest.mark.parametrize("kwargs", [{"horizon": 0}, {"n_windows": 0}, {"step": 1.5}])

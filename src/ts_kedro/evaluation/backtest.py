@@ -75,9 +75,18 @@ def window_cutoff_positions(lengths: pd.Series, horizon: int, n_windows: int, st
     return pd.DataFrame(positions, index=lengths.index, columns=range(n_windows))
 
 
+def series_windows(lengths: pd.Series, horizon: int, n_windows: int, step: int, min_train: int) -> pd.DataFrame:
+    """Which backtest windows each series can afford: True where its training part holds ``min_train`` points.
+
+    Window ``n_windows - 1`` always ends at each series' end, so a series with ``min_train + horizon`` points
+    gets at least that window; longer series get the older windows too. A series with no True is not scored.
+    """
+    return window_cutoff_positions(lengths, horizon, n_windows, step) >= int(min_train)
+
+
 def _check_settings(horizon: int, n_windows: int, step: int) -> None:
     for name, value in (("horizon", horizon), ("n_windows", n_windows), ("step", step)):
-        if int(value) != value or value < 1:
+        if isinstance(value, bool) or int(value) != value or value < 1:
             raise BacktestError(f"backtest {name} must be a positive integer, got {value!r}")
 
 
@@ -88,6 +97,7 @@ def rolling_origin_backtest(
     n_windows: int,
     step: int,
     levels: Sequence[int] = (),
+    min_train: int | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Fit a fresh forecaster per window on the data up to each cutoff and forecast ``horizon`` steps.
 
@@ -95,13 +105,17 @@ def rolling_origin_backtest(
         forecaster_factory: returns a new, unfitted Forecaster each call.
         panel: canonical long panel (``series_id, timestamp, value``; extra columns are passed to the model).
         horizon: steps forecast per window.
-        n_windows: number of origins; window 0 is the oldest, the last one ends at each series' end.
+        n_windows: most origins per series; window 0 is the oldest, the last one ends at each series' end.
         step: points between consecutive origins.
         levels: interval levels in percent.
+        min_train: least training points of a scored origin (``series_windows``); None: the forecaster's
+            ``min_length`` (the strict, pre-fallback rule: every series must afford every window).
 
     Returns:
-        Forecasts ``series_id, timestamp, cutoff, window, mean, lo-L, hi-L, ..., actual`` (``cutoff`` is the
-        last training timestamp) and timings: fit/predict seconds per window, totals, and peak memory.
+        Forecasts ``series_id, timestamp, cutoff, window, mean, lo-L, hi-L, ..., actual, served_by``
+        (``cutoff`` is the last training timestamp; ``served_by`` the family that really forecast that series
+        in that window: the family itself or its fallback) and timings: fit/predict seconds per window,
+        totals, peak memory, and ``unscored_series`` (too short for any window).
     """
     _check_settings(horizon, n_windows, step)
     missing = [c for c in (SERIES_ID, TIMESTAMP, VALUE) if c not in panel.columns]
@@ -111,9 +125,11 @@ def rolling_origin_backtest(
     panel = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
     lengths = panel.groupby(SERIES_ID, sort=True)[VALUE].size()
     cutoffs = window_cutoff_positions(lengths, horizon, n_windows, step)
-    min_train = max(forecaster_factory().min_length, 1)
-    too_short = cutoffs.index[cutoffs[0] < min_train]
-    if len(too_short):
+    strict = min_train is None
+    min_train = max(int(forecaster_factory().min_length if strict else min_train), 1)
+    usable = series_windows(lengths, horizon, n_windows, step, min_train)
+    if strict and not usable[0].all():
+        too_short = usable.index[~usable[0]]
         need = min_train + horizon + (n_windows - 1) * step
         named = ", ".join(f"{sid!r} ({lengths[sid]})" for sid in too_short[:10])
         raise BacktestError(
@@ -121,14 +137,23 @@ def rolling_origin_backtest(
             f"{named}{' ...' if len(too_short) > 10 else ''}; each needs at least {need} observations. "
             "Reduce n_windows/step or quarantine these series."
         )
+    unscored = usable.index[~usable.any(axis=1)].tolist()
+    if len(unscored) == len(usable):
+        raise BacktestError(
+            f"no series affords one backtest window of horizon {horizon} with {min_train} training points "
+            f"(longest series: {int(lengths.max())} points); shorten panel.horizon or backtest.min_train"
+        )
 
     position = panel.groupby(SERIES_ID, sort=False).cumcount().to_numpy()
     actuals = panel[[SERIES_ID, TIMESTAMP, VALUE]].rename(columns={VALUE: "actual"})
     frames, fit_seconds, predict_seconds = [], [], []
     with PeakMemorySampler() as memory:
         for window in range(n_windows):
-            series_train = panel[SERIES_ID].map(cutoffs[window]).to_numpy()
-            train = panel[position < series_train]
+            in_window = usable.index[usable[window]]
+            if not len(in_window):
+                continue
+            series_train = panel[SERIES_ID].map(cutoffs[window].where(usable[window])).to_numpy()
+            train = panel[position < np.nan_to_num(series_train, nan=-1)]
             cutoff_time = train.groupby(SERIES_ID, sort=False)[TIMESTAMP].max().rename("cutoff")
             forecaster = forecaster_factory()
             started = time.perf_counter()
@@ -140,10 +165,17 @@ def rolling_origin_backtest(
             predict_seconds.append(predicted - fitted)
             forecast = forecast.merge(cutoff_time, left_on=SERIES_ID, right_index=True, how="left")
             forecast["window"] = window
+            served_by = getattr(forecaster, "served_by_", {})
+            forecast["served_by"] = forecast[SERIES_ID].map(served_by).fillna(forecaster.name)
             frames.append(forecast)
             logger.info(
-                "backtest window %d/%d: fit %.2fs, predict %.2fs", window + 1, n_windows, fit_seconds[-1], predict_seconds[-1]
+                "backtest window %d/%d: %d series, fit %.2fs, predict %.2fs",
+                window + 1, n_windows, len(in_window), fit_seconds[-1], predict_seconds[-1],
             )
+    if unscored:
+        logger.warning("backtest: %d series too short for one window of horizon %d with %d training points "
+                       "(not scored; forecast by the fallback and flagged): %s", len(unscored), horizon, min_train,
+                       ", ".join(map(repr, unscored[:5])) + (" ..." if len(unscored) > 5 else ""))
     forecasts = pd.concat(frames, ignore_index=True)
     result = forecasts.merge(actuals, on=[SERIES_ID, TIMESTAMP], how="left", validate="many_to_one")
     unmatched = result["actual"].isna()
@@ -153,7 +185,7 @@ def rolling_origin_backtest(
             f"{int(unmatched.sum())} forecast rows have no actual in the panel (first: series {row[SERIES_ID]!r} at "
             f"{row[TIMESTAMP]}, window {row['window']}); the forecaster's freq must match the panel's grid"
         )
-    columns = [SERIES_ID, TIMESTAMP, "cutoff", "window", "mean", *interval_columns(levels), "actual"]
+    columns = [SERIES_ID, TIMESTAMP, "cutoff", "window", "mean", *interval_columns(levels), "actual", "served_by"]
     timings = {
         "fit_seconds": fit_seconds,
         "predict_seconds": predict_seconds,
@@ -162,33 +194,52 @@ def rolling_origin_backtest(
         "peak_rss_mb": memory.peak_mb,
         "peak_rss_delta_mb": memory.delta_mb,
         "memory_method": f"psutil RSS of process + children, sampled every {MEMORY_SAMPLE_SECONDS}s",
+        "min_train": int(min_train),
+        "windows_per_series": {int(k): int(v) for k, v in usable.sum(axis=1).value_counts().sort_index().items()},
+        "unscored_series": unscored,
     }
     return result[columns].sort_values([SERIES_ID, "window", TIMESTAMP]).reset_index(drop=True), timings
 
 
-def _training_scales(panel: pd.DataFrame, cutoffs: pd.DataFrame, season_length: int) -> pd.Series:
-    """Seasonal-naive in-sample MAE of each (series, cutoff) from the panel values up to that cutoff."""
-    panel = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+def _lagged_abs_diff_sums(panel: pd.DataFrame, lag: int) -> pd.DataFrame:
+    """Running sum and count of |y[t] - y[t-lag]| within each series, at every timestamp."""
     values = panel[VALUE].to_numpy(float)
     series = panel[SERIES_ID].to_numpy()
-    lagged_same_series = np.r_[np.zeros(season_length, bool), series[season_length:] == series[:-season_length]]
+    same = np.r_[np.zeros(min(lag, len(values)), bool), series[lag:] == series[:-lag]] if lag < len(values) \
+        else np.zeros(len(values), bool)
     diffs = np.zeros(len(values))
-    diffs[season_length:] = np.abs(values[season_length:] - values[:-season_length])
-    diffs = np.where(lagged_same_series, diffs, 0.0)
-    frame = pd.DataFrame(
-        {SERIES_ID: series, TIMESTAMP: panel[TIMESTAMP].to_numpy(), "diff": diffs, "valid": lagged_same_series}
-    )
+    if lag < len(values):
+        diffs[lag:] = np.abs(values[lag:] - values[:-lag])
+    diffs = np.where(same, diffs, 0.0)
+    frame = pd.DataFrame({SERIES_ID: series, TIMESTAMP: panel[TIMESTAMP].to_numpy(), "diff": diffs, "valid": same})
     grouped = frame.groupby(SERIES_ID, sort=False)
     frame["diff_sum"] = grouped["diff"].cumsum()
     frame["diff_count"] = grouped["valid"].cumsum()
+    return frame
+
+
+def _training_scales(panel: pd.DataFrame, cutoffs: pd.DataFrame, season_length: int) -> pd.Series:
+    """Seasonal-naive in-sample MAE of each (series, cutoff) from the panel values up to that cutoff.
+
+    A training part shorter than one season plus one point has no lag-m difference: its scale falls back to
+    the naive (lag 1) MAE, so short series still get a MASE (statsforecast's and GluonTS's convention).
+    """
+    panel = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+    seasonal = _lagged_abs_diff_sums(panel, int(season_length))
     at_cutoff = cutoffs.merge(
-        frame, left_on=[SERIES_ID, "cutoff"], right_on=[SERIES_ID, TIMESTAMP], how="left", validate="one_to_one"
+        seasonal, left_on=[SERIES_ID, "cutoff"], right_on=[SERIES_ID, TIMESTAMP], how="left", validate="one_to_one"
     )
     if at_cutoff["diff_sum"].isna().any():
         row = at_cutoff[at_cutoff["diff_sum"].isna()].iloc[0]
         raise BacktestError(f"cutoff {row['cutoff']} of series {row[SERIES_ID]!r} is not a timestamp of the panel")
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = at_cutoff["diff_sum"] / at_cutoff["diff_count"].where(at_cutoff["diff_count"] > 0)
+    if int(season_length) > 1 and (at_cutoff["diff_count"] == 0).any():
+        naive = _lagged_abs_diff_sums(panel, 1)
+        naive_at = cutoffs.merge(naive, left_on=[SERIES_ID, "cutoff"], right_on=[SERIES_ID, TIMESTAMP], how="left")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            naive_scale = naive_at["diff_sum"] / naive_at["diff_count"].where(naive_at["diff_count"] > 0)
+        scale = scale.where(at_cutoff["diff_count"] > 0, naive_scale)
     return pd.Series(scale.where(scale > 0).to_numpy(), index=pd.MultiIndex.from_frame(cutoffs[[SERIES_ID, "window"]]))
 
 

@@ -51,6 +51,11 @@ def run_data_processing(raw_path, params: dict, panel: dict, pipeline=None) -> D
     catalog = DataCatalog({"raw_panel": CSVChunkSourceDataset(str(raw_path))})
     catalog["params:data_processing"] = params
     catalog["params:panel"] = panel
+    # the quality report also says which families can fit each series: the shipped training parameters
+    training = yaml.safe_load((CONF / "parameters_training.yml").read_text())
+    catalog["params:backtest"] = training["backtest"]
+    for family in training["training"]["families"]:
+        catalog[f"params:{family}.model"] = training[family]["model"]
     pipeline = pipeline or create_pipeline()
     for name in pipeline.datasets():
         if name not in catalog:

@@ -8,13 +8,14 @@ import hashlib
 
 import pandas as pd
 import pytest
+import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from ts_kedro.pipelines.data_processing import create_pipeline
 from ts_kedro.pipelines.data_processing.errors import SchemaError, SeriesQualityError
 
-from .conftest import run_data_processing
+from .conftest import CONF, run_data_processing
 
 HOURS = pd.date_range("2021-03-01", periods=120, freq="h")
 
@@ -45,7 +46,9 @@ def test_pipeline_has_named_nodes_and_the_contract_outputs():
         "validate_schema_node", "infer_frequency_node", "screen_series_node", "list_quarantine_node",
         "regularise_index_node", "impute_missing_node", "flag_anomalies_node", "conform_primary_panel_node",
         "build_quality_report_node"}
-    assert pipeline.inputs() == {"raw_panel", "params:data_processing", "params:panel"}
+    families = yaml.safe_load((CONF / "parameters_training.yml").read_text())["training"]["families"]
+    assert pipeline.inputs() == {"raw_panel", "params:data_processing", "params:panel", "params:backtest",
+                                 *(f"params:{family}.model" for family in families)}
     assert pipeline.outputs() == {"primary_panel", "series_quarantine", "data_quality_report", "data_quality_table"}
 
 

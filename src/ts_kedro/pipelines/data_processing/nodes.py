@@ -32,6 +32,8 @@ from ts_kedro.pipelines.data_processing.schema import (
     to_frame,
 )
 
+from ts_kedro.frequency import MIN_SERIES_LENGTH, profile_for_panel
+
 logger = logging.getLogger(__name__)
 
 SERIES_POLICIES = ("quarantine", "fail")
@@ -39,17 +41,23 @@ CANONICAL_COLUMNS = [SERIES_ID, TIMESTAMP, VALUE, IS_IMPUTED, IS_ANOMALY]
 
 
 def minimum_length(panel: dict[str, Any], params: dict[str, Any]) -> int:
-    """``data_processing.min_length``, or by default two seasons plus one horizon.
+    """``data_processing.min_length``, or by default the fewest observations any model can forecast from.
 
-    Two seasons is what a seasonal model needs to see the pattern twice (the forecasters' own minimum);
-    one horizon more leaves a holdout of forecast length.
+    Only what no model can forecast at all is quarantined: a series too short for a family is served by that
+    family's fallback (``ts_kedro.forecasters.base``), and one too short for a backtest window is forecast
+    unvalidated and flagged. The quality report says which families each series can take.
     """
     configured = params.get("min_length")
     if configured is not None:
-        if int(configured) < 1:
-            raise DataProcessingConfigError(f"data_processing.min_length must be >= 1, got {configured!r}")
+        if isinstance(configured, bool) or int(configured) != configured or int(configured) < MIN_SERIES_LENGTH:
+            raise DataProcessingConfigError(
+                f"data_processing.min_length must be an integer >= {MIN_SERIES_LENGTH}, got {configured!r}")
         return int(configured)
-    return 2 * int(panel["season_length"]) + int(panel["horizon"])
+    return MIN_SERIES_LENGTH
+
+
+def _season_length(frame: pd.DataFrame, panel: dict[str, Any]) -> int:
+    return profile_for_panel(frame, panel).season_length
 
 
 def validate_schema(raw_panel: CSVChunkSource, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -169,7 +177,7 @@ def impute_missing(regular_panel: pd.DataFrame, panel: dict[str, Any], params: d
     The target's filled points get ``is_imputed = True``; covariates are filled the same way, unflagged.
     """
     method = params.get("imputation", "linear")
-    season_length = int(panel["season_length"])
+    season_length = _season_length(regular_panel, panel)
     imputed = regular_panel.copy()
     imputed[IS_IMPUTED] = imputed[VALUE].isna()
     for column in [c for c in imputed.columns if c not in (SERIES_ID, TIMESTAMP, IS_IMPUTED)]:
@@ -187,7 +195,7 @@ def flag_anomalies(imputed_panel: pd.DataFrame, panel: dict[str, Any], params: d
     """
     settings = params.get("anomaly", {})
     scores = anomaly_scores(imputed_panel[VALUE], imputed_panel[SERIES_ID], settings.get("method", "seasonal_median"),
-                            int(panel["season_length"]), float(settings.get("scale_floor", 0.1)))
+                            _season_length(imputed_panel, panel), float(settings.get("scale_floor", 0.1)))
     flagged = imputed_panel.copy()
     observed = ~flagged[IS_IMPUTED] & flagged[VALUE].notna()
     flagged[IS_ANOMALY] = (scores.abs() > float(settings.get("threshold", 7.0))) & observed
@@ -213,15 +221,34 @@ def build_quality_report(
     schema_summary: dict[str, Any],
     panel: dict[str, Any],
     params: dict[str, Any],
+    backtest_params: dict[str, Any] | None = None,
+    **family_specs: dict[str, Any],
 ) -> tuple[dict[str, Any], str]:
     """Per-series data-quality report (JSON) and the same as a readable markdown table.
 
+    Besides the data facts, each kept series says how many backtest windows it affords and, per enabled
+    family (``family_specs``: the ``<family>.model`` blocks), ``ok`` or why that family cannot take it (the
+    family's own ``unfit_reason``; its fallback then serves the series).
+
     Returns:
-        ``{"summary": {...}, "series": [{series_id, status, length, start, end, missing_share, gaps, ...}]}``
-        and its markdown rendering.
+        ``{"summary": {...}, "series": [{series_id, status, length, start, end, missing_share, gaps, ...,
+        backtest_windows, families}]}`` and its markdown rendering.
     """
+    from ts_kedro.evaluation.backtest import series_windows
+    from ts_kedro.forecasters import build_forecaster
+
     min_length = minimum_length(panel, params)
-    backtest_length = min_length + int(params.get("backtest_windows", 3)) * int(panel["horizon"])
+    frequency_profile = profile_for_panel(flagged_panel, panel, backtest_params)
+    backtest = frequency_profile.backtest
+    horizon = frequency_profile.horizon
+    backtest_length = backtest["min_train"] + horizon
+    kept_values = {sid: g[VALUE].to_numpy(float) for sid, g in flagged_panel.groupby(SERIES_ID, sort=False)}
+    windows = series_windows(pd.Series({sid: len(v) for sid, v in kept_values.items()}, dtype=int), horizon,
+                             backtest["n_windows"], backtest["step"], backtest["min_train"]).sum(axis=1) \
+        if kept_values else pd.Series(dtype=int)
+    models = {family: build_forecaster(spec, freq=frequency_profile.freq, season_length=frequency_profile.season_length,
+                                       profile_defaults=frequency_profile.forecaster_defaults())
+              for family, spec in family_specs.items()}
     profile = series_profile(validated_panel)
     gaps = gap_statistics(flagged_panel)
     span = flagged_panel.groupby(SERIES_ID)[TIMESTAMP].agg(["min", "max"])
@@ -241,6 +268,10 @@ def build_quality_report(
             "too_short_for_horizon": bool(facts["observed"] < min_length),
             "too_short_for_backtest": bool(facts["observed"] < backtest_length),
         }
+        if series_id in kept_values:
+            row["backtest_windows"] = int(windows.get(series_id, 0))
+            row["families"] = {family: model.unfit_reason(kept_values[series_id]) or "ok"
+                               for family, model in models.items()}
         if series_id in gaps.index:
             stats = gaps.loc[series_id]
             row |= {"length": int(stats["grid_length"]), "missing": int(stats["missing"]),
@@ -262,8 +293,12 @@ def build_quality_report(
         "series_ok": sum(r["status"] == "ok" for r in rows),
         "series_quarantined": sum(r["status"] == "quarantined" for r in rows),
         "quarantine_reasons": {str(k): int(v) for k, v in reasons.items()},
-        "panel_freq": panel["freq"], "season_length": int(panel["season_length"]),
-        "horizon": int(panel["horizon"]), "min_length": min_length, "backtest_min_length": backtest_length,
+        "panel_freq": frequency_profile.freq, "season_length": frequency_profile.season_length,
+        "seasonal_periods": frequency_profile.seasonal_periods, "backtest": backtest,
+        "horizon": horizon, "min_length": min_length, "backtest_min_length": backtest_length,
+        "series_unvalidated": int((windows == 0).sum()),
+        "family_coverage": {family: sum(r.get("families", {}).get(family) == "ok" for r in rows)
+                            for family in models},
         "imputation": params.get("imputation", "linear"),
         "anomaly": params.get("anomaly", {}),
         "points_imputed": int(flagged_panel[IS_IMPUTED].sum()),
@@ -275,7 +310,9 @@ def build_quality_report(
 def render_quality_table(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """Markdown view of the quality report: a few summary lines, then one row per series."""
     columns = ["series_id", "status", "reason", "length", "start", "end", "inferred_freq", "missing_share",
-               "gaps", "longest_gap", "anomalies", "is_constant", "too_short_for_horizon", "too_short_for_backtest"]
+               "gaps", "longest_gap", "anomalies", "is_constant", "backtest_windows", "families_not_fitting"]
+    rows = [{**row, "families_not_fitting": "; ".join(f"{family}: {why}" for family, why in row.get("families", {}).items()
+                                                     if why != "ok") or "-"} for row in rows]
     header = [
         "# Data-quality report",
         "",
@@ -283,7 +320,10 @@ def render_quality_table(summary: dict[str, Any], rows: list[dict[str, Any]]) ->
         f"- series: {summary['series_total']} ({summary['series_ok']} ok, {summary['series_quarantined']} quarantined"
         f"{': ' + ', '.join(f'{k} {v}' for k, v in summary['quarantine_reasons'].items()) if summary['quarantine_reasons'] else ''})",
         f"- grid: `{summary['panel_freq']}`, season length {summary['season_length']}, min length "
-        f"{summary['min_length']}, backtest min length {summary['backtest_min_length']}",
+        f"{summary['min_length']}, backtest min length {summary['backtest_min_length']} "
+        f"({summary['series_unvalidated']} series too short for one backtest window: forecast unvalidated)",
+        f"- series each family can fit itself (the others go to its fallback): "
+        f"{', '.join(f'{k} {v}' for k, v in summary['family_coverage'].items()) or '-'}",
         f"- rows out of time order (sorted): {summary['rows_out_of_order']}; duplicate rows: "
         f"{summary['duplicate_rows']} ({summary['duplicates_dropped']} dropped)",
         f"- imputed points ({summary['imputation']}): {summary['points_imputed']}; anomalies flagged: "

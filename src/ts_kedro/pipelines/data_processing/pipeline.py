@@ -1,6 +1,8 @@
 """data_processing: raw long CSV -> validated_panel -> primary_panel, series_quarantine and quality report."""
 from kedro.pipeline import Node, Pipeline
 
+from ts_kedro.config import enabled_families
+
 from ts_kedro.pipelines.data_processing.nodes import (
     build_quality_report,
     conform_primary_panel,
@@ -32,8 +34,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="flag_anomalies_node"),
             Node(conform_primary_panel, "flagged_panel", "primary_panel", name="conform_primary_panel_node"),
             Node(build_quality_report,
-                 ["validated_panel", "series_frequency", "series_screening", "flagged_panel", "schema_summary",
-                  "params:panel", "params:data_processing"],
+                 {"validated_panel": "validated_panel", "series_frequency": "series_frequency",
+                  "series_screening": "series_screening", "flagged_panel": "flagged_panel",
+                  "schema_summary": "schema_summary", "panel": "params:panel", "params": "params:data_processing",
+                  "backtest_params": "params:backtest",
+                  **{family: f"params:{family}.model" for family in enabled_families()}},
                  ["data_quality_report", "data_quality_table"], name="build_quality_report_node"),
         ]
     )

@@ -20,6 +20,8 @@ from pandas.tseries.frequencies import to_offset
 from . import calendar
 from .decomposition import causal_decomposition, in_sample_decomposition, map_over_series
 
+from ts_kedro.frequency import profile_for_panel
+
 logger = logging.getLogger(__name__)
 
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
@@ -49,8 +51,10 @@ def resolve_feature_spec(primary_panel: pd.DataFrame, panel_params: dict, featur
     """
     freq = panel_params["freq"]
     _check_primary_panel(primary_panel, freq)
-    season_length = int(panel_params["season_length"])
-    seasonal_periods = sorted({int(p) for p in panel_params.get("seasonal_periods") or [season_length]})
+    profile = profile_for_panel(primary_panel, panel_params)
+    season_length = profile.season_length
+    # whole-step periods; a panel without a season (yearly) rolls over one horizon instead
+    seasonal_periods = profile.integer_periods or [max(season_length, min(profile.horizon, 2 * season_length + 1))]
     lags = _positive_ints(feature_params.get("lags"), "lags")
     spec = {
         "freq": freq,

@@ -4,14 +4,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ts_kedro.evaluation.backtest import evaluate_backtest
 from ts_kedro.forecasters import Forecaster, interval_columns
+from ts_kedro.frequency import profile_for_panel
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("rmse", "mae", "mape", "smape", "mase")
+METRICS = ("rmse", "mae", "mape", "smape", "mase", "owa")
 ENSEMBLE = "ensemble"
 KEYS = ["series_id", "timestamp", "cutoff", "window"]
 
@@ -30,29 +32,59 @@ def ensemble_members(families: list[str], ensemble_params: dict[str, Any]) -> li
     return list(members)
 
 
+def relative_mae(backtests: pd.DataFrame, reference: str) -> pd.Series:
+    """Per candidate: the mean over series of its backtest MAE divided by ``reference``'s (scale-free ranking)."""
+    mae = (backtests.assign(abs_error=(backtests["actual"] - backtests["mean"]).abs())
+           .groupby(["model", "series_id"])["abs_error"].mean().unstack("model"))
+    ratio = mae.div(mae[reference].where(mae[reference] > 0), axis=0)
+    return ratio.mean().sort_values()
+
+
+def _ensemble_members_for_run(families: list[str], ensemble_params: dict[str, Any], stacked: pd.DataFrame) -> list[str]:
+    """The configured members, or with ``top_k`` the k best of them by relative backtest MAE."""
+    members = ensemble_members(families, ensemble_params)
+    top_k = ensemble_params.get("top_k")
+    if top_k is None or len(members) <= int(top_k):
+        return members
+    reference = ensemble_params.get("reference") or members[0]
+    if reference not in set(stacked["model"]):
+        raise SelectionError(f"model_selection.ensemble.reference {reference!r} was not trained; trained: {families}")
+    ranking = relative_mae(stacked, reference)
+    return [m for m in ranking.index if m in members][: int(top_k)]
+
+
 def build_candidate_backtests(
     ensemble_params: dict[str, Any], panel_params: dict[str, Any], **family_backtests: pd.DataFrame
 ) -> pd.DataFrame:
     """Stack the families' backtests and add the ensemble (median of members) scored on the same windows.
 
+    ``served_by`` tells, per row, who really forecast it (a family's fallback where the family could not fit
+    the series in that window). Ensemble rows are ``ensemble`` where every member served itself, else
+    ``ensemble_partial``. Members are ``ensemble.members`` (null: every family not in ``exclude``), or with
+    ``ensemble.top_k`` the k best of them by backtest MAE relative to ``ensemble.reference``.
+
     Returns:
-        Long frame of all candidates' backtest forecasts with a ``model`` column.
+        Long frame of all candidates' backtest forecasts with ``model`` and ``served_by`` columns.
     """
-    columns = [*KEYS, "mean", *interval_columns(panel_params["levels"]), "actual"]
-    frames = [frame[columns].assign(model=family) for family, frame in family_backtests.items()]
+    value_columns = ["mean", *interval_columns(panel_params["levels"])]
+    columns = [*KEYS, *value_columns, "actual"]
+    frames = []
+    for family, frame in family_backtests.items():
+        served = frame["served_by"] if "served_by" in frame else family
+        frames.append(frame[columns].assign(model=family, served_by=served))
     stacked = pd.concat(frames, ignore_index=True)
     if ensemble_params.get("enabled", True):
-        members = ensemble_members(list(family_backtests), ensemble_params)
+        members = _ensemble_members_for_run(list(family_backtests), ensemble_params, stacked)
         if len(members) >= 2:
-            value_columns = ["mean", *interval_columns(panel_params["levels"])]
-            ensemble = (
-                stacked[stacked["model"].isin(members)]
-                .groupby(KEYS, sort=False)
-                .agg({**{c: "median" for c in value_columns}, "actual": "first", "model": "size"})
-            )
+            pool = stacked[stacked["model"].isin(members)]
+            ensemble = pool.assign(genuine=pool["served_by"] == pool["model"]).groupby(KEYS, sort=False).agg(
+                {**{c: "median" for c in value_columns}, "actual": "first", "model": "size", "genuine": "all"})
             if (ensemble["model"] != len(members)).any():
                 raise SelectionError("ensemble members' backtests are not aligned on the same series, windows and steps")
-            stacked = pd.concat([stacked, ensemble.drop(columns="model").reset_index().assign(model=ENSEMBLE)], ignore_index=True)
+            ensemble = ensemble.reset_index().assign(
+                model=ENSEMBLE, served_by=lambda f: f["genuine"].map({True: ENSEMBLE, False: f"{ENSEMBLE}_partial"}))
+            ensemble["members"] = ",".join(members)
+            stacked = pd.concat([stacked, ensemble.drop(columns="genuine")], ignore_index=True)
     return stacked
 
 
@@ -60,12 +92,21 @@ def score_candidates(candidate_backtests: pd.DataFrame, panel: pd.DataFrame, pan
     """Per-series scores (mean over backtest windows) of every candidate, with identical windows for all.
 
     Returns:
-        Frame ``model, series_id, rmse, mae, mape, smape, mase, coverage-L, msis-L``.
+        Frame ``model, series_id, rmse, mae, mape, smape, mase, coverage-L, msis-L, n_windows, genuine``;
+        ``genuine`` is False where the candidate did not forecast that series itself in every window (its
+        fallback did, or for the ensemble some member's fallback did): such a candidate is missing for that
+        series in the per-series choice.
     """
+    season_length = profile_for_panel(panel, panel_params).season_length
     scores = []
     for model, frame in candidate_backtests.groupby("model", sort=True):
-        per_window, _ = evaluate_backtest(frame, panel, panel_params["season_length"], panel_params["levels"])
+        per_window, _ = evaluate_backtest(frame, panel, season_length, panel_params["levels"])
         per_series = per_window.drop(columns=["window", "cutoff"]).groupby("series_id").mean()
+        served = frame["served_by"] if "served_by" in frame else pd.Series(model, index=frame.index)
+        per_series["n_windows"] = per_window.groupby("series_id")["window"].nunique()
+        per_series["genuine"] = (served == model).groupby(frame["series_id"]).all()
+        if "members" in frame and frame["members"].notna().any():
+            per_series["members"] = frame["members"].dropna().iloc[0]
         scores.append(per_series.reset_index().assign(model=model))
     scores = pd.concat(scores, ignore_index=True)
     return scores[["model", *[c for c in scores.columns if c != "model"]]]
@@ -114,42 +155,95 @@ def _choose(scores: pd.Series, costs: pd.DataFrame, tolerance: float, weights: d
     )
 
 
+def _primary_scores(candidate_scores: pd.DataFrame, metric: str, reference: str | None) -> pd.DataFrame:
+    """Series x candidate table of the primary score (lower is better).
+
+    ``owa``: each series' contribution to the panel's OWA against ``reference`` (M4's rule with the reference in
+    place of Naive2): ``0.5 * (smape / mean reference smape + mase / mean reference mase)``; its mean over the
+    series is the panel's OWA, so choosing per series by it minimises the panel's OWA.
+    """
+    if metric != "owa":
+        return candidate_scores.pivot(index="series_id", columns="model", values=metric)
+    if reference is None or reference not in set(candidate_scores["model"]):
+        raise SelectionError(f"primary_metric owa needs the reference family ({reference!r}) among the trained "
+                             "families; set model_selection.reference or train seasonal_naive")
+    ref = candidate_scores[candidate_scores["model"] == reference]
+    smape_ref, mase_ref = ref["smape"].mean(), ref["mase"].mean()
+    table = {}
+    for column, ref_mean in (("smape", smape_ref), ("mase", mase_ref)):
+        if not (np.isfinite(ref_mean) and ref_mean > 0):
+            raise SelectionError(f"primary_metric owa: the reference's mean {column} is {ref_mean}; use smape or mase")
+        table[column] = candidate_scores.pivot(index="series_id", columns="model", values=column) / ref_mean
+    return 0.5 * (table["smape"] + table["mase"])
+
+
 def select_models(
-    candidate_scores: pd.DataFrame, selection_params: dict[str, Any], **family_stats: dict
+    candidate_scores: pd.DataFrame, selection_params: dict[str, Any], panel: pd.DataFrame | None = None,
+    **family_stats: dict,
 ) -> tuple[dict, pd.DataFrame]:
     """Choose the model per series and overall: accuracy first, then inference speed, complexity and memory.
 
+    The overall choice compares what each candidate delivers on every scored series (its fallback's forecasts
+    included). Per series, a candidate that did not forecast the series itself (``genuine`` False) is missing;
+    with ``per_series_margin`` m the per-series winner replaces the overall choice only when it beats it there
+    by more than m (relative): backtests of a few windows are noisy, and a global choice generalises better
+    unless a series clearly prefers another model. Series of ``panel`` too short for any backtest window get
+    the overall choice, marked ``validated: false``.
+
     Returns:
-        The selection (overall model, per-series choice with reasons, ensemble members) and a readable report table.
+        The selection (overall model, per-series choice with reasons, ensemble members, unvalidated series) and
+        a readable report table.
     """
     metric = selection_params["primary_metric"]
     if metric not in METRICS:
         raise SelectionError(f"model_selection.primary_metric must be one of {METRICS}, got {metric!r}")
     tolerance = float(selection_params.get("tie_tolerance", 0.0))
+    margin = float(selection_params.get("per_series_margin") or 0.0)
     weights = {k: float(v) for k, v in (selection_params.get("secondary_weights") or {}).items()}
     unknown = set(weights) - {"inference_seconds", "n_parameters", "peak_rss_mb"}
     if unknown:
         raise SelectionError(f"model_selection.secondary_weights has unknown keys {sorted(unknown)}")
     families = sorted(family_stats)
     has_ensemble = ENSEMBLE in set(candidate_scores["model"])
-    members = ensemble_members(families, selection_params.get("ensemble") or {}) if has_ensemble else []
+    members = []
+    if has_ensemble:
+        rows = candidate_scores[candidate_scores["model"] == ENSEMBLE]
+        members = (str(rows["members"].iloc[0]).split(",") if "members" in rows and rows["members"].notna().any()
+                   else ensemble_members(families, selection_params.get("ensemble") or {}))
     costs = candidate_costs(family_stats, members)
 
-    table = candidate_scores.pivot(index="series_id", columns="model", values=metric)
-    overall_scores = candidate_scores.groupby("model")[metric].mean()
+    table = _primary_scores(candidate_scores, metric, selection_params.get("reference", "seasonal_naive"))
+    genuine = (candidate_scores.pivot(index="series_id", columns="model", values="genuine")
+               .reindex_like(table).fillna(False).astype(bool) if "genuine" in candidate_scores
+               else pd.DataFrame(True, index=table.index, columns=table.columns))
+    overall_scores = table.mean()
     overall, overall_reason = _choose(overall_scores, costs, tolerance, weights, metric)
 
     rows = []
     for series_id, scores in table.iterrows():
-        if selection_params.get("per_series", True):
-            chosen, reason = _choose(scores, costs, tolerance, weights, metric)
-        else:
+        available = scores.where(genuine.loc[series_id])
+        if not selection_params.get("per_series", True):
             chosen, reason = overall, f"per_series selection is off: overall choice ({overall_reason})"
+        else:
+            chosen, reason = _choose(available, costs, tolerance, weights, metric) if available.notna().any() \
+                else (overall, "no candidate forecast this series itself in every window: overall choice")
+            if margin and chosen != overall and pd.notna(scores[overall]) and \
+                    not scores[chosen] < scores[overall] * (1 - margin):
+                chosen, reason = overall, (f"overall choice {overall} kept: {reason.split(';')[0]} is not "
+                                           f"{margin:.0%} better than its {scores[overall]:.4g}")
         rows.append({"series_id": series_id, "model": chosen, metric: scores[chosen], "reason": reason,
-                     **{f"{metric}_{m}": scores[m] for m in table.columns}})
+                     "validated": True, **{f"{metric}_{m}": scores[m] for m in table.columns}})
+    unvalidated = []
+    if panel is not None:
+        scored = set(table.index)
+        unvalidated = sorted(set(panel["series_id"].astype(str).unique()) - scored)
+        for series_id in unvalidated:
+            rows.append({"series_id": series_id, "model": overall, metric: np.nan, "validated": False,
+                         "reason": "too short for one backtest window: overall choice, not validated"})
     report = pd.DataFrame(rows)
     counts = report["model"].value_counts().to_dict()
-    selected_score = float(report[metric].mean())
+    validated = report[report["validated"]]
+    selected_score = float(validated[metric].mean())
     selection = {
         "primary_metric": metric,
         "overall_model": overall,
@@ -159,11 +253,12 @@ def select_models(
         "choice": dict(zip(report["series_id"], report["model"])),
         "choice_counts": {m: int(c) for m, c in counts.items()},
         "ensemble_members": members,
+        "unvalidated_series": unvalidated,
         "costs": costs.to_dict(orient="index"),
     }
     logger.info(
-        "selection by %s: overall %s (%s); per-series mix %s; selected %s %.4g",
-        metric, overall, overall_reason, counts, metric, selected_score,
+        "selection by %s: overall %s (%s); per-series mix %s; selected %s %.4g; %d series unvalidated",
+        metric, overall, overall_reason, counts, metric, selected_score, len(unvalidated),
     )
     return selection, report
 
@@ -293,8 +388,9 @@ def compare_with_champion(
         return {**record, "champion_exists": True, "comparable": False, "champion_data_end": str(champion_end),
                 "reason": f"the champion's {horizon}-step forecasts do not reach the recent window"}
     champion_frame = joined[[*KEYS, "actual"]].assign(**{c: joined[f"{c}_champion"] for c in value_columns})
-    _, challenger_scores = evaluate_backtest(joined, panel, panel_params["season_length"], panel_params["levels"])
-    _, champion_scores = evaluate_backtest(champion_frame, panel, panel_params["season_length"], panel_params["levels"])
+    season_length = profile_for_panel(panel, panel_params).season_length
+    _, challenger_scores = evaluate_backtest(joined, panel, season_length, panel_params["levels"])
+    _, champion_scores = evaluate_backtest(champion_frame, panel, season_length, panel_params["levels"])
     return {
         **record,
         "champion_exists": True,
@@ -302,10 +398,19 @@ def compare_with_champion(
         "champion_data_end": str(champion_end),
         "n_points": int(len(joined)),
         "n_series": int(joined["series_id"].nunique()),
-        "challenger_score": float(challenger_scores[metric]),
-        "champion_score": float(champion_scores[metric]),
+        **_comparison_scores(challenger_scores, champion_scores, metric),
         "reason": f"scored on the same {len(joined)} recent points of {joined['series_id'].nunique()} series",
     }
+
+
+def _comparison_scores(challenger: dict, champion: dict, metric: str) -> dict:
+    """Both scores on the same window; for ``owa`` the champion is the reference (score 1.0)."""
+    if metric != "owa":
+        return {"challenger_score": float(challenger[metric]), "champion_score": float(champion[metric])}
+    ratio = 0.5 * (challenger["smape"] / champion["smape"] + challenger["mase"] / champion["mase"])
+    return {"challenger_score": float(ratio), "champion_score": 1.0,
+            "challenger_smape": float(challenger["smape"]), "champion_smape": float(champion["smape"]),
+            "challenger_mase": float(challenger["mase"]), "champion_mase": float(champion["mase"])}
 
 
 def register_and_promote(panel_model, comparison: dict, registry_params: dict[str, Any]) -> dict:

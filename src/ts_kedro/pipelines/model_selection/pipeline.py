@@ -43,6 +43,7 @@ def create_pipeline(families: list[str] | None = None, **kwargs) -> Pipeline:
                 inputs={
                     "candidate_scores": "candidate_scores",
                     "selection_params": "params:model_selection",
+                    "panel": "primary_panel",
                     **{family: f"{family}.model_stats" for family in families},
                 },
                 outputs=["model_selection", "selection_report"],

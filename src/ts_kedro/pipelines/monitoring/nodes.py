@@ -17,6 +17,8 @@ import pandas as pd
 
 from ts_kedro.evaluation import metrics as m4
 
+from ts_kedro.frequency import profile_for_panel
+
 logger = logging.getLogger(__name__)
 
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
@@ -52,11 +54,12 @@ def build_drift_windows(
         ``drift_reference`` and ``drift_current``: one column ``<series_id>|<feature>`` each, rows = steps
         (series shorter than both windows are skipped).
     """
-    reference_steps = int(monitoring["reference_window_steps"])
-    recent_steps = int(monitoring["recent_window_steps"])
+    profile = profile_for_panel(history_primary_panel, panel, monitoring_params=monitoring)
+    reference_steps = profile.monitoring["reference_window_steps"]
+    recent_steps = profile.monitoring["recent_window_steps"]
     if reference_steps < 2 or recent_steps < 2:
         raise MonitoringConfigError("monitoring.reference_window_steps and recent_window_steps must be >= 2")
-    season = int(panel["season_length"])
+    season = profile.season_length
     canonical = {SERIES_ID, TIMESTAMP, VALUE, "is_imputed", "is_anomaly"}
     covariates = [c for c in history_primary_panel.columns
                   if c not in canonical and pd.api.types.is_numeric_dtype(history_primary_panel[c])]
@@ -227,7 +230,10 @@ def measure_performance_drift(
         False (with a reason) when nothing can be compared yet.
     """
     settings = monitoring.get("performance_drift", {})
-    min_points = int(settings.get("min_points_per_series", 1))
+    profile = profile_for_panel(history_primary_panel, panel)
+    # null: half a horizon of new actuals (an error over fewer points says little)
+    min_points = settings.get("min_points_per_series")
+    min_points = max(1, profile.horizon // 2) if min_points is None else int(min_points)
     if previous_forecasts.empty:
         return {"available": False, "reason": "no earlier champion forecasts saved yet"}
     for column in ("champion_metric", "champion_backtest_score"):
@@ -242,7 +248,7 @@ def measure_performance_drift(
         actuals = actuals[~actuals["is_imputed"]]
     joined = previous_forecasts[[SERIES_ID, TIMESTAMP, "mean"]].merge(
         actuals[[SERIES_ID, TIMESTAMP, VALUE]], on=[SERIES_ID, TIMESTAMP])
-    season = int(panel["season_length"])
+    season = profile.season_length
     per_series = {}
     for series_id, rows in joined.groupby(SERIES_ID, sort=True):
         if len(rows) < min_points:

@@ -177,7 +177,11 @@ def plot_prediction_vs_actual(primary_panel: pd.DataFrame, candidate_backtests: 
     backtests = chosen_backtests(candidate_backtests, selection)
     forecasts = forecasts.assign(timestamp=pd.to_datetime(forecasts["timestamp"]))
     anomalies = anomaly_report.assign(timestamp=pd.to_datetime(anomaly_report["timestamp"]))
-    tail = int(reporting["history_tail"])
+    tail = reporting.get("history_tail")
+    if tail is None:  # the backtest windows plus two horizons of history before them
+        span = backtests.groupby("series_id")["timestamp"].nunique().max() if not backtests.empty else 0
+        tail = int(span) + 2 * int(panel["horizon"])
+    tail = int(tail)
     figure, axes = new_figure(len(report_series), 1, 13, 3.0 * len(report_series))
     for row, series_id in enumerate(report_series):
         ax = axes[row, 0]

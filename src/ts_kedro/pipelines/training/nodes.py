@@ -9,16 +9,34 @@ import pandas as pd
 
 from ts_kedro.evaluation.backtest import PeakMemorySampler, evaluate_backtest, rolling_origin_backtest
 from ts_kedro.forecasters import Forecaster, build_forecaster
+from ts_kedro.frequency import FrequencyProfile, profile_for_panel
 
 logger = logging.getLogger(__name__)
 
 MLFLOW_METRICS = ("rmse", "mae", "mape", "smape", "mase")
 
 
-def _factory(model_spec: dict[str, Any], panel_params: dict[str, Any]):
+def _factory(model_spec: dict[str, Any], profile: FrequencyProfile):
     return lambda: build_forecaster(
-        model_spec, freq=panel_params["freq"], season_length=panel_params["season_length"], horizon=panel_params["horizon"]
+        model_spec, freq=profile.freq, season_length=profile.season_length,
+        profile_defaults=profile.forecaster_defaults(),
     )
+
+
+def describe_frequency_profile(
+    panel: pd.DataFrame, panel_params: dict[str, Any], backtest_params: dict[str, Any],
+    monitoring_params: dict[str, Any] | None = None,
+) -> dict:
+    """The frequency profile every family, backtest and monitoring default of this panel derives from.
+
+    Returns:
+        The profile as a dict (kept as a report: what season, periods, windows and lookback were used and why).
+    """
+    profile = profile_for_panel(panel, panel_params, backtest_params, monitoring_params)
+    logger.info("frequency profile: freq %s, season %d, periods %s, backtest %s, lstm lookback %d",
+                profile.freq, profile.season_length, profile.seasonal_periods, profile.backtest,
+                profile.lstm_input_size)
+    return profile.as_panel_params()
 
 
 def backtest_model(
@@ -26,27 +44,32 @@ def backtest_model(
 ) -> tuple[pd.DataFrame, dict]:
     """Rolling-origin backtest of one family on the panel.
 
+    Each series gets as many of the ``n_windows`` origins as its length allows (at least one when it holds
+    ``min_train + horizon`` points; see ``ts_kedro.frequency``); inside a window a series the family cannot
+    fit is forecast by its fallback and marked in ``served_by``.
+
     Args:
         panel: canonical long panel.
         model_spec: ``{class, hyperparameters}`` of the family.
-        panel_params: ``params:panel`` (freq, season_length, horizon, levels).
-        backtest_params: ``params:backtest`` (n_windows, step); each window forecasts the panel horizon.
+        panel_params: ``params:panel`` (freq, horizon, levels; season and periods null = derived).
+        backtest_params: ``params:backtest`` (n_windows, step, min_train; null = derived).
 
     Returns:
         Backtest forecasts with actuals, and the timings of fitting and predicting.
     """
-    horizon = int(panel_params["horizon"])
+    profile = profile_for_panel(panel, panel_params, backtest_params)
     forecasts, timings = rolling_origin_backtest(
-        _factory(model_spec, panel_params),
+        _factory(model_spec, profile),
         panel,
-        horizon=horizon,
-        n_windows=int(backtest_params["n_windows"]),
-        step=int(backtest_params.get("step") or horizon),
-        levels=panel_params["levels"],
+        horizon=profile.horizon,
+        n_windows=profile.backtest["n_windows"],
+        step=profile.backtest["step"],
+        levels=profile.levels,
+        min_train=profile.backtest["min_train"],
     )
     logger.info(
-        "%s backtest: %d windows, fit %.1fs, predict %.2fs",
-        model_spec["class"], backtest_params["n_windows"], timings["fit_seconds_total"], timings["predict_seconds_total"],
+        "%s backtest: up to %d windows, fit %.1fs, predict %.2fs", model_spec["class"], profile.backtest["n_windows"],
+        timings["fit_seconds_total"], timings["predict_seconds_total"],
     )
     return forecasts, timings
 
@@ -64,12 +87,15 @@ def evaluate_model(
         The metrics report (aggregate, per-series rows, timings, model stats) and the same aggregate metrics in
         kedro-mlflow's ``{name: {value, step}}`` form.
     """
-    per_series, aggregate = evaluate_backtest(
-        backtest_forecasts, panel, panel_params["season_length"], panel_params["levels"]
-    )
+    profile = profile_for_panel(panel, panel_params)
+    per_series, aggregate = evaluate_backtest(backtest_forecasts, panel, profile.season_length, profile.levels)
+    family = model_stats["family"]
+    served = backtest_forecasts.groupby("series_id")["served_by"].agg(lambda s: sorted(set(s)))
     report = {
-        "family": model_stats["family"],
+        "family": family,
         "aggregate": aggregate,
+        # series some window of which the family could not fit itself (their scores are the fallback's)
+        "backtest_fallback_series": {sid: by for sid, by in served.items() if by != [family]},
         "timings": {k: v for k, v in backtest_timings.items() if not isinstance(v, list)},
         "model": model_stats,
         "per_series": per_series.assign(cutoff=per_series["cutoff"].astype(str)).to_dict(orient="records"),
@@ -97,22 +123,29 @@ def evaluate_model(
 
 
 def fit_model(
-    panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any]
+    panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any],
+    backtest_params: dict[str, Any] | None = None,
 ) -> tuple[Forecaster, pd.DataFrame, dict]:
     """Fit the family on the whole history and forecast the next horizon.
+
+    The model is built from the same frequency profile as the backtest (same lengths, same parameters), so
+    the shipped model is the one that was validated. Series it cannot fit are served by its fallback chain:
+    ``served_by`` in the forecasts and the statistics say which.
 
     Returns:
         The fitted model, its future forecasts, and its statistics (fit and predict time, parameter count, peak
         memory) that model selection uses as secondary criteria.
     """
-    model = _factory(model_spec, panel_params)()
+    profile = profile_for_panel(panel, panel_params, backtest_params)
+    model = _factory(model_spec, profile)()
     with PeakMemorySampler() as memory:
         started = time.perf_counter()
         model.fit(panel)
         fit_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        forecasts = model.predict(int(panel_params["horizon"]), panel_params["levels"])
+        forecasts = model.predict(profile.horizon, profile.levels)
         predict_seconds = time.perf_counter() - started
+    forecasts["served_by"] = forecasts["series_id"].map(model.served_by_)
     n_series = max(len(model.series_ids_), 1)
     stats = {
         "family": model_spec.get("name") or model.name,
@@ -123,6 +156,8 @@ def fit_model(
         "n_parameters": int(model.n_parameters()),
         "peak_rss_mb": memory.peak_mb,
         "n_series": n_series,
+        "served_by": {k: int(v) for k, v in pd.Series(model.served_by_).value_counts().items()},
+        "fallback_reasons": dict(model.fallback_reasons_),
     }
     logger.info("%s fitted on %d series in %.1fs (predict %.2fs)", stats["family"], n_series, fit_seconds, predict_seconds)
     return model, forecasts, stats

@@ -5,7 +5,7 @@ from kedro.pipeline import Node, Pipeline
 
 from ts_kedro.config import enabled_families
 
-from .nodes import backtest_model, evaluate_model, fit_model
+from .nodes import backtest_model, describe_frequency_profile, evaluate_model, fit_model
 
 SHARED_INPUTS = {"primary_panel"}
 SHARED_PARAMETERS = {"params:panel", "params:backtest"}
@@ -22,7 +22,7 @@ def create_template() -> Pipeline:
             ),
             Node(
                 fit_model,
-                inputs=["primary_panel", "params:model", "params:panel"],
+                inputs=["primary_panel", "params:model", "params:panel", "params:backtest"],
                 outputs=["model", "forecasts", "model_stats"],
                 name="fit_model_node",
             ),
@@ -41,5 +41,10 @@ def create_family_pipeline(family: str) -> Pipeline:
 
 
 def create_pipeline(families: list[str] | None = None, **kwargs) -> Pipeline:
-    """All enabled families (``training.families`` in parameters_training.yml, or TS_KEDRO_FAMILIES)."""
-    return sum((create_family_pipeline(family) for family in families or enabled_families()), Pipeline([]))
+    """All enabled families (``training.families`` in parameters_training.yml, or TS_KEDRO_FAMILIES), and the
+    frequency profile they were built from (a report)."""
+    profile = Pipeline([
+        Node(describe_frequency_profile, inputs=["primary_panel", "params:panel", "params:backtest", "params:monitoring"],
+             outputs="frequency_profile", name="describe_frequency_profile_node"),
+    ])
+    return sum((create_family_pipeline(family) for family in families or enabled_families()), profile)
