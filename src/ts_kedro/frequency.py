@@ -33,6 +33,8 @@ Length-dependent defaults (``derive_profile`` with the observed lengths):
   less the validation and backtest spans), at least one season and at least two horizons, in whole seasons.
 - monitoring: the recent window is one horizon; the reference window is two of the longest kept periods, at
   least four horizons.
+- ingestion: a Day-N batch may leave at most a quarter of a horizon of missing steps after the history's end
+  (``max_gap_steps``; imputation bridges them, a longer hole is a quarantined batch).
 """
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ class FrequencyProfile:
     monitoring: dict[str, int]
     prophet_seasonalities: dict[str, bool]
     steps_per_day: float | None
+    max_gap_steps: int
     lengths: dict[str, float] = field(default_factory=dict)
 
     def as_panel_params(self) -> dict[str, Any]:
@@ -264,6 +267,7 @@ def derive_profile(
         lstm_input_size=int(lstm_input_size), validation_horizon=validation_horizon,
         monitoring={"recent_window_steps": int(recent), "reference_window_steps": int(reference)},
         prophet_seasonalities=prophet, steps_per_day=steps["day"], lengths=summary,
+        max_gap_steps=max(1, horizon // 4),
     )
 
 

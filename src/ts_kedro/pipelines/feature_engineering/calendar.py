@@ -32,7 +32,7 @@ class CalendarFeature:
 
 CALENDAR_FEATURES: dict[str, CalendarFeature] = {
     "minute": CalendarFeature(lambda t: t.minute.to_numpy(), lambda t: 60.0, pd.Timedelta(hours=1)),
-    "hour": CalendarFeature(lambda t: t.hour.to_numpy(), lambda t: 24.0, _DAY),
+    "hour": CalendarFeature(lambda t: t.hour.to_numpy(), lambda t: 24.0, _DAY),  # calendar fact
     "weekday": CalendarFeature(lambda t: t.dayofweek.to_numpy(), lambda t: 7.0, 7 * _DAY),
     # Month lengths differ, so the angle of day_of_month/day_of_year uses the length of that very month/year.
     "day_of_month": CalendarFeature(

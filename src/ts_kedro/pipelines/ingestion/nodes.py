@@ -11,6 +11,8 @@ from ts_kedro.pipelines.data_processing.errors import SchemaError
 from ts_kedro.pipelines.data_processing.nodes import validate_schema
 from ts_kedro.pipelines.data_processing.schema import SERIES_ID, TIMESTAMP, VALUE
 
+from ts_kedro.frequency import derive_profile
+
 logger = logging.getLogger(__name__)
 
 NEW_SERIES_POLICIES = ("accept", "quarantine")
@@ -25,11 +27,13 @@ class HistoryIntegrityError(RuntimeError):
     """The saved history does not hold what this run accepted: batch files are left in place."""
 
 
-def _settings(params: dict[str, Any]) -> dict[str, Any]:
+def _settings(params: dict[str, Any], panel: dict[str, Any] | None = None) -> dict[str, Any]:
     policy = params.get("new_series_policy", "quarantine")
     if policy not in NEW_SERIES_POLICIES:
         raise IngestionConfigError(f"ingestion.new_series_policy is {policy!r}; choose one of {list(NEW_SERIES_POLICIES)}")
     max_gap = params.get("max_gap_steps", 0)
+    if max_gap is None:  # null: derived by the frequency profile from the horizon
+        max_gap = derive_profile(panel or {}).max_gap_steps
     if isinstance(max_gap, bool) or int(max_gap) != max_gap or max_gap < 0:
         raise IngestionConfigError(f"ingestion.max_gap_steps must be an integer >= 0, got {max_gap!r}")
     return {"new_series_policy": policy, "max_gap_steps": int(max_gap),
@@ -166,7 +170,7 @@ def validate_incoming_batches(
     Returns:
         The accepted new rows (history columns) and the ``ingestion_report``.
     """
-    settings = _settings(ingestion)
+    settings = _settings(ingestion, panel)
     history = previous_history
     accepted_frames, batches = [], []
     for batch_id in sorted(incoming_batches):

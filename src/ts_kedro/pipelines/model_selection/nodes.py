@@ -313,6 +313,7 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
         "data_window_start": str(panel["timestamp"].min()),
         "data_window_end": str(panel["timestamp"].max()),
         "n_series": int(panel["series_id"].nunique()),
+        "unvalidated_series": list(selection.get("unvalidated_series", [])),
     }
     return SelectedPanelModel(
         family_models={name: family_models[name] for name in sorted(needed)},
@@ -325,8 +326,25 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
 
 
 def forecast_panel(panel_model, panel_params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The selected model's forecasts of the next horizon for every series (kept, and sent to MLflow)."""
+    """The selected model's forecasts of the next horizon for every series (kept, and sent to MLflow).
+
+    Besides the served model's columns, ``served_by`` names who really forecast each series (the chosen
+    family, or its fallback where the family could not fit the series; ``ensemble_partial`` when a member's
+    fallback did) and ``validated`` is false for series too short for any backtest window.
+    """
     forecasts = panel_model.predict(horizon=int(panel_params["horizon"]), levels=panel_params["levels"])
+    served_by = {}
+    for series_id in panel_model.series_ids:
+        family = panel_model.choice[series_id]
+        members = panel_model.ensemble_members if family == ENSEMBLE else [family]
+        actual = [getattr(panel_model.family_models[m], "served_by_", {}).get(series_id, m) for m in members]
+        if family == ENSEMBLE:
+            served_by[series_id] = ENSEMBLE if actual == members else f"{ENSEMBLE}_partial"
+        else:
+            served_by[series_id] = actual[0]
+    unvalidated = set(panel_model.metadata.get("unvalidated_series", []))
+    forecasts = forecasts.assign(served_by=forecasts["series_id"].map(served_by),
+                                 validated=~forecasts["series_id"].isin(unvalidated))
     return forecasts, forecasts
 
 
