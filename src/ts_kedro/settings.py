@@ -14,6 +14,9 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {
         "mlflow": ["mlflow*", "mlflow*/**"],
     },
+    # conf/local/parameters.yml overrides key by key: a new dataset sets only panel.freq and panel.horizon and
+    # keeps every other panel key (levels, null = derived) from conf/base.
+    "merge_strategy": {"parameters": "soft"},
     # `${env:NAME,default}` in any config file: lets operators point tracking at a server without editing YAML.
     "custom_resolvers": {"env": lambda name, default=None: os.environ.get(name, default)},
 }
