@@ -150,3 +150,72 @@ def test_panel_model_without_ensemble_choice_ships_only_chosen_families(trained,
     selection["choice"] = {sid: "seasonal_naive" for sid in selection["choice"]}
     panel_model = nodes.build_panel_model(selection, PANEL_PARAMS, small_panel, **{f: t[1] for f, t in trained.items()})
     assert set(panel_model.family_models) == {"seasonal_naive"} and panel_model.ensemble_members == []
+
+
+class NeedsLongHistory(TwoSeasonMean):
+    """Test family that cannot fit series shorter than 260 points: its fallback (seasonal naive) serves them."""
+
+    name = "needs_long_history"
+    fallback = "seasonal_naive"
+
+    @property
+    def min_length(self):
+        return 260
+
+
+def test_a_candidate_that_fell_back_is_missing_for_that_series(small_panel):
+    ids = sorted(small_panel["series_id"].unique())
+    panel = pd.concat([g.tail(250) if sid == ids[0] else g for sid, g in small_panel.groupby("series_id")],
+                      ignore_index=True)
+    specs = {"seasonal_naive": SPECS["seasonal_naive"],
+             "needs_long_history": {"name": "needs_long_history", "class": f"{__name__}.NeedsLongHistory"}}
+    backtests, stats = {}, {}
+    for family, spec in specs.items():
+        backtests[family], _ = backtest_model(panel, spec, PANEL_PARAMS, BACKTEST_PARAMS)
+        _, _, stats[family] = fit_model(panel, spec, PANEL_PARAMS, BACKTEST_PARAMS)
+    assert set(backtests["needs_long_history"].loc[lambda f: f["series_id"] == ids[0], "served_by"]) == {"seasonal_naive"}
+    assert stats["needs_long_history"]["served_by"] == {"needs_long_history": 2, "seasonal_naive": 1}
+    candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS, **backtests)
+    assert set(candidates.loc[candidates["series_id"] == ids[0], "served_by"]) == {"seasonal_naive", "ensemble_partial"}
+    scores = nodes.score_candidates(candidates, panel, PANEL_PARAMS)
+    genuine = scores.set_index(["model", "series_id"])["genuine"]
+    assert not genuine[("needs_long_history", ids[0])] and not genuine[("ensemble", ids[0])]
+    assert genuine[("needs_long_history", ids[1])] and genuine[("seasonal_naive", ids[0])]
+    selection, report = nodes.select_models(scores, SELECTION, panel, **stats)
+    assert selection["choice"][ids[0]] == "seasonal_naive"  # the only genuine candidate there
+
+
+def test_series_too_short_for_any_window_get_the_overall_choice_unvalidated(trained, small_panel):
+    candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS,
+                                                 **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    newcomer = small_panel[small_panel["series_id"] == small_panel["series_id"].iloc[0]].tail(30).assign(series_id="NEW")
+    panel = pd.concat([small_panel, newcomer], ignore_index=True)
+    selection, report = nodes.select_models(scores, SELECTION, panel, **{f: t[2] for f, t in trained.items()})
+    assert selection["unvalidated_series"] == ["NEW"] and selection["choice"]["NEW"] == selection["overall_model"]
+    assert not report.set_index("series_id").loc["NEW", "validated"]
+    assert "not validated" in report.set_index("series_id").loc["NEW", "reason"]
+
+
+def test_owa_is_the_panel_owa_against_seasonal_naive(trained, small_panel):
+    candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS,
+                                                 **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    selection, _ = nodes.select_models(scores, {**SELECTION, "primary_metric": "owa"},
+                                       **{f: t[2] for f, t in trained.items()})
+    assert selection["overall_scores"]["seasonal_naive"] == pytest.approx(1.0)
+    other = scores[scores["model"] == "two_season_mean"]
+    reference = scores[scores["model"] == "seasonal_naive"]
+    expected = 0.5 * (other["smape"].mean() / reference["smape"].mean() + other["mase"].mean() / reference["mase"].mean())
+    assert selection["overall_scores"]["two_season_mean"] == pytest.approx(expected)
+
+
+def test_per_series_margin_keeps_the_overall_choice_unless_clearly_beaten(trained, small_panel):
+    candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS,
+                                                 **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    stats = {f: t[2] for f, t in trained.items()}
+    free, _ = nodes.select_models(scores, SELECTION, **stats)
+    strict, _ = nodes.select_models(scores, {**SELECTION, "per_series_margin": 0.99}, **stats)
+    assert len(set(free["choice"].values())) > 1
+    assert set(strict["choice"].values()) == {strict["overall_model"]}

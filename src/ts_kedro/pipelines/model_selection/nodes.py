@@ -164,10 +164,11 @@ def _primary_scores(candidate_scores: pd.DataFrame, metric: str, reference: str 
     """
     if metric != "owa":
         return candidate_scores.pivot(index="series_id", columns="model", values=metric)
-    if reference is None or reference not in set(candidate_scores["model"]):
-        raise SelectionError(f"primary_metric owa needs the reference family ({reference!r}) among the trained "
-                             "families; set model_selection.reference or train seasonal_naive")
-    ref = candidate_scores[candidate_scores["model"] == reference]
+    if reference is not None and reference in set(candidate_scores["model"]):
+        ref = candidate_scores[candidate_scores["model"] == reference]
+    else:  # any positive constants give the same per-series ranking; the candidates' means keep the two in scale
+        logger.info("owa: reference %r not trained; sMAPE and MASE are scaled by the candidates' means", reference)
+        ref = candidate_scores
     smape_ref, mase_ref = ref["smape"].mean(), ref["mase"].mean()
     table = {}
     for column, ref_mean in (("smape", smape_ref), ("mase", mase_ref)):

@@ -1,0 +1,105 @@
+"""The frequency profile: defaults derived from panel.freq and the lengths of real panels, overrides kept."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ts_kedro.frequency import (
+    FrequencyError,
+    candidate_periods,
+    derive_profile,
+    effective_season_length,
+    profile_for_panel,
+    season_length_for,
+)
+
+
+@pytest.mark.parametrize(
+    ("freq", "season", "periods"),
+    [
+        ("15min", 96, [96.0, 672.0, 35064.0]),
+        ("30min", 48, [48.0, 336.0, 17532.0]),
+        ("h", 24, [24.0, 168.0, 8766.0]),
+        ("2h", 12, [12.0, 84.0, 4383.0]),
+        ("D", 7, [7.0, 365.25]),
+        ("B", 5, [5.0, 260.89]),
+        ("W-SUN", 52, [52.18]),
+        ("MS", 12, [12.0]),
+        ("ME", 12, [12.0]),
+        ("QS", 4, [4.0]),
+        ("QS-OCT", 4, [4.0]),
+        ("YS", 1, []),
+        ("YE", 1, []),
+    ],
+)
+def test_every_offset_alias_gets_its_calendar_cycles(freq, season, periods):
+    assert candidate_periods(freq) == periods
+    assert season_length_for(freq) == season
+
+
+def test_periods_the_series_cannot_cover_twice_are_dropped():
+    hourly = derive_profile({"freq": "h", "horizon": 48}, lengths=[700, 960])  # M4 Hourly: 29-40 days
+    assert hourly.seasonal_periods == [24.0, 168.0] and hourly.season_length == 24
+    assert hourly.prophet_seasonalities == {"daily": True, "weekly": True, "yearly": False}
+    daily = derive_profile({"freq": "D", "horizon": 56}, lengths=[735] * 3)  # NN5: two years
+    assert daily.seasonal_periods == [7.0, 365.25] and daily.prophet_seasonalities["yearly"]
+    short_daily = derive_profile({"freq": "D", "horizon": 14}, lengths=[120])
+    assert short_daily.seasonal_periods == [7.0] and not short_daily.prophet_seasonalities["yearly"]
+    # a monthly panel shorter than two years has no usable season
+    assert derive_profile({"freq": "MS", "horizon": 6}, lengths=[20]).season_length == 1
+
+
+def test_backtest_monitoring_and_lookback_defaults_follow_the_horizon_and_lengths():
+    quarterly = derive_profile({"freq": "QS", "horizon": 8}, lengths=[16, 36, 44, 64])  # M3 quarterly train
+    assert quarterly.backtest == {"n_windows": 2, "step": 8, "min_train": 8}
+    assert quarterly.monitoring == {"recent_window_steps": 8, "reference_window_steps": 32}
+    # the lookback fits a typical series after the validation target and the older backtest origin
+    assert quarterly.lstm_input_size % quarterly.season_length == 0
+    assert quarterly.lstm_input_size <= 40 - 2 * 8 - 8
+    hourly = derive_profile({"freq": "h", "horizon": 48}, lengths=[700, 960])
+    assert hourly.lstm_input_size == 336 and hourly.monitoring["reference_window_steps"] == 336
+    assert hourly.backtest["step"] == 48 and hourly.validation_horizon == 48
+    yearly = derive_profile({"freq": "YS", "horizon": 6}, lengths=[14, 20, 41])
+    assert yearly.season_length == 1 and yearly.lstm_input_size >= 1 and yearly.backtest["min_train"] >= 3
+
+
+def test_configured_values_override_and_null_means_derived():
+    profile = derive_profile(
+        {"freq": "h", "horizon": 24, "season_length": 12, "seasonal_periods": [12, 84], "lstm_input_size": 96,
+         "validation_horizon": None},
+        lengths=[500], backtest_params={"n_windows": 3, "step": 6, "min_train": None},
+        monitoring_params={"recent_window_steps": 10, "reference_window_steps": None},
+    )
+    assert profile.season_length == 12 and profile.seasonal_periods == [12.0, 84.0]
+    assert profile.lstm_input_size == 96 and profile.validation_horizon == 24
+    assert profile.backtest["n_windows"] == 3 and profile.backtest["step"] == 6
+    assert profile.monitoring["recent_window_steps"] == 10
+    defaults = profile.forecaster_defaults()
+    assert defaults["seasonal_periods"] == [12.0, 84.0] and defaults["input_size"] == 96 and defaults["horizon"] == 24
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"horizon": 8}, "panel.freq is missing"),
+        ({"freq": "fortnightly", "horizon": 8}, "not a pandas offset alias"),
+        ({"freq": "QS"}, "panel.horizon is missing"),
+        ({"freq": "QS", "horizon": 2.5}, "panel.horizon must be a positive integer"),
+        ({"freq": "QS", "horizon": 8, "season_length": 0}, "panel.season_length"),
+    ],
+)
+def test_bad_parameters_name_the_key(params, message):
+    with pytest.raises(FrequencyError, match=message):
+        derive_profile(params, lengths=[40])
+
+
+def test_effective_season_of_a_short_series():
+    assert effective_season_length(30, 12) == 12 and effective_season_length(23, 12) == 1
+
+
+def test_profile_of_a_real_quarterly_panel(shared_data):
+    train = pd.read_csv(shared_data / "m3" / "M3_quarterly_train_long.csv", parse_dates=["timestamp"])
+    profile = profile_for_panel(train, {"freq": "QS", "horizon": 8, "levels": [80, 95]})
+    assert profile.season_length == 4 and profile.seasonal_periods == [4.0]
+    assert profile.lengths["min"] == 16 and profile.lengths["n_series"] == 756
+    assert profile.as_panel_params()["levels"] == [80, 95]
