@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +25,51 @@ NON_NUMERIC_POLICIES = ("fail", "coerce")
 DUPLICATE_POLICIES = ("fail", "keep_first", "keep_last")
 # pandas' documented default missing-value markers. They apply to timestamps and numbers only: a series
 # may well be called "NA" or "null", so for the id column only an empty cell is missing.
+# "NAN" and "-NAN" are added: refusing the upper-case spelling of a marker whose other spellings are missing
+# values made no sense.
 MISSING_MARKERS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                   "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-# Data rows are numbered from 0 by pandas; line 1 of the file is the header.
+                   "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null", "NAN", "-NAN"]
+# Data rows are numbered from 0 by pandas; line 1 of the file is the header. Only a fallback: real file lines
+# come from the source (blank lines and quoted newlines shift them).
 _HEADER_LINES = 2
+# What an error or log message quotes of one id, cell or name: a 1,000,000-character id must not reach a log
+# highlighter (it hung rich for minutes), nor a 5 MB cell a 5 MB exception message.
+QUOTE_CHARS = 60
+# Fields past the header's last column are read into these extra columns, so a surplus field is seen, not
+# dropped. A missing and an empty field read the same (""), so an empty surplus field (a trailing separator)
+# is allowed; three columns make a lost field need three empty surplus fields in front of it.
+_SURPLUS = tuple(f"__ts_kedro_surplus_field_{i}__" for i in (1, 2, 3))
+# Distinct timestamps the format is guessed from (the first ones of the file), and how many of them are guessed on.
+_FORMAT_SAMPLE, _FORMAT_GUESSES = 5_000, 200
+_TWO_DIGIT_DATE = re.compile(r"^\s*(\d{1,2})([-/.])(\d{1,2})\2(\d{1,2})(?!\d)")
+
+
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr`` of a value for a message, cut to ``limit`` characters with the full length said."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(value)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+class FileLines:
+    """Maps data-row numbers (0-based, as pandas numbers them) to the file lines they start on.
+
+    Built from the source when it can re-read the file (``CSVChunkSource.line_numbers``), else row + 2.
+    """
+
+    def __init__(self, source: Any) -> None:
+        self.filepath = str(getattr(source, "filepath", source))
+        self._lookup = getattr(source, "line_numbers", None)
+
+    def __call__(self, rows: Iterable[int]) -> list[int]:
+        rows = [int(row) for row in rows]
+        mapping = self._lookup(rows) if self._lookup is not None and rows else {}
+        return [int(mapping.get(row, row + _HEADER_LINES)) for row in rows]
+
+
+def _lines_of(source_or_path: Any) -> FileLines:
+    return source_or_path if isinstance(source_or_path, FileLines) else FileLines(source_or_path)
 
 
 @dataclass(frozen=True)
@@ -68,24 +112,50 @@ class SourceSpec:
         return list(self.covariates)
 
 
-def offending_rows(rows: pd.Index, limit: int) -> str:
-    """'lines 5, 9, 12 (and 40 more)' for the first ``limit`` data rows (0-based) given."""
-    lines = [str(int(row) + _HEADER_LINES) for row in rows[:limit]]
+def offending_rows(rows: pd.Index, limit: int, lines: Callable[[Iterable[int]], list[int]] | None = None) -> str:
+    """'lines 5, 9, 12 (and 40 more)' for the first ``limit`` data rows (0-based) given, as file lines."""
+    first = list(rows[:limit])
+    numbers = lines(first) if lines is not None else [int(row) + _HEADER_LINES for row in first]
     more = f" (and {len(rows) - limit} more)" if len(rows) > limit else ""
-    return f"line{'s' if len(rows) > 1 else ''} {', '.join(lines)}{more}"
+    return f"line{'s' if len(rows) > 1 else ''} {', '.join(str(n) for n in numbers)}{more}"
+
+
+def bad_bytes_error(source: CSVChunkSource, error: UnicodeDecodeError) -> SchemaError:
+    """A clean error for bytes the encoding cannot decode, at their file line and column."""
+    where = source.locate_bad_bytes() if hasattr(source, "locate_bad_bytes") else f"byte {error.start}"
+    encoding = (getattr(source, "read_args", {}) or {}).get("encoding") or "utf-8"
+    return SchemaError(
+        f"{source.filepath} is not valid {encoding} at {where}: {error.reason}; re-save the file as {encoding} "
+        f"or set load_args: {{encoding: <the file's encoding>}} on its catalog entry"
+    )
 
 
 def read_header(source: CSVChunkSource) -> list[str]:
-    """Column names of the raw file; an empty or unreadable file is a ``SchemaError``."""
+    """Column names of the raw file as written; an empty, unreadable or ambiguous header is a ``SchemaError``."""
     try:
-        return source.header()
+        header = source.raw_header() if hasattr(source, "raw_header") else source.header()
     except EmptyDataError as error:
         raise SchemaError(
             f"{source.filepath} is empty (no header line): expected a CSV with a header such as "
             f"'series_id,timestamp,value'; point raw_panel at a non-empty file"
         ) from error
-    except (ParserError, UnicodeDecodeError, OSError) as error:
-        raise SchemaError(f"{source.filepath} cannot be read as CSV ({error}); check the file and its encoding") from error
+    except UnicodeDecodeError as error:
+        raise bad_bytes_error(source, error) from error
+    except (ParserError, OSError) as error:
+        raise SchemaError(f"{source.filepath} cannot be read as CSV ({quote(str(error), 300)}); check the file "
+                          f"and its encoding") from error
+    if not header:
+        raise SchemaError(f"{source.filepath} is empty (no header line): expected a CSV with a header such as "
+                          f"'series_id,timestamp,value'; point raw_panel at a non-empty file")
+    # pandas' names for empty header cells, so the frame and the messages agree
+    header = [name if name != "" else f"Unnamed: {i}" for i, name in enumerate(header)]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise SchemaError(
+            f"{source.filepath}: the header repeats column name(s) {', '.join(quote(n) for n in repeated)} (line 1); "
+            f"pandas would silently keep the first and rename the others: give every column a distinct name"
+        )
+    return header
 
 
 def check_columns(filepath: str, header: list[str], spec: SourceSpec) -> list[str]:
@@ -100,90 +170,203 @@ def check_columns(filepath: str, header: list[str], spec: SourceSpec) -> list[st
         if column is not None and column not in header:
             hint = (" (a single-series file without an id column needs `id_column: null`)"
                     if role == "id_column" else "")
+            shown = ", ".join(quote(name) for name in header[:20]) + (", ..." if len(header) > 20 else "")
             raise SchemaError(
-                f"column {column!r} missing in {filepath} (header: {header}); set "
+                f"column {quote(column)} missing in {filepath} (header: [{shown}]); set "
                 f"data_processing.source.{role} to one of the header's columns{hint}"
             )
     return covariates
 
 
-def resolve_timestamp_format(first_values: pd.Series, configured: str | None) -> str:
-    """The configured format, else the one pandas guesses from the first non-empty timestamp, else 'mixed'.
+def _year_then_day(fmt: str) -> bool:
+    """'%Y-%d-%m' and the like: what guessing day-first makes of ISO dates, never a real file's layout."""
+    order = [code for code in re.findall(r"%([YydmbB])", fmt)]
+    return len(order) >= 2 and order[0] in "Yy" and order[1] == "d"
 
-    Guessing once for the whole file (not per chunk) keeps every chunk parsed the same way.
+
+def _to_datetime(values: pd.Series, fmt: str) -> pd.Series:
+    """``pd.to_datetime`` that takes changing UTC offsets (DST) by converting aware stamps to UTC."""
+    utc = "%z" in fmt
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (FutureWarning, UserWarning))
+        parsed = pd.to_datetime(values, format=fmt, errors="coerce", utc=utc)
+        if parsed.dtype == object:  # 'mixed' met offsets that change (e.g. +02:00 then +01:00 across DST)
+            parsed = pd.to_datetime(values, format=fmt, errors="coerce", utc=True)
+    return parsed
+
+
+def _two_digit_year_error(sample: pd.Series, filepath: str, column: str) -> SchemaError | None:
+    """Dates such as '21-03-01' (three groups of at most two digits) could be year-, day- or month-first."""
+    match = next((m for m in map(_TWO_DIGIT_DATE.match, sample[:_FORMAT_GUESSES]) if m), None)
+    if match is None:
+        return None
+    sep = match.group(2)
+    candidates = [sep.join(order) for order in (("%y", "%m", "%d"), ("%d", "%m", "%y"), ("%m", "%d", "%y"))]
+    return SchemaError(
+        f"column {quote(column)} in {filepath}: timestamps such as {quote(match.string)} have a two-digit year, so "
+        f"the date could be read as {', '.join(repr(c) for c in candidates)} (each with the time after it); set "
+        f"data_processing.source.timestamp_format to the file's format, e.g. '{candidates[0]} %H:%M'"
+    )
+
+
+def resolve_timestamp_format(first_values: pd.Series, configured: str | None, filepath: str = "the file",
+                             column: str = TIMESTAMP) -> str:
+    """The configured format, else the one format that reads every sampled timestamp, else 'mixed'.
+
+    The format is guessed (month-first and day-first) on the first distinct timestamps of the file and checked
+    against up to ``_FORMAT_SAMPLE`` of them. When two formats read them all but to different dates (e.g. a
+    day-first file whose days are all <= 12), or the year has two digits, the file is refused with the
+    candidates: a silent month-first reading inflated a 150-row series to 4,350 grid rows. Guessing once for
+    the whole file (not per chunk) keeps every chunk parsed the same way.
     """
     if configured:
         return configured
-    non_empty = first_values.dropna()
-    guessed = guess_datetime_format(str(non_empty.iloc[0])) if not non_empty.empty else None
-    if guessed is None:
-        logger.warning("could not guess the timestamp format; parsing each timestamp on its own (slow). "
-                       "Set data_processing.source.timestamp_format to speed this up")
+    sample = pd.Series(first_values.dropna().unique()[:_FORMAT_SAMPLE], dtype=object).astype(str)
+    if sample.empty:
         return "mixed"
-    return guessed
+    two_digit = _two_digit_year_error(sample, filepath, column)
+    if two_digit is not None:
+        raise two_digit
+    candidates: list[str] = []
+    for value in sample[:_FORMAT_GUESSES]:
+        for dayfirst in (False, True):
+            guessed = guess_datetime_format(value, dayfirst=dayfirst)
+            if guessed and guessed not in candidates and not _year_then_day(guessed):
+                candidates.append(guessed)
+    if not candidates:
+        logger.warning("could not guess the timestamp format of %s; parsing each timestamp on its own (slow). "
+                       "Set data_processing.source.timestamp_format to speed this up", filepath)
+        return "mixed"
+    parsed = {fmt: _to_datetime(sample, fmt) for fmt in candidates}
+    readable = {fmt: int(values.notna().sum()) for fmt, values in parsed.items()}
+    complete = [fmt for fmt in candidates if readable[fmt] == len(sample)]
+    if len(complete) > 1:
+        reference = parsed[complete[0]]
+        differing = [fmt for fmt in complete[1:] if not parsed[fmt].equals(reference)]
+        if differing:
+            other = parsed[differing[0]]
+            row = int(np.flatnonzero((reference != other).to_numpy())[0])
+            raise SchemaError(
+                f"column {quote(column)} in {filepath}: the timestamp format is ambiguous: every sampled timestamp "
+                f"reads with {complete[0]!r} and with {differing[0]!r}, to different dates (e.g. "
+                f"{quote(sample.iloc[row])} is {reference.iloc[row]} or {other.iloc[row]}); set "
+                f"data_processing.source.timestamp_format to the one the file uses"
+            )
+    if complete:
+        return complete[0]
+    # No candidate reads every sampled value: take the one reading most; parse_timestamps names the rest.
+    return max(candidates, key=lambda fmt: readable[fmt])
 
 
-def parse_timestamps(raw: pd.Series, fmt: str, filepath: str, column: str, limit: int) -> pd.Series:
-    """Timestamps as naive datetime64[ns]; any empty or unparseable cell is a ``SchemaError``."""
-    parsed = pd.to_datetime(raw, format=fmt, errors="coerce")
+def parse_timestamps(raw: pd.Series, fmt: str, filepath: str, column: str, limit: int,
+                     lines: Callable[[Iterable[int]], list[int]] | None = None) -> pd.Series:
+    """Timestamps as naive datetime64[ns] (aware ones converted to UTC); empty or unparseable cells fail."""
+    parsed = _to_datetime(raw, fmt)
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
         # A panel grid needs one clock: compare everything in UTC, without the zone.
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     bad = parsed.index[parsed.isna().to_numpy()]
     if len(bad):
-        examples = [repr(raw.loc[row]) for row in bad[:limit]]
+        examples = [quote(raw.loc[row]) for row in bad[:limit]]
         raise SchemaError(
-            f"column {column!r} in {filepath}: {len(bad)} timestamp(s) empty or not parseable with format "
-            f"{fmt!r} at {offending_rows(bad, limit)} (values {', '.join(examples)}); fix those rows or set "
+            f"column {quote(column)} in {filepath}: {len(bad)} timestamp(s) empty or not parseable with format "
+            f"{fmt!r} at {offending_rows(bad, limit, lines)} (values {', '.join(examples)}); fix those rows or set "
             f"data_processing.source.timestamp_format to the file's format"
         )
     return parsed.astype("datetime64[ns]")
 
 
 def parse_numbers(
-    raw: pd.Series, filepath: str, column: str, policy: str, limit: int
+    raw: pd.Series, filepath: str, column: str, policy: str, limit: int,
+    lines: Callable[[Iterable[int]], list[int]] | None = None, decimal: str = ".", thousands: str | None = None,
 ) -> tuple[pd.Series, pd.Index]:
-    """Float64 values; non-numeric cells fail (policy ``fail``) or become missing (``coerce``).
+    """Float64 values; non-numeric or infinite cells fail (policy ``fail``) or become missing (``coerce``).
 
-    Empty cells are missing values, not faults. Returns the values and the rows that were non-numeric.
+    Empty cells (and the missing markers) are missing values, not faults. ``inf``, ``Infinity`` and the like
+    are refused: no grid, model or metric can use them, and kept they stay in every later history version.
+    ``decimal``/``thousands`` are the catalog entry's ``load_args`` (numbers are parsed here, not by pandas).
+    Returns the values and the rows that were refused.
     """
-    numbers = pd.to_numeric(raw, errors="coerce")
-    bad = raw.index[(numbers.isna() & raw.notna()).to_numpy()]
+    text = raw
+    if thousands:
+        text = text.str.replace(thousands, "", regex=False)
+    if decimal and decimal != ".":
+        text = text.str.replace(decimal, ".", regex=False)
+    numbers = pd.to_numeric(text, errors="coerce")
+    infinite = np.isinf(numbers.to_numpy(dtype="float64"))
+    bad = raw.index[((numbers.isna() & raw.notna()).to_numpy()) | infinite]
     if len(bad) and policy == "fail":
-        examples = [repr(raw.loc[row]) for row in bad[:limit]]
+        examples = [quote(raw.loc[row]) for row in bad[:limit]]
         raise SchemaError(
-            f"column {column!r} in {filepath}: {len(bad)} non-numeric value(s) at {offending_rows(bad, limit)} "
-            f"(values {', '.join(examples)}); fix those rows or set data_processing.non_numeric_policy: coerce "
-            f"to treat them as missing"
+            f"column {quote(column)} in {filepath}: {len(bad)} non-numeric or infinite value(s) at "
+            f"{offending_rows(bad, limit, lines)} (values {', '.join(examples)}); fix those rows or set "
+            f"data_processing.non_numeric_policy: coerce to treat them as missing"
         )
     # float64 on purpose: float32 would change real values (e.g. 5.97635090929793) before any model sees them.
-    return numbers.astype("float64"), bad
+    numbers = numbers.astype("float64")
+    if infinite.any():
+        numbers = numbers.mask(infinite)
+    return numbers, bad
+
+
+def _surplus_error(chunk: pd.DataFrame, rows: pd.Index, header: list[str], spec: SourceSpec, filepath: str,
+                   limit: int, lines: FileLines, sep: str) -> SchemaError:
+    """Rows with more fields than the header: refused (pandas would silently drop the surplus)."""
+    surplus = chunk.loc[rows, _SURPLUS[0]].fillna("")
+    first = next((v for v in chunk.loc[rows[0], list(_SURPLUS)] if isinstance(v, str) and v), "")
+    message = (f"{filepath}: {len(rows)} row(s) have more fields than the header's {len(header)} at "
+               f"{offending_rows(rows, limit, lines)} (first surplus field {quote(first)}); ")
+    target_last = header[-1] == spec.target_column
+    digits = surplus.astype(str).str.fullmatch(r"\d+").all()
+    values_integral = chunk.loc[rows, spec.target_column].astype(str).str.fullmatch(r"[+-]?\d+").all()
+    if target_last and digits and values_integral:
+        value = f"{chunk.loc[rows[0], spec.target_column]},{first}"
+        return SchemaError(
+            message + f"the values look like decimal commas ({quote(value)} read as two fields): write the file "
+            f"with another separator, e.g. ';', and set load_args: {{sep: ';', decimal: ','}} on its catalog "
+            f"entry (raw_panel or incoming_batches), or quote the values"
+        )
+    return SchemaError(message + f"remove the surplus fields, or quote the cells that contain the separator {sep!r}")
 
 
 def _parse_chunk(chunk: pd.DataFrame, spec: SourceSpec, numeric_columns: dict[str, str], fmt: str,
-                 filepath: str, non_numeric_policy: str, limit: int, non_numeric: dict) -> dict[str, Any]:
+                 filepath: str, non_numeric_policy: str, limit: int, non_numeric: dict,
+                 lines: FileLines | None = None, number_format: dict[str, Any] | None = None) -> dict[str, Any]:
     """One chunk as compact arrays: ids (categorical), datetime64 timestamps, float64 numbers, file rows."""
+    lines = lines or FileLines(filepath)
     arrays: dict[str, Any] = {}
     if spec.id_column is not None:
         ids = chunk[spec.id_column]
         empty = ids.index[ids.isna().to_numpy()]
         if len(empty):
-            raise SchemaError(f"column {spec.id_column!r} in {filepath}: empty series id at "
-                              f"{offending_rows(empty, limit)}; fill in the id of those rows")
+            raise SchemaError(f"column {quote(spec.id_column)} in {filepath}: empty series id at "
+                              f"{offending_rows(empty, limit, lines)}; fill in the id of those rows")
         arrays[SERIES_ID] = ids.array
     arrays[TIMESTAMP] = parse_timestamps(chunk[spec.timestamp_column], fmt, filepath, spec.timestamp_column,
-                                         limit).to_numpy()
+                                         limit, lines).to_numpy()
     for raw_column, canonical in numeric_columns.items():
-        numbers, bad = parse_numbers(chunk[raw_column], filepath, raw_column, non_numeric_policy, limit)
+        numbers, bad = parse_numbers(chunk[raw_column], filepath, raw_column, non_numeric_policy, limit, lines,
+                                     **(number_format or {}))
         arrays[canonical] = numbers.to_numpy()
         if len(bad):
             found = non_numeric.setdefault(raw_column, {"count": 0, "first_lines": []})
             found["count"] += len(bad)
             room = max(limit - len(found["first_lines"]), 0)
-            found["first_lines"] += [int(r) + _HEADER_LINES for r in bad[:room]]
+            found["first_lines"] += lines(bad[:room]) if room else []
     # int32 row numbers where they fit: a quarter of what the kept columns would otherwise weigh.
     arrays["source_row"] = chunk.index.to_numpy(dtype=np.int32 if len(chunk) == 0 or chunk.index[-1] < 2**31 else np.int64)
     return arrays
+
+
+def _parser_error(source: CSVChunkSource, error: ParserError, header: list[str]) -> SchemaError:
+    """A tokenizer fault as a file line: too many fields (found by re-reading the file), or pandas' own words."""
+    long_record = (source.first_long_record(len(header)) if "saw" in str(error) and hasattr(source, "first_long_record")
+                   else None)
+    if long_record is not None:
+        line, fields = long_record
+        return SchemaError(f"{source.filepath}: line {line} has {fields} fields but the header has {len(header)}; "
+                           f"remove the surplus fields, or quote the cells that contain the separator")
+    return SchemaError(f"{source.filepath} cannot be parsed as CSV ({quote(str(error), 300)}); fix the malformed line")
 
 
 def read_canonical_chunks(
@@ -191,6 +374,8 @@ def read_canonical_chunks(
 ) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
     """Read the file chunk by chunk into canonical column arrays.
 
+    Every row must have at most the header's fields: the file is read with one extra named column, so a
+    surplus field (a decimal comma, an unquoted separator) is refused with its line instead of dropped.
     Returns ``columns`` (``series_id`` as integer codes into ``categories``, which are sorted, plus
     ``timestamp``, ``value``, covariates and ``source_row``), ``categories`` and what was found. Only one
     chunk of text is alive at a time; what is kept is 8 bytes per cell.
@@ -201,23 +386,37 @@ def read_canonical_chunks(
     usecols = [c for c in (spec.id_column, spec.timestamp_column, *numeric_columns) if c is not None]
     # Ids as categories and everything else as text: numbers are parsed by us so non-numeric cells can be
     # reported with their rows instead of turning the whole column into objects.
-    dtype: dict[str, Any] = {c: str for c in usecols}
+    names = [*header, *_SURPLUS]
+    dtype: dict[str, Any] = {c: str for c in names}
     if spec.id_column is not None:
         dtype[spec.id_column] = "category"
     na_values = {column: MISSING_MARKERS for column in usecols}
     if spec.id_column is not None:
         na_values[spec.id_column] = [""]
     constant_id = spec.series_id_constant or Path(source.filepath).stem
+    read_args = getattr(source, "read_args", {}) or {}
+    number_format = {"decimal": read_args.get("decimal", "."), "thousands": read_args.get("thousands")}
+    sep = read_args.get("sep", read_args.get("delimiter", ","))
+    lines = FileLines(source)
 
     pieces, non_numeric, fmt = [], {}, None
     try:
-        for chunk in source.chunks(chunk_size, usecols=usecols, dtype=dtype, keep_default_na=False,
+        for chunk in source.chunks(chunk_size, surplus_columns=_SURPLUS, dtype=dtype, keep_default_na=False,
                                    na_values=na_values):
-            fmt = fmt or resolve_timestamp_format(chunk[spec.timestamp_column], spec.timestamp_format)
+            present = [c for c in _SURPLUS if c in chunk]
+            surplus = (chunk.index[(chunk[present].fillna("") != "").any(axis=1).to_numpy()] if present
+                       else chunk.index[:0])
+            if len(surplus):
+                raise _surplus_error(chunk, surplus, header, spec, source.filepath, limit, lines, sep)
+            chunk = chunk[usecols]
+            fmt = fmt or resolve_timestamp_format(chunk[spec.timestamp_column], spec.timestamp_format,
+                                                  source.filepath, spec.timestamp_column)
             pieces.append(_parse_chunk(chunk, spec, numeric_columns, fmt, source.filepath, non_numeric_policy,
-                                       limit, non_numeric))
+                                       limit, non_numeric, lines, number_format))
     except ParserError as error:
-        raise SchemaError(f"{source.filepath} cannot be parsed as CSV ({error}); fix the malformed line") from error
+        raise _parser_error(source, error, header) from error
+    except UnicodeDecodeError as error:
+        raise bad_bytes_error(source, error) from error
     rows_read = sum(len(piece["source_row"]) for piece in pieces)
     if rows_read == 0:
         raise SchemaError(f"{source.filepath} has a header but no data rows; point raw_panel at a file with data")
@@ -251,8 +450,13 @@ def _take(columns: dict[str, np.ndarray], index: np.ndarray) -> None:
         columns[name] = columns[name][index]
 
 
-def sort_and_check_order(columns: dict[str, np.ndarray], filepath: str, limit: int) -> dict[str, Any]:
-    """Sort the columns by series and time in place; report (never fail on) rows that went back in time."""
+def sort_and_check_order(columns: dict[str, np.ndarray], filepath: Any, limit: int) -> dict[str, Any]:
+    """Sort the columns by series and time in place; report (never fail on) rows that went back in time.
+
+    ``filepath`` is the source (its lines are then real file lines) or just its path.
+    """
+    lines = _lines_of(filepath)
+    filepath = lines.filepath
     # lexsort is stable: rows sharing a key stay in file order, which the duplicate policy relies on.
     order = np.lexsort((columns[TIMESTAMP], columns[SERIES_ID]))
     if (order[1:] < order[:-1]).any():
@@ -265,16 +469,21 @@ def sort_and_check_order(columns: dict[str, np.ndarray], filepath: str, limit: i
     rows = np.sort(file_rows[:-1][backwards])
     if len(rows):
         logger.warning("%s: %d row(s) out of time order within their series (first at %s); sorted them",
-                       filepath, len(rows), offending_rows(pd.Index(rows), limit))
+                       filepath, len(rows), offending_rows(pd.Index(rows), limit, lines))
     return {"rows_out_of_order": int(len(rows)),
-            "first_out_of_order_lines": [int(r) + _HEADER_LINES for r in rows[:limit]],
+            "first_out_of_order_lines": lines(rows[:limit]),
             "sorted_by_pipeline": bool(len(rows))}
 
 
 def handle_duplicates(
-    columns: dict[str, np.ndarray], categories: list[str], filepath: str, policy: str, limit: int
+    columns: dict[str, np.ndarray], categories: list[str], filepath: Any, policy: str, limit: int
 ) -> dict[str, Any]:
-    """Fail on repeated (series_id, timestamp) keys, or keep the first/last occurrence in file order (in place)."""
+    """Fail on repeated (series_id, timestamp) keys, or keep the first/last occurrence in file order (in place).
+
+    ``filepath`` is the source (its lines are then real file lines) or just its path.
+    """
+    lines = _lines_of(filepath)
+    filepath = lines.filepath
     codes, timestamps = columns[SERIES_ID], columns[TIMESTAMP]
     same_as_next = (codes[1:] == codes[:-1]) & (timestamps[1:] == timestamps[:-1])
     if not same_as_next.any():
@@ -286,7 +495,7 @@ def handle_duplicates(
     if policy == "fail":
         raise SchemaError(
             f"columns (series_id, timestamp) in {filepath}: {len(rows)} rows share a key, first "
-            f"({key[0]!r}, {key[1]}) at {offending_rows(pd.Index(rows), limit)}; remove the repeated rows or set "
+            f"({quote(key[0])}, {key[1]}) at {offending_rows(pd.Index(rows), limit, lines)}; remove the repeated rows or set "
             f"data_processing.duplicate_policy: keep_first or keep_last"
         )
     # Rows of one key are in file order (stable sort): drop all but the first or all but the last.
@@ -295,7 +504,7 @@ def handle_duplicates(
     logger.warning("%s: %d rows share a (series_id, timestamp) key; kept the %s of each (%d dropped)",
                    filepath, len(rows), policy.removeprefix("keep_"), int(drop.sum()))
     return {"duplicate_rows": int(len(rows)), "duplicates_dropped": int(drop.sum()),
-            "first_duplicate_lines": [int(r) + _HEADER_LINES for r in rows[:limit]]}
+            "first_duplicate_lines": lines(rows[:limit])}
 
 
 def to_frame(columns: dict[str, np.ndarray], categories: list[str]) -> pd.DataFrame:
