@@ -50,9 +50,9 @@ def test_backtest_windows_cutoffs_and_no_leakage(panel):
     horizon, n_windows, step = 12, 3, 7
     backtest, timings = rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), panel, horizon, n_windows, step, [80, 95])
     assert list(backtest.columns) == [
-        "series_id", "timestamp", "cutoff", "window", "mean", "lo-80", "hi-80", "lo-95", "hi-95", "actual", "served_by"
+        "series_id", "timestamp", "cutoff", "window", "mean", "lo-80", "hi-80", "lo-95", "hi-95", "actual", "served_by", "fallback"
     ]
-    assert (backtest["served_by"] == "last_value").all()
+    assert (backtest["served_by"] == "last_value").all() and not backtest["fallback"].any()
     assert len(backtest) == panel["series_id"].nunique() * n_windows * horizon
     for sid, series in panel.groupby("series_id"):
         values, stamps = series["value"].to_numpy(), series["timestamp"].to_numpy()

@@ -112,9 +112,9 @@ def rolling_origin_backtest(
             ``min_length`` (the strict, pre-fallback rule: every series must afford every window).
 
     Returns:
-        Forecasts ``series_id, timestamp, cutoff, window, mean, lo-L, hi-L, ..., actual, served_by``
-        (``cutoff`` is the last training timestamp; ``served_by`` the family that really forecast that series
-        in that window: the family itself or its fallback) and timings: fit/predict seconds per window,
+        Forecasts ``series_id, timestamp, cutoff, window, mean, lo-L, hi-L, ..., actual, served_by, fallback``
+        (``cutoff`` is the last training timestamp; ``served_by`` the forecaster that really forecast that
+        series in that window, ``fallback`` true where that was the family's fallback) and timings: fit/predict seconds per window,
         totals, peak memory, and ``unscored_series`` (too short for any window).
     """
     _check_settings(horizon, n_windows, step)
@@ -167,6 +167,7 @@ def rolling_origin_backtest(
             forecast["window"] = window
             served_by = getattr(forecaster, "served_by_", {})
             forecast["served_by"] = forecast[SERIES_ID].map(served_by).fillna(forecaster.name)
+            forecast["fallback"] = forecast["served_by"] != forecaster.name
             frames.append(forecast)
             logger.info(
                 "backtest window %d/%d: %d series, fit %.2fs, predict %.2fs",
@@ -185,7 +186,8 @@ def rolling_origin_backtest(
             f"{int(unmatched.sum())} forecast rows have no actual in the panel (first: series {row[SERIES_ID]!r} at "
             f"{row[TIMESTAMP]}, window {row['window']}); the forecaster's freq must match the panel's grid"
         )
-    columns = [SERIES_ID, TIMESTAMP, "cutoff", "window", "mean", *interval_columns(levels), "actual", "served_by"]
+    columns = [SERIES_ID, TIMESTAMP, "cutoff", "window", "mean", *interval_columns(levels), "actual", "served_by",
+               "fallback"]
     timings = {
         "fit_seconds": fit_seconds,
         "predict_seconds": predict_seconds,

@@ -89,5 +89,5 @@ def monthly_panel(shared_data) -> pd.DataFrame:
     return prophet_example_panel(shared_data, "example_retail_sales.csv", "MS", "retail_sales")
 
 
-DAILY_PANEL_PARAMS = {"freq": "D", "season_length": 7, "seasonal_periods": [7]}
-MONTHLY_PANEL_PARAMS = {"freq": "MS", "season_length": 12, "seasonal_periods": [12]}
+DAILY_PANEL_PARAMS = {"freq": "D", "season_length": 7, "seasonal_periods": [7], "horizon": 14}
+MONTHLY_PANEL_PARAMS = {"freq": "MS", "season_length": 12, "seasonal_periods": [12], "horizon": 12}

@@ -177,6 +177,8 @@ def test_a_candidate_that_fell_back_is_missing_for_that_series(small_panel):
     assert stats["needs_long_history"]["served_by"] == {"needs_long_history": 2, "seasonal_naive": 1}
     candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS, **backtests)
     assert set(candidates.loc[candidates["series_id"] == ids[0], "served_by"]) == {"seasonal_naive", "ensemble_partial"}
+    assert candidates.loc[(candidates["series_id"] == ids[0]) & (candidates["model"] == "needs_long_history"),
+                          "fallback"].all()
     scores = nodes.score_candidates(candidates, panel, PANEL_PARAMS)
     genuine = scores.set_index(["model", "series_id"])["genuine"]
     assert not genuine[("needs_long_history", ids[0])] and not genuine[("ensemble", ids[0])]

@@ -71,20 +71,21 @@ def build_candidate_backtests(
     frames = []
     for family, frame in family_backtests.items():
         served = frame["served_by"] if "served_by" in frame else family
-        frames.append(frame[columns].assign(model=family, served_by=served))
+        fallback = frame["fallback"].astype(bool) if "fallback" in frame else False
+        frames.append(frame[columns].assign(model=family, served_by=served, fallback=fallback))
     stacked = pd.concat(frames, ignore_index=True)
     if ensemble_params.get("enabled", True):
         members = _ensemble_members_for_run(list(family_backtests), ensemble_params, stacked)
         if len(members) >= 2:
             pool = stacked[stacked["model"].isin(members)]
-            ensemble = pool.assign(genuine=pool["served_by"] == pool["model"]).groupby(KEYS, sort=False).agg(
-                {**{c: "median" for c in value_columns}, "actual": "first", "model": "size", "genuine": "all"})
+            ensemble = pool.groupby(KEYS, sort=False).agg(
+                {**{c: "median" for c in value_columns}, "actual": "first", "model": "size", "fallback": "any"})
             if (ensemble["model"] != len(members)).any():
                 raise SelectionError("ensemble members' backtests are not aligned on the same series, windows and steps")
             ensemble = ensemble.reset_index().assign(
-                model=ENSEMBLE, served_by=lambda f: f["genuine"].map({True: ENSEMBLE, False: f"{ENSEMBLE}_partial"}))
+                model=ENSEMBLE, served_by=lambda f: f["fallback"].map({False: ENSEMBLE, True: f"{ENSEMBLE}_partial"}))
             ensemble["members"] = ",".join(members)
-            stacked = pd.concat([stacked, ensemble.drop(columns="genuine")], ignore_index=True)
+            stacked = pd.concat([stacked, ensemble], ignore_index=True)
     return stacked
 
 
@@ -102,9 +103,9 @@ def score_candidates(candidate_backtests: pd.DataFrame, panel: pd.DataFrame, pan
     for model, frame in candidate_backtests.groupby("model", sort=True):
         per_window, _ = evaluate_backtest(frame, panel, season_length, panel_params["levels"])
         per_series = per_window.drop(columns=["window", "cutoff"]).groupby("series_id").mean()
-        served = frame["served_by"] if "served_by" in frame else pd.Series(model, index=frame.index)
+        fallback = frame["fallback"].astype(bool) if "fallback" in frame else pd.Series(False, index=frame.index)
         per_series["n_windows"] = per_window.groupby("series_id")["window"].nunique()
-        per_series["genuine"] = (served == model).groupby(frame["series_id"]).all()
+        per_series["genuine"] = ~fallback.groupby(frame["series_id"]).any()
         if "members" in frame and frame["members"].notna().any():
             per_series["members"] = frame["members"].dropna().iloc[0]
         scores.append(per_series.reset_index().assign(model=model))
@@ -338,11 +339,13 @@ def forecast_panel(panel_model, panel_params: dict[str, Any]) -> tuple[pd.DataFr
     for series_id in panel_model.series_ids:
         family = panel_model.choice[series_id]
         members = panel_model.ensemble_members if family == ENSEMBLE else [family]
-        actual = [getattr(panel_model.family_models[m], "served_by_", {}).get(series_id, m) for m in members]
+        models = [panel_model.family_models[m] for m in members]
+        actual = [getattr(model, "served_by_", {}).get(series_id, model.name) for model in models]
+        fell_back = any(by != model.name for by, model in zip(actual, models))
         if family == ENSEMBLE:
-            served_by[series_id] = ENSEMBLE if actual == members else f"{ENSEMBLE}_partial"
+            served_by[series_id] = f"{ENSEMBLE}_partial" if fell_back else ENSEMBLE
         else:
-            served_by[series_id] = actual[0]
+            served_by[series_id] = family if not fell_back else f"{family}>{actual[0]}"
     unvalidated = set(panel_model.metadata.get("unvalidated_series", []))
     forecasts = forecasts.assign(served_by=forecasts["series_id"].map(served_by),
                                  validated=~forecasts["series_id"].isin(unvalidated))

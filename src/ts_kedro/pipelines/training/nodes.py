@@ -90,12 +90,13 @@ def evaluate_model(
     profile = profile_for_panel(panel, panel_params)
     per_series, aggregate = evaluate_backtest(backtest_forecasts, panel, profile.season_length, profile.levels)
     family = model_stats["family"]
-    served = backtest_forecasts.groupby("series_id")["served_by"].agg(lambda s: sorted(set(s)))
+    fell_back = backtest_forecasts[backtest_forecasts["fallback"]] if "fallback" in backtest_forecasts \
+        else backtest_forecasts.iloc[:0]
     report = {
         "family": family,
         "aggregate": aggregate,
         # series some window of which the family could not fit itself (their scores are the fallback's)
-        "backtest_fallback_series": {sid: by for sid, by in served.items() if by != [family]},
+        "backtest_fallback_series": {sid: sorted(set(rows["served_by"])) for sid, rows in fell_back.groupby("series_id")},
         "timings": {k: v for k, v in backtest_timings.items() if not isinstance(v, list)},
         "model": model_stats,
         "per_series": per_series.assign(cutoff=per_series["cutoff"].astype(str)).to_dict(orient="records"),
