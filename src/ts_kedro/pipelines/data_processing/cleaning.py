@@ -35,6 +35,23 @@ def reindex_series(series: pd.DataFrame, freq: str) -> pd.DataFrame:
     return series.set_index(TIMESTAMP).reindex(index).rename_axis(TIMESTAMP).reset_index()
 
 
+def interpolate_linear(values: pd.Series) -> pd.Series:
+    """Linear interpolation of one series' NaNs (both edges too) that cannot overflow.
+
+    pandas computes ``a + (b - a) * t``: between 1.7e308 and -1.7e308, ``b - a`` is -inf. Values that large
+    are interpolated on a power-of-two rescaled copy (exact: only the exponent changes), so every filled value
+    lies between its neighbours, as interpolation promises.
+    """
+    filled = values.interpolate(method="linear", limit_direction="both")
+    observed = values.to_numpy(dtype="float64")
+    if not np.isinf(filled.to_numpy(dtype="float64")).any() or np.isinf(observed).any():
+        return filled
+    _, exponent = np.frexp(np.nanmax(np.abs(observed)))
+    scaled = pd.Series(np.ldexp(observed, -int(exponent)), index=values.index)
+    rescaled = np.ldexp(scaled.interpolate(method="linear", limit_direction="both").to_numpy(), int(exponent))
+    return pd.Series(np.where(np.isnan(observed), rescaled, observed), index=values.index, name=values.name)
+
+
 def _seasonal_fill(column: pd.Series, series_ids: pd.Series, season_length: int) -> pd.Series:
     """Fill each gap with the value one season earlier (chained for gaps longer than a season), then later."""
     filled = column
@@ -55,7 +72,7 @@ def impute_column(column: pd.Series, series_ids: pd.Series, method: str, season_
     if method == "ffill":
         filled = grouped.ffill()
     elif method == "linear":
-        filled = grouped.transform(lambda values: values.interpolate(method="linear", limit_direction="both"))
+        filled = grouped.transform(interpolate_linear)
     elif method == "seasonal":
         filled = _seasonal_fill(column, series_ids, season_length)
     else:
@@ -65,8 +82,7 @@ def impute_column(column: pd.Series, series_ids: pd.Series, method: str, season_
     # What the method cannot reach (ffill before the first value, seasonal without any season neighbour)
     # falls back to linear interpolation within the series, so no NaN is left behind.
     if filled.isna().any():
-        filled = filled.groupby(series_ids, sort=False).transform(
-            lambda values: values.interpolate(method="linear", limit_direction="both"))
+        filled = filled.groupby(series_ids, sort=False).transform(interpolate_linear)
     return filled
 
 

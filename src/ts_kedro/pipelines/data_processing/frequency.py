@@ -21,6 +21,39 @@ def grid_positions(timestamps: pd.DatetimeIndex, offset: BaseOffset) -> np.ndarr
     return None if (positions < 0).any() else positions
 
 
+def on_grid(timestamps: pd.DatetimeIndex, anchor: pd.Timestamp, offset: BaseOffset) -> np.ndarray:
+    """Whether each timestamp lies on the ``offset`` grid through ``anchor`` (e.g. a series' first timestamp)."""
+    if isinstance(offset, Tick):
+        step = pd.Timedelta(offset).value
+        return ((timestamps.asi8 - pd.Timestamp(anchor).value) % step) == 0
+    return np.array([offset.is_on_offset(ts) for ts in timestamps], dtype=bool)
+
+
+# A series whose longest gap is more than this many times the span of the rest of it is quarantined as
+# "gap_beyond_span" (data_processing.max_gap_span_factor): one timestamp typed 10 years late turned a
+# 450-row series into 88,098 imputed grid rows.
+DEFAULT_MAX_GAP_SPAN_FACTOR = 2.0
+
+
+def gap_beyond_span(frequency: dict, factor: float | None) -> str | None:
+    """Why a series' longest gap is too long to impute (see ``DEFAULT_MAX_GAP_SPAN_FACTOR``), or None.
+
+    The gap's missing steps are compared with ``factor`` x the grid points the rest of the series covers;
+    ``factor`` None switches the check off.
+    """
+    longest, span = frequency.get("longest_gap_steps"), frequency.get("span_steps")
+    if factor is None or longest is None or span is None:
+        return None
+    missing, rest = longest - 1, span - longest + 1
+    if missing <= float(factor) * rest:
+        return None
+    at = frequency.get("longest_gap_after")
+    return (f"a gap of {missing} missing step(s){f' after {at}' if at else ''} is more than "
+            f"{float(factor):g} x the {rest} grid point(s) the rest of the series covers "
+            f"(data_processing.max_gap_span_factor): a mistyped timestamp? Imputing it would invent "
+            f"{missing} rows; fix the timestamp or raise the factor")
+
+
 def infer_series_frequency(timestamps: pd.DatetimeIndex, expected: str) -> dict:
     """What frequency one series has and whether it fits the panel grid.
 
@@ -51,6 +84,11 @@ def infer_series_frequency(timestamps: pd.DatetimeIndex, expected: str) -> dict:
                              f"frequency than panel.freq")
         return result
     result["inferred_freq"] = inferred or offset.freqstr
+    # The gap facts gap_beyond_span reads: steps of the longest gap, and of the whole series.
+    diffs = np.diff(positions)
+    longest = int(np.argmax(diffs))
+    result |= {"longest_gap_steps": int(diffs[longest]), "span_steps": int(positions[-1] - positions[0]),
+               "longest_gap_after": str(timestamps[longest])}
     return result
 
 

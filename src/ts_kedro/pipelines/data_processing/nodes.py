@@ -14,7 +14,11 @@ from ts_kedro.pipelines.data_processing.cleaning import (
     trim_missing_edges,
 )
 from ts_kedro.pipelines.data_processing.errors import DataProcessingConfigError, SeriesQualityError
-from ts_kedro.pipelines.data_processing.frequency import infer_series_frequency
+from ts_kedro.pipelines.data_processing.frequency import (
+    DEFAULT_MAX_GAP_SPAN_FACTOR,
+    gap_beyond_span,
+    infer_series_frequency,
+)
 from ts_kedro.pipelines.data_processing.quality import gap_statistics, markdown_table, series_profile
 from ts_kedro.pipelines.data_processing.schema import (
     DUPLICATE_POLICIES,
@@ -27,6 +31,7 @@ from ts_kedro.pipelines.data_processing.schema import (
     SourceSpec,
     check_policy,
     handle_duplicates,
+    quote,
     read_canonical_chunks,
     sort_and_check_order,
     to_frame,
@@ -76,9 +81,11 @@ def validate_schema(raw_panel: CSVChunkSource, params: dict[str, Any]) -> tuple[
     limit = int(params.get("max_reported_rows", 5))
     columns, categories, found = read_canonical_chunks(raw_panel, spec, int(params.get("chunk_size", 100_000)),
                                                        non_numeric, limit)
-    order = sort_and_check_order(columns, raw_panel.filepath, limit)
-    duplicate_facts = handle_duplicates(columns, categories, raw_panel.filepath, duplicates, limit)
+    # The source itself, not its path: the messages then give real file lines.
+    order = sort_and_check_order(columns, raw_panel, limit)
+    duplicate_facts = handle_duplicates(columns, categories, raw_panel, duplicates, limit)
     panel = to_frame(columns, categories)
+    panel.attrs["source_file"] = str(raw_panel.filepath)  # kept through parquet; named by screen_series
     logger.info("validated %s: %d rows, %d series", raw_panel.filepath, len(panel), len(categories))
     return panel, {**found, **order, **duplicate_facts, "rows_validated": int(len(panel))}
 
@@ -111,6 +118,7 @@ def screen_series(
     """
     policy = check_policy("series_policy", params.get("series_policy", "quarantine"), SERIES_POLICIES)
     min_length = minimum_length(panel, params)
+    gap_factor = params.get("max_gap_span_factor", DEFAULT_MAX_GAP_SPAN_FACTOR)
     screening = {}
     for series_id, facts in series_profile(validated_panel).iterrows():
         faults = []
@@ -119,6 +127,8 @@ def screen_series(
         frequency = series_frequency[series_id]
         if frequency["fault"]:
             faults.append((frequency["fault"], frequency["details"]))
+        elif gap := gap_beyond_span(frequency, gap_factor):
+            faults.append(("gap_beyond_span", gap))
         if 0 < facts["observed"] < min_length:
             faults.append(("too_short", f"{facts['observed']} observed values, needs at least {min_length} "
                                         f"(data_processing.min_length)"))
@@ -131,7 +141,8 @@ def screen_series(
         }
     quarantined = {sid: entry for sid, entry in screening.items() if entry["status"] == "quarantined"}
     if quarantined:
-        examples = ", ".join(f"{sid} ({entry['reason']})" for sid, entry in list(quarantined.items())[:5])
+        # Ids are quoted capped: a 1,000,000-character id hung the log highlighter for minutes.
+        examples = ", ".join(f"{quote(sid)} ({entry['reason']})" for sid, entry in list(quarantined.items())[:5])
         if policy == "fail":
             raise SeriesQualityError(
                 f"{len(quarantined)} series have faults, e.g. {examples}; fix them in the source or set "
@@ -139,7 +150,8 @@ def screen_series(
             )
         if len(quarantined) == len(screening):
             raise SeriesQualityError(
-                f"every one of the {len(screening)} series was quarantined, e.g. {examples}; check panel.freq, "
+                f"every one of the {len(screening)} series of {validated_panel.attrs.get('source_file', 'the panel')} "
+                f"was quarantined, e.g. {examples}; check panel.freq, "
                 f"data_processing.min_length and the source columns"
             )
         logger.warning("quarantined %d of %d series, e.g. %s", len(quarantined), len(screening), examples)
