@@ -46,9 +46,9 @@ def _ensemble_members_for_run(families: list[str], ensemble_params: dict[str, An
     top_k = ensemble_params.get("top_k")
     if top_k is None or len(members) <= int(top_k):
         return members
-    reference = ensemble_params.get("reference") or members[0]
+    reference = ensemble_params.get("reference") or "seasonal_naive"
     if reference not in set(stacked["model"]):
-        raise SelectionError(f"model_selection.ensemble.reference {reference!r} was not trained; trained: {families}")
+        reference = members[0]
     ranking = relative_mae(stacked, reference)
     return [m for m in ranking.index if m in members][: int(top_k)]
 
