@@ -7,7 +7,9 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +19,55 @@ from kedro_datasets.partitions import PartitionedDataset
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class UnexpectedFile:
+    """A file in the drop folder whose name does not end in the batch suffix (e.g. ``day3.CSV``, ``notes.txt``)."""
+
+    filepath: str
+    reason: str
+
+
 class OptionalPartitionedDataset(PartitionedDataset):
     """A ``PartitionedDataset`` that loads an empty dict when the folder holds no partition (or does not exist).
 
     The stock dataset raises ``No partitions found``; on Day N "no new batch" and "no earlier history version"
     are normal states that the nodes handle, not faults.
+
+    With ``report_other_files: true`` (the drop folder), every other non-hidden file in the folder is loaded
+    too, under its file name, as an ``UnexpectedFile`` saying why it is not read: a ``day3.CSV`` or a
+    ``day3.txt`` was otherwise ignored without a word.
     """
+
+    def __init__(self, *args: Any, report_other_files: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._report_other_files = report_other_files
 
     def load(self) -> dict[str, Callable[[], Any]]:
         self._invalidate_caches()
-        if not self._list_partitions():
-            return {}
-        return super().load()
+        loaders = super().load() if self._list_partitions() else {}
+        if self._report_other_files:
+            for path, name in self._other_files():
+                reason = (f"{name} is not read: batch files must end in {self._filename_suffix!r}"
+                          + (f" (lower case): rename it to {name[:-len(self._filename_suffix)]}"
+                             f"{self._filename_suffix}" if name.lower().endswith(self._filename_suffix.lower())
+                             else "; if it is a batch, write it as CSV with that suffix") + "; it was left in place")
+                loaders[name] = partial(UnexpectedFile, self._join_protocol(path), reason)
+        return loaders
+
+    def _other_files(self) -> list[tuple[str, str]]:
+        """(path, name relative to the folder) of files that are neither batches nor hidden."""
+        try:
+            found = self._filesystem.find(self._normalized_path)
+        except FileNotFoundError:
+            return []
+        root = self._filesystem._strip_protocol(self._normalized_path).rstrip("/")
+        others = []
+        for path in found:
+            name = path.split(root, 1).pop().lstrip("/")
+            if path.endswith(self._filename_suffix) or any(part.startswith(".") for part in name.split("/")):
+                continue
+            others.append((path, name))
+        return others
 
 
 def _sha256(path: Path) -> str:

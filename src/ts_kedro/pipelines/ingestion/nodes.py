@@ -7,16 +7,18 @@ from typing import Any
 
 import pandas as pd
 
-from ts_kedro.pipelines.data_processing.errors import SchemaError
+from ts_kedro.pipelines.data_processing.errors import DataProcessingConfigError, SchemaError
+from ts_kedro.pipelines.data_processing.frequency import on_grid
 from ts_kedro.pipelines.data_processing.nodes import validate_schema
-from ts_kedro.pipelines.data_processing.schema import SERIES_ID, TIMESTAMP, VALUE
+from ts_kedro.pipelines.data_processing.schema import SERIES_ID, TIMESTAMP, VALUE, quote
+from ts_kedro.pipelines.ingestion.batch_files import UnexpectedFile
 
 from ts_kedro.frequency import derive_profile
 
 logger = logging.getLogger(__name__)
 
 NEW_SERIES_POLICIES = ("accept", "quarantine")
-ACCEPTED, QUARANTINED = "accepted", "quarantined"
+ACCEPTED, QUARANTINED, IGNORED = "accepted", "quarantined", "ignored"
 
 
 class IngestionConfigError(ValueError):
@@ -60,7 +62,10 @@ def select_previous_history(validated_panel: pd.DataFrame, history_versions: dic
         history = history_versions[newest]()
     history = history.copy()
     history[SERIES_ID] = history[SERIES_ID].astype(str)
-    return history.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
+    history = history.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
+    history.attrs["source_file"] = (f"history_panel version {max(history_versions)}" if history_versions else
+                                    f"the Day-0 validated_panel of {validated_panel.attrs.get('source_file', 'raw_panel')}")
+    return history
 
 
 def _first_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
@@ -77,9 +82,12 @@ def check_continuity(
     """Compare one validated batch with the history, series by series.
 
     Rules: a timestamp already in the history must carry the same value (exact duplicates are dropped and
-    counted; a different value is an ``overlap_conflict``); the first new timestamp may follow the history end
-    by at most ``max_gap_steps`` missing steps (``gap``); a series unknown to the history is accepted or is an
-    ``unknown_series`` violation, per ``new_series_policy``.
+    counted; a different value is an ``overlap_conflict``); a new timestamp must not lie before the series'
+    history start (``before_history_start``: the history only grows forward, and a batch 10 years early grew it
+    fivefold) and must lie on the series' ``freq`` grid through its first timestamp (``off_grid``: a :30 row in
+    an hourly series would quarantine it as irregular in every later run); the first new timestamp may follow
+    the history end by at most ``max_gap_steps`` missing steps (``gap``); a series unknown to the history is
+    accepted or is an ``unknown_series`` violation, per ``new_series_policy``.
 
     Returns:
         The rows new to the history, counts, and the list of violations (empty when the batch is valid).
@@ -111,11 +119,12 @@ def check_continuity(
     new_rows = batch.loc[~known.to_numpy()]
 
     history_end = history.groupby(SERIES_ID)[TIMESTAMP].max()
+    history_start = history.groupby(SERIES_ID)[TIMESTAMP].min()
     for series_id, rows in merged.loc[conflicts].groupby(SERIES_ID, sort=True):
         columns = [*keys, *[x for c in value_columns for x in (c, f"{c}_history")]]
         violations.append({
             "rule": "overlap_conflict", "series_id": series_id,
-            "message": f"{len(rows)} timestamp(s) of series {series_id!r} are already in the history with a different "
+            "message": f"{len(rows)} timestamp(s) of series {quote(series_id)} are already in the history with a different "
                        f"value, first at {rows[TIMESTAMP].iloc[0]}; history is never rewritten: send only new "
                        "timestamps, or correct the history through a Day-0 rerun",
             "first_rows": _first_rows(rows[columns], limit)})
@@ -125,9 +134,29 @@ def check_continuity(
             if settings["new_series_policy"] == "quarantine":
                 violations.append({
                     "rule": "unknown_series", "series_id": series_id,
-                    "message": f"series {series_id!r} is not in the history ({len(rows)} rows); set "
+                    "message": f"series {quote(series_id)} is not in the history ({len(rows)} rows); set "
                                "ingestion.new_series_policy: accept to start new series from batches",
                     "first_rows": _first_rows(rows, limit)})
+                continue
+            anchor = rows[TIMESTAMP].min()  # a new series accepted: its own grid
+        else:
+            anchor = history_start[series_id]
+            early = rows[rows[TIMESTAMP] < anchor]
+            if len(early):
+                violations.append({
+                    "rule": "before_history_start", "series_id": series_id,
+                    "message": f"{len(early)} row(s) of series {quote(series_id)} lie before its history start "
+                               f"{anchor}, first at {early[TIMESTAMP].min()}: the history only grows forward; "
+                               "check the batch's timestamps, or rebuild the history from a Day-0 file that has them",
+                    "first_rows": _first_rows(early, limit)})
+        off = rows[~on_grid(pd.DatetimeIndex(rows[TIMESTAMP]), anchor, step)]
+        if len(off):
+            violations.append({
+                "rule": "off_grid", "series_id": series_id,
+                "message": f"{len(off)} row(s) of series {quote(series_id)} are off its {step.freqstr!r} grid through "
+                           f"{anchor}, first at {off[TIMESTAMP].min()}; send timestamps on the grid (panel.freq)",
+                "first_rows": _first_rows(off, limit)})
+        if series_id not in history_end.index:
             continue
         first_new = rows[TIMESTAMP].min()
         if first_new <= history_end[series_id]:
@@ -137,7 +166,7 @@ def check_continuity(
         if missing_steps > settings["max_gap_steps"]:
             violations.append({
                 "rule": "gap", "series_id": series_id,
-                "message": f"series {series_id!r}: history ends at {history_end[series_id]} but the batch starts at "
+                "message": f"series {quote(series_id)}: history ends at {history_end[series_id]} but the batch starts at "
                            f"{first_new}, {missing_steps} missing step(s) > ingestion.max_gap_steps="
                            f"{settings['max_gap_steps']}; send the missing rows first or raise max_gap_steps",
                 "first_rows": _first_rows(rows, limit)})
@@ -175,14 +204,30 @@ def validate_incoming_batches(
     accepted_frames, batches = [], []
     for batch_id in sorted(incoming_batches):
         source = incoming_batches[batch_id]()
-        entry: dict[str, Any] = {"batch": batch_id, "file": getattr(source, "filepath", batch_id)}
+        entry: dict[str, Any] = {"batch": batch_id, "file": str(getattr(source, "filepath", batch_id))}
+        if isinstance(source, UnexpectedFile):
+            # e.g. day3.CSV or notes.txt: said in the report and the log, left where it is
+            entry |= {"status": IGNORED, "violations": [
+                {"rule": "file_name", "series_id": None, "message": source.reason, "first_rows": []}]}
+            batches.append(entry)
+            logger.warning("incoming file %s ignored: %s", source.filepath, source.reason)
+            continue
         try:
             batch, schema_facts = validate_schema(source, data_processing)
+        except DataProcessingConfigError:
+            raise  # the parameters are wrong, not the batch: quarantining every batch would hide that
         except SchemaError as error:
             entry |= {"status": QUARANTINED, "violations": [
                 {"rule": "schema", "series_id": None, "message": str(error), "first_rows": []}]}
             batches.append(entry)
             logger.warning("batch %s quarantined: %s", batch_id, error)
+            continue
+        except Exception as error:  # noqa: BLE001 - one unreadable file must never block the drop folder
+            message = f"{entry['file']} could not be read ({type(error).__name__}: {quote(str(error), 300)})"
+            entry |= {"status": QUARANTINED, "violations": [
+                {"rule": "unreadable", "series_id": None, "message": message, "first_rows": []}]}
+            batches.append(entry)
+            logger.warning("batch %s quarantined: %s", batch_id, message, exc_info=True)
             continue
         new_rows, facts, violations = check_continuity(batch, history, panel["freq"], settings)
         entry |= {"schema": {k: schema_facts.get(k) for k in ("rows_read", "timestamp_format", "non_numeric",
@@ -206,6 +251,8 @@ def validate_incoming_batches(
         "n_batches": len(batches),
         "n_accepted": sum(b["status"] == ACCEPTED for b in batches),
         "n_quarantined": sum(b["status"] == QUARANTINED for b in batches),
+        "n_ignored": sum(b["status"] == IGNORED for b in batches),
+        "ignored_files": [b["file"] for b in batches if b["status"] == IGNORED],
         "rows_accepted": int(len(accepted)),
         "duplicate_rows_ignored": int(sum(b.get("duplicate_rows_ignored", 0) for b in batches)),
         "history_rows_before": int(len(previous_history)),
@@ -239,10 +286,11 @@ def append_to_history(previous_history: pd.DataFrame, accepted_rows: pd.DataFram
     clash = accepted_rows.merge(previous_history[[SERIES_ID, TIMESTAMP]], on=[SERIES_ID, TIMESTAMP])
     if len(clash):
         raise HistoryIntegrityError(
-            f"{len(clash)} accepted row(s) already exist in the history, first ({clash[SERIES_ID].iloc[0]!r}, "
+            f"{len(clash)} accepted row(s) already exist in the history, first ({quote(clash[SERIES_ID].iloc[0])}, "
             f"{clash[TIMESTAMP].iloc[0]}): validate_incoming_batches must drop them; nothing was saved"
         )
     history = _extend(previous_history, accepted_rows.astype(previous_history.dtypes.to_dict()))
+    history.attrs["source_file"] = "history_panel (this run's version)"
     logger.info("history: %d rows (+%d), %d series", len(history), len(accepted_rows), history[SERIES_ID].nunique())
     return history
 
