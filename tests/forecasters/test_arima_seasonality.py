@@ -17,8 +17,8 @@ def test_seasonal_difference_forecasts_equal_statsmodels_sarima(small_panel):
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     one = small_panel[small_panel[SERIES_ID] == small_panel[SERIES_ID].iloc[0]]
-    model = ArimaForecaster(seasonality="seasonal_difference", log_transform=False, max_p=1, max_q=1, max_d=0,
-                            n_jobs=1).fit(one)
+    model = ArimaForecaster(freq="h", seasonality="seasonal_difference", log_transform=False, max_p=1, max_q=1,
+                            max_d=0, n_jobs=1).fit(one)
     state = model.fitted_[one[SERIES_ID].iloc[0]]
     assert state.seasonal["method"] == "seasonal_difference" and state.order[1] == 0 and state.trend == "c"
     p, q = state.order[0], state.order[2]
@@ -51,13 +51,13 @@ def test_auto_picks_the_seasonal_model_that_suits_the_series(shared_data, series
     """H213's daily profile drifts over its 40 days (a fixed Fourier profile misses it: MASE 7.6 against 0.35 for
     seasonal naive); H350 has a stable profile and noisy recent days. Measured choices, checked on the test."""
     train, test = _m4_series(shared_data, series_id)
-    auto = ArimaForecaster(n_jobs=1).fit(train)
+    auto = ArimaForecaster(freq="h", n_jobs=1).fit(train)
     state = auto.fitted_[series_id]
     assert state.seasonal["method"] == expected
     assert set(state.seasonal["validation_mae"]) == {"fourier", "seasonal_difference"}
     errors = {}
     for method in ("fourier", "seasonal_difference"):
-        forecast = ArimaForecaster(seasonality=method, n_jobs=1).fit(train).predict(48)
+        forecast = ArimaForecaster(freq="h", seasonality=method, n_jobs=1).fit(train).predict(48)
         errors[method] = float(np.mean(np.abs(forecast["mean"].to_numpy() - test)))
     assert np.mean(np.abs(auto.predict(48)["mean"].to_numpy() - test)) == pytest.approx(errors[expected], rel=0.05)
     assert errors[expected] < min(errors.values()) * 1.05
@@ -66,7 +66,7 @@ def test_auto_picks_the_seasonal_model_that_suits_the_series(shared_data, series
 def test_auto_with_a_full_order_search_keeps_the_validated_order(shared_data):
     """validation_order=None: both candidates get the full search on the shorter series; the winner keeps its order."""
     train, _ = _m4_series(shared_data, "H213")
-    state = ArimaForecaster(validation_order=None, n_jobs=1).fit(train).fitted_["H213"]
+    state = ArimaForecaster(freq="h", validation_order=None, n_jobs=1).fit(train).fitted_["H213"]
     assert state.seasonal["method"] == "seasonal_difference"
     errors = state.seasonal["validation_mae"]
     assert errors["seasonal_difference"] < errors["fourier"]
@@ -74,8 +74,8 @@ def test_auto_with_a_full_order_search_keeps_the_validated_order(shared_data):
 
 def test_bad_validation_settings_are_refused():
     with pytest.raises(ForecasterError, match="validation_order"):
-        ArimaForecaster(validation_order=[1])
+        ArimaForecaster(freq="h", validation_order=[1])
     with pytest.raises(ForecasterError, match="validation_horizon"):
-        ArimaForecaster(validation_horizon=0)
+        ArimaForecaster(freq="h", validation_horizon=0)
     with pytest.raises(ForecasterError, match="seasonality must be one of"):
-        ArimaForecaster(seasonality="stl")
+        ArimaForecaster(freq="h", seasonality="stl")

@@ -1,50 +1,58 @@
-"""Automatic ARIMA per series (statsmodels) with the seasonality removed first (Fourier, seasonal difference, MSTL).
+"""Automatic ARIMA per series (statsmodels) for any frequency: seasonal ARIMA where the season is short, the
+seasonality removed first (Fourier terms, a seasonal difference, MSTL) where it is long.
 
-Why not seasonal SARIMAX: a period-24 SARIMAX with seasonal ARMA terms needs ~23 s per M4 Hourly series and cannot
-express the weekly (168) cycle at all. Instead the seasonal part is taken out first and a small non-seasonal ARIMA
-models the rest:
+Every frequency-dependent setting comes from the frequency profile (``ts_kedro.frequency``): the main season
+``m`` (``season_length``), the candidate periods for Fourier terms and MSTL (``seasonal_periods``, may be real:
+52.18 steps a year on a weekly grid) and the validation horizon. A series uses its season only when it holds two
+full seasons (``effective_season_length``); otherwise it gets a plain ARIMA.
 
-- ``seasonality="fourier"``: OLS of the series on an intercept, a linear time trend and ``fourier_order``
-  sine/cosine pairs for every period in ``seasonal_periods`` that has at least two full cycles in the series
-  (a two-stage "regression with ARIMA errors"); the Fourier part is extrapolated exactly. One fixed profile
-  estimated from the whole history.
-- ``seasonal_difference``: the ARIMA models z[t] = y[t] - y[t-season_length], i.e. SARIMA(p,d,q)x(0,1,0) fitted
-  fast on the differenced series; forecasts and their variance are integrated back from the last cycle (exactly
-  statsmodels' SARIMAX forecasts, see the tests). The profile is the latest cycle, so it follows a profile that drifts.
-- ``auto`` (default): per series, both of the above are fitted on the series minus its last ``validation_horizon``
-  points with ARIMA(``validation_order``) (d by KPSS), scored by MAE on those points, and the winner's full order
-  search is run on the whole series. Cost: two single fits on the shorter series on top of one full search.
+Variants (``seasonality``):
+
+- ``sarima``: auto.arima's procedure (Hyndman & Khandakar 2008) with its defaults where they matter. D (0/1)
+  from the seasonal strength of a classical decomposition (D = 1 when it is at least 0.64, auto.arima's "seas"
+  test), d from repeated KPSS tests on the seasonally differenced series, then a stepwise search over
+  (p, q, P, Q, constant) by the information criterion: start at (2,2,1,1), (0,0,0,0), (1,0,1,0), (0,1,0,1),
+  move to the first neighbour (one or both of p/q or P/Q by +-1, constant toggled) that improves it, at most
+  ``max_search_fits`` fits. The constant is allowed where d + D <= 1 (a mean, or a drift after one difference).
+  Orders are limited by ``max_p``/``max_q`` (P, Q <= 1) and by the length: every fit keeps a few points beyond
+  its parameters. The ARMA is estimated on the differenced series (exact likelihood of the differences, as R's
+  arima); forecasts and their variance are integrated back exactly (the psi weights of the ARMA times the
+  differencing polynomial). Used for ``2 <= m <= max_sarima_season`` (default 12): the seasonal ARMA state grows
+  with m and a longer season costs seconds per fit. With m = 1 (yearly data, or a series shorter than two
+  seasons) the same search without the seasonal part is a plain ARIMA with drift where d = 1.
+- ``fourier``: OLS of the series on an intercept, a linear time trend and ``fourier_order`` sine/cosine pairs
+  for every period in ``seasonal_periods`` that has at least two full cycles in the series (a two-stage
+  "regression with ARIMA errors"); the Fourier part is extrapolated exactly. One fixed profile estimated from
+  the whole history; the only variant that models several seasons and non-integer ones.
+- ``seasonal_difference``: the ARIMA models z[t] = y[t] - y[t-m], i.e. SARIMA(p,d,q)x(0,1,0)m fitted on the
+  differenced series; forecasts and their variance are integrated back from the last cycle (exactly
+  statsmodels' SARIMAX forecasts, see the tests). The profile is the latest cycle, so it follows a drifting one.
 - ``mstl``: statsmodels MSTL with the same periods; each seasonal component is extrapolated by repeating its last
   cycle (as statsforecast's MSTL model does).
+- ``auto`` (default): per series, the candidates that suit its season compete on its own last
+  ``validation_horizon`` points (fitted on the rest), scored by MAE (which orders candidates exactly as MASE
+  does): Fourier against SARIMA when 2 <= m <= ``max_sarima_season``, Fourier against the seasonal difference
+  for a longer season; with m = 1 the plain ARIMA is the only candidate. The choice is made on a validation
+  window, not by the information criterion, because the likelihoods of the candidates are not comparable: they
+  model differently transformed data (a seasonal difference, a regression residual). Costs: Fourier gets one fit
+  with ``validation_order``; SARIMA's order is searched on the whole series and refitted once on the shorter one
+  (its order search thus saw the validation points, through the in-sample likelihood only). A series shorter
+  than the window plus two seasons and a few points skips the validation: SARIMA where the season is short,
+  Fourier otherwise.
 
-The seasonally adjusted series gets ``d`` from a KPSS test (5 %, up to ``max_d``) and (p, q) by the chosen
-information criterion (``aic``/``aicc``/``bic``) over the grid ``0..max_p`` x ``0..max_q``. Prediction
-intervals are the ARIMA's own shifted by the seasonal forecast (Fourier; the seasonal estimate's own uncertainty
-is ignored, so they are slightly narrow) or integrated (seasonal difference).
+The non-SARIMA variants pick ``d`` on the seasonally adjusted series from a KPSS test (5 %, up to ``max_d``)
+and (p, q) by the information criterion over the grid ``0..max_p`` x ``0..max_q``; a series with no usable
+seasonal period gets the plain ARIMA search above. Prediction intervals are the ARIMA's own, shifted by the
+seasonal forecast (Fourier, MSTL: the seasonal estimate's own uncertainty is ignored, so they are slightly
+narrow) or integrated (SARIMA, seasonal difference).
 
-All variants fit on ``log(values)`` when every value is positive (``log_transform``, default on): most M4 Hourly
-series have daily swings proportional to their level; forecasts and interval bounds are back-transformed with
-exp (the point forecast is then the median).
+All variants fit on ``log(values)`` when every value is positive (``log_transform``, default on): most series
+with a seasonal swing have one proportional to their level; forecasts and interval bounds are back-transformed
+with exp (the point forecast is then the median).
 
-Measured on real M4 Hourly (train on the training part, score the 48 official test points; 2 shared cores,
-CPU seconds of one single-threaded series fit, mean / max):
-
-=======================================================  ======  =====  =====  ======  ===========
-40 series H1, H12, ..., H414 (OWA vs their own Naive2)   sMAPE   MASE   OWA    MSIS    CPU s
-=======================================================  ======  =====  =====  ======  ===========
-seasonal naive (reference)                               11.45   1.120  0.623   7.72   -
-fourier, periods [24, 168] (default before)              11.81   1.885  0.825  25.63   0.69 / 1.25
-seasonal_difference                                      11.06   0.938  0.565   7.46   0.77 / 1.57
-auto, full order search for both candidates              10.04   0.914  0.529   7.14   1.42 / 2.49
-auto, validation_order [1, 1] (default)                  10.17   0.920  0.534   7.85   0.99 / 1.92
-auto, validation_order [2, 0]                            10.81   0.927  0.555   8.01   1.04 / 2.03
-=======================================================  ======  =====  =====  ======  ===========
-
-Auto chose the seasonal difference for 23 of the 40 series. Fourier's MASE loss came from regular,
-temperature-like series (H170-H320, seasonal naive sMAPE ~1 %) whose daily shape drifts over their 40 days:
-one fixed Fourier profile misses it (H213: MASE 7.6 against 0.35 for seasonal naive). Earlier, on 22 series
-(fourier only): dropping the weekly period cost 1.5 sMAPE points, and without the log transform sMAPE rose
-from 9.21 to 10.40 on 6 series, hence both by default; MSTL scored 13.18 against 12.00 for Fourier.
+Short series: ``min_length`` is what the simplest model needs (one difference, a constant, the variance and
+``MIN_SPARE_POINTS`` more points); longer models are tried only where the series affords them. A shorter series
+is served by the ``fallback`` family (ETS), and marked so in ``served_by_``.
 """
 from __future__ import annotations
 
@@ -59,61 +67,109 @@ import pandas as pd
 
 from ts_kedro.forecasters._per_series import forecast_frame, map_series, normal_quantile, split_series
 from ts_kedro.forecasters.base import Forecaster, ForecasterError
+from ts_kedro.frequency import candidate_periods, effective_season_length
 
 logger = logging.getLogger(__name__)
 
-SEASONALITY_METHODS = ("auto", "fourier", "seasonal_difference", "mstl")
-AUTO_CANDIDATES = ("fourier", "seasonal_difference")
+SEASONALITY_METHODS = ("auto", "sarima", "fourier", "seasonal_difference", "mstl")
 CRITERIA = ("aic", "aicc", "bic")
+#: points every fit keeps beyond its parameters (and the points lost to differencing)
+MIN_SPARE_POINTS = 3
+#: auto.arima's "seas" test: one seasonal difference when the seasonal strength reaches this
+SEASONAL_STRENGTH_FOR_D = 0.64
+#: the validation window must leave the fit this many points beyond two seasons
+VALIDATION_SPARE_POINTS = 10
+
+
+def derived_validation_horizon(season_length: int) -> int:
+    """Validation window of a forecaster built without a profile: two seasons (one season's profile checked
+    twice), at least ``2 * (MIN_SPARE_POINTS + 1)`` points where there is no season (only used to choose
+    between seasonal candidates, so it matters where a season exists)."""
+    return max(2 * int(season_length), 2 * (MIN_SPARE_POINTS + 1))
 
 
 @dataclass
 class _FittedSeries:
-    """Everything needed to forecast one series again without re-estimating anything (small and picklable)."""
+    """Everything needed to forecast one series again without re-estimating anything (small and picklable).
+
+    ``order``/``seasonal_order``/``trend``/``params`` are those of the statsmodels ARIMA fitted on ``adjusted``
+    (for SARIMA: the fully differenced series, so ``order`` has d = 0 there and the differencing is in
+    ``seasonal["differencing"]``); ``statsmodels_model()`` rebuilds that model.
+    """
 
     order: tuple[int, int, int]
     trend: str
     params: np.ndarray
-    adjusted: np.ndarray  # seasonally adjusted history the ARIMA was fitted on
+    adjusted: np.ndarray  # seasonally adjusted (or differenced) history the ARIMA was fitted on
     n_obs: int
     seasonal: dict = field(default_factory=dict)  # how to extrapolate the seasonal part
     log_scale: bool = False  # modelled on log(values): forecasts are back-transformed (median, quantiles)
     warnings: list[str] = field(default_factory=list)
     fit_seconds: float = 0.0
+    seasonal_order: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def statsmodels_model(self):
+        """The statsmodels ARIMA these parameters belong to (filter it with ``params``; nothing is estimated)."""
+        from statsmodels.tsa.arima.model import ARIMA
+
+        return ARIMA(self.adjusted, order=self.order, seasonal_order=self.seasonal_order, trend=self.trend)
+
+    @property
+    def label(self) -> str:
+        """The model in the usual notation, e.g. ``SARIMA(1,1,0)(0,1,1)[4]+drift`` or ``fourier+ARIMA(2,0,1)``."""
+        differencing = self.seasonal.get("differencing")
+        if differencing is None:
+            return f"{self.seasonal.get('method', 'none')}+ARIMA{tuple(self.order)}"
+        p, _, q = self.order
+        P, _, Q, m = self.seasonal_order
+        d, D = differencing["d"], differencing["D"]
+        constant = {0: "+mean", 1: "+drift"}.get(d + D, "") if self.trend == "c" else ""
+        seasonal = f"({P},{D},{Q})[{differencing['m']}]" if differencing["m"] > 1 else ""
+        return f"{'S' if seasonal else ''}ARIMA({p},{d},{q}){seasonal}{constant}"
 
 
 class ArimaForecaster(Forecaster):
-    """Seasonal decomposition (Fourier or MSTL) + automatic non-seasonal ARIMA on the adjusted series.
+    """Automatic ARIMA per series: seasonal ARIMA for short seasons, Fourier/seasonal difference for long ones.
 
-    Hyperparameters: ``seasonality`` (auto|fourier|seasonal_difference|mstl), ``seasonal_periods`` (default
-    [24, 168], for fourier and mstl), ``fourier_order`` (sine/cosine pairs per period, capped at period/2),
-    ``information_criterion`` (aic|aicc|bic), ``max_p``, ``max_q``, ``max_d``, ``log_transform``,
-    ``validation_horizon`` and ``validation_order`` ([p, q], or null for a full search; auto only),
-    ``n_jobs`` (-1 = all cores).
+    Hyperparameters: ``seasonality`` (auto|sarima|fourier|seasonal_difference|mstl), ``seasonal_periods``
+    (for fourier and mstl; None: the frequency's calendar periods, ``candidate_periods(freq)``), ``fourier_order``
+    (sine/cosine pairs per period, capped below period/2), ``information_criterion`` (aic|aicc|bic), ``max_p``,
+    ``max_q``, ``max_d``, ``max_search_fits`` (SARIMA's stepwise search), ``max_sarima_season``, ``log_transform``,
+    ``validation_horizon`` (None: two seasons, ``derived_validation_horizon``) and ``validation_order``
+    ([p, q] for the Fourier/seasonal-difference candidates, or null for a full search; auto only),
+    ``n_jobs`` (-1 = all cores). ``build_forecaster`` fills the None ones from the panel's frequency profile.
     """
 
     name = "arima"
+    fallback = "ets"
 
-    def __init__(self, freq: str = "h", season_length: int = 24, seasonality: str = "auto",
-                 seasonal_periods: list[int] | None = None, fourier_order: int = 12,
+    def __init__(self, freq: str, season_length: int | None = None, seasonality: str = "auto",
+                 seasonal_periods: list[float] | None = None, fourier_order: int = 12,
                  information_criterion: str = "aicc", max_p: int = 2, max_q: int = 2, max_d: int = 1,
-                 log_transform: bool = True, validation_horizon: int = 48,
-                 validation_order: list[int] | None = (1, 1), n_jobs: int = -1):
-        seasonal_periods = [24, 168] if seasonal_periods is None else [int(p) for p in seasonal_periods]
+                 log_transform: bool = True, validation_horizon: int | None = None,
+                 validation_order: list[int] | None = (1, 1), max_search_fits: int = 30,
+                 max_sarima_season: int = 12, n_jobs: int = -1):
         super().__init__(freq, season_length, seasonality=seasonality, seasonal_periods=seasonal_periods,
                          fourier_order=fourier_order, information_criterion=information_criterion,
                          max_p=max_p, max_q=max_q, max_d=max_d, log_transform=log_transform,
-                         validation_horizon=validation_horizon, n_jobs=n_jobs, validation_order=validation_order)
+                         validation_horizon=validation_horizon, n_jobs=n_jobs, validation_order=validation_order,
+                         max_search_fits=max_search_fits, max_sarima_season=max_sarima_season)
         if seasonality not in SEASONALITY_METHODS:
             raise ForecasterError(f"arima: seasonality must be one of {SEASONALITY_METHODS}, got {seasonality!r}")
         if information_criterion not in CRITERIA:
             raise ForecasterError(f"arima: information_criterion must be one of {CRITERIA}, got {information_criterion!r}")
-        if min(max_p, max_q, max_d) < 0 or fourier_order < 1 or any(p < 2 for p in seasonal_periods):
+        periods = candidate_periods(freq) if seasonal_periods is None else seasonal_periods
+        periods = [periods] if isinstance(periods, (int, float)) else list(periods)
+        if min(max_p, max_q, max_d) < 0 or fourier_order < 1 or any(float(p) < 2 for p in periods):
             raise ForecasterError("arima: max_p/max_q/max_d must be >= 0, fourier_order >= 1 and seasonal periods >= 2")
+        if validation_horizon is None:
+            validation_horizon = derived_validation_horizon(self.season_length)
         if int(validation_horizon) < 1:
             raise ForecasterError(f"arima: validation_horizon must be >= 1, got {validation_horizon!r}")
+        if int(max_search_fits) < 1 or int(max_sarima_season) < 1:
+            raise ForecasterError("arima: max_search_fits and max_sarima_season must be >= 1")
         self.seasonality = seasonality
-        self.seasonal_periods = seasonal_periods
+        self.seasonal_periods = sorted(float(p) for p in periods)
         self.fourier_order = int(fourier_order)
         self.information_criterion = information_criterion
         self.max_p, self.max_q, self.max_d = int(max_p), int(max_q), int(max_d)
@@ -123,12 +179,14 @@ class ArimaForecaster(Forecaster):
             raise ForecasterError(f"arima: validation_order must be [p, q] with p, q >= 0 or null, "
                                   f"got {validation_order!r}")
         self.validation_order = None if validation_order is None else tuple(int(v) for v in validation_order)
+        self.max_search_fits = int(max_search_fits)
+        self.max_sarima_season = int(max_sarima_season)
         self.n_jobs = int(n_jobs)
 
     @property
     def min_length(self) -> int:
-        # two full cycles of the main season so that at least that seasonality is estimable
-        return max(2 * self.season_length, 30)
+        # the simplest model: max_d differences, a constant and the variance, plus a few spare points
+        return self.max_d + 2 + MIN_SPARE_POINTS
 
     def n_parameters(self) -> int:
         fitted = getattr(self, "fitted_", {})
@@ -142,8 +200,8 @@ class ArimaForecaster(Forecaster):
         settings = dict(seasonality=self.seasonality, periods=self.seasonal_periods, fourier_order=self.fourier_order,
                         criterion=self.information_criterion, max_p=self.max_p, max_q=self.max_q, max_d=self.max_d,
                         log_transform=self.log_transform, season_length=self.season_length,
-                        validation_horizon=self.validation_horizon,
-                        validation_order=self.validation_order)
+                        validation_horizon=self.validation_horizon, validation_order=self.validation_order,
+                        max_search_fits=self.max_search_fits, max_sarima_season=self.max_sarima_season)
         items = [(sid, values, settings) for sid, values in split_series(panel).items()]
         results = map_series(_fit_one_series, items, self.n_jobs, desc="arima fit")
         self.fitted_: dict[str, _FittedSeries] = {}
@@ -152,10 +210,15 @@ class ArimaForecaster(Forecaster):
                 logger.warning("arima: series %r: %s", series_id, message)
             self.fitted_[series_id] = state
         per_series = [s.fit_seconds for s in self.fitted_.values()]
-        logger.info("arima: fitted %d series in %.2f s wall (%.2f s CPU mean per series); seasonality %s; orders %s",
+        skipped = [sid for sid, s in self.fitted_.items() if "validation_skipped" in s.seasonal]
+        if skipped:
+            logger.info("arima: %d series too short for the %d-point validation window took the default "
+                        "seasonal model without validation (first: %r)", len(skipped), self.validation_horizon,
+                        skipped[0])
+        logger.info("arima: fitted %d series in %.2f s wall (%.2f s CPU mean per series); seasonality %s; models %s",
                     len(per_series), time.perf_counter() - started, float(np.mean(per_series)),
                     pd.Series([s.seasonal["method"] for s in self.fitted_.values()]).value_counts().to_dict(),
-                    pd.Series([str(s.order) for s in self.fitted_.values()]).value_counts().to_dict())
+                    pd.Series([s.label for s in self.fitted_.values()]).value_counts().head(10).to_dict())
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         frames = []
@@ -167,24 +230,25 @@ class ArimaForecaster(Forecaster):
 
 
 # -- seasonal part --------------------------------------------------------------------------------------------
-def _usable_periods(periods: list[int], n_obs: int) -> list[int]:
+def _usable_periods(periods: list[float], n_obs: int) -> list[float]:
     """Only periods with at least two full cycles in the data can be estimated."""
     return [p for p in periods if n_obs >= 2 * p]
 
 
-def _fourier_terms(time_index: np.ndarray, periods: list[int], order: int) -> np.ndarray:
+def _fourier_terms(time_index: np.ndarray, periods: list[float], order: int) -> np.ndarray:
+    """Sine/cosine pairs k = 1..order per period, k below period/2 (real periods allowed: 52.18, 365.25)."""
     columns = []
     for period in periods:
-        for k in range(1, min(order, period // 2) + 1):
+        for k in range(1, min(order, int(np.floor(period / 2))) + 1):
             angle = 2 * np.pi * k * time_index / period
-            columns.append(np.sin(angle))
-            if not (period % 2 == 0 and k == period // 2):  # sin is identically zero there, cos is not
-                columns.append(np.cos(angle))
+            if not (float(period).is_integer() and int(period) % 2 == 0 and k == int(period) // 2):
+                columns.append(np.sin(angle))  # at the Nyquist frequency of an even period sin is identically 0
+            columns.append(np.cos(angle))
     return np.column_stack(columns) if columns else np.empty((len(time_index), 0))
 
 
-def _remove_seasonality(values: np.ndarray, method: str, periods: list[int], order: int,
-                        season_length: int = 24) -> tuple[np.ndarray, dict]:
+def _remove_seasonality(values: np.ndarray, method: str, periods: list[float], order: int,
+                        season_length: int) -> tuple[np.ndarray, dict]:
     n_obs = len(values)
     if method == "seasonal_difference":
         # the ARIMA models y[t] - y[t-m]: the seasonal profile is the latest cycle, so a profile that drifts
@@ -206,11 +270,12 @@ def _remove_seasonality(values: np.ndarray, method: str, periods: list[int], ord
                           "n_parameters": len(seasonal_coef)}
     from statsmodels.tsa.seasonal import MSTL
 
-    decomposition = MSTL(values, periods=usable if len(usable) > 1 else usable[0]).fit()
+    integer = sorted({int(round(p)) for p in usable})  # MSTL needs whole periods
+    decomposition = MSTL(values, periods=integer if len(integer) > 1 else integer[0]).fit()
     seasonal = np.asarray(decomposition.seasonal).reshape(n_obs, -1)
-    last_cycles = [seasonal[-p:, i].copy() for i, p in enumerate(usable)]
-    return values - seasonal.sum(axis=1), {"method": "mstl", "periods": usable, "last_cycles": last_cycles,
-                                           "n_parameters": int(sum(usable))}
+    last_cycles = [seasonal[-p:, i].copy() for i, p in enumerate(integer)]
+    return values - seasonal.sum(axis=1), {"method": "mstl", "periods": integer, "last_cycles": last_cycles,
+                                           "n_parameters": int(sum(integer))}
 
 
 def _seasonal_forecast(seasonal: dict, n_obs: int, horizon: int) -> np.ndarray:
@@ -223,6 +288,22 @@ def _seasonal_forecast(seasonal: dict, n_obs: int, horizon: int) -> np.ndarray:
     return sum(cycle[steps % len(cycle)] for cycle in seasonal["last_cycles"])
 
 
+def _seasonal_strength(values: np.ndarray, m: int) -> float:
+    """1 - var(remainder) / var(seasonal + remainder) of a classical additive decomposition (trend: centred
+    moving average over one season), the strength measure of auto.arima's "seas" test (which uses STL)."""
+    n = len(values)
+    if m < 2 or n < 2 * m + 1:
+        return 0.0
+    weights = np.r_[0.5, np.ones(m - 1), 0.5] / m if m % 2 == 0 else np.ones(m) / m
+    half = len(weights) // 2
+    detrended = values[half:n - half] - np.convolve(values, weights, mode="valid")
+    phase = np.arange(half, n - half) % m
+    profile = np.array([detrended[phase == k].mean() for k in range(m)])
+    remainder = detrended - (profile - profile.mean())[phase]
+    spread = np.var(detrended)
+    return 0.0 if spread <= 0 else float(max(0.0, 1.0 - np.var(remainder) / spread))
+
+
 # -- ARIMA on the adjusted series ---------------------------------------------------------------------------------
 def _choose_d(adjusted: np.ndarray, max_d: int) -> int:
     """Number of differences by repeated KPSS tests at 5 % (the auto.arima rule)."""
@@ -230,11 +311,14 @@ def _choose_d(adjusted: np.ndarray, max_d: int) -> int:
 
     series = adjusted
     for d in range(max_d + 1):
-        if d == max_d or np.ptp(series) == 0:
+        if d == max_d or len(series) < MIN_SPARE_POINTS + 3 or np.ptp(series) == 0:
             return d
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # KPSS warns when the p-value is outside its lookup table
-            p_value = kpss(series, regression="c", nlags="auto")[1]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # KPSS warns when the p-value is outside its lookup table
+                p_value = kpss(series, regression="c", nlags="auto")[1]
+        except (ValueError, np.linalg.LinAlgError):  # too short for its lag choice: no evidence to difference
+            return d
         if p_value >= 0.05:
             return d
         series = np.diff(series)
@@ -245,23 +329,30 @@ def _information_criterion(result, criterion: str) -> float:
     return float({"aic": result.aic, "aicc": result.aicc, "bic": result.bic}[criterion])
 
 
-def _fit_arima(adjusted: np.ndarray, order: tuple[int, int, int], trend: str):
+def _fit_arima(adjusted: np.ndarray, order: tuple[int, int, int], trend: str,
+               seasonal_order: tuple[int, int, int, int] = (0, 0, 0, 0)):
     from statsmodels.tsa.arima.model import ARIMA
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter; failures are judged by the result below
-        result = ARIMA(adjusted, order=order, trend=trend).fit()
+        result = ARIMA(adjusted, order=order, seasonal_order=seasonal_order, trend=trend).fit()
     if not np.all(np.isfinite(result.params)) or not np.isfinite(result.llf):
-        raise FloatingPointError(f"non-finite estimates for ARIMA{order}")
+        raise FloatingPointError(f"non-finite estimates for ARIMA{order}{seasonal_order}")
     return result
 
 
 def _fit_candidate(values: np.ndarray, method: str, settings: dict,
                    order: tuple[int, int, int] | None = None, p_q: tuple[int, int] | None = None) -> _FittedSeries:
     """Seasonal part by ``method``, then the ARIMA order by the information criterion (or the given ``order``;
-    ``p_q``: fixed p and q, d from KPSS)."""
-    adjusted, seasonal = _remove_seasonality(values, method, settings["periods"], settings["fourier_order"],
-                                             settings["season_length"])
+    ``p_q``: fixed p and q, d from KPSS). Without a usable seasonal part: the plain ARIMA search."""
+    m = effective_season_length(len(values), settings["season_length"])
+    if method == "seasonal_difference" and m < 2:
+        method = "none"
+    if method in ("fourier", "mstl") and not _usable_periods(settings["periods"], len(values)):
+        method = "none"
+    if method == "none":
+        return _fit_sarima(values, settings, 1)
+    adjusted, seasonal = _remove_seasonality(values, method, settings["periods"], settings["fourier_order"], m)
     if order is not None:
         d, grid = order[1], [(order[0], order[2])]
     else:
@@ -269,6 +360,8 @@ def _fit_candidate(values: np.ndarray, method: str, settings: dict,
         grid = [tuple(p_q)] if p_q is not None else list(
             itertools.product(range(settings["max_p"] + 1), range(settings["max_q"] + 1)))
     trend = "c" if d == 0 else "n"
+    spare = len(adjusted) - d - MIN_SPARE_POINTS - 1 - (trend == "c")
+    grid = [(p, q) for p, q in grid if p + q <= spare] or [(0, 0)]
     best, best_score, failures = None, np.inf, []
     for p, q in grid:
         try:
@@ -286,37 +379,191 @@ def _fit_candidate(values: np.ndarray, method: str, settings: dict,
         # the simplest model left: a random walk, which cannot fail on finite data
         messages.append(f"no ARIMA order up to ({settings['max_p']},{d},{settings['max_q']}) could be fitted; "
                         "falling back to ARIMA(0,1,0)")
-        best, trend = _fit_arima(adjusted, (0, 1, 0), "n"), "n"
+        trend = "n"
+        try:
+            best = _fit_arima(adjusted, (0, 1, 0), "n")
+            params = np.asarray(best.params, float)
+        except Exception:  # noqa: BLE001 - e.g. a constant series: the random walk's variance by hand
+            params = np.array([max(float(np.mean(np.diff(adjusted) ** 2)), 1e-12)])
+        return _FittedSeries(order=(0, 1, 0), trend=trend, params=params, adjusted=adjusted, n_obs=len(values),
+                             seasonal=seasonal, warnings=messages)
     return _FittedSeries(order=tuple(int(v) for v in best.model.order), trend=trend,
                          params=np.asarray(best.params, float), adjusted=adjusted, n_obs=len(values),
                          seasonal=seasonal, warnings=messages)
 
 
+# -- seasonal ARIMA (and plain ARIMA with drift) by auto.arima's stepwise search -----------------------------------
+def _difference(values: np.ndarray, d: int, D: int, m: int) -> np.ndarray:
+    out = values
+    for _ in range(D):
+        out = out[m:] - out[:-m]
+    for _ in range(d):
+        out = np.diff(out)
+    return out
+
+
+def _difference_polynomial(d: int, D: int, m: int) -> np.ndarray:
+    """Coefficients of (1 - B)^d (1 - B^m)^D in ascending powers of the lag operator B."""
+    poly = np.array([1.0])
+    for _ in range(D):
+        seasonal = np.zeros(m + 1)
+        seasonal[0], seasonal[m] = 1.0, -1.0
+        poly = np.convolve(poly, seasonal)
+    for _ in range(d):
+        poly = np.convolve(poly, [1.0, -1.0])
+    return poly
+
+
+def _seasonal_order(P: int, Q: int, m: int) -> tuple[int, int, int, int]:
+    return (P, 0, Q, m) if m > 1 and P + Q > 0 else (0, 0, 0, 0)
+
+
+def _fit_differenced(w: np.ndarray, spec: tuple, m: int):
+    """ARMA(p, q)(P, Q)m, with a constant or not, on the differenced series (by ``_fit_arima``)."""
+    p, q, P, Q, constant = spec
+    trend = "c" if constant else "n"
+    if P + Q == 0:
+        return _fit_arima(w, (p, 0, q), trend)
+    return _fit_arima(w, (p, 0, q), trend, _seasonal_order(P, Q, m))
+
+
+def _stepwise_search(w: np.ndarray, m: int, allow_constant: bool, settings: dict, messages: list[str]):
+    """(result, (p, q, P, Q, constant)) of the best model on the differenced series ``w`` (None if none fits)."""
+    max_p, max_q = settings["max_p"], settings["max_q"]
+    max_seasonal = 1 if m > 1 else 0
+    n = len(w)
+
+    def feasible(spec) -> bool:
+        p, q, P, Q, constant = spec
+        if min(spec[:4]) < 0 or p > max_p or q > max_q or P > max_seasonal or Q > max_seasonal:
+            return False
+        if constant and not allow_constant:
+            return False
+        # a few points beyond the parameters, and beyond the longest lag of the state
+        return n - (p + q + P + Q + constant + 1) >= MIN_SPARE_POINTS and n > max(p + m * P, q + m * Q) + 1
+
+    tried: dict[tuple, float] = {}
+    results: dict[tuple, object] = {}
+    failures: list[str] = []
+
+    def score(spec) -> float:
+        if spec in tried:
+            return tried[spec]
+        p, q, P, Q, constant = spec
+        try:
+            result = _fit_differenced(w, spec, m)
+            value = _information_criterion(result, settings["criterion"])
+            value = value if np.isfinite(value) else np.inf
+            results[spec] = result
+        except Exception as exc:  # noqa: BLE001 - one failing order must not stop the search; it is reported
+            failures.append(f"ARIMA({p},{q})({P},{Q}) failed: {exc}")
+            value = np.inf
+        tried[spec] = value
+        return value
+
+    constant = bool(allow_constant)
+    starts = [(min(2, max_p), min(2, max_q), max_seasonal, max_seasonal, constant), (0, 0, 0, 0, constant),
+              (min(1, max_p), 0, max_seasonal, 0, constant), (0, min(1, max_q), 0, max_seasonal, constant)]
+    starts = [s for s in dict.fromkeys(starts) if feasible(s)] or [(0, 0, 0, 0, False)]
+    best = min(starts, key=score)
+    improved = True
+    while improved and len(tried) < settings["max_search_fits"]:
+        improved = False
+        p, q, P, Q, c = best
+        moves = [(p, q, P - 1, Q, c), (p, q, P + 1, Q, c), (p, q, P, Q - 1, c), (p, q, P, Q + 1, c),
+                 (p, q, P - 1, Q - 1, c), (p, q, P + 1, Q + 1, c),
+                 (p - 1, q, P, Q, c), (p + 1, q, P, Q, c), (p, q - 1, P, Q, c), (p, q + 1, P, Q, c),
+                 (p - 1, q - 1, P, Q, c), (p + 1, q + 1, P, Q, c), (p, q, P, Q, not c)]
+        for move in moves:
+            if move in tried or not feasible(move) or len(tried) >= settings["max_search_fits"]:
+                continue
+            if score(move) < tried[best]:
+                best, improved = move, True
+                break
+    if failures:
+        messages.append(f"{len(failures)} candidate orders failed and were skipped ({failures[0]})")
+    if not np.isfinite(tried.get(best, np.inf)):
+        return None, best
+    return results[best], best
+
+
+def _fit_sarima(values: np.ndarray, settings: dict, m: int, spec: tuple | None = None) -> _FittedSeries:
+    """auto.arima on one series with season ``m`` (1: no seasonal part); ``spec`` = (p, d, q, P, D, Q, constant)
+    refits that model instead of searching."""
+    messages: list[str] = []
+    if spec is None:
+        D = int(m > 1 and len(values) >= 2 * m + MIN_SPARE_POINTS + 2
+                and _seasonal_strength(values, m) >= SEASONAL_STRENGTH_FOR_D)
+        d = _choose_d(_difference(values, 0, D, m), settings["max_d"])
+    else:
+        d, D = spec[1], spec[4]
+    w = _difference(values, d, D, m)
+    allow_constant = d + D <= 1
+    if spec is None:
+        result, (p, q, P, Q, constant) = _stepwise_search(w, m, allow_constant, settings, messages)
+    else:
+        p, _, q, P, _, Q, constant = spec
+        try:
+            result = _fit_differenced(w, (p, q, P, Q, constant), m)
+        except Exception as exc:  # noqa: BLE001 - the refit is reported and replaced below
+            messages.append(f"refit of ARIMA({p},{d},{q})({P},{D},{Q}) failed: {exc}")
+            result = None
+    seasonal = {"method": "sarima" if m > 1 else "none", "n_parameters": 0,
+                "differencing": {"d": d, "D": D, "m": m, "history": values[len(values) - (d + m * D):].copy()},
+                "spec": None}
+    if result is None:
+        # nothing could be fitted (e.g. a constant series): white noise on the differences, variance by hand
+        messages.append(f"no ARIMA could be fitted on the differenced series; falling back to "
+                        f"ARIMA(0,{d},0)(0,{D},0)")
+        p = q = P = Q = 0
+        constant = False
+        params = np.array([max(float(np.mean(w ** 2)) if len(w) else 0.0, 1e-12)])
+    else:
+        params = np.asarray(result.params, float)
+    seasonal["spec"] = (p, d, q, P, D, Q, bool(constant))
+    return _FittedSeries(order=(p, 0, q), trend="c" if constant else "n", params=params, adjusted=w,
+                         n_obs=len(values), seasonal=seasonal, warnings=messages,
+                         seasonal_order=_seasonal_order(P, Q, m))
+
+
 def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _FittedSeries:
     started = time.process_time()  # CPU time: honest per-series cost even on a shared, oversubscribed machine
-    # log turns the multiplicative daily swings of most M4 Hourly series into additive ones
+    # log turns seasonal swings proportional to the level into additive ones
     log_scale = bool(settings["log_transform"] and np.all(values > 0))
     modelled = np.log(values) if log_scale else values
+    n = len(values)
+    m = effective_season_length(n, settings["season_length"])
+    short_season = 2 <= m <= settings["max_sarima_season"]
     method, h, messages, fitted = settings["seasonality"], settings["validation_horizon"], [], None
-    if method == "auto":
-        # Fourier terms estimate one fixed profile from the whole history; the seasonal difference follows the
-        # latest cycle. Which suits a series is decided on its own last h points (fitted on the rest): the
-        # candidate with the lower MAE there (MAE orders candidates exactly as MASE does) wins. With a fixed
-        # validation_order that costs two single fits, then the winner's full order search on all data; with
-        # validation_order None both searches run on the shorter series and the winner is refitted with its order.
-        if len(values) - h < 2 * max(settings["season_length"], 1) + 10:
-            method = "fourier"
-            messages.append(f"series too short for a {h}-point validation window: seasonality fourier")
+    if method == "sarima" or (method == "auto" and m < 2):
+        fitted = _fit_sarima(modelled, settings, m if short_season else 1)
+    elif method == "auto":
+        # Fourier terms estimate one fixed profile from the whole history; SARIMA and the seasonal difference
+        # follow the latest cycles. Which suits a series is decided on its own last h points (fitted on the
+        # rest): the candidate with the lower MAE there wins (MAE orders candidates exactly as MASE does).
+        candidates = ("fourier", "sarima") if short_season else ("fourier", "seasonal_difference")
+        if n - h < 2 * m + VALIDATION_SPARE_POINTS:
+            method = "sarima" if short_season else "fourier"
+            fitted = _fit_sarima(modelled, settings, m) if short_season else _fit_candidate(modelled, method,
+                                                                                              settings)
+            fitted.seasonal["validation_skipped"] = f"{n} points, too short for a {h}-point validation window"
         else:
-            errors, orders = {}, {}
-            for candidate in AUTO_CANDIDATES:
-                state = _fit_candidate(modelled[:-h], candidate, settings, p_q=settings["validation_order"])
+            errors, orders, full = {}, {}, {}
+            for candidate in candidates:
+                if candidate == "sarima":
+                    # the order is searched once on all data and refitted on the shorter series
+                    full[candidate] = _fit_sarima(modelled, settings, m)
+                    state = _fit_sarima(modelled[:-h], settings, m, spec=full[candidate].seasonal["spec"])
+                else:
+                    state = _fit_candidate(modelled[:-h], candidate, settings, p_q=settings["validation_order"])
                 state.log_scale = log_scale
                 mean, _ = _forecast_one_series(state, h, [])
                 errors[candidate] = float(np.mean(np.abs(values[-h:] - mean)))
                 orders[candidate] = state.order
             method = min(errors, key=lambda c: (not np.isfinite(errors[c]), errors[c]))
-            if settings["validation_order"] is None:
+            if method in full:
+                fitted = full[method]
+            elif settings["validation_order"] is None:
                 fitted = _fit_candidate(modelled, method, settings, order=orders[method])
             else:
                 fitted = _fit_candidate(modelled, method, settings)
@@ -330,13 +577,15 @@ def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _Fitt
 
 
 def _forecast_one_series(state: _FittedSeries, horizon: int, levels: list[int]):
-    from statsmodels.tsa.arima.model import ARIMA
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = ARIMA(state.adjusted, order=state.order, trend=state.trend).filter(state.params)
+        result = state.statsmodels_model().filter(state.params)
         forecast = result.get_forecast(horizon)
-    if state.seasonal["method"] == "seasonal_difference":
+    if "differencing" in state.seasonal:
+        mean, std = _integrate_differences(state, result, np.asarray(forecast.predicted_mean), horizon)
+        bounds = {level: (mean - normal_quantile(level) * std, mean + normal_quantile(level) * std)
+                  for level in levels}
+    elif state.seasonal["method"] == "seasonal_difference":
         mean, std = _integrate_seasonal_difference(state, result, np.asarray(forecast.predicted_mean), horizon)
         bounds = {level: (mean - normal_quantile(level) * std, mean + normal_quantile(level) * std)
                   for level in levels}
@@ -352,6 +601,46 @@ def _forecast_one_series(state: _FittedSeries, horizon: int, levels: list[int]):
         mean = np.exp(mean)
         bounds = {level: (np.exp(lo), np.exp(hi)) for level, (lo, hi) in bounds.items()}
     return mean, bounds
+
+
+def _arma_polynomials(state: _FittedSeries, result) -> tuple[np.ndarray, np.ndarray]:
+    """AR and MA lag polynomials (ascending powers of B) with the seasonal factors multiplied in."""
+    params = dict(zip(result.param_names, result.params))
+    p, _, q = state.order
+    P, _, Q, m = state.seasonal_order
+    ar = np.r_[1.0, -np.array([params.get(f"ar.L{i}", 0.0) for i in range(1, p + 1)])]
+    ma = np.r_[1.0, np.array([params.get(f"ma.L{i}", 0.0) for i in range(1, q + 1)])]
+    seasonal_ar, seasonal_ma = np.zeros(m * P + 1), np.zeros(m * Q + 1)
+    seasonal_ar[0] = seasonal_ma[0] = 1.0
+    for i in range(1, P + 1):
+        seasonal_ar[i * m] = -params.get(f"ar.S.L{i * m}", 0.0)
+    for i in range(1, Q + 1):
+        seasonal_ma[i * m] = params.get(f"ma.S.L{i * m}", 0.0)
+    return np.convolve(ar, seasonal_ar), np.convolve(ma, seasonal_ma)
+
+
+def _integrate_differences(state: _FittedSeries, result, differenced_mean: np.ndarray, horizon: int):
+    """Mean and standard deviation of y from forecasts of w = (1 - B)^d (1 - B^m)^D y.
+
+    y[t] = w[t] - sum_k c_k y[t-k] with c the differencing polynomial, recursively from the stored last values.
+    The forecast error of y has the MA(inf) weights of the ARMA with the AR polynomial times the differencing
+    polynomial, so var(y error at h) = sigma2 * sum_{j<h} psi[j]^2 (what SARIMAX computes with the
+    differences in its state).
+    """
+    from statsmodels.tsa.arima_process import arma2ma
+
+    differencing = state.seasonal["differencing"]
+    poly = _difference_polynomial(differencing["d"], differencing["D"], differencing["m"])
+    lags = len(poly) - 1
+    path = np.r_[np.asarray(differencing["history"], float), np.zeros(horizon)]
+    for step in range(horizon):
+        t = lags + step
+        path[t] = differenced_mean[step] - float(np.dot(poly[1:], path[t - 1::-1][:lags])) if lags else \
+            differenced_mean[step]
+    ar, ma = _arma_polynomials(state, result)
+    psi = arma2ma(np.convolve(ar, poly), ma, lags=horizon)
+    sigma2 = float(dict(zip(result.param_names, result.params))["sigma2"])
+    return path[lags:], np.sqrt(sigma2 * np.cumsum(psi ** 2))
 
 
 def _integrate_seasonal_difference(state: _FittedSeries, result, differenced_mean: np.ndarray, horizon: int):
