@@ -106,7 +106,6 @@ def arima_coefficients(model, alpha: float = 0.05) -> pd.DataFrame:
     Returns:
         ``series_id, order, term, coef, std_err, z, p_value, significant`` (p < ``alpha``), one row per term.
     """
-    from statsmodels.tsa.arima.model import ARIMA
 
     _require_fitted(model, "ArimaForecaster", "arima")
     if not 0 < alpha < 1:
@@ -115,8 +114,7 @@ def arima_coefficients(model, alpha: float = 0.05) -> pd.DataFrame:
     for series_id, state in model.fitted_.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # approximate Hessians warn on near-boundary parameters; NaN is kept
-            result = ARIMA(state.adjusted, order=state.order, trend=state.trend).filter(state.params,
-                                                                                       cov_type="approx")
+            result = state.statsmodels_model().filter(state.params, cov_type="approx")
         for term, coef, std_err, z, p_value in zip(result.param_names, result.params, result.bse, result.zvalues,
                                                    result.pvalues):
             rows.append({"series_id": series_id, "order": str(tuple(state.order)), "term": term,
