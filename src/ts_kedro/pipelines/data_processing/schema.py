@@ -230,7 +230,9 @@ def resolve_timestamp_format(first_values: pd.Series, configured: str | None, fi
     candidates: list[str] = []
     for value in sample[:_FORMAT_GUESSES]:
         for dayfirst in (False, True):
-            guessed = guess_datetime_format(value, dayfirst=dayfirst)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "dates in %d/%m format when dayfirst=False"
+                guessed = guess_datetime_format(value, dayfirst=dayfirst)
             if guessed and guessed not in candidates and not _year_then_day(guessed):
                 candidates.append(guessed)
     if not candidates:
