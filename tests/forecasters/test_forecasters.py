@@ -215,7 +215,7 @@ def test_arima_falls_back_to_simpler_orders_with_a_warning(monkeypatch, small_pa
 
     monkeypatch.setattr(arima, "_fit_arima", only_white_noise_fits)
     with caplog.at_level(logging.WARNING, logger=arima.__name__):
-        model = arima.ArimaForecaster(n_jobs=1, max_p=1, max_q=1).fit(small_panel)
+        model = arima.ArimaForecaster(freq=FREQ, n_jobs=1, max_p=1, max_q=1).fit(small_panel)
     assert all(state.order[0] == 0 and state.order[2] == 0 for state in model.fitted_.values())
     assert "candidate orders failed" in caplog.text
 
@@ -228,7 +228,7 @@ def test_arima_falls_back_to_simpler_orders_with_a_warning(monkeypatch, small_pa
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=arima.__name__):
         # max_d=0: the whole grid is ARIMA(p,0,q), so every candidate fails and only the fallback is left
-        model = arima.ArimaForecaster(n_jobs=1, max_p=1, max_q=1, max_d=0).fit(small_panel)
+        model = arima.ArimaForecaster(freq=FREQ, n_jobs=1, max_p=1, max_q=1, max_d=0).fit(small_panel)
     assert {state.order for state in model.fitted_.values()} == {(0, 1, 0)}
     assert "falling back to ARIMA(0,1,0)" in caplog.text
     assert len(model.predict(HORIZON, LEVELS)) == HORIZON * 3
