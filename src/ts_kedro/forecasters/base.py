@@ -125,7 +125,33 @@ class Forecaster(abc.ABC):
         if len(parts) > 1:  # back to the fitted order of series
             order = {sid: i for i, sid in enumerate(self.series_ids_)}
             forecast = forecast.sort_values(SERIES_ID, key=lambda s: s.map(order), kind="stable")
+        calibration = getattr(self, "interval_calibration_", None)
+        if calibration and levels:
+            from ts_kedro.evaluation.conformal import apply_adjustments
+
+            forecast = apply_adjustments(forecast, calibration, self.calibration_scales_)
+            nonnegative = forecast[SERIES_ID].map(self.nonnegative_series_).fillna(False).to_numpy(bool)
+            for level in levels:
+                forecast[f"lo-{level}"] = np.where(nonnegative, np.maximum(forecast[f"lo-{level}"], 0.0),
+                                                   forecast[f"lo-{level}"])
         return _finalise_forecast(forecast, levels)
+
+    def calibrate_intervals(self, backtest: pd.DataFrame, panel: pd.DataFrame) -> "Forecaster":
+        """Conformal calibration of this fitted model's intervals from its own backtest (see evaluation.conformal).
+
+        ``backtest`` is this family's rolling-origin backtest on ``panel`` (the data the model was fitted on);
+        afterwards ``predict`` widens or narrows every calibrated level by the learnt per-step adjustment times
+        the series' scale, and keeps the lower bound of a never-negative series at zero or above.
+        """
+        from ts_kedro.evaluation.conformal import conformal_adjustments, series_scales
+
+        if not getattr(self, "is_fitted_", False):
+            raise ForecasterError(f"{self.name}: call fit() before calibrate_intervals()")
+        levels = sorted({int(c.split("-", 1)[1]) for c in backtest.columns if c.startswith("lo-")})
+        self.interval_calibration_ = conformal_adjustments(backtest, panel, self.season_length, levels)
+        self.calibration_scales_ = series_scales(panel, self.season_length)
+        self.nonnegative_series_ = (panel.groupby(SERIES_ID)[VALUE].min() >= 0).to_dict()
+        return self
 
     def forecast(self, panel: pd.DataFrame, horizon: int, levels: Sequence[int] = ()) -> pd.DataFrame:
         return self.fit(panel).predict(horizon, levels)

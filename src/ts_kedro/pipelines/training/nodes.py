@@ -125,12 +125,13 @@ def evaluate_model(
 
 def fit_model(
     panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any],
-    backtest_params: dict[str, Any] | None = None,
+    backtest_params: dict[str, Any] | None = None, backtest_forecasts: pd.DataFrame | None = None,
 ) -> tuple[Forecaster, pd.DataFrame, dict]:
     """Fit the family on the whole history and forecast the next horizon.
 
     The model is built from the same frequency profile as the backtest (same lengths, same parameters), so
-    the shipped model is the one that was validated. Series it cannot fit are served by its fallback chain:
+    the shipped model is the one that was validated. With ``backtest.calibrate_intervals`` (default on) and the
+    family's backtest, its intervals are conformally calibrated on the backtest residuals. Series it cannot fit are served by its fallback chain:
     ``served_by`` in the forecasts and the statistics say which.
 
     Returns:
@@ -139,9 +140,13 @@ def fit_model(
     """
     profile = profile_for_panel(panel, panel_params, backtest_params)
     model = _factory(model_spec, profile)()
+    calibrate = (backtest_params or {}).get("calibrate_intervals", True) and backtest_forecasts is not None
     with PeakMemorySampler() as memory:
         started = time.perf_counter()
         model.fit(panel)
+        if calibrate and profile.levels:
+            # intervals conformalised on this family's own out-of-sample backtest (evaluation.conformal)
+            model.calibrate_intervals(backtest_forecasts, panel)
         fit_seconds = time.perf_counter() - started
         started = time.perf_counter()
         forecasts = model.predict(profile.horizon, profile.levels)

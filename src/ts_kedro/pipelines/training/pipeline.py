@@ -22,7 +22,7 @@ def create_template() -> Pipeline:
             ),
             Node(
                 fit_model,
-                inputs=["primary_panel", "params:model", "params:panel", "params:backtest"],
+                inputs=["primary_panel", "params:model", "params:panel", "params:backtest", "backtest_forecasts"],
                 outputs=["model", "forecasts", "model_stats"],
                 name="fit_model_node",
             ),
