@@ -21,7 +21,9 @@ def lstm(small_panel) -> LSTMForecaster:
 def test_window_inputs_and_predict_scaled_reproduce_predict(lstm, small_panel):
     windows = lstm.window_inputs(small_panel)
     assert windows["series_ids"] == lstm.series_ids_
-    assert windows["tokens"].shape == (3, 2, 24 + 4)  # 48-hour lookback = 2 daily tokens + 4 calendar inputs
+    # 48-hour lookback = 2 daily tokens; calendar: sin/cos of hour of day and weekday (336 hours = two weeks)
+    assert lstm.calendar_names_ == ["hour", "weekday"]
+    assert windows["tokens"].shape == (3, 2, 24 + 4)
     assert windows["targets"].shape == (3, 0)
     quantiles = lstm.predict_scaled(windows["tokens"], windows["last_season"])
     assert quantiles.shape == (3, HORIZON, len(lstm.quantiles))
@@ -55,3 +57,5 @@ def test_public_methods_refuse_misuse(lstm, small_panel):
         lstm.window_inputs(small_panel, held_out=-1)
     with pytest.raises(ForecasterError, match="predict_scaled expects"):
         lstm.predict_scaled(np.zeros((2, 2, 28)), np.zeros((2, 23)))
+    with pytest.raises(ForecasterError, match="horizon"):
+        LSTMForecaster(freq="h", input_size=48)  # no horizon default: the panel horizon is passed

@@ -1,38 +1,44 @@
-"""Global LSTM forecaster (torch): one model for all series, direct multi-step quantile output.
+"""Global LSTM forecaster (torch): one model for all series, direct multi-step quantile output, any frequency.
 
 Design (why, in short):
 - The lookback of ``input_size`` steps is read as ``input_size / season_length`` tokens of one full season each
-  (14 daily tokens of 24 hourly values for the default 14*24 lookback). The LSTM runs 14 steps instead of 336,
-  which makes CPU training cheap, and every token sees a whole daily profile. Two weeks beat one week (both
-  weekly cycles visible) in the measurements below.
-- Per-window scaling: every input window and its targets are divided by the mean of the input window, so one
-  model serves series of any level (M4 Hourly spans 10 to 10^5).
+  (on hourly data a lookback of two weeks is 14 daily tokens). The LSTM runs one step per season instead of one per
+  observation, which makes CPU training cheap, and every token sees a whole seasonal profile. Tokens stay ONE
+  season wide on every grid: with ``season_length`` 1 (yearly, or a panel too short for its season) a token is one
+  observation and the network is a plain LSTM over the lookback; a lookback of a few seasons gives a few steps.
+  Wider "chunk" tokens were not needed: the derived lookbacks are short where the season is short (the profile
+  bounds them by what a typical series affords), and one-season tokens keep the seasonal-naive baseline and the
+  permutation-importance groups (last season / earlier seasons / calendar) meaningful on every grid.
+- ``input_size=None`` means derived: ``build_forecaster`` passes the profile's ``lstm_input_size`` (bounded by what
+  the series afford) and the panel ``horizon``; a model constructed directly derives the lookback at fit time from
+  ``ts_kedro.frequency.derive_profile`` with the panel's lengths. ``horizon`` has no default: it is the trained
+  output length, and the training node passes the panel horizon.
+- Per-window scaling: every input window and its targets are divided by the mean absolute value of the input
+  window, so one model serves series of any level.
 - The network predicts a correction to the seasonal naive forecast of the scaled window (the last season
-  repeated), so an untrained or early-stopped model starts from the reference it has to beat.
+  repeated; the last value when ``season_length`` is 1), so an untrained or early-stopped model starts from the
+  reference it has to beat.
 - Output: the whole ``horizon`` at once for a FIXED grid of quantiles: the median plus the lower/upper quantiles of
   every level in ``interval_levels`` (default 50, 80, 90, 95, 99), trained with the pinball loss. At predict time
   a requested level between trained ones is linearly interpolated in probability; a level wider than the widest
   trained one is an error (add it to ``interval_levels``). ``mean`` is the 0.5 quantile.
-- Optional calendar inputs (``calendar_features``): sin/cos of hour of day and day of week of each token's start.
-- Early stopping on validation windows taken from the end of each series (targets = its last ``horizon`` points;
-  training targets end before them). The best epoch's weights are kept.
+- Calendar inputs (``calendar_features``): sin/cos of the calendar terms that vary at the panel's frequency and whose
+  cycle the longest series covers twice (``feature_engineering.calendar.select_features``: hour and weekday for
+  hourly data, month for monthly, quarter for quarterly, none for yearly), taken at each token's start.
+- Series shorter than ``min_length`` = ``input_size + horizon`` (one lookback and its target) are served by the
+  ``fallback`` family (ETS). A series with ``input_size + 2 * horizon`` points gives a validation window (its last
+  ``horizon`` points as targets; its training targets end before them); shorter fitted series give training
+  windows only. Early stopping on the validation windows keeps the best epoch's weights. When no series affords a
+  validation window (few short series), the network trains without early stopping for
+  ``min(max_epochs, epochs_without_validation)`` epochs (default 10) and keeps the last weights.
 - Deterministic on CPU: seeded, ``torch.use_deterministic_algorithms(True)`` and a fixed thread count while
   training/predicting (previous global torch settings are restored afterwards).
 - A seed ensemble (``n_models``, default 3; members seeded seed, seed+1, ...; quantiles averaged): single
-  networks trained on a few tens of series differ by +-0.8 sMAPE from seed to seed, the ensemble removes most of it.
+  networks trained on a few tens of series differ noticeably from seed to seed, the ensemble removes most of it.
 - Picklable: the fitted state is the members' state_dicts as numpy arrays plus the last window of every series.
 
-Measured on real M4 Hourly (train on the training part, sMAPE/MASE on the 48 official test points; seasonal
-naive in brackets; coverage of the 80/95 % intervals; CPU seconds of training, one thread, shared machine):
-
-- 24-series default sample, defaults: sMAPE 10.89 (12.17), MASE 1.01 (1.30), coverage 79/94 %, 27 s CPU.
-- all 414 series, defaults but ``max_windows_per_series=100``: sMAPE 11.17 (13.91), MASE 0.98 (1.19),
-  OWA 0.508 (0.628; M4 winner 0.440), coverage 85/96 %, 136 s CPU; better than seasonal naive on 73 % of series.
-- all 414 series, defaults (200 windows per series, 3 members, seed 42; ``benchmarks/m4_benchmark.py``, 2026-11-27):
-  sMAPE 10.92, MASE 0.893, OWA 0.484, 95 % coverage in ``docs/benchmarks.md``; 270 s CPU on one thread.
-- 40 series (H2, H12, ..., H392), 400 windows per series, single network: two-week lookback 11.59 (seed 0) /
-  12.42 (seed 1), one-week lookback 12.35, hidden 128 + lr 1e-3 13.66; seasonal naive 12.35.
-  The same 40 series with ``n_models=3``: 10.85 (73 s CPU).
+Measurements (M4 Hourly, M3 quarterly/monthly) are in ``docs/benchmarks.md`` and
+``benchmarks/family_check_prophet_lstm.py``.
 """
 from __future__ import annotations
 
@@ -49,58 +55,88 @@ from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, Forecaster, F
 
 logger = logging.getLogger(__name__)
 
-_N_CALENDAR = 4  # sin/cos hour of day, sin/cos day of week
-
-
 class LSTMForecaster(Forecaster):
     """One LSTM trained on windows of all series; see the module docstring for the design.
 
-    Hyperparameters: ``horizon`` (trained output length, predict may ask up to it), ``input_size`` (lookback,
-    a multiple of season_length), ``hidden_size``, ``num_layers``, ``dropout``, ``batch_size``, ``lr``,
-    ``max_epochs``, ``patience``, ``max_windows_per_series``, ``interval_levels``, ``calendar_features``,
-    ``n_models`` (seed ensemble size: members seeded ``seed``, ``seed+1``, ...; quantiles averaged), ``seed``,
-    ``device`` (auto|cpu|cuda), ``num_threads``.
+    Hyperparameters: ``horizon`` (trained output length, required; predict may ask up to it), ``input_size``
+    (lookback, a multiple of season_length; None = derived), ``hidden_size``, ``num_layers``, ``dropout``,
+    ``batch_size``, ``lr``, ``max_epochs``, ``patience``, ``max_windows_per_series``, ``interval_levels``,
+    ``calendar_features`` (use the calendar terms that vary at the panel's frequency), ``epochs_without_validation``
+    (fixed epochs when no series affords a validation window), ``n_models`` (seed ensemble size: members seeded
+    ``seed``, ``seed+1``, ...; quantiles averaged), ``seed``, ``device`` (auto|cpu|cuda), ``num_threads``.
     """
 
     name = "lstm"
+    fallback = "ets"
 
-    def __init__(self, freq: str = "h", season_length: int = 24, horizon: int = 48, input_size: int | None = None,
-                 hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0, batch_size: int = 256,
-                 lr: float = 3e-3, max_epochs: int = 40, patience: int = 5, max_windows_per_series: int = 200,
-                 interval_levels: list[int] | None = None, calendar_features: bool = True, n_models: int = 3,
+    def __init__(self, freq: str = "h", season_length: int | None = None, horizon: int | None = None,
+                 input_size: int | None = None, hidden_size: int = 64, num_layers: int = 1, dropout: float = 0.0,
+                 batch_size: int = 256, lr: float = 3e-3, max_epochs: int = 40, patience: int = 5,
+                 max_windows_per_series: int = 200, interval_levels: list[int] | None = None,
+                 calendar_features: bool = True, epochs_without_validation: int = 10, n_models: int = 3,
                  seed: int = 0, device: str = "auto", num_threads: int = 1):
-        input_size = 14 * int(season_length) if input_size is None else int(input_size)
         interval_levels = [50, 80, 90, 95, 99] if interval_levels is None else [int(v) for v in interval_levels]
         super().__init__(freq, season_length, horizon=horizon, input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, dropout=dropout, batch_size=batch_size, lr=lr,
                          max_epochs=max_epochs, patience=patience, max_windows_per_series=max_windows_per_series,
-                         interval_levels=interval_levels, calendar_features=calendar_features, n_models=n_models, seed=seed,
+                         interval_levels=interval_levels, calendar_features=calendar_features,
+                         epochs_without_validation=epochs_without_validation, n_models=n_models, seed=seed,
                          device=device, num_threads=num_threads)
-        if input_size < season_length or input_size % season_length:
+        m = self.season_length
+        if input_size is not None and (int(input_size) < m or int(input_size) % m):
             raise ForecasterError(f"lstm: input_size={input_size} must be a positive multiple of season_length="
-                                  f"{season_length} (the lookback is read one season per LSTM step)")
+                                  f"{m} (the lookback is read one season per LSTM step)")
+        if horizon is None:
+            raise ForecasterError("lstm: horizon (the trained output length) is required; build_forecaster passes "
+                                  "the panel horizon")
         if device not in ("auto", "cpu", "cuda"):
             raise ForecasterError(f"lstm: device must be auto, cpu or cuda, got {device!r}")
         if any(not 0 < v < 100 for v in interval_levels):
             raise ForecasterError(f"lstm: interval_levels must lie strictly between 0 and 100, got {interval_levels}")
-        if min(int(horizon), int(hidden_size), int(num_layers), int(batch_size), int(max_epochs), int(n_models)) < 1:
-            raise ForecasterError("lstm: horizon, hidden_size, num_layers, batch_size, max_epochs, n_models must be >= 1")
+        if min(int(horizon), int(hidden_size), int(num_layers), int(batch_size), int(max_epochs), int(n_models),
+               int(epochs_without_validation)) < 1:
+            raise ForecasterError("lstm: horizon, hidden_size, num_layers, batch_size, max_epochs, n_models and "
+                                  "epochs_without_validation must be >= 1")
         self.horizon = int(horizon)
-        self.input_size = input_size
+        # None until fit derives it from the panel (see _resolve_input_size)
+        self.input_size = None if input_size is None else int(input_size)
         self.hidden_size, self.num_layers, self.dropout = int(hidden_size), int(num_layers), float(dropout)
         self.batch_size, self.lr = int(batch_size), float(lr)
         self.max_epochs, self.patience = int(max_epochs), int(patience)
         self.max_windows_per_series = int(max_windows_per_series)
         self.interval_levels = sorted(set(interval_levels))
         self.calendar_features = bool(calendar_features)
+        self.epochs_without_validation = int(epochs_without_validation)
         self.n_models = int(n_models)
         self.seed, self.device, self.num_threads = int(seed), device, int(num_threads)
+
+    def fit(self, panel: pd.DataFrame) -> "LSTMForecaster":
+        # the lookback decides min_length, which the base class needs before it splits off the fallback series
+        self._resolve_input_size(panel)
+        return super().fit(panel)
+
+    def _resolve_input_size(self, panel: pd.DataFrame) -> None:
+        configured = self.hyperparameters.get("input_size")
+        if configured is not None:
+            self.input_size = int(configured)
+            return
+        from ts_kedro.frequency import derive_profile
+
+        lengths = panel.groupby(SERIES_ID, sort=False)[VALUE].count() if SERIES_ID in panel and VALUE in panel else None
+        profile = derive_profile({"freq": self.freq, "horizon": self.horizon, "season_length": self.season_length},
+                                 None if lengths is None or lengths.empty else lengths.to_numpy())
+        self.input_size = int(profile.lstm_input_size)
+        logger.info("lstm: lookback derived from the frequency profile: %d steps (%d tokens of %d)",
+                    self.input_size, self.input_size // self.season_length, self.season_length)
 
     # -- interface --------------------------------------------------------------------------------------------
     @property
     def min_length(self) -> int:
-        # one training window plus the validation window at the end of the series
-        return self.input_size + 2 * self.horizon
+        # one lookback and its target; a validation window needs another horizon (see the module docstring)
+        if self.input_size is None:
+            raise ForecasterError("lstm: the lookback is derived at fit time; min_length is known after fit() "
+                                  "or with an explicit input_size")
+        return self.input_size + self.horizon
 
     @property
     def quantiles(self) -> np.ndarray:
@@ -118,7 +154,8 @@ class LSTMForecaster(Forecaster):
         Series the model was not fitted on, or shorter than ``input_size + held_out``, are left out.
 
         Returns:
-            ``series_ids`` (list), ``tokens`` (n, input_size/season_length, season_length [+4 calendar]),
+            ``series_ids`` (list), ``tokens`` (n, input_size/season_length, season_length [+ 2 per calendar term
+            in ``calendar_names_``]),
             ``last_season`` (n, season_length), ``scale`` (n,: divide values by it to get the network's units) and
             ``targets`` (n, held_out, scaled).
         """
@@ -128,7 +165,7 @@ class LSTMForecaster(Forecaster):
         length, held_out = self.input_size, int(held_out)
         known = set(self.fitted_series_ids_)
         ids, values, calendars = [], [], []
-        for series_id, (series_values, calendar) in _series_arrays(panel).items():
+        for series_id, (series_values, calendar) in _series_arrays(panel, self._calendar_names()).items():
             if series_id not in known or len(series_values) < length + held_out:
                 continue
             end = len(series_values) - held_out
@@ -136,12 +173,12 @@ class LSTMForecaster(Forecaster):
             values.append(series_values[end - length:end + held_out])
             calendars.append(calendar[end - length:end])
         if not ids:
-            empty = np.empty((0, length // self.season_length, self.season_length), np.float32)
+            width = self.season_length + 2 * len(self._calendar_names())
+            empty = np.empty((0, length // self.season_length, width), np.float32)
             return {"series_ids": [], "tokens": empty, "last_season": np.empty((0, self.season_length), np.float32),
                     "scale": np.empty(0), "targets": np.empty((0, held_out), np.float32)}
         values = np.stack(values)
-        (tokens, last_season), scale = _scale_inputs(values[:, :length], np.stack(calendars), self.season_length,
-                                                     self.calendar_features)
+        (tokens, last_season), scale = _scale_inputs(values[:, :length], np.stack(calendars), self.season_length)
         targets = (values[:, length:] / scale[:, None]).astype(np.float32)
         return {"series_ids": ids, "tokens": tokens, "last_season": last_season, "scale": scale, "targets": targets}
 
@@ -184,7 +221,8 @@ class LSTMForecaster(Forecaster):
     def _fit(self, panel: pd.DataFrame) -> None:
         started, cpu_started = time.perf_counter(), time.process_time()
         device = self._resolve_device()
-        series = _series_arrays(panel)
+        self.calendar_names_ = self._select_calendar(panel)
+        series = _series_arrays(panel, self.calendar_names_)
         train, valid = self._windows(series)
         logger.info("lstm: %d training and %d validation windows from %d series on %s, %d member(s)",
                     len(train[0]), len(valid[0]), len(series), device, self.n_models)
@@ -216,7 +254,10 @@ class LSTMForecaster(Forecaster):
             valid_t = [torch.as_tensor(a, device=device) for a in valid]
             generator = torch.Generator().manual_seed(seed)
             best_loss, best_state, best_epoch, stale, history = np.inf, None, 0, 0, []
-            epochs = tqdm(range(1, self.max_epochs + 1), desc=f"lstm epochs (seed {seed})", unit="epoch", leave=False)
+            validated = len(valid[0]) > 0
+            # without a validation window: a fixed small number of epochs, the last weights are kept
+            n_epochs = self.max_epochs if validated else min(self.max_epochs, self.epochs_without_validation)
+            epochs = tqdm(range(1, n_epochs + 1), desc=f"lstm epochs (seed {seed})", unit="epoch", leave=False)
             for epoch in epochs:
                 network.train()
                 order = torch.randperm(len(train_t[0]), generator=generator).to(device)
@@ -229,10 +270,13 @@ class LSTMForecaster(Forecaster):
                     torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
                     optimiser.step()
                     train_loss += loss.detach().item() * len(batch)
-                valid_loss = self._evaluate(network, valid_t, quantiles)
+                valid_loss = self._evaluate(network, valid_t, quantiles) if validated else float("nan")
                 history.append({"epoch": epoch, "train_loss": train_loss / len(order), "valid_loss": valid_loss})
                 epochs.set_postfix(train=f"{train_loss / len(order):.4f}", valid=f"{valid_loss:.4f}")
-                if valid_loss < best_loss - 1e-6:
+                if not validated:
+                    best_epoch = epoch
+                    best_state = {k: v.detach().cpu().numpy().copy() for k, v in network.state_dict().items()}
+                elif valid_loss < best_loss - 1e-6:
                     best_loss, best_epoch, stale = valid_loss, epoch, 0
                     best_state = {k: v.detach().cpu().numpy().copy() for k, v in network.state_dict().items()}
                 else:
@@ -256,7 +300,7 @@ class LSTMForecaster(Forecaster):
         ids = list(self.fitted_series_ids_)
         values = np.stack([self.last_windows_[sid][0] for sid in ids])
         calendar = np.stack([self.last_windows_[sid][1] for sid in ids])
-        (tokens, last_season), scale = _scale_inputs(values, calendar, self.season_length, self.calendar_features)
+        (tokens, last_season), scale = _scale_inputs(values, calendar, self.season_length)
         # back on the original scale
         predicted = self.predict_scaled(tokens, last_season)[:, :horizon, :] * scale[:, None, None]
         probabilities = self.quantiles
@@ -271,6 +315,26 @@ class LSTMForecaster(Forecaster):
         return pd.concat(frames, ignore_index=True)
 
     # -- internals --------------------------------------------------------------------------------------------
+    def _select_calendar(self, panel: pd.DataFrame) -> list[str]:
+        """Calendar terms that vary at the panel's frequency and whose cycle the longest series covers twice."""
+        if not self.calendar_features:
+            return []
+        from ts_kedro.frequency import MIN_CYCLES
+        from ts_kedro.pipelines.feature_engineering.calendar import select_features, step_length
+
+        stamps = panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].agg(["min", "max"])
+        # n observations cover n steps of time (336 hourly values are 14 whole days: two weekly cycles)
+        span = (stamps["max"] - stamps["min"]).max() + step_length(self.freq)
+        names = select_features(self.freq, span, MIN_CYCLES)
+        logger.info("lstm: calendar inputs %s", names or "none (no calendar term varies at this frequency)")
+        return names
+
+    def _calendar_names(self) -> list[str]:
+        names = getattr(self, "calendar_names_", None)
+        if names is None:  # models pickled before calendar_names_ existed used hour of day and day of week
+            return ["hour", "weekday"] if self.calendar_features else []
+        return list(names)
+
     def _resolve_device(self) -> str:
         import torch
 
@@ -282,31 +346,43 @@ class LSTMForecaster(Forecaster):
 
     def _network(self):
         return _QuantileLSTM(season_length=self.season_length,
-                             n_features=self.season_length + (_N_CALENDAR if self.calendar_features else 0),
+                             n_features=self.season_length + 2 * len(self._calendar_names()),
                              hidden_size=self.hidden_size, num_layers=self.num_layers, dropout=self.dropout,
                              horizon=self.horizon, n_quantiles=len(self.quantiles))
 
     def _windows(self, series: dict[str, tuple[np.ndarray, np.ndarray]]):
-        """Scaled (tokens, baseline, targets) for training and validation; validation = last horizon of each series."""
+        """Scaled (tokens, baseline, targets) for training and validation.
+
+        A series with a lookback and two horizons gives a validation window (its last horizon as targets) and
+        training windows whose targets end before it; a shorter series (one lookback and one horizon) gives
+        training windows only.
+        """
         rng = np.random.default_rng(self.seed)
         train_values, train_calendar, valid_values, valid_calendar = [], [], [], []
         L, H = self.input_size, self.horizon
         for values, calendar in series.values():
             n = len(values)
-            valid_values.append(values[n - H - L:n])
-            valid_calendar.append(calendar[n - H - L:n - H])
-            origins = np.arange(L, n - 2 * H + 1)  # training targets end before the validation targets start
+            last_origin = n - H
+            if n >= L + 2 * H:
+                valid_values.append(values[n - H - L:n])
+                valid_calendar.append(calendar[n - H - L:n - H])
+                last_origin = n - 2 * H  # training targets end before the validation targets start
+            origins = np.arange(L, last_origin + 1)
             if len(origins) > self.max_windows_per_series:
                 origins = np.sort(rng.choice(origins, self.max_windows_per_series, replace=False))
             for origin in origins:
                 train_values.append(values[origin - L:origin + H])
                 train_calendar.append(calendar[origin - L:origin])
-        return (self._scaled_windows(np.stack(train_values), np.stack(train_calendar)),
-                self._scaled_windows(np.stack(valid_values), np.stack(valid_calendar)))
+        return self._scaled_windows(train_values, train_calendar), self._scaled_windows(valid_values, valid_calendar)
 
-    def _scaled_windows(self, windows: np.ndarray, calendar: np.ndarray):
-        L = self.input_size
-        inputs, scale = _scale_inputs(windows[:, :L], calendar, self.season_length, self.calendar_features)
+    def _scaled_windows(self, windows: list[np.ndarray], calendar: list[np.ndarray]):
+        L, H = self.input_size, self.horizon
+        if not windows:  # e.g. no series affords a validation window
+            width = self.season_length + 2 * len(self._calendar_names())
+            return (np.empty((0, L // self.season_length, width), np.float32),
+                    np.empty((0, self.season_length), np.float32), np.empty((0, H), np.float32))
+        windows, calendar = np.stack(windows), np.stack(calendar)
+        inputs, scale = _scale_inputs(windows[:, :L], calendar, self.season_length)
         targets = (windows[:, L:] / scale[:, None]).astype(np.float32)
         return inputs[0], inputs[1], targets
 
@@ -323,13 +399,15 @@ class LSTMForecaster(Forecaster):
         return total / len(tensors[0])
 
 
-def _series_arrays(panel: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Values and calendar features (hour of day, day of week as sin/cos) of every series in time order."""
+def _series_arrays(panel: pd.DataFrame, calendar_names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Values and cyclic calendar features (sin/cos of ``calendar_names``) of every series in time order."""
+    from ts_kedro.pipelines.feature_engineering.calendar import calendar_frame
+
     ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
-    stamps = pd.DatetimeIndex(ordered[TIMESTAMP])
-    hour = 2 * np.pi * (stamps.hour + stamps.minute / 60) / 24
-    day = 2 * np.pi * (stamps.dayofweek + stamps.hour / 24) / 7
-    calendar = np.column_stack([np.sin(hour), np.cos(hour), np.sin(day), np.cos(day)]).astype(np.float32)
+    if calendar_names:
+        calendar = calendar_frame(ordered[TIMESTAMP], calendar_names, "cyclic").to_numpy(np.float32)
+    else:
+        calendar = np.empty((len(ordered), 0), np.float32)
     values = ordered[VALUE].to_numpy(float)
     out, start = {}, 0
     for sid, size in ordered.groupby(SERIES_ID, sort=False).size().items():
@@ -338,14 +416,17 @@ def _series_arrays(panel: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarra
     return out
 
 
-def _scale_inputs(values: np.ndarray, calendar: np.ndarray, season_length: int, with_calendar: bool):
-    """Season tokens (batch, n_seasons, m [+4]) divided by the window mean, the scaled last season, the scale."""
+def _scale_inputs(values: np.ndarray, calendar: np.ndarray, season_length: int):
+    """Season tokens (batch, n_seasons, m [+ calendar]) divided by the window mean, the scaled last season, the scale.
+
+    Each token carries the calendar features of its first step (none when ``calendar`` has no columns).
+    """
     scale = np.abs(values).mean(axis=1)
     scale = np.where(scale > 0, scale, 1.0)  # an all-zero window stays zero; any positive scale works
     scaled = (values / scale[:, None]).astype(np.float32)
     batch, length = scaled.shape
     tokens = scaled.reshape(batch, length // season_length, season_length)
-    if with_calendar:
+    if calendar.shape[-1]:
         token_calendar = calendar.reshape(batch, length // season_length, season_length, -1)[:, :, 0, :]
         tokens = np.concatenate([tokens, token_calendar.astype(np.float32)], axis=-1)
     return (tokens.astype(np.float32), scaled[:, -season_length:].copy()), scale
