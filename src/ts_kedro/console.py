@@ -5,6 +5,10 @@
                                [--margin 0.02] [--higher-is-better] [--metric smape] [--history-path PATH]
     ts-kedro registry rollback --name ts_kedro_panel [--history-path PATH]
     ts-kedro registry history  --name ts_kedro_panel [--json]
+    ts-kedro registry repair   --name ts_kedro_panel [--history-path PATH]
+
+A decision that a killed process left half done (alias moved, record not yet written) is finished by
+the next promote, rollback or repair (see ts_kedro.registry.registry); ``status`` shows it meanwhile.
 
 The tracking URI defaults to ``MLFLOW_TRACKING_URI``, else the project's ``sqlite:///mlflow.db``.
 Exit status: 0 on success (also when a challenger is evaluated and not promoted), 1 when the operation
@@ -58,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     common(rollback)
     history_path(rollback)
 
+    repair = actions.add_parser("repair", help="finish a decision a killed process left half done")
+    common(repair)
+    history_path(repair)
+
     history = actions.add_parser("history", help="every promotion decision and rollback, oldest first")
     common(history)
     history.add_argument("--json", action="store_true", help="one JSON record per line")
@@ -71,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ts_kedro.registry import registry
 
-    if getattr(args, "history_path", None) is None:
+    explicit_history_path = getattr(args, "history_path", None)
+    if explicit_history_path is None:
         args.history_path = registry.DEFAULT_HISTORY_PATH
     try:
         if args.action == "status":
@@ -85,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(record["reason"])
         elif args.action == "rollback":
             print(registry.rollback(args.name, history_path=args.history_path, tracking_uri=args.tracking_uri)["reason"])
+        elif args.action == "repair":
+            # without --history-path the interrupted decision's own file is completed
+            repaired = registry.repair_pending(args.name, explicit_history_path, args.tracking_uri)
+            print(f"finished half-done decision #{repaired['sequence']}: {repaired['reason']}" if repaired
+                  else f"{args.name!r} has no half-done decision")
         elif args.action == "history":
             records = registry.read_history(args.name, args.tracking_uri)
             if not records:
@@ -113,6 +127,10 @@ def _print_status(status: dict, as_json: bool) -> None:
         print(f"  {alias}: version {entry['version']} (run {entry['run_id']}) {summary}")
     last = status["last_decision"]
     print(f"  last decision: {last['reason'] if last else 'none'}")
+    pending = status.get("pending_decision")
+    if pending:
+        print(f"  HALF-DONE decision #{pending['sequence']} (a process was killed; the next promote, rollback "
+              f"or `ts-kedro registry repair` finishes it): {pending['reason']}")
 
 
 if __name__ == "__main__":

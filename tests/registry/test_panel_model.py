@@ -30,7 +30,7 @@ class LastValuePlusOffset(Forecaster):
     def _predict(self, horizon, levels):
         offset, width = self.hyperparameters["offset"], self.hyperparameters["width"]
         frames = []
-        for series_id in self.series_ids_:
+        for series_id in self.fitted_series_ids_:
             mean = np.full(horizon, self.last_[series_id] + offset)
             frame = pd.DataFrame({"series_id": series_id, "timestamp": self.future_index(series_id, horizon), "mean": mean})
             for level in levels:
@@ -43,9 +43,9 @@ class LastValuePlusOffset(Forecaster):
 @pytest.fixture(scope="module")
 def families(small_panel):
     return {
-        "low": LastValuePlusOffset(offset=0.0, width=10.0).fit(small_panel),
-        "mid": LastValuePlusOffset(offset=5.0, width=1.0).fit(small_panel),
-        "high": LastValuePlusOffset(offset=100.0, width=4.0).fit(small_panel),
+        "low": LastValuePlusOffset(freq="h", offset=0.0, width=10.0).fit(small_panel),
+        "mid": LastValuePlusOffset(freq="h", offset=5.0, width=1.0).fit(small_panel),
+        "high": LastValuePlusOffset(freq="h", offset=100.0, width=4.0).fit(small_panel),
     }
 
 
@@ -133,8 +133,8 @@ def test_construction_rejects_inconsistent_selections(families, small_panel):
     with pytest.raises(PanelModelError, match="max_horizon must be a positive integer"):
         SelectedPanelModel(families, {first: "low"}, [], [80], 0)
     with pytest.raises(PanelModelError, match="not fitted"):
-        SelectedPanelModel({"low": LastValuePlusOffset(offset=0, width=1)}, {first: "low"}, [], [80], 12)
-    only_first = LastValuePlusOffset(offset=0, width=1).fit(small_panel[small_panel.series_id == first])
+        SelectedPanelModel({"low": LastValuePlusOffset(freq="h", offset=0, width=1)}, {first: "low"}, [], [80], 12)
+    only_first = LastValuePlusOffset(freq="h", offset=0, width=1).fit(small_panel[small_panel.series_id == first])
     with pytest.raises(PanelModelError, match=f"series '{second}' is routed to 'ensemble' but family 'narrow'"):
         SelectedPanelModel({"low": families["low"], "narrow": only_first}, {second: "ensemble"}, ["low", "narrow"], [80], 12)
 

@@ -47,12 +47,27 @@ def champion_exists(registered_model_name: str, alias: str = "champion") -> bool
     return True
 
 
+def _repair_registry(registered_model_name: str) -> None:
+    """Finish a promotion or rollback that a killed cycle left half done, before the registry is read
+    (a first promotion killed before the alias moved would otherwise send this cycle back to Day 0)."""
+    from ts_kedro.registry import registry
+
+    try:
+        repaired = registry.repair_pending(registered_model_name)
+    except registry.RegistryError:  # no registered model yet: nothing to repair
+        return
+    if repaired is not None:
+        logger.warning("finished registry decision #%d left half done by a killed run: %s",
+                       repaired["sequence"], repaired["reason"])
+
+
 def choose_cycle_pipeline(cycle: CycleConfig) -> tuple[str, str]:
     """Day 0 or Day N from the registry.
 
     Returns:
         (day, pipeline name): ("day_0", cycle.day0_pipeline) or ("day_n", cycle.day_n_pipeline).
     """
+    _repair_registry(cycle.registered_model_name)
     if champion_exists(cycle.registered_model_name, cycle.champion_alias):
         return DAY_N, cycle.day_n_pipeline
     return DAY_0, cycle.day0_pipeline

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +16,9 @@ logger = logging.getLogger(__name__)
 
 ENSEMBLE = "ensemble"
 MODEL_COLUMN = "model"
+# guards the per-object forecast cache; one lock for all objects (a model object has no lock of its own to
+# pickle, and older pickles have none)
+_CACHE_LOCK = threading.Lock()
 
 
 class PanelModelError(ValueError):
@@ -134,22 +139,52 @@ class SelectedPanelModel:
         horizons = self._resolve_horizons(series_ids, horizon)
         levels = self._resolve_levels(levels)
 
-        # one predict call per needed family at the longest requested horizon: families forecast all
-        # their series at once, so this is cheaper than a call per series
-        longest = max(horizons.values())
-        needed = sorted({m for s in series_ids for m in self._members(s)})
-        family_forecasts = {family: self.family_models[family].predict(longest, levels) for family in needed}
-
-        frames = []
-        for series_id in series_ids:
-            members = self._members(series_id)
-            parts = [family_forecasts[m][family_forecasts[m][SERIES_ID] == series_id] for m in members]
-            frame = parts[0] if len(parts) == 1 else _median_forecast(series_id, parts, members, levels)
-            frame = frame.sort_values(TIMESTAMP).head(horizons[series_id]).copy()
-            frame[MODEL_COLUMN] = self.choice[series_id]
-            frames.append(frame)
+        # The fitted state never changes, so every series' forecast is computed once, at max_horizon with
+        # all levels, and a request takes its first `horizon` steps and its levels' columns (an h-step
+        # forecast is the head of a longer one). A request then costs milliseconds instead of one predict
+        # call over every series of every needed family.
+        served = self._served_forecasts()
+        frames = [served[series_id].iloc[: horizons[series_id]] for series_id in series_ids]
         result = pd.concat(frames, ignore_index=True)
         return result[[SERIES_ID, TIMESTAMP, "mean", *interval_columns(levels), MODEL_COLUMN]]
+
+    def _served_forecasts(self) -> dict[str, pd.DataFrame]:
+        """``{series_id: forecast}`` at ``max_horizon`` with every level and the ``model`` column, cached."""
+        cached = self.__dict__.get("_forecast_cache")
+        if cached is not None:
+            return cached
+        with _CACHE_LOCK:
+            cached = self.__dict__.get("_forecast_cache")
+            if cached is None:
+                cached = self._forecast_all()
+                self.__dict__["_forecast_cache"] = cached
+        return cached
+
+    def _forecast_all(self) -> dict[str, pd.DataFrame]:
+        # one predict call per family: families forecast all their series at once
+        needed = sorted({m for s in self.choice for m in self._members(s)})
+        by_family = {
+            family: {s: frame for s, frame in self.family_models[family].predict(self.max_horizon, self.levels).groupby(SERIES_ID, sort=False)}
+            for family in needed
+        }
+        served = {}
+        for series_id in self.choice:
+            members = self._members(series_id)
+            parts = [by_family[m][series_id] for m in members]
+            frame = parts[0] if len(parts) == 1 else _median_forecast(series_id, parts, members, self.levels)
+            frame = frame.sort_values(TIMESTAMP).reset_index(drop=True)
+            frame[MODEL_COLUMN] = self.choice[series_id]
+            served[series_id] = frame
+        return served
+
+    def warm_up(self) -> "SelectedPanelModel":
+        """Compute the cached forecasts now (serving does it at load, so no request pays for it)."""
+        self._served_forecasts()
+        return self
+
+    def __getstate__(self) -> dict:
+        # the cache is derived state: not pickled (it would double the artifact)
+        return {key: value for key, value in self.__dict__.items() if key != "_forecast_cache"}
 
     def output_columns(self, levels: Sequence[int] | None = None) -> list[str]:
         return [SERIES_ID, TIMESTAMP, "mean", *interval_columns(self._resolve_levels(levels)), MODEL_COLUMN]
@@ -162,9 +197,10 @@ class SelectedPanelModel:
     def _resolve_horizons(self, series_ids: list[str], horizon) -> dict[str, int]:
         if not series_ids:
             raise InferenceInputError("no series_id requested: name at least one series")
-        duplicated = sorted({s for s in series_ids if series_ids.count(s) > 1})
+        duplicated = sorted(s for s, n in Counter(series_ids).items() if n > 1)  # linear: requests may be large
         if duplicated:
-            raise InferenceInputError(f"series_id requested more than once: {duplicated}; ask for each series once")
+            shown = duplicated[:10] + (["..."] if len(duplicated) > 10 else [])
+            raise InferenceInputError(f"series_id requested more than once: {shown}; ask for each series once")
         unknown = [s for s in series_ids if s not in self.choice]
         if unknown:
             shown = ", ".join(repr(s) for s in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
@@ -208,7 +244,8 @@ class SelectedPanelModel:
 
 
 def _valid_horizon(value, max_horizon: int) -> bool:
-    if isinstance(value, bool):
+    # text ("3") and booleans (true) are not integers, even where Python could convert them
+    if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_":
         return False
     try:
         as_float = float(value)
@@ -243,17 +280,21 @@ def panel_model_input_example(panel_model: SelectedPanelModel) -> pd.DataFrame:
 
 
 def panel_model_signature(panel_model: SelectedPanelModel):
-    """MLflow signature: ``series_id`` (str), ``horizon`` (long), optional ``levels`` (list of long) in;
-    the long forecast frame out."""
+    """MLflow signature: ``series_id`` (str), ``horizon`` and optional ``levels`` in; the long forecast frame out.
+
+    ``horizon`` and ``levels`` are declared ``any``: MLflow would otherwise cast them before the model
+    sees them (``long`` turns 2.5, 2.9, true and "3" into integers, and an array column fails on rows
+    without levels), so the model's own checks (an integer horizon, levels among the model's) decide.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
-    from mlflow.types.schema import Array
+    from mlflow.types.schema import AnyType
 
     inputs = Schema(
         [
             ColSpec(DataType.string, SERIES_ID),
-            ColSpec(DataType.long, "horizon"),
-            ColSpec(Array(DataType.long), "levels", required=False),
+            ColSpec(AnyType(), "horizon"),
+            ColSpec(AnyType(), "levels", required=False),
         ]
     )
     outputs = Schema(

@@ -8,6 +8,13 @@ Request columns (one row per series):
   be the same list on every row that has it (one column layout per response); absent or null means all.
 
 The response has one row per series and step: ``series_id, timestamp, mean, lo-L, hi-L..., model``.
+A request has at most one row per series the model serves; a longer one is refused at once (400).
+
+Following an alias while serving: with ``TS_KEDRO_SERVE_FOLLOW=models:/<name>@<alias>`` (and
+``MLFLOW_TRACKING_URI``) in the server's environment, a background thread asks the registry every
+``TS_KEDRO_SERVE_RELOAD_SECONDS`` (default 30) which version the alias names and, when it names another
+model than the one loaded, loads that version and swaps it in. A request is answered by one model
+from start to end; a failed reload is logged and the loaded model keeps serving.
 """
 from __future__ import annotations
 
@@ -15,9 +22,14 @@ import ast
 import importlib.metadata
 import importlib.util
 import logging
+import os
 import pickle
+import re
 import shutil
 import tempfile
+import threading
+import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +56,10 @@ ARTIFACT_FILE = "panel_model.pkl"
 MODEL_NAME_IN_RUN = "panel_model"
 _PACKAGE = "ts_kedro"
 REQUEST_COLUMNS = (SERIES_ID, "horizon")
+FOLLOW_ENV = "TS_KEDRO_SERVE_FOLLOW"
+RELOAD_SECONDS_ENV = "TS_KEDRO_SERVE_RELOAD_SECONDS"
+DEFAULT_RELOAD_SECONDS = 30.0
+_ALIAS_URI = re.compile(r"^models:/(?P<name>[^@/]+)@(?P<alias>[^@/]+)$")
 # Distributions the families may need at load time; pinned at their installed versions so a
 # virtualenv/conda env manager rebuilds a compatible environment (`--env-manager local` ignores them).
 _RUNTIME_DISTRIBUTIONS = ("mlflow", "pandas", "numpy", "scipy", "joblib", "tqdm", "statsmodels", "prophet", "torch")
@@ -60,13 +76,107 @@ class PanelForecastModel(mlflow.pyfunc.PythonModel):
     """Loads the pickled SelectedPanelModel artifact and answers forecast requests."""
 
     def load_context(self, context) -> None:
-        with open(context.artifacts[ARTIFACT_KEY], "rb") as handle:
-            self.panel_model: SelectedPanelModel = pickle.load(handle)
+        artifact = Path(context.artifacts[ARTIFACT_KEY])
+        with open(artifact, "rb") as handle:
+            # warm_up: every forecast is computed once here, so requests only slice them
+            self.panel_model: SelectedPanelModel = pickle.load(handle).warm_up()
         logger.info("loaded %r", self.panel_model)
+        self.follower = AliasFollower.from_env(self, _logged_model_id(artifact))
 
     # pd.DataFrame is a hint MLflow does not infer a schema from: the explicit signature stays in charge
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        return forecast_request(self.panel_model, model_input)
+        return forecast_request(self.panel_model, model_input)  # one attribute read: one model per request
+
+    def __getstate__(self) -> dict:
+        # only the class is pickled at log time (the model itself is the artifact); never a thread
+        return {}
+
+
+def _logged_model_id(artifact: Path) -> str | None:
+    """The MLflow model id in the MLmodel file next to the loaded artifact (``<model>/artifacts/<file>``)."""
+    try:
+        import yaml
+
+        with open(artifact.parent.parent / "MLmodel", encoding="utf-8") as handle:
+            return yaml.safe_load(handle).get("model_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class AliasFollower:
+    """Polls ``models:/<name>@<alias>`` and swaps a newly aliased version into the serving model."""
+
+    def __init__(self, target: PanelForecastModel, name: str, alias: str, loaded_model_id: str | None,
+                 interval: float, tracking_uri: str | None = None):
+        self.target, self.name, self.alias, self.interval = target, name, alias, interval
+        self.loaded_model_id = loaded_model_id
+        self.loaded_version: int | None = None
+        self.tracking_uri = tracking_uri
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=f"follow-{name}@{alias}", daemon=True)
+
+    @classmethod
+    def from_env(cls, target: PanelForecastModel, loaded_model_id: str | None) -> "AliasFollower | None":
+        uri = os.environ.get(FOLLOW_ENV, "").strip()
+        if not uri:
+            return None
+        match = _ALIAS_URI.match(uri)
+        if match is None:
+            raise _invalid(f"{FOLLOW_ENV}={uri!r} must look like models:/<name>@<alias>")
+        raw = os.environ.get(RELOAD_SECONDS_ENV, str(DEFAULT_RELOAD_SECONDS))
+        try:
+            interval = float(raw)
+        except ValueError:
+            interval = -1.0
+        if not interval > 0:
+            raise _invalid(f"{RELOAD_SECONDS_ENV}={raw!r} must be a number of seconds > 0")
+        follower = cls(target, match["name"], match["alias"], loaded_model_id, interval)
+        follower.thread.start()
+        logger.info("following %s: checking every %.0f s", uri, interval)
+        return follower
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception as exc:  # registry down, version deleted: keep serving what is loaded
+                logger.warning("could not reload %s@%s (still serving the loaded model): %s", self.name, self.alias, exc)
+            self._stop.wait(self.interval)
+
+    def check(self) -> bool:
+        """Reload when the alias names another model than the loaded one; True when a new model was swapped in."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        version = client.get_model_version_by_alias(self.name, self.alias)
+        model_id = getattr(version, "model_id", None)
+        same = (model_id is not None and model_id == self.loaded_model_id) or (
+            self.loaded_version is not None and int(version.version) == self.loaded_version
+        )
+        if same:
+            self.loaded_version = int(version.version)
+            return False
+        started = time.monotonic()
+        model = load_registered_panel_model(client, self.name, int(version.version)).warm_up()
+        self.target.panel_model = model  # atomic swap: requests in flight keep the object they read
+        self.loaded_model_id, self.loaded_version = model_id, int(version.version)
+        logger.info("%s@%s now serves version %s (%r), loaded in %.1f s",
+                    self.name, self.alias, version.version, model, time.monotonic() - started)
+        return True
+
+
+def load_registered_panel_model(client, name: str, version: int) -> SelectedPanelModel:
+    """The pickled SelectedPanelModel of ``name`` version ``version``: only the pickle is downloaded."""
+    model_root = client.get_model_version_download_uri(name, str(version)).rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="panel_model_") as scratch:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{model_root}/artifacts/{ARTIFACT_FILE}", dst_path=scratch, tracking_uri=client.tracking_uri
+        )
+        with open(local, "rb") as handle:
+            return pickle.load(handle)
 
 
 def forecast_request(panel_model: SelectedPanelModel, request) -> pd.DataFrame:
@@ -80,6 +190,11 @@ def forecast_request(panel_model: SelectedPanelModel, request) -> pd.DataFrame:
         raise _invalid(f"request lacks column(s) {missing}; send columns series_id (str), horizon (int), optional levels")
     if request.empty:
         raise _invalid("request has no rows: send one row per series to forecast")
+    if len(request) > len(panel_model.choice):  # checked first: an oversized request must fail fast
+        raise _invalid(
+            f"request has {len(request)} rows but this model serves {len(panel_model.choice)} series: "
+            "send at most one row per series"
+        )
     if request[SERIES_ID].isna().any():
         rows = request.index[request[SERIES_ID].isna()].tolist()[:10]
         raise _invalid(f"series_id is missing on request row(s) {rows}")
@@ -89,7 +204,7 @@ def forecast_request(panel_model: SelectedPanelModel, request) -> pd.DataFrame:
     try:
         levels = _request_levels(request)
         if len(horizons) != len(series_ids):
-            duplicated = sorted({s for s in series_ids if series_ids.count(s) > 1})
+            duplicated = sorted(s for s, n in Counter(series_ids).items() if n > 1)[:10]
             raise InferenceInputError(f"series_id requested more than once: {duplicated}; ask for each series once")
         return panel_model.predict(series_ids, horizon=horizons, levels=levels)
     except InferenceInputError as exc:

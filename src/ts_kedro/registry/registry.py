@@ -13,6 +13,16 @@ per record, so earlier records are never overwritten; the registry tags are the 
 Rollback replays the champion stack: each promotion pushes a version, each rollback pops one. So a
 second rollback goes one champion further back, and a rollback with a single champion in the stack
 fails with ``RegistryError``.
+
+A decision is written so that a kill at any point leaves a state the next registry operation repairs
+(write-ahead): (1) the decision, with its sequence number, is stored as the registered model's tag
+``promotion_pending`` (the intent); (2) the aliases move; (3) the record tags are written on the
+versions; (4) the record is appended to the JSONL file; (5) the intent tag is deleted (done). Every
+operation that changes aliases (promotion, recorded decision, rollback, and ``repair_pending`` itself,
+which ``ts-kedro registry repair`` and the cycle flow call) first finishes a pending decision: it
+re-applies the aliases, writes the missing tags and JSONL line, and deletes the intent. Every step is
+idempotent, so a kill during a repair is repaired the same way. Sequence numbers are taken after the
+repair, so a half-done decision's number is never reused.
 """
 from __future__ import annotations
 
@@ -20,8 +30,6 @@ import json
 import logging
 import math
 import os
-import pickle
-import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -34,12 +42,16 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 
 from ts_kedro.registry.panel_model import SelectedPanelModel
-from ts_kedro.registry.pyfunc import ARTIFACT_FILE, log_panel_model
+from ts_kedro.registry.pyfunc import load_registered_panel_model, log_panel_model
 
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY_TAG_PREFIX = "promotion_history."
+PENDING_TAG = "promotion_pending"  # registered-model tag: the decision being applied (write-ahead intent)
+# Test hook for kill tests: the process sleeps at the named step of a decision (see _checkpoint).
+PAUSE_AT_ENV = "TS_KEDRO_REGISTRY_PAUSE_AT"
+PAUSE_STEPS = ("after_intent", "after_aliases", "after_tags", "after_jsonl")
 DEFAULT_HISTORY_PATH = Path("data/08_reporting/promotion_history.jsonl")
 
 
@@ -207,13 +219,7 @@ def load_panel_model(name: str, version: int, tracking_uri: str | None = None) -
     client = get_client(tracking_uri)
     _get_version(client, name, version)
     # only the pickle, not the whole model folder (code snapshot, environment files)
-    model_root = client.get_model_version_download_uri(name, str(version)).rstrip("/")
-    with tempfile.TemporaryDirectory(prefix="panel_model_") as scratch:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{model_root}/artifacts/{ARTIFACT_FILE}", dst_path=scratch, tracking_uri=client.tracking_uri
-        )
-        with open(local, "rb") as handle:
-            return pickle.load(handle)
+    return load_registered_panel_model(client, name, version)
 
 
 def load_champion(name: str, tracking_uri: str | None = None) -> SelectedPanelModel:
@@ -242,18 +248,94 @@ def read_history(name: str, tracking_uri: str | None = None) -> list[dict[str, A
     return [records[sequence] for sequence in sorted(records)]
 
 
-def _record(
-    client: MlflowClient, record: PromotionRecord, versions: list[int | None], history_path: str | Path
-) -> dict[str, Any]:
-    path = Path(history_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:  # append only: past decisions are never rewritten
-        handle.write(record.to_json() + "\n")
-    for version in sorted({v for v in versions if v is not None}):
-        client.set_model_version_tag(
-            record.model_name, str(version), f"{HISTORY_TAG_PREFIX}{record.sequence:06d}", record.to_json()
-        )
+def _apply(client: MlflowClient, record: PromotionRecord, history_path: str | Path) -> dict[str, Any]:
+    """Apply a decision with the write-ahead protocol (module docstring): intent, aliases, tags, JSONL, done."""
+    pending = {"record": asdict(record), "history_path": str(history_path)}
+    client.set_registered_model_tag(record.model_name, PENDING_TAG, json.dumps(pending, sort_keys=True))
+    _checkpoint("after_intent")
+    _finish(client, record, history_path)
     logger.info("registry %s: %s", record.event, record.reason)
+    return asdict(record)
+
+
+def _finish(client: MlflowClient, record: PromotionRecord, history_path: str | Path) -> None:
+    """Steps 2-5 of a decision; each one idempotent, so a repair can run them again after a kill."""
+    name = record.model_name
+    if record.event == "rollback" or record.promoted:
+        client.set_registered_model_alias(name, CHAMPION, str(record.champion_version_after))
+        _drop_challenger_alias(client, name, record.champion_version_after)  # never champion and challenger at once
+    elif record.challenger_version is not None:
+        client.set_registered_model_alias(name, CHALLENGER, str(record.challenger_version))
+    _checkpoint("after_aliases")
+    versions = {record.challenger_version, record.champion_version_before, record.champion_version_after}
+    for version in sorted(v for v in versions if v is not None):
+        client.set_model_version_tag(name, str(version), f"{HISTORY_TAG_PREFIX}{record.sequence:06d}", record.to_json())
+    _checkpoint("after_tags")
+    path = Path(history_path)
+    if record.sequence not in _jsonl_sequences(path, name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as handle:  # append only: past decisions are never rewritten
+            handle.write(record.to_json() + "\n")
+    _checkpoint("after_jsonl")
+    client.delete_registered_model_tag(name, PENDING_TAG)
+
+
+def _jsonl_sequences(path: Path, name: str) -> set[int]:
+    if not path.exists():
+        return set()
+    sequences = set()
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut by a kill mid-write: the record is appended again, whole
+                continue
+            if isinstance(record, dict) and record.get("model_name") == name:
+                sequences.add(record.get("sequence"))
+    return sequences
+
+
+def _checkpoint(step: str) -> None:
+    """Kill-test hook: with ``TS_KEDRO_REGISTRY_PAUSE_AT=<step>`` the process says so on stderr and sleeps."""
+    if os.environ.get(PAUSE_AT_ENV) == step:
+        import sys
+        import time
+
+        print(f"ts_kedro registry paused at {step}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
+def pending_decision(name: str, tracking_uri: str | None = None) -> dict[str, Any] | None:
+    """The half-done decision of ``name`` (``record`` and ``history_path``), or None."""
+    client = get_client(tracking_uri)
+    _require_model(client, name)
+    raw = client.get_registered_model(name).tags.get(PENDING_TAG)
+    return json.loads(raw) if raw else None
+
+
+def repair_pending(
+    name: str, history_path: str | Path | None = None, tracking_uri: str | None = None
+) -> dict[str, Any] | None:
+    """Finish a decision a killed process left half done (aliases, record tags, JSONL line); None when none.
+
+    ``history_path`` defaults to the file the interrupted decision was writing to.
+    """
+    client = get_client(tracking_uri)
+    _require_model(client, name)
+    return _repair(client, name, history_path)
+
+
+def _repair(client: MlflowClient, name: str, history_path: str | Path | None = None) -> dict[str, Any] | None:
+    raw = client.get_registered_model(name).tags.get(PENDING_TAG)
+    if not raw:
+        return None
+    pending = json.loads(raw)
+    record = PromotionRecord(**pending["record"])
+    logger.warning(
+        "registry: finishing decision #%d of %r that an earlier process left half done: %s",
+        record.sequence, name, record.reason,
+    )
+    _finish(client, record, history_path or pending["history_path"])
     return asdict(record)
 
 
@@ -286,6 +368,7 @@ def promote_if_better(
     """
     client = get_client(tracking_uri)
     _require_model(client, name)
+    _repair(client, name)
     challenger_version = int(challenger_version)
     _get_version(client, name, challenger_version)
     if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
@@ -302,13 +385,11 @@ def promote_if_better(
         champion_score=_optional_score(champion_score, "champion_score"),
     )
     if champion_version is None:
-        client.set_registered_model_alias(name, CHAMPION, str(challenger_version))
-        _drop_challenger_alias(client, name, challenger_version)
         record = PromotionRecord(
             **common, promoted=True, champion_version_after=challenger_version,
             reason=f"no champion yet: version {challenger_version} becomes the first champion",
         )
-        return _record(client, record, [challenger_version], history_path)
+        return _apply(client, record, history_path)
 
     if common["champion_score"] is None or common["challenger_score"] is None:
         raise RegistryError(
@@ -324,17 +405,14 @@ def promote_if_better(
         f"({'higher' if higher_is_better else 'lower'} is better): relative improvement {improvement:.4%}, margin {margin:.4%}"
     )
     if promoted:
-        client.set_registered_model_alias(name, CHAMPION, str(challenger_version))
-        _drop_challenger_alias(client, name, challenger_version)
         reason = f"promoted version {challenger_version} over version {champion_version}: {comparison}"
     else:
-        client.set_registered_model_alias(name, CHALLENGER, str(challenger_version))
         reason = f"kept champion version {champion_version}, version {challenger_version} stays challenger: {comparison}"
     record = PromotionRecord(
         **common, promoted=promoted, relative_improvement=improvement,
         champion_version_after=challenger_version if promoted else champion_version, reason=reason,
     )
-    return _record(client, record, [challenger_version, champion_version], history_path)
+    return _apply(client, record, history_path)
 
 
 def relative_improvement(champion_score: float, challenger_score: float, higher_is_better: bool = False) -> float:
@@ -366,19 +444,19 @@ def record_decision(
         raise RegistryError("record_decision needs a reason: the history must say why the version was not promoted")
     client = get_client(tracking_uri)
     _require_model(client, name)
+    _repair(client, name)
     challenger_version = int(challenger_version)
     _get_version(client, name, challenger_version)
     champion_version = get_alias_version(name, CHAMPION, tracking_uri)
     if champion_version == challenger_version:
         raise RegistryError(f"version {challenger_version} of {name!r} is the champion: nothing to decide")
-    client.set_registered_model_alias(name, CHALLENGER, str(challenger_version))
     record = PromotionRecord(
         model_name=name, sequence=_next_sequence(name, tracking_uri), event="promotion", time=_now(), promoted=False,
         champion_version_before=champion_version, champion_version_after=champion_version,
         challenger_version=challenger_version, metric=metric,
         reason=f"kept champion version {champion_version}, version {challenger_version} stays challenger: {reason}",
     )
-    return _record(client, record, [challenger_version, champion_version], history_path)
+    return _apply(client, record, history_path)
 
 
 def set_alias(name: str, alias: str, version: int, tracking_uri: str | None = None) -> None:
@@ -406,6 +484,7 @@ def rollback(
     """
     client = get_client(tracking_uri)
     _require_model(client, name)
+    _repair(client, name)  # a decision a kill left half done is finished first: then history and alias agree
     current = get_alias_version(name, CHAMPION, tracking_uri)
     if current is None:
         raise RegistryError(f"registered model {name!r} has no champion: nothing to roll back")
@@ -422,14 +501,12 @@ def rollback(
         )
     previous = stack[-2]
     _get_version(client, name, previous)
-    client.set_registered_model_alias(name, CHAMPION, str(previous))
-    _drop_challenger_alias(client, name, previous)  # a version is never champion and challenger at once
     record = PromotionRecord(
         model_name=name, sequence=history[-1]["sequence"] + 1, event="rollback", time=_now(), promoted=False,
         champion_version_before=current, champion_version_after=previous, challenger_version=None,
         reason=f"rolled back champion from version {current} to version {previous}",
     )
-    return _record(client, record, [current, previous], history_path)
+    return _apply(client, record, history_path)
 
 
 def champion_stack(history: list[dict[str, Any]]) -> list[int]:
@@ -489,4 +566,5 @@ def registry_status(name: str, tracking_uri: str | None = None) -> dict[str, Any
         CHAMPION: describe(aliases.get(CHAMPION)),
         CHALLENGER: describe(aliases.get(CHALLENGER)),
         "last_decision": history[-1] if history else None,
+        "pending_decision": (json.loads(raw)["record"] if (raw := client.get_registered_model(name).tags.get(PENDING_TAG)) else None),
     }
