@@ -46,8 +46,8 @@ def test_day0_run_is_tracked_and_champion_registered(day0_project):
     assert "panel.horizon" in run.data.params and "backtest.n_windows" in run.data.params
     for family in FAMILIES:
         assert f"{family}.backtest_smape" in run.data.metrics, sorted(run.data.metrics)
-    assert "selection.selected_smape" in run.data.metrics
-    assert "selection.candidate_ensemble_smape" in run.data.metrics
+    assert "selection.selected_owa" in run.data.metrics  # primary_metric: owa (parameters_model_selection.yml)
+    assert "selection.candidate_ensemble_owa" in run.data.metrics
     assert len(run.data.tags["dataset_fingerprint"]) == 64 and run.data.tags["git_commit"]
     assert run.data.tags["n_series"] == "8"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
