@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import shutil
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,139 @@ logger = logging.getLogger(__name__)
 
 DAY_0 = "day_0"
 DAY_N = "day_n"
+CYCLE_FLOW_NAME = "ts_kedro_cycle"
+PIPELINE_FLOW_NAME = "kedro-pipeline"  # kedro_prefect.kedro_pipeline_flow
+# A flow run still RUNNING this long after it started, or an intermediate folder this old, belongs to a
+# process that was killed (a cycle's tasks time out well before: orchestration timeout_seconds).
+STALE_AFTER_HOURS_ENV = "TS_KEDRO_STALE_AFTER_HOURS"
+DEFAULT_STALE_AFTER_HOURS = 6.0
+
+
+def stale_after() -> timedelta:
+    raw = os.environ.get(STALE_AFTER_HOURS_ENV, str(DEFAULT_STALE_AFTER_HOURS))
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise ValueError(f"{STALE_AFTER_HOURS_ENV}={raw!r} must be a number of hours > 0")
+    return timedelta(hours=hours)
+
+
+def crash_stale_runs(client, current_flow_run_id: str | None, current_deployment_id: str | None,
+                     older_than: timedelta, now: datetime | None = None) -> list[str]:
+    """Mark flow runs (and their task runs) that a killed process left RUNNING as Crashed.
+
+    Stale: a RUNNING ``ts_kedro_cycle`` or ``kedro-pipeline`` run that started more than ``older_than``
+    ago, or any other RUNNING run of this run's deployment (its ``concurrency_limit: 1`` lets only one
+    run hold the slot, so while this one runs any other RUNNING one is a dead process's). The current
+    run and its ancestors are never touched. ``client`` is a synchronous Prefect client.
+
+    Returns:
+        The ids of the flow runs marked Crashed.
+    """
+    from prefect.client.schemas.filters import (
+        FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType,
+        TaskRunFilter, TaskRunFilterState, TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    now = now or datetime.now(timezone.utc)
+    running = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[CYCLE_FLOW_NAME, PIPELINE_FLOW_NAME])),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))),
+    )
+    by_id = {str(run.id): run for run in running}
+    protected, cursor = set(), current_flow_run_id
+    while cursor is not None and cursor not in protected:  # the current run and the runs above it
+        protected.add(cursor)
+        parent = by_id.get(cursor)
+        cursor = _parent_flow_run_id(client, parent) if parent is not None else None
+    stale = []
+    for run_id, run in by_id.items():
+        if run_id in protected:
+            continue
+        started = run.start_time or run.expected_start_time
+        same_deployment = current_deployment_id is not None and str(run.deployment_id) == str(current_deployment_id)
+        if same_deployment or (started is not None and now - started > older_than):
+            stale.append(run_id)
+    for run_id in stale:
+        message = (f"marked crashed by cycle {current_flow_run_id}: still RUNNING since {by_id[run_id].start_time}, "
+                   "its process was killed")
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[by_id[run_id].id])),
+            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING]))),
+        )
+        for task_run in tasks:
+            client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
+        client.set_flow_run_state(by_id[run_id].id, Crashed(message=message), force=True)
+        logger.warning("flow run %s (%s) %s", run_id, by_id[run_id].name, message)
+    return stale
+
+
+def _parent_flow_run_id(client, run) -> str | None:
+    if run.parent_task_run_id is None:
+        return None
+    return str(client.read_task_run(run.parent_task_run_id).flow_run_id)
+
+
+def remove_old_intermediates(folder: Path, older_than: timedelta, now: float | None = None) -> list[str]:
+    """Delete ``<intermediate_dir>/<run_id>/`` folders not modified for ``older_than`` (left by killed or
+    failed runs; a finished run deletes its own). Returns the names removed."""
+    if not folder.is_dir():
+        return []
+    cutoff = (now if now is not None else time.time()) - older_than.total_seconds()
+    removed = []
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and _newest_mtime(child) < cutoff:
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child.name)
+    if removed:
+        logger.info("removed %d intermediate folder(s) older than %s under %s: %s",
+                    len(removed), older_than, folder, ", ".join(removed[:5]))
+    return removed
+
+
+def _newest_mtime(folder: Path) -> float:
+    newest = folder.stat().st_mtime
+    for path in folder.rglob("*"):
+        try:
+            newest = max(newest, path.stat().st_mtime)
+        except OSError:
+            continue
+    return newest
+
+
+def clean_up_after_killed_runs(root: Path, env: str | None) -> dict[str, list[str]]:
+    """At the start of a cycle: crash stale Prefect runs and remove old intermediate folders.
+
+    A failure here (Prefect API unreachable) is logged, never fatal: the cycle itself matters more.
+    """
+    from ts_kedro.orchestration.config import load_orchestration_config
+
+    older_than = stale_after()
+    result: dict[str, list[str]] = {"crashed_flow_runs": [], "removed_intermediates": []}
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            result["crashed_flow_runs"] = crash_stale_runs(
+                client, _current("id"), _current("deployment_id"), older_than
+            )
+    except Exception as exc:  # noqa: BLE001 - cleanup must not stop the cycle
+        logger.warning("could not check for stale Prefect runs: %s: %s", type(exc).__name__, exc)
+    try:
+        intermediate_dir = load_orchestration_config(root, env).pipeline_run.intermediate_dir
+    except Exception:  # noqa: BLE001
+        intermediate_dir = "data/05_model_input/_prefect"
+    result["removed_intermediates"] = remove_old_intermediates(root / intermediate_dir, older_than)
+    return result
+
+
+def _current(attribute: str) -> str | None:
+    value = getattr(prefect_runtime.flow_run, attribute, None)
+    return str(value) if value else None
 
 
 def champion_exists(registered_model_name: str, alias: str = "champion") -> bool:
@@ -94,6 +231,7 @@ def ts_kedro_cycle(
     root = resolve_project_path(project_path)
     cycle = load_orchestration_config(root, env).cycle
     env = env or cycle.env
+    cleanup = clean_up_after_killed_runs(root, env)
     _configure_tracking(root, env)
     day, pipeline_name = choose_cycle_pipeline(cycle)
     logger.info(
@@ -107,7 +245,8 @@ def ts_kedro_cycle(
     alerts_config = load_orchestration_config(root, env).alerts
     run = dict(project_path=root, env=env, runtime_params=runtime_params, config_overrides=config_overrides)
     steps = [_run_step(pipeline_name, alerts_config, run)]
-    result: dict[str, Any] = {"day": day, "cycle_flow_run_id": str(prefect_runtime.flow_run.id), **steps[0]}
+    result: dict[str, Any] = {"day": day, "cycle_flow_run_id": str(prefect_runtime.flow_run.id), **steps[0],
+                              "cleanup": cleanup}
     if day == DAY_N:
         drift = _load_dataset(root, env, cycle.drift_dataset) or {}
         result["drift"] = bool(drift.get("drift"))

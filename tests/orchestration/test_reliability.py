@@ -1,0 +1,75 @@
+"""What killed cycles leave behind (issue 13, item 12): RUNNING Prefect runs and intermediate folders,
+cleaned up at the start of the next cycle; and the registry repair the cycle runs first (item 11)."""
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from ts_kedro.orchestration import flows
+
+
+def test_old_intermediate_folders_are_removed_and_recent_ones_kept(tmp_path):
+    root = tmp_path / "_prefect"
+    old, recent = root / "2026-11-30T01.00.00.000Z", root / "2026-12-02T09.00.00.000Z"
+    for folder in (old, recent):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "x.pkl").write_bytes(b"x")
+    past = time.time() - 7 * 3600
+    for path in (old, old / "sub", old / "sub" / "x.pkl"):
+        os.utime(path, (past, past))
+    assert flows.remove_old_intermediates(root, timedelta(hours=6)) == [old.name]
+    assert not old.exists() and (recent / "sub" / "x.pkl").exists()
+    assert flows.remove_old_intermediates(tmp_path / "missing", timedelta(hours=6)) == []
+
+
+def test_stale_after_hours_is_validated(monkeypatch):
+    monkeypatch.setenv(flows.STALE_AFTER_HOURS_ENV, "0")
+    with pytest.raises(ValueError, match="must be a number of hours > 0"):
+        flows.stale_after()
+    monkeypatch.setenv(flows.STALE_AFTER_HOURS_ENV, "1.5")
+    assert flows.stale_after() == timedelta(hours=1.5)
+
+
+def test_runs_left_running_by_killed_cycles_are_marked_crashed(prefect_api):
+    """On a real Prefect server: old RUNNING runs (and their RUNNING task runs) become Crashed; the
+    current run, a recent run of another process and finished runs are left alone."""
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    @flow(name=flows.CYCLE_FLOW_NAME)
+    def cycle_stub():
+        return None
+
+    @flow(name=flows.PIPELINE_FLOW_NAME)
+    def pipeline_stub():
+        return None
+
+    @task(name="kedro-task-group")
+    def group_stub():
+        return None
+
+    with get_client(sync_client=True) as client:
+        killed_cycle = client.create_flow_run(cycle_stub, state=Running())
+        killed_pipeline = client.create_flow_run(pipeline_stub, state=Running())
+        killed_task = client.create_task_run(group_stub, flow_run_id=killed_pipeline.id, dynamic_key="0", state=Running())
+        finished = client.create_flow_run(cycle_stub, state=Running())
+        client.set_flow_run_state(finished.id, Completed(), force=True)
+        current = client.create_flow_run(cycle_stub, state=Running())
+        # "now" is 2 h ahead: every run above started long ago, except a run that starts in the future
+        crashed = flows.crash_stale_runs(client, str(current.id), None, timedelta(hours=1),
+                                         now=datetime.now(timezone.utc) + timedelta(hours=2))
+        assert set(crashed) >= {str(killed_cycle.id), str(killed_pipeline.id)}
+        assert str(current.id) not in crashed and str(finished.id) not in crashed
+        assert client.read_flow_run(killed_cycle.id).state.type.value == "CRASHED"
+        assert client.read_flow_run(killed_pipeline.id).state.type.value == "CRASHED"
+        assert client.read_task_run(killed_task.id).state.type.value == "CRASHED"
+        assert client.read_flow_run(current.id).state.type.value == "RUNNING"
+        assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
+
+        recent = client.create_flow_run(cycle_stub, state=Running())  # another live process's run
+        assert str(recent.id) not in flows.crash_stale_runs(client, str(current.id), None, timedelta(hours=1))
+        assert client.read_flow_run(recent.id).state.type.value == "RUNNING"
