@@ -73,3 +73,52 @@ def test_runs_left_running_by_killed_cycles_are_marked_crashed(prefect_api):
         recent = client.create_flow_run(cycle_stub, state=Running())  # another live process's run
         assert str(recent.id) not in flows.crash_stale_runs(client, str(current.id), None, timedelta(hours=1))
         assert client.read_flow_run(recent.id).state.type.value == "RUNNING"
+
+
+# -- item 13: a cycle with nothing new does nothing and says so ------------------------------------------
+def test_nothing_new_only_when_the_drop_folder_has_no_file(tmp_path):
+    incoming = tmp_path / "incoming"
+    assert "nothing new" in flows.nothing_new(incoming)  # folder not even created
+    incoming.mkdir()
+    (incoming / ".gitkeep").write_text("")
+    assert "nothing new" in flows.nothing_new(incoming)
+    (incoming / "notes.txt").write_text("x")  # reported by the ingestion: the cycle must run
+    assert flows.nothing_new(incoming) is None
+    assert flows.nothing_new(None) is None
+
+
+def test_a_day_n_cycle_with_an_empty_drop_folder_runs_no_pipeline(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from ts_kedro.orchestration.config import CycleConfig
+
+    config = SimpleNamespace(cycle=CycleConfig(registered_model_name="m"), alerts=None)
+    monkeypatch.setattr(flows, "resolve_project_path", lambda path: tmp_path)
+    monkeypatch.setattr(flows, "load_orchestration_config", lambda root, env: config)
+    monkeypatch.setattr(flows, "clean_up_after_killed_runs", lambda root, env: {})
+    monkeypatch.setattr(flows, "_configure_tracking", lambda root, env: tmp_path / "incoming")
+    monkeypatch.setattr(flows, "choose_cycle_pipeline", lambda cycle: (flows.DAY_N, "day_n"))
+    monkeypatch.setattr(flows, "_run_step", lambda *a: pytest.fail("a pipeline ran although nothing was new"))
+    result = flows.ts_kedro_cycle.fn(project_path=str(tmp_path))
+    assert result["skipped"] is True and result["steps"] == [] and "nothing new" in result["reason"]
+
+
+def test_not_comparable_says_how_much_of_the_window_is_new():
+    """36 new hours of a 48-hour window: the reason names 36 of 48 (it said 'no new data' before)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from ts_kedro.pipelines.model_selection import nodes
+
+    cutoff = pd.Timestamp("2024-01-10 00:00")
+    stamps = pd.date_range(cutoff + pd.Timedelta(hours=1), periods=48, freq="h")
+    backtests = pd.DataFrame({"series_id": "S1", "window": 1, "cutoff": cutoff, "timestamp": stamps,
+                              "model": "naive", "mean": 1.0, "actual": 1.0})
+    champion = SimpleNamespace(metadata={"data_window_end": str(cutoff + pd.Timedelta(hours=12))}, series_ids=["S1"])
+    selection = {"primary_metric": "smape", "selected_score": 1.0, "choice": {"S1": "naive"}}
+    result = nodes.compare_with_champion(backtests, selection, pd.DataFrame(), champion, {"levels": []})
+    assert result["comparable"] is False
+    assert "only 36 of the recent window's 48 steps per series are newer" in result["reason"]
+    assert "12 more step(s)" in result["reason"] and "out of sample" in result["reason"]
+    assert (result["new_points"], result["window_points"]) == (36, 48)

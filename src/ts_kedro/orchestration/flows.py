@@ -28,6 +28,21 @@ PIPELINE_FLOW_NAME = "kedro-pipeline"  # kedro_prefect.kedro_pipeline_flow
 # process that was killed (a cycle's tasks time out well before: orchestration timeout_seconds).
 STALE_AFTER_HOURS_ENV = "TS_KEDRO_STALE_AFTER_HOURS"
 DEFAULT_STALE_AFTER_HOURS = 6.0
+INCOMING_DATASET = "incoming_batches"  # the Day-N drop folder (conf/base/catalog_ingestion.yml)
+
+
+def nothing_new(incoming: Path | None) -> str | None:
+    """Why a Day-N cycle has nothing to do (no file in the drop folder), or None when it has work.
+
+    Any file counts (the ingestion reports files it does not take, e.g. ``notes.txt``); hidden files
+    such as ``.gitkeep`` do not. Without a known drop folder the cycle always runs.
+    """
+    if incoming is None:
+        return None
+    if incoming.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in incoming.iterdir()):
+        return None
+    return (f"nothing new: no file in {incoming}, so this cycle did nothing (no history version, no drift "
+            "check or retraining, no new forecasts); the champion and the latest forecasts stand")
 
 
 def stale_after() -> timedelta:
@@ -232,8 +247,13 @@ def ts_kedro_cycle(
     cycle = load_orchestration_config(root, env).cycle
     env = env or cycle.env
     cleanup = clean_up_after_killed_runs(root, env)
-    _configure_tracking(root, env)
+    incoming = _configure_tracking(root, env)
     day, pipeline_name = choose_cycle_pipeline(cycle)
+    skipped = nothing_new(incoming) if day == DAY_N else None
+    if skipped:
+        logger.info(skipped)
+        return {"day": day, "cycle_flow_run_id": _current("id"), "skipped": True, "reason": skipped,
+                "steps": [], "cleanup": cleanup}
     logger.info(
         "registered model '%s' %s alias '%s': %s, running pipeline '%s'",
         cycle.registered_model_name,
@@ -289,15 +309,24 @@ def _load_dataset(root: Path, env: str | None, name: str) -> Any:
         return session.load_context().catalog.load(name)
 
 
-def _configure_tracking(root: Path, env: str | None) -> None:
+def _configure_tracking(root: Path, env: str | None) -> Path | None:
     """Point MLflow at the project's tracking/registry URI before reading the registry.
 
     Loading a Kedro context fires `after_context_created`, where kedro-mlflow applies conf/<env>/mlflow.yml
     (tracking URI, registry URI): the registry is then read exactly where `kedro run` would write it.
+
+    Returns:
+        The Day-N drop folder (the catalog's `incoming_batches` path), or None when the catalog has none.
     """
     bootstrap_project(root)
     with KedroSession.create(project_path=root, env=env, save_on_close=False) as session:
-        session.load_context()
+        context = session.load_context()
+        try:
+            entry = context.config_loader["catalog"].get(INCOMING_DATASET) or {}
+        except Exception:  # noqa: BLE001 - a catalog that cannot be read fails the pipeline run itself
+            entry = {}
+    path = entry.get("path") if isinstance(entry, dict) else None
+    return (root / path) if path else None
 
 
 def _is_not_found(err: Exception) -> bool:

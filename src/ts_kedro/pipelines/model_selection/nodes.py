@@ -386,11 +386,21 @@ def compare_with_champion(
     challenger = _selected_backtest(candidate_backtests[candidate_backtests["window"] == last_window], selection["choice"])
     champion_end = pd.Timestamp(champion.metadata.get("data_window_end"))
     comparable = challenger[challenger["series_id"].isin(champion.series_ids)]
-    if comparable.empty or comparable["cutoff"].min() < champion_end:
+    if comparable.empty:
         return {
             **record, "champion_exists": True, "comparable": False, "champion_data_end": str(champion_end),
-            "reason": "the champion was trained on data inside the recent window (no new data since it was "
-                      "registered): the two cannot be compared out of sample",
+            "reason": "none of the series in the recent window is served by the champion: nothing to compare",
+        }
+    if comparable["cutoff"].min() < champion_end:
+        # say what is missing: how much of the window the champion has not seen, and how much more is needed
+        steps = int(comparable.groupby("series_id").size().max())
+        new_steps = int((comparable["timestamp"] > champion_end).groupby(comparable["series_id"]).sum().min())
+        return {
+            **record, "champion_exists": True, "comparable": False, "champion_data_end": str(champion_end),
+            "new_points": int((comparable["timestamp"] > champion_end).sum()), "window_points": int(len(comparable)),
+            "reason": f"only {new_steps} of the recent window's {steps} steps per series are newer than the "
+                      f"champion's data (which ends {champion_end}): the champion saw the rest, so the two cannot "
+                      f"be compared out of sample until {steps - new_steps} more step(s) of new data arrive",
         }
     # The champion's configuration (families, hyperparameters, per-series choice) refitted on each series'
     # data up to the same cutoff the challenger's last window used: both forecast the window unseen.
