@@ -46,16 +46,21 @@ def write_csv(tmp_path):
     return write
 
 
+def add_training_params(catalog: DataCatalog) -> DataCatalog:
+    """The shipped training parameters the quality report needs (which families can fit each series)."""
+    training = yaml.safe_load((CONF / "parameters_training.yml").read_text())
+    catalog["params:backtest"] = training["backtest"]
+    for family in training["training"]["families"]:
+        catalog[f"params:{family}.model"] = training[family]["model"]
+    return catalog
+
+
 def run_data_processing(raw_path, params: dict, panel: dict, pipeline=None) -> DataCatalog:
     """Run (a slice of) the pipeline on an in-memory catalog and return the catalog with every output."""
     catalog = DataCatalog({"raw_panel": CSVChunkSourceDataset(str(raw_path))})
     catalog["params:data_processing"] = params
     catalog["params:panel"] = panel
-    # the quality report also says which families can fit each series: the shipped training parameters
-    training = yaml.safe_load((CONF / "parameters_training.yml").read_text())
-    catalog["params:backtest"] = training["backtest"]
-    for family in training["training"]["families"]:
-        catalog[f"params:{family}.model"] = training[family]["model"]
+    add_training_params(catalog)
     pipeline = pipeline or create_pipeline()
     for name in pipeline.datasets():
         if name not in catalog:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ts_kedro.pipelines.data_processing.errors import SeriesQualityError
+from ts_kedro.pipelines.data_processing.errors import DataProcessingConfigError, SeriesQualityError
 from ts_kedro.pipelines.data_processing.nodes import (
     build_quality_report,
     conform_primary_panel,
@@ -90,7 +90,8 @@ def test_screen_series_quarantines_faulty_series_and_keeps_the_rest(two_series, 
     stamps = pd.date_range("2020-01-01", periods=200, freq="h")
     constant = pd.DataFrame({"series_id": "flat", "timestamp": stamps, "value": 3.0})
     empty = pd.DataFrame({"series_id": "empty", "timestamp": stamps, "value": np.nan})
-    short = pd.DataFrame({"series_id": "short", "timestamp": stamps[:10], "value": np.arange(10.0)})
+    # one observation: no model can forecast from it (a 10-point series is kept: the families' fallbacks serve it)
+    short = pd.DataFrame({"series_id": "short", "timestamp": stamps[:1], "value": np.arange(1.0)})
     panel_in = pd.concat([two_series, constant, empty, short], ignore_index=True)
 
     healthy, screening = screen_series(panel_in, _ok_frequency(panel_in), panel, params)
@@ -113,9 +114,11 @@ def test_screen_series_policy_fail_and_all_quarantined(two_series, panel, params
         screen_series(two_series, frequency, panel, params | {"min_length": 10_000})
 
 
-def test_minimum_length_default_follows_season_and_horizon(panel, params):
-    assert minimum_length(panel, params) == 2 * 24 + 48
+def test_minimum_length_default_is_what_any_model_can_forecast_from(panel, params):
+    assert minimum_length(panel, params) == 2
     assert minimum_length(panel, params | {"min_length": 30}) == 30
+    with pytest.raises(DataProcessingConfigError, match="min_length"):
+        minimum_length(panel, params | {"min_length": 1})
 
 
 # -- regularise_index_node --------------------------------------------------------------------------------------

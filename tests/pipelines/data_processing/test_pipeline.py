@@ -15,7 +15,7 @@ from kedro.runner import SequentialRunner
 from ts_kedro.pipelines.data_processing import create_pipeline
 from ts_kedro.pipelines.data_processing.errors import SchemaError, SeriesQualityError
 
-from .conftest import CONF, run_data_processing
+from .conftest import CONF, add_training_params, run_data_processing
 
 HOURS = pd.date_range("2021-03-01", periods=120, freq="h")
 
@@ -84,6 +84,7 @@ def test_slice_run_from_validated_panel(m4_sample_panel, params, panel):
                                                             "duplicates_dropped": 0})})
     catalog["params:data_processing"] = params | {"imputation": "seasonal"}
     catalog["params:panel"] = panel
+    add_training_params(catalog)
     for name in pipeline.datasets():
         if name not in catalog:
             catalog[name] = MemoryDataset()
@@ -167,7 +168,7 @@ def test_one_row_all_nan_and_mixed_frequency_series_are_quarantined(tmp_path, pa
 
 def test_series_policy_fail_and_everything_quarantined(tmp_path, params, panel):
     path = _write(tmp_path, ["series_id,timestamp,value", *_healthy_rows(), "one,2021-03-01 00:00:00,5"])
-    with pytest.raises(SeriesQualityError, match="1 series have faults.*one \\(too_short\\)"):
+    with pytest.raises(SeriesQualityError, match="1 series have faults.*'one' \\(too_short\\)"):
         run_data_processing(path, params | {"series_policy": "fail"}, panel)
     with pytest.raises(SeriesQualityError, match="every one of the 2 series"):
         run_data_processing(path, params | {"min_length": 1000}, panel)

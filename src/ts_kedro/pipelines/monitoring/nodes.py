@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
 SEASONAL_DIFF = "seasonal_diff"
 SEPARATOR = "|"  # wide drift columns are "<series_id>|<feature>"; series ids never contain it in M4-style data
-REALIZED_METRICS = ("smape", "mase", "mae", "rmse", "mape")
+REALIZED_METRICS = ("smape", "mase", "mae", "rmse", "mape", "owa")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
 }
@@ -256,13 +256,26 @@ def measure_performance_drift(
         first = rows[TIMESTAMP].min()
         insample = history_primary_panel.loc[(history_primary_panel[SERIES_ID] == series_id)
                                              & (history_primary_panel[TIMESTAMP] < first), VALUE].to_numpy()
+        actual, forecast = rows[VALUE].to_numpy(), rows["mean"].to_numpy()
+        if metric == "owa":
+            # OWA against seasonal naive from the same history, as the selection's backtest OWA was computed
+            m = season if len(insample) > season else 1
+            reference = m4.seasonal_naive_forecast(insample, len(actual), m)
+            per_series[str(series_id)] = {
+                "n_points": int(len(rows)), "smape": m4.smape(actual, forecast), "mase": m4.mase(actual, forecast, insample, m),
+                "smape_reference": m4.smape(actual, reference), "mase_reference": m4.mase(actual, reference, insample, m)}
+            continue
         per_series[str(series_id)] = {
             "n_points": int(len(rows)),
-            metric: _realized(metric, rows[VALUE].to_numpy(), rows["mean"].to_numpy(), insample, season)}
+            metric: _realized(metric, actual, forecast, insample, season)}
     if not per_series:
         return {"available": False, "metric": metric, "backtest": backtest,
                 "reason": f"no series has {min_points}+ new observed actuals for the saved forecasts yet"}
-    realized = float(np.nanmean([entry[metric] for entry in per_series.values()]))
+    if metric == "owa":
+        means = pd.DataFrame(per_series).T.astype(float).mean()
+        realized = float(0.5 * (means["smape"] / means["smape_reference"] + means["mase"] / means["mase_reference"]))
+    else:
+        realized = float(np.nanmean([entry[metric] for entry in per_series.values()]))
     ratio = realized / backtest if backtest > 0 else float("inf")
     logger.info("performance: realized %s %.4g vs backtest %.4g (ratio %.3f) on %d series", metric, realized,
                 backtest, ratio, len(per_series))
