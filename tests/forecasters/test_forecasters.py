@@ -269,7 +269,7 @@ def test_arima_and_lstm_beat_the_series_mean_on_real_m4_series(m4_sample_panel, 
     series_mean = train.groupby(SERIES_ID)[VALUE].mean()
     baseline = _smape(test[VALUE].to_numpy(float), test[SERIES_ID].map(series_mean).to_numpy())
     for family, spec in specs.items():
-        forecast = build_forecaster(spec, freq=FREQ, season_length=SEASON).forecast(train, 48, [95])
+        forecast = build_forecaster(spec, freq=FREQ, season_length=SEASON, horizon=48).forecast(train, 48, [95])
         merged = test.merge(forecast, on=[SERIES_ID, TIMESTAMP], validate="one_to_one")
         assert len(merged) == 48 * len(ids), f"{family}: forecast timestamps do not meet the official test grid"
         score = _smape(merged[VALUE].to_numpy(float), merged["mean"].to_numpy())
