@@ -1,4 +1,4 @@
-"""Prophet per series: seasonalities chosen from the data frequency, optional country holidays, sampled intervals."""
+"""Prophet per series: seasonalities and their Fourier orders from the frequency, optional holidays, sampled intervals."""
 from __future__ import annotations
 
 import logging
@@ -13,39 +13,58 @@ from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, Forecaster, F
 logger = logging.getLogger(__name__)
 
 _DAY, _WEEK, _YEAR = pd.Timedelta(days=1), pd.Timedelta(weeks=1), pd.Timedelta(days=365.25)
+_CYCLES = {"daily": _DAY, "weekly": _WEEK, "yearly": _YEAR}
+# Prophet's own default Fourier orders (upper bounds here; the grid and the history lower them)
+_PROPHET_ORDERS = {"daily": 4, "weekly": 3, "yearly": 10}
 
 
 class ProphetForecaster(Forecaster):
     """One Prophet model per series (fitted in parallel with joblib).
 
-    Seasonalities follow the grid: daily only for sub-daily data, weekly for data finer than a week, and yearly
-    only when the history spans two years (both when the series covers at least two cycles, Prophet's own rule).
+    Seasonalities: ``seasonalities`` (``{daily, weekly, yearly} -> bool``; ``build_forecaster`` passes the
+    profile's ``prophet_seasonalities``; None = derived from the grid: a cycle longer than 1.5 steps). Per series a
+    seasonality is used only when the series covers two of its cycles (Prophet's own rule; coverage = n steps).
+    Fourier order of each seasonality: Prophet's default (daily 4, weekly 3, yearly 10) capped at
+    ``floor(steps_per_cycle / 2)``, the number of harmonics a grid of ``steps_per_cycle`` points per cycle can
+    tell apart (Nyquist): higher harmonics alias onto lower ones and only add free coefficients. Monthly data get
+    order 6 (11 effective coefficients, a full seasonal profile) instead of 10, quarterly 2 (3 coefficients)
+    instead of 10; finer grids keep Prophet's defaults. The cap ``floor(m/2) - 1`` was measured too (it cannot
+    represent a full quarterly profile and lost on M3 quarterly; ``benchmarks/family_check_prophet_lstm.py``).
+    ``seasonality_mode="auto"`` (default): multiplicative for a series of positive values, additive otherwise
+    (a multiplicative seasonality scales with a trend that may cross zero).
     Intervals for all levels come from ONE set of ``uncertainty_samples`` posterior-predictive draws
     (``predictive_samples``) turned into quantiles: one fit and one sampling per series whatever the number of
     levels, instead of one fit per ``interval_width``. ``mean`` is Prophet's point forecast ``yhat``.
     Sampling is seeded (``seed``) so a saved model predicts the same intervals in any process.
 
-    Hyperparameters: ``seasonality_mode`` (additive|multiplicative), ``changepoint_prior_scale``,
+    Hyperparameters: ``seasonalities``, ``seasonality_mode`` (auto|additive|multiplicative), ``changepoint_prior_scale``,
     ``seasonality_prior_scale``, ``holidays_country`` (e.g. "US", None = no holidays),
     ``uncertainty_samples`` (draws for the intervals), ``seed``, ``n_jobs`` (-1 = all cores).
 
-    Measured on the 24-series default M4 Hourly sample (48 official test points): sMAPE 15.24 against 12.17 for
-    seasonal naive (MASE 2.13 vs 1.30), interval coverage 59/77 % at 80/95 %; 5.5 s wall for all 24 series.
-    Multiplicative seasonality (default) beat additive on 4 series (sMAPE 9.97 vs 10.60).
+    Series shorter than ``min_length`` (two seasons, at least three points) are served by ``fallback`` (ETS).
+    Measurements: ``benchmarks/family_check_prophet_lstm.py``.
     """
 
     name = "prophet"
+    fallback = "ets"
 
-    def __init__(self, freq: str = "h", season_length: int = 24, seasonality_mode: str = "multiplicative",
+    def __init__(self, freq: str = "h", season_length: int | None = None,
+                 seasonalities: dict[str, bool] | None = None, seasonality_mode: str = "auto",
                  changepoint_prior_scale: float = 0.05, seasonality_prior_scale: float = 10.0,
                  holidays_country: str | None = None, uncertainty_samples: int = 200, seed: int = 0,
                  n_jobs: int = -1):
-        super().__init__(freq, season_length, seasonality_mode=seasonality_mode,
+        super().__init__(freq, season_length, seasonalities=seasonalities, seasonality_mode=seasonality_mode,
                          changepoint_prior_scale=changepoint_prior_scale,
                          seasonality_prior_scale=seasonality_prior_scale, holidays_country=holidays_country,
                          uncertainty_samples=uncertainty_samples, seed=seed, n_jobs=n_jobs)
-        if seasonality_mode not in ("additive", "multiplicative"):
-            raise ForecasterError(f"prophet: seasonality_mode must be additive or multiplicative, got {seasonality_mode!r}")
+        if seasonality_mode not in ("auto", "additive", "multiplicative"):
+            raise ForecasterError(f"prophet: seasonality_mode must be auto, additive or multiplicative, "
+                                  f"got {seasonality_mode!r}")
+        if seasonalities is not None:
+            unknown = sorted(set(seasonalities) - set(_CYCLES))
+            if unknown:
+                raise ForecasterError(f"prophet: seasonalities keys must be among {sorted(_CYCLES)}, got {unknown}")
+        self.seasonalities = None if seasonalities is None else {k: bool(v) for k, v in seasonalities.items()}
         if int(uncertainty_samples) < 20:
             raise ForecasterError(f"prophet: uncertainty_samples={uncertainty_samples} is too few for quantiles; use >= 20")
         self.seasonality_mode = seasonality_mode
@@ -58,7 +77,10 @@ class ProphetForecaster(Forecaster):
 
     @property
     def min_length(self) -> int:
-        return 2 * self.season_length
+        from ts_kedro.frequency import MIN_CYCLES
+
+        # two seasons so that the seasonality is estimable; a trend needs a few points even without a season
+        return max(MIN_CYCLES * self.season_length, 3)
 
     def n_parameters(self) -> int:
         # trend (k, m, one delta per changepoint) + 2 Fourier coefficients per order of each seasonality
@@ -72,7 +94,7 @@ class ProphetForecaster(Forecaster):
         step = _grid_step(self.freq)
         config = dict(seasonality_mode=self.seasonality_mode, changepoint_prior_scale=self.changepoint_prior_scale,
                       seasonality_prior_scale=self.seasonality_prior_scale, holidays_country=self.holidays_country,
-                      step=step)
+                      step=step, cycles=_seasonality_plan(self.freq, self.seasonalities))
         items = [
             (sid, group[[TIMESTAMP, VALUE]].rename(columns={TIMESTAMP: "ds", VALUE: "y"}).reset_index(drop=True), config)
             for sid, group in panel.sort_values([SERIES_ID, TIMESTAMP]).groupby(SERIES_ID, sort=False)
@@ -107,6 +129,28 @@ def _grid_step(freq: str) -> pd.Timedelta:
         raise ForecasterError(f"prophet: cannot interpret freq={freq!r} as a pandas offset alias: {exc}") from exc
 
 
+def _seasonality_plan(freq: str, wanted: dict[str, bool] | None) -> dict[str, int]:
+    """Seasonality -> Fourier order for this grid (absent: not modelled); see the class docstring.
+
+    Steps per cycle come from the frequency profile's candidate periods (the cycle's nominal length in grid steps
+    picks the nearest candidate, so a month-start grid gets exactly 12 steps a year, not 365.25 / 31).
+    """
+    from ts_kedro.frequency import candidate_periods
+
+    periods = candidate_periods(freq)
+    step = _grid_step(freq)
+    plan = {}
+    for name, cycle in _CYCLES.items():
+        approx = cycle / step
+        if approx <= 1.5 or not periods or (wanted is not None and not wanted.get(name, False)):
+            continue
+        steps_per_cycle = min(periods, key=lambda p: abs(np.log(p / approx)))
+        if abs(np.log(steps_per_cycle / approx)) > np.log(1.5):  # no candidate near this cycle
+            steps_per_cycle = approx
+        plan[name] = int(max(1, min(_PROPHET_ORDERS[name], np.floor(steps_per_cycle / 2))))
+    return plan
+
+
 def _quiet_stan_logging() -> None:
     # cmdstanpy logs every optimisation at INFO and configures its logger (level DEBUG) on first use; trigger that
     # set-up now, then lower it. Runs in every joblib worker process too.
@@ -122,16 +166,18 @@ def _fit_one_series(series_id: str, history: pd.DataFrame, config: dict) -> tupl
     from prophet import Prophet
     from prophet.serialize import model_to_json
 
-    span = history["ds"].iloc[-1] - history["ds"].iloc[0]
+    from ts_kedro.frequency import MIN_CYCLES
+
     step = config["step"]
-    seasonalities = {
-        "daily": step < _DAY and span >= 2 * _DAY,
-        "weekly": step < _WEEK and span >= 2 * _WEEK,
-        "yearly": span >= 2 * _YEAR,
-    }
+    covered = history["ds"].iloc[-1] - history["ds"].iloc[0] + step  # n observations cover n steps
+    orders = {name: order for name, order in config["cycles"].items() if covered >= MIN_CYCLES * _CYCLES[name]}
+    seasonalities = {name: name in orders for name in _CYCLES}
+    mode = config["seasonality_mode"]
+    if mode == "auto":
+        mode = "multiplicative" if (history["y"] > 0).all() else "additive"
     model = Prophet(
-        daily_seasonality=seasonalities["daily"], weekly_seasonality=seasonalities["weekly"],
-        yearly_seasonality=seasonalities["yearly"], seasonality_mode=config["seasonality_mode"],
+        daily_seasonality=orders.get("daily", False), weekly_seasonality=orders.get("weekly", False),
+        yearly_seasonality=orders.get("yearly", False), seasonality_mode=mode,
         changepoint_prior_scale=config["changepoint_prior_scale"],
         seasonality_prior_scale=config["seasonality_prior_scale"], uncertainty_samples=0,
     )
