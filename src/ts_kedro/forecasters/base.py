@@ -136,6 +136,13 @@ class Forecaster(abc.ABC):
                                                    forecast[f"lo-{level}"])
         return _finalise_forecast(forecast, levels)
 
+    def inherit_calibration(self, source: "Forecaster") -> "Forecaster":
+        """Use the interval calibration of ``source`` (the same family refitted on newer data keeps it)."""
+        for attribute in ("interval_calibration_", "calibration_scales_", "nonnegative_series_"):
+            if hasattr(source, attribute):
+                setattr(self, attribute, getattr(source, attribute))
+        return self
+
     def calibrate_intervals(self, backtest: pd.DataFrame, panel: pd.DataFrame) -> "Forecaster":
         """Conformal calibration of this fitted model's intervals from its own backtest (see evaluation.conformal).
 

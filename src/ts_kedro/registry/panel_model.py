@@ -107,7 +107,8 @@ class SelectedPanelModel:
         for family, model in self.family_models.items():
             series = [s for s in model.series_ids_ if s in present]
             fresh = type(model)(freq=model.freq, season_length=model.season_length, **model.hyperparameters)
-            families[family] = fresh.fit(history[history[SERIES_ID].isin(series)].reset_index(drop=True))
+            fresh.fit(history[history[SERIES_ID].isin(series)].reset_index(drop=True))
+            families[family] = fresh.inherit_calibration(model)  # calibrated intervals survive a refit
         choice = {s: f for s, f in self.choice.items() if s in present}
         return SelectedPanelModel(families, choice, self.ensemble_members, self.levels, self.max_horizon,
                                   {**self.metadata, note: str(history[TIMESTAMP].max())})
