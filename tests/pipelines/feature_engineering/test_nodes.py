@@ -323,3 +323,11 @@ def test_manifest_groups_features_by_kind_and_counts_warmup_rows(hourly_panel, h
     assert manifest["nan_rows"] == {"calendar": 0, "lag": 168 * n_series, "rolling": 168 * n_series,
                                     "decomposition": len(hourly_panel)}
     assert json.loads(json.dumps(manifest)) == manifest
+
+
+def test_spec_for_yearly_data_has_no_one_step_window(shared_data, feature_params):
+    """Real M3 yearly series: no season (m = 1), so derived windows and lags must still be usable."""
+    panel = pd.read_csv(shared_data / "m3" / "M3_yearly_train_long.csv", parse_dates=["timestamp"])
+    panel = panel[panel["series_id"].isin(panel["series_id"].unique()[:5])].assign(is_imputed=False, is_anomaly=False)
+    spec = nodes.resolve_feature_spec(panel, {"freq": "YS", "horizon": 6}, feature_params)
+    assert min(spec["rolling"]["windows"]) >= 2 and spec["lags"][0] == 1

@@ -91,8 +91,8 @@ def _calendar_spec(primary_panel: pd.DataFrame, freq: str, params: dict) -> dict
 def _rolling_spec(params: dict, season_length: int, seasonal_periods: list[int]) -> dict[str, list]:
     """Rolling windows (default: main and longest season) and statistics, validated."""
     windows = _positive_ints(params.get("windows"), "rolling.windows")
-    if windows is None:
-        windows = sorted({season_length, max(seasonal_periods)})
+    if windows is None:  # derived: a one-step "window" (season 1, yearly data) summarises nothing
+        windows = sorted({w for w in (season_length, max(seasonal_periods)) if w >= 2}) or [2]
     stats = list(params.get("stats") or ROLLING_STATS)
     unknown_stats = sorted(set(stats) - set(ROLLING_STATS))
     if unknown_stats:
