@@ -60,12 +60,19 @@ def route(run: dict, selection: dict, levels: list[int]) -> pd.DataFrame:
 def score(forecasts: pd.DataFrame, test: pd.DataFrame, panel: pd.DataFrame, m: int, levels: list[int]) -> dict:
     """M4-style means over series: sMAPE, MASE (m), OWA against Naive2, and interval coverage / MSIS."""
     joined = test.merge(forecasts, on=["series_id", "timestamp"], how="inner")
+    insamples = {key: group.to_numpy(float) for key, group in panel.groupby("series_id", sort=False)["value"]}
     rows = []
     for series_id, rows_ in joined.groupby("series_id", sort=False):
-        insample = panel.loc[panel["series_id"] == series_id, "value"].to_numpy(float)
+        insample = insamples[series_id]
         y, yhat = rows_["value"].to_numpy(float), rows_["mean"].to_numpy(float)
         m_eff = m if len(insample) > m else 1
         naive2 = metrics.naive2(insample, len(y), m_eff)
+        if not np.isfinite(naive2).all():  # seasonal indices undefined (e.g. a season of zeros): plain naive
+            naive2 = np.full(len(y), insample[-1])
+        observed = ~np.isnan(y)  # a missing actual (NN5, ILINet) scores nothing; positions keep their step
+        if not observed.any():
+            continue
+        rows_, y, yhat, naive2 = rows_[observed], y[observed], yhat[observed], naive2[observed]
         row = {"series_id": series_id, "smape": metrics.smape(y, yhat), "mase": metrics.mase(y, yhat, insample, m_eff),
                "smape_naive2": metrics.smape(y, naive2), "mase_naive2": metrics.mase(y, naive2, insample, m_eff)}
         for level in levels:
@@ -78,6 +85,7 @@ def score(forecasts: pd.DataFrame, test: pd.DataFrame, panel: pd.DataFrame, m: i
     result = {k: float(v) for k, v in means.items()}
     result["owa"] = metrics.owa(result["smape"], result["mase"], result["smape_naive2"], result["mase_naive2"])
     result["n_series"] = int(len(table))
+    result["n_series_without_mase"] = int(table["mase"].isna().sum())  # no seasonal variation in training
     return result
 
 

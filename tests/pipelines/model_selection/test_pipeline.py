@@ -221,3 +221,20 @@ def test_per_series_margin_keeps_the_overall_choice_unless_clearly_beaten(traine
     strict, _ = nodes.select_models(scores, {**SELECTION, "per_series_margin": 0.99}, **stats)
     assert len(set(free["choice"].values())) > 1
     assert set(strict["choice"].values()) == {strict["overall_model"]}
+
+
+def test_owa_scores_series_with_zero_actuals_by_mase_alone():
+    """Synthetic scores (edge case): on a series whose backtest actuals include zeros, sMAPE rewards forecasting
+    zero (200 for any non-zero forecast of a zero), so its OWA contribution is its MASE relative to the
+    reference's; a series without zeros keeps M4's two halves."""
+    rows = [
+        # series "a": positive data; series "b": intermittent (half its actuals are zero)
+        ("seasonal_naive", "a", 10.0, 1.0, 0.0), ("ets", "a", 8.0, 0.9, 0.0),
+        ("seasonal_naive", "b", 20.0, 2.0, 0.5), ("ets", "b", 150.0, 1.0, 0.5),
+    ]
+    scores = pd.DataFrame(rows, columns=["model", "series_id", "smape", "mase", "zero_actuals"])
+    table = nodes._primary_scores(scores, "owa", "seasonal_naive")
+    mase_ref = (1.0 + 2.0) / 2
+    assert table.loc["b", "ets"] == pytest.approx(1.0 / mase_ref)
+    assert table.loc["b", "ets"] < table.loc["b", "seasonal_naive"]
+    assert table.loc["a", "ets"] == pytest.approx(0.5 * (8.0 / 10.0 + 0.9 / mase_ref))

@@ -106,6 +106,7 @@ def score_candidates(candidate_backtests: pd.DataFrame, panel: pd.DataFrame, pan
         fallback = frame["fallback"].astype(bool) if "fallback" in frame else pd.Series(False, index=frame.index)
         per_series["n_windows"] = per_window.groupby("series_id")["window"].nunique()
         per_series["genuine"] = ~fallback.groupby(frame["series_id"]).any()
+        per_series["zero_actuals"] = (frame["actual"] == 0).groupby(frame["series_id"]).mean()
         if "members" in frame and frame["members"].notna().any():
             per_series["members"] = frame["members"].dropna().iloc[0]
         scores.append(per_series.reset_index().assign(model=model))
@@ -162,6 +163,10 @@ def _primary_scores(candidate_scores: pd.DataFrame, metric: str, reference: str 
     ``owa``: each series' contribution to the panel's OWA against ``reference`` (M4's rule with the reference in
     place of Naive2): ``0.5 * (smape / mean reference smape + mase / mean reference mase)``; its mean over the
     series is the panel's OWA, so choosing per series by it minimises the panel's OWA.
+
+    A series with zero actuals in its backtest windows (intermittent demand, closures) contributes by MASE alone:
+    sMAPE charges its maximum (200) for any non-zero forecast of a zero, so there it rewards forecasting zero
+    rather than accuracy (M4's OWA assumes positive data).
     """
     if metric != "owa":
         return candidate_scores.pivot(index="series_id", columns="model", values=metric)
@@ -170,12 +175,17 @@ def _primary_scores(candidate_scores: pd.DataFrame, metric: str, reference: str 
     else:  # any positive constants give the same per-series ranking; the candidates' means keep the two in scale
         logger.info("owa: reference %r not trained; sMAPE and MASE are scaled by the candidates' means", reference)
         ref = candidate_scores
-    smape_ref, mase_ref = ref["smape"].mean(), ref["mase"].mean()
+    zeros = candidate_scores.get("zero_actuals", pd.Series(0.0, index=candidate_scores.index)).fillna(0) > 0
+    with_zeros = set(candidate_scores.loc[zeros, "series_id"])
     table = {}
-    for column, ref_mean in (("smape", smape_ref), ("mase", mase_ref)):
+    for column in ("smape", "mase"):
+        usable = ref if column == "mase" else ref[~ref["series_id"].isin(with_zeros)]
+        ref_mean = usable[column].mean() if len(usable) else 1.0
         if not (np.isfinite(ref_mean) and ref_mean > 0):
             raise SelectionError(f"primary_metric owa: the reference's mean {column} is {ref_mean}; use smape or mase")
         table[column] = candidate_scores.pivot(index="series_id", columns="model", values=column) / ref_mean
+    zero_rows = table["smape"].index.isin(with_zeros)
+    table["smape"].loc[zero_rows] = table["mase"].loc[zero_rows]
     return 0.5 * (table["smape"] + table["mase"])
 
 
