@@ -41,7 +41,7 @@ SUBSETS = {
     "quarterly": (DATA / "m3/M3_quarterly_train_long.csv", DATA / "m3/M3_quarterly_test_long.csv", "QS", 8),
     "monthly": (DATA / "m3/M3_monthly_train_long.csv", DATA / "m3/M3_monthly_test_long.csv", "MS", 18),
     "yearly": (DATA / "m3/M3_yearly_train_long.csv", DATA / "m3/M3_yearly_test_long.csv", "YS", 6),
-    "hourly": (ROOT / "data/01_raw/m4_hourly_sample.csv", DATA / "m4_hourly/Hourly-test-long.csv", "h", 48),
+    "hourly": (ROOT / "data/01_raw/m4_hourly_sample.csv", DATA / "m4_hourly/Hourly-test-long.csv", "h", 48),  # dataset fact: M4 Hourly h
 }
 DEFAULT_HYPERPARAMETERS = {"prophet": {"n_jobs": 1}, "lstm": {"device": "cpu", "seed": 42}}
 

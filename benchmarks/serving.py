@@ -86,7 +86,7 @@ def serve(uri: str, workers: int, root: Path):
 
 
 def load(url: str, series: list[str], clients: int, per_client: int, timeout: float) -> dict:
-    body = json.dumps({"dataframe_records": [{"series_id": s, "horizon": 24} for s in series]}).encode()
+    body = json.dumps({"dataframe_records": [{"series_id": s, "horizon": 24} for s in series]}).encode()  # not a period: a request
     latencies, errors, lock = [], [], threading.Lock()
 
     def client():
