@@ -238,3 +238,25 @@ def test_owa_scores_series_with_zero_actuals_by_mase_alone():
     assert table.loc["b", "ets"] == pytest.approx(1.0 / mase_ref)
     assert table.loc["b", "ets"] < table.loc["b", "seasonal_naive"]
     assert table.loc["a", "ets"] == pytest.approx(0.5 * (8.0 / 10.0 + 0.9 / mase_ref))
+
+
+def _synthetic_backtest(error: float, n: int = 6) -> pd.DataFrame:
+    """A backtest frame (synthetic, edge case) whose forecasts miss the actuals by ``error``."""
+    actual = np.arange(1.0, n + 1)
+    return pd.DataFrame({"series_id": "s", "timestamp": pd.date_range("2020-01-01", periods=n, freq="MS"),
+                         "cutoff": pd.Timestamp("2019-12-01"), "window": 0, "mean": actual + error,
+                         "lo-80": actual + error - 1, "hi-80": actual + error + 1, "actual": actual})
+
+
+def test_a_family_that_loses_to_seasonal_naive_on_the_backtest_joins_no_ensemble():
+    backtests = {"seasonal_naive": _synthetic_backtest(1.0), "good": _synthetic_backtest(0.5),
+                 "fair": _synthetic_backtest(0.8), "bad": _synthetic_backtest(3.0)}
+    params = {"levels": [80]}
+    stacked = nodes.build_candidate_backtests({"enabled": True, "exclude": ["seasonal_naive"]}, params, **backtests)
+    assert stacked.loc[stacked["model"] == "ensemble", "members"].iloc[0] == "good,fair"
+    kept = nodes.build_candidate_backtests({"enabled": True, "exclude": ["seasonal_naive"],
+                                            "drop_worse_than_reference": False}, params, **backtests)
+    assert kept.loc[kept["model"] == "ensemble", "members"].iloc[0] == "good,fair,bad"
+    # fewer than two would remain: the configured members stay
+    alone = nodes.build_candidate_backtests({"enabled": True, "exclude": ["seasonal_naive", "fair"]}, params, **backtests)
+    assert alone.loc[alone["model"] == "ensemble", "members"].iloc[0] == "good,bad"

@@ -41,15 +41,24 @@ def relative_mae(backtests: pd.DataFrame, reference: str) -> pd.Series:
 
 
 def _ensemble_members_for_run(families: list[str], ensemble_params: dict[str, Any], stacked: pd.DataFrame) -> list[str]:
-    """The configured members, or with ``top_k`` the k best of them by relative backtest MAE."""
+    """The configured members; with ``drop_worse_than_reference`` (default true) without those whose backtest
+    MAE relative to the reference is not below 1 (a family that loses to seasonal naive on the backtest joins no
+    ensemble, as long as two members remain); with ``top_k`` the k best of them by relative backtest MAE."""
     members = ensemble_members(families, ensemble_params)
+    reference = ensemble_params.get("reference") or "seasonal_naive"
+    if reference not in set(stacked["model"]):
+        reference = None
+    ranking = relative_mae(stacked, reference or members[0])
+    if reference and ensemble_params.get("drop_worse_than_reference", True):
+        better = [m for m in members if ranking.get(m, np.inf) < 1.0]
+        if len(better) >= 2:
+            dropped = sorted(set(members) - set(better))
+            if dropped:
+                logger.info("ensemble: %s left out (backtest MAE not below %s's)", dropped, reference)
+            members = better
     top_k = ensemble_params.get("top_k")
     if top_k is None or len(members) <= int(top_k):
         return members
-    reference = ensemble_params.get("reference") or "seasonal_naive"
-    if reference not in set(stacked["model"]):
-        reference = members[0]
-    ranking = relative_mae(stacked, reference)
     return [m for m in ranking.index if m in members][: int(top_k)]
 
 
