@@ -79,3 +79,17 @@ def test_prophet_component_shares_sum_to_one_per_series(m4_sample_panel):
     # hourly M4 series are dominated by the daily cycle
     assert shares.set_index("component")["share"].idxmax() == "daily"
     assert np.isfinite(shares["variance"]).all()
+
+
+def test_lstm_importance_on_yearly_data_has_no_calendar_group(project_root):
+    """M3 yearly (season 1): no calendar term varies from year to year, so no empty calendar group is reported."""
+    import pandas as pd
+
+    panel = pd.read_csv(project_root / "tests" / "data" / "samples" / "m3_yearly.csv", parse_dates=["timestamp"],
+                        dtype={"series_id": str})
+    model = build_forecaster({"class": "lstm", "hyperparameters": {"horizon": 6, "hidden_size": 8, "max_epochs": 3,
+                                                                    "seed": 1, "device": "cpu"}}, freq="YS")
+    model.fit(panel)
+    importance = lstm_permutation_importance(model, panel, n_repeats=2, seed=0)
+    assert set(importance["group"]) <= {"last_season", "earlier_seasons"} and "last_season" in set(importance["group"])
+    assert (importance["n_inputs"] > 0).all()

@@ -45,8 +45,9 @@ def lstm_permutation_importance(model, panel: pd.DataFrame, n_repeats: int = 10,
     A group's inputs are shuffled across windows (so they no longer belong to their target) and the increase of the
     scaled MAE of the median forecast is measured, ``n_repeats`` times. Groups (see ``forecasters/lstm.py``):
     ``last_season`` (the most recent season of the lookback, which also sets the seasonal-naive baseline the network
-    corrects), ``earlier_seasons`` (the older seasons of the lookback) and ``calendar`` (hour-of-day and day-of-week
-    sin/cos, if the model uses them).
+    corrects), ``earlier_seasons`` (the older seasons of the lookback) and ``calendar`` (sin/cos of the calendar
+    terms that vary at the panel's frequency, e.g. hour-of-day and day-of-week for hourly data, if the model uses
+    any).
 
     Returns:
         One row per group: ``group, n_inputs, baseline_error, permuted_error, permuted_error_std, importance
@@ -62,7 +63,7 @@ def lstm_permutation_importance(model, panel: pd.DataFrame, n_repeats: int = 10,
     groups = {"last_season": (m,)}
     if tokens.shape[1] > 1:
         groups["earlier_seasons"] = (m * (tokens.shape[1] - 1),)
-    if model.calendar_features:
+    if model.calendar_features and tokens.shape[2] > m:  # none vary at a yearly frequency, for instance
         groups["calendar"] = (tokens.shape[1] * (tokens.shape[2] - m),)
 
     def error(tok: np.ndarray, last: np.ndarray) -> float:
