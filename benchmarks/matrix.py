@@ -201,7 +201,7 @@ def run_kedro(workdir: Path, train: pd.DataFrame, freq: str, horizon: int, famil
 
 
 def run_peers(train: pd.DataFrame, horizon: int, freq: str, season: int, periods: list[float],
-              cores: int = -1) -> dict[str, tuple[pd.DataFrame, float]]:
+              cores: int = -1, only: list[str] | None = None) -> dict[str, tuple[pd.DataFrame, float]]:
     """statsforecast peers on the same series; each a (forecasts in our columns, wall seconds) pair.
 
     Every peer gets ``SeasonalNaive`` as statsforecast's own ``fallback_model`` for the series it cannot fit.
@@ -219,6 +219,8 @@ def run_peers(train: pd.DataFrame, horizon: int, freq: str, season: int, periods
     mstl_periods = sorted({int(round(p)) for p in periods if 1 < round(p) and 2 * round(p) < shortest})
     if mstl_periods:
         models["sf_mstl"] = MSTL(season_length=mstl_periods, trend_forecaster=AutoETS(model="ZZN"), alias="sf_mstl")
+    if only:  # sf_seasonal_naive is always run: it is every table's reference
+        models = {k: v for k, v in models.items() if k == "sf_seasonal_naive" or k.removeprefix("sf_") in only}
     results = {}
     for name, model in models.items():
         started = time.perf_counter()
@@ -232,6 +234,8 @@ def run_peers(train: pd.DataFrame, horizon: int, freq: str, season: int, periods
         results[name] = (out.rename(columns=renamed)[["series_id", "timestamp", "mean",
                                                       *[f"{s}-{lv}" for lv in LEVELS for s in ("lo", "hi")]]], wall)
         print(f"  peer {name}: {wall:.0f} s", flush=True)
+    if not {"sf_autoets", "sf_autoarima"} <= set(results):
+        return results
     ets, arima = results["sf_autoets"][0], results["sf_autoarima"][0]
     combo = ets.copy()
     for column in ["mean", *[f"{s}-{lv}" for lv in LEVELS for s in ("lo", "hi")]]:
@@ -240,7 +244,8 @@ def run_peers(train: pd.DataFrame, horizon: int, freq: str, season: int, periods
     return results
 
 
-def benchmark(name: str, every: int, limit: int | None, families: str | None, workroot: Path) -> dict:
+def benchmark(name: str, every: int, limit: int | None, families: str | None, workroot: Path,
+              peers: list[str] | None = None) -> dict:
     """One dataset: the kedro run on its training part, the peers on the same cleaned panel, all scored."""
     loader, freq, horizon, published = DATASETS[name]
     train, test = subset(*loader(), every, limit)
@@ -256,7 +261,7 @@ def benchmark(name: str, every: int, limit: int | None, families: str | None, wo
                                      "peak_rss_mb": ours["peak_rss_mb_max_child"],
                                      "peak_rss_mb_tree": ours["peak_rss_mb_tree"]}}
     for peer, (forecast, wall) in run_peers(panel[["series_id", "timestamp", "value"]], horizon, freq, season,
-                                            list(profile["seasonal_periods"])).items():
+                                            list(profile["seasonal_periods"]), only=peers).items():
         rows[peer] = {**score(forecast, test, panel, season, LEVELS), "wall_s": wall}
     result = {"dataset": name, "freq": freq, "horizon": horizon, "season_length": season,
               "n_series": int(train["series_id"].nunique()), "n_kept": int(panel["series_id"].nunique()),
@@ -311,6 +316,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="6 series per dataset, the local families (minutes)")
     parser.add_argument("--families", default=None, help="TS_KEDRO_FAMILIES for the kedro run (default: shipped)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "benchmarks")
+    parser.add_argument("--peers", default=None, help="only these peers, e.g. autoets,autotheta,mstl (default: all; "
+                        "seasonal_naive always runs)")
     parser.add_argument("--summary", default=None, help="only print the joint table of these finished datasets")
     args = parser.parse_args(argv)
     if args.summary:
@@ -319,7 +326,8 @@ def main(argv=None) -> None:
     limit = 6 if args.quick else args.limit
     families = args.families or ("seasonal_naive,arima,ets,theta,intermittent" if args.quick else None)
     for name in args.datasets.split(","):
-        print(markdown(benchmark(name, args.every, limit, families, args.workdir)), flush=True)
+        peers = args.peers.split(",") if args.peers else None
+        print(markdown(benchmark(name, args.every, limit, families, args.workdir, peers)), flush=True)
 
 
 if __name__ == "__main__":
