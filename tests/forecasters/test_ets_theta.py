@@ -162,3 +162,13 @@ def test_ets_simulated_intervals_are_seeded(air_fits):
 def test_bad_hyperparameters_are_named(family, hyperparameter, value):
     with pytest.raises(ForecasterError, match=hyperparameter):
         _model(family, "MS", **{hyperparameter: value})
+
+
+def test_ets_gives_no_seasonal_states_to_a_weekly_season(shared_data):
+    """ILINet weekly (m = 52): like R's ets and statsforecast's AutoETS, no seasonal model is tried for a season
+    longer than 24 (its 51 free initial states overfit); monthly data keep theirs."""
+    from ts_kedro.forecasters.ets import candidate_specs
+
+    ili = pd.read_csv(shared_data / "ilinet_weekly" / "ILINet.csv")["% WEIGHTED ILI"].dropna().to_numpy(float)
+    assert not any(spec.seasonal for spec in candidate_specs(ili, 52))
+    assert any(spec.seasonal for spec in candidate_specs(ili[:120], 12))

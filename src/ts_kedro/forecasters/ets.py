@@ -8,7 +8,8 @@ What: for every series the candidate models of Hyndman et al. (2002, 2008) are f
   statsmodels/R bounds); season none, additive or multiplicative with period ``effective_season_length``;
 - as R's default ``restrict=TRUE``: no additive error with multiplicative season (numerically unstable),
   no multiplicative trend; multiplicative error or season only for strictly positive data;
-- a season only when the series holds two full seasons plus ``SEASON_SLACK`` points;
+- a season only when the series holds two full seasons plus ``SEASON_SLACK`` points, and the season is at most
+  ``MAX_SEASONAL_STATES`` (24) long, as in R's ``ets`` and statsforecast's ``AutoETS`` (weekly data: none);
 - R's rule for the sample size: a model with k parameters (smoothing parameters, initial states and the
   error variance) is only tried when ``n > k + 1`` (otherwise its AICc is undefined);
 - a fit that is non-finite or raises is skipped; one that warns of non-convergence is only used when every
@@ -47,6 +48,9 @@ logger = logging.getLogger(__name__)
 CRITERIA = ("aicc", "aic", "bic")
 #: points beyond two full seasons a series needs before a seasonal model is tried
 SEASON_SLACK = 3
+#: longest season given its own states, as R's forecast::ets and statsforecast's AutoETS: with more (weekly data's
+#: 52) the m-1 free initial states overfit, and the seasonal pattern is left to the non-seasonal model's level
+MAX_SEASONAL_STATES = 24  # not a period: a model-size limit
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def candidate_specs(values: np.ndarray, season_length: int, allow_multiplicative
     n = len(values)
     positive = bool(np.all(values > 0)) and allow_multiplicative
     m = effective_season_length(n, season_length)
-    seasonal_ok = m > 1 and n >= 2 * m + SEASON_SLACK and np.ptp(values) > 0
+    seasonal_ok = 1 < m <= MAX_SEASONAL_STATES and n >= 2 * m + SEASON_SLACK and np.ptp(values) > 0
     errors = ["add", "mul"] if positive else ["add"]
     seasons = [None] + (["add"] + (["mul"] if positive else []) if seasonal_ok else [])
     specs = []
