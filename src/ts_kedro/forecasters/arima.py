@@ -220,6 +220,10 @@ class ArimaForecaster(Forecaster):
                     pd.Series([s.seasonal["method"] for s in self.fitted_.values()]).value_counts().to_dict(),
                     pd.Series([s.label for s in self.fitted_.values()]).value_counts().head(10).to_dict())
 
+    def _update(self, new_observations: pd.DataFrame) -> None:
+        for series_id, values in split_series(new_observations).items():
+            self.fitted_[series_id] = _update_one_series(series_id, self.fitted_[series_id], values)
+
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         frames = []
         for series_id in self.fitted_series_ids_:
@@ -574,6 +578,45 @@ def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _Fitt
     fitted.warnings = messages + fitted.warnings
     fitted.fit_seconds = time.process_time() - started
     return fitted
+
+
+def _update_one_series(series_id: str, state: _FittedSeries, values: np.ndarray) -> _FittedSeries:
+    """The state after ``values`` (the next observations), with every estimate kept.
+
+    The new points go through the same transformation as the fitted history, with the fitted seasonal part
+    (log when the model is on the log scale; the differences from the stored last values; the seasonal
+    difference from the last cycle; minus the fitted Fourier terms at the new time indices; minus the MSTL
+    cycles repeated, which then roll forward), and are appended to the series the ARIMA filters. ``predict``
+    runs the state space filter with the fitted parameters over it (statsmodels' ``filter(params)``, what
+    ``results.append(refit=False)`` does), so the forecast is the fitted model conditioned on the longer series.
+    """
+    if state.log_scale and np.any(values <= 0):
+        raise ForecasterError(
+            f"arima: series {series_id!r} is modelled on the log scale and a new observation is "
+            f"{float(values[values <= 0][0])!r} (<= 0): refit it on the longer history")
+    modelled = np.log(values) if state.log_scale else np.asarray(values, float)
+    seasonal = dict(state.seasonal)
+    k = len(modelled)
+    if "differencing" in seasonal:
+        differencing = dict(seasonal["differencing"])
+        d, D, m = differencing["d"], differencing["D"], differencing["m"]
+        extended = np.r_[np.asarray(differencing["history"], float), modelled]
+        new_adjusted = _difference(extended, d, D, m)
+        differencing["history"] = extended[len(extended) - (d + m * D):].copy()
+        seasonal["differencing"] = differencing
+    elif seasonal["method"] == "seasonal_difference":
+        m = seasonal["period"]
+        extended = np.r_[np.asarray(seasonal["last_cycle"], float), modelled]
+        new_adjusted = extended[m:] - extended[:-m]
+        seasonal["last_cycle"] = extended[-m:].copy()
+    else:
+        new_adjusted = modelled - _seasonal_forecast(seasonal, state.n_obs, k)
+        if seasonal["method"] == "mstl":
+            seasonal["last_cycles"] = [np.roll(cycle, -k) for cycle in seasonal["last_cycles"]]
+    return _FittedSeries(order=state.order, trend=state.trend, params=state.params,
+                         adjusted=np.r_[state.adjusted, new_adjusted], n_obs=state.n_obs + k, seasonal=seasonal,
+                         log_scale=state.log_scale, warnings=[], fit_seconds=state.fit_seconds,
+                         seasonal_order=state.seasonal_order)
 
 
 def _forecast_one_series(state: _FittedSeries, horizon: int, levels: list[int]):

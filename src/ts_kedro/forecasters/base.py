@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import copy
 from collections.abc import Sequence
 
 import logging
@@ -99,6 +100,74 @@ class Forecaster(abc.ABC):
         self.is_fitted_ = True
         return self
 
+    @property
+    def supports_update(self) -> bool:
+        """Whether this family conditions on new observations without refitting (it implements ``_update``)."""
+        return type(self)._update is not Forecaster._update
+
+    def update(self, new_observations: pd.DataFrame) -> "Forecaster":
+        """Condition the fitted model on observations that arrived after its fit, without re-estimating it.
+
+        ``new_observations`` is a long frame (``series_id, timestamp, value``) holding, for any subset of the
+        fitted series, the steps right after each one's last timestamp: contiguous on the ``freq`` grid, no
+        gaps, no duplicates, no NaN. The fitted parameters (orders, coefficients, smoothing weights, network
+        weights, interval calibration) stay as they are; only the state a forecast starts from moves forward
+        (a filter run over the new points, new last values or a new input window), so the next ``predict``
+        starts after the newest observation. Series served by the fallback family are updated through it.
+        A series absent from ``new_observations`` keeps its state and its forecast origin.
+
+        Why: a Day-N cycle without drift needs forecasts from the newest data, not new parameters; updating
+        costs a filter pass where a refit costs an estimation (``benchmarks/update_speed.py`` measures it).
+        Families without ``_update`` refuse with a ``ForecasterError`` (refit them on the longer history).
+        """
+        if not getattr(self, "is_fitted_", False):
+            raise ForecasterError(f"{self.name}: call fit() before update()")
+        _check_panel(new_observations, allow_empty=True, what="new_observations")
+        if new_observations.empty:
+            return self
+        if not self.supports_update:
+            raise ForecasterError(f"{self.name}: this family does not implement update(); refit it on the "
+                                  "longer history instead")
+        ordered = new_observations.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
+        unknown = sorted(set(ordered[SERIES_ID]) - set(self.series_ids_), key=str)
+        if unknown:
+            raise ForecasterError(
+                f"{self.name}: new_observations name series {unknown[:10]} that the model was not fitted on; "
+                "a new series needs a refit (Day 0 or a retrain)")
+        self._check_continuation(ordered)
+        # all or nothing: the update runs on a copy, so a series refused half-way leaves this model as it was
+        updated = copy.deepcopy(self)
+        fallback_ids = set(self.fallback_reasons_)
+        own = ordered[~ordered[SERIES_ID].isin(fallback_ids)].reset_index(drop=True)
+        delegated = ordered[ordered[SERIES_ID].isin(fallback_ids)].reset_index(drop=True)
+        if not delegated.empty:
+            updated.fallback_model_.update(delegated)
+        if not own.empty:
+            updated._update(own)
+        updated.last_timestamp_ = updated.last_timestamp_.copy()
+        for series_id, end in ordered.groupby(SERIES_ID, sort=False)[TIMESTAMP].max().items():
+            updated.last_timestamp_[series_id] = end
+        updated.n_updated_observations_ = getattr(self, "n_updated_observations_", 0) + len(ordered)
+        self.__dict__.update(updated.__dict__)
+        return self
+
+    def _check_continuation(self, ordered: pd.DataFrame) -> None:
+        """Every series' new timestamps must be the next steps of the grid after its last fitted timestamp."""
+        for series_id, group in ordered.groupby(SERIES_ID, sort=False):
+            stamps = pd.DatetimeIndex(group[TIMESTAMP])
+            expected = pd.date_range(self.last_timestamp_[series_id], periods=len(stamps) + 1, freq=self.freq)[1:]
+            if not stamps.equals(expected):
+                wrong = int(np.argmax(stamps != expected)) if len(stamps) == len(expected) else 0
+                raise ForecasterError(
+                    f"{self.name}: new_observations of series {series_id!r} must continue the {self.freq!r} grid "
+                    f"right after its last observation {self.last_timestamp_[series_id]}: expected "
+                    f"{expected[wrong]} at row {wrong} of that series, got {stamps[wrong]} (no gaps, duplicates "
+                    "or already seen timestamps; send only the steps after the model's data end)")
+
+    def _update(self, new_observations: pd.DataFrame) -> None:
+        """Move the fitted state of ``fitted_series_ids_`` forward over ``new_observations`` (validated, sorted)."""
+        raise ForecasterError(f"{self.name}: this family does not implement update()")
+
     def _build_fallback(self) -> "Forecaster":
         from ts_kedro.forecasters import get_forecaster_class
 
@@ -183,14 +252,16 @@ def interval_columns(levels: Sequence[int]) -> list[str]:
     return [f"{side}-{level}" for level in levels for side in ("lo", "hi")]
 
 
-def _check_panel(panel: pd.DataFrame) -> None:
+def _check_panel(panel: pd.DataFrame, allow_empty: bool = False, what: str = "panel") -> None:
     missing = [c for c in (SERIES_ID, TIMESTAMP, VALUE) if c not in panel.columns]
     if missing:
-        raise ForecasterError(f"panel lacks columns {missing}; expected long format series_id, timestamp, value")
-    if panel.empty:
-        raise ForecasterError("panel is empty: nothing to fit")
+        raise ForecasterError(f"{what} lacks columns {missing}; expected long format series_id, timestamp, value")
+    if panel.empty and not allow_empty:
+        raise ForecasterError(f"{what} is empty: nothing to fit")
     if panel[VALUE].isna().any():
-        raise ForecasterError("panel has NaN values: impute them in data_processing before fitting")
+        row = int(np.flatnonzero(panel[VALUE].isna().to_numpy())[0])
+        raise ForecasterError(f"{what} has NaN values (first at row {row}, series "
+                              f"{panel[SERIES_ID].iloc[row]!r}): impute them in data_processing first")
 
 
 def _finalise_forecast(forecast: pd.DataFrame, levels: list[int]) -> pd.DataFrame:

@@ -246,6 +246,21 @@ class ETSForecaster(Forecaster):
         logger.info("ets: fitted %d series in %.1f s (models: %s)", len(self.fitted_), time.perf_counter() - started,
                     pd.Series(self.model_by_series_).value_counts().head(5).to_dict())
 
+    def _update(self, new_observations: pd.DataFrame) -> None:
+        # the state space filter runs over the stored series at predict time with the fitted parameters (initial
+        # states included), so appending the new values is the filter run forward: nothing is re-estimated.
+        # A multiplicative model needs positive data; a new value <= 0 is refused for it (a refit decides anew).
+        for series_id, values in split_series(new_observations).items():
+            state = self.fitted_[series_id]
+            multiplicative = state.spec.error == "mul" or state.spec.seasonal == "mul"
+            if multiplicative and np.any(values <= 0):
+                raise ForecasterError(
+                    f"ets: series {series_id!r} was fitted with the multiplicative {state.spec.label} and a new "
+                    f"observation is {float(values[values <= 0][0])!r} (<= 0): refit it on the longer history")
+            self.fitted_[series_id] = _FittedSeries(spec=state.spec, params=state.params,
+                                                    values=np.r_[state.values, values], criterion=state.criterion,
+                                                    n_candidates=state.n_candidates, fit_seconds=state.fit_seconds)
+
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         settings = self._settings()
         items = [(sid, self.fitted_[sid], horizon, levels, settings) for sid in self.fitted_series_ids_]

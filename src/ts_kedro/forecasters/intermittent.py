@@ -47,6 +47,7 @@ Hyndman et al. (2008) Forecasting with Exponential Smoothing, ch. 6 (ETS(A,N,N) 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -81,6 +82,13 @@ class _SeriesState:
     error_quantiles: np.ndarray | None  # at QUANTILE_PROBS; None: Gaussian with error_scale
     error_scale: float
     non_negative: bool
+    # the smoothing states ``update`` moves forward: Croston/SBA (size level, interval level), TSB (size level,
+    # demand probability), ADIDA (bucket-total level,); with the periods since the last demand, the values of the
+    # incomplete ADIDA bucket and the number of observations
+    levels: tuple[float, ...] = ()
+    since_demand: int = 0
+    pending: tuple[float, ...] = ()
+    n_obs: int = 0
 
 
 def classify_demand(values: np.ndarray) -> tuple[str, float, float]:
@@ -118,9 +126,11 @@ def _croston_family(values: np.ndarray, method: str, alphas: np.ndarray):
         final = size_levels[:, None, -1] * prob_levels[None, :, -1]  # (G_size, G_prob)
         fitted = size_levels[:, None, last_demand] * prob_levels[None, :, later - 1]
         factor = np.ones(alphas.size)
+        second_levels = prob_levels
     else:
         intervals = np.diff(positions, prepend=-1).astype(float)
         interval_levels = _ses_levels(intervals, alphas, intervals[0])
+        second_levels = interval_levels
         factor = 1.0 - alphas / 2.0 if method == "sba" else np.ones(alphas.size)
         ratio = size_levels[:, None, :] / interval_levels[None, :, :] * factor[None, :, None]  # (G, G, m)
         final = ratio[:, :, -1]
@@ -132,7 +142,8 @@ def _croston_family(values: np.ndarray, method: str, alphas: np.ndarray):
         residuals = values[later][None, None, :] - fitted
         best = np.unravel_index(np.argmin(np.mean(residuals**2, axis=2)), final.shape)
         errors = residuals[best]
-    return float(final[best]), (float(alphas[best[0]]), float(alphas[best[1]])), errors
+    states = (float(size_levels[best[0], -1]), float(second_levels[best[1], -1]))
+    return float(final[best]), (float(alphas[best[0]]), float(alphas[best[1]])), errors, states
 
 
 def _adida(values: np.ndarray, alphas: np.ndarray):
@@ -147,27 +158,74 @@ def _adida(values: np.ndarray, alphas: np.ndarray):
     best = int(np.argmin(np.mean(bucket_errors**2, axis=1))) if totals.size > 1 else 0
     per_period = np.repeat(levels[best, :-1] / bucket, bucket)
     errors = usable[bucket:] - per_period
-    return float(levels[best, -1] / bucket), (float(alphas[best]),), errors, bucket
+    return float(levels[best, -1] / bucket), (float(alphas[best]),), errors, bucket, (float(levels[best, -1]),)
 
 
 def _fit_one_series(values: np.ndarray, method: str, alphas: np.ndarray) -> _SeriesState:
     demand_class, _, _ = classify_demand(values)
     non_negative = bool(np.all(values >= 0))
     if demand_class == "no_demand":
-        return _SeriesState("zero", demand_class, 0.0, (), 1, None, 0.0, non_negative)
+        return _SeriesState("zero", demand_class, 0.0, (), 1, None, 0.0, non_negative, n_obs=values.size)
     if method == "auto":
         method = "croston" if demand_class == "smooth" else "sba"
     bucket = 1
     if method == "adida":
-        mean, smoothing, errors, bucket = _adida(values, alphas)
+        mean, smoothing, errors, bucket, states = _adida(values, alphas)
     else:
-        mean, smoothing, errors = _croston_family(values, method, alphas)
+        mean, smoothing, errors, states = _croston_family(values, method, alphas)
     quantiles, scale = None, 0.0
     if errors.size >= 2:
         quantiles = np.quantile(errors, QUANTILE_PROBS)
     else:
         scale = float(np.sqrt(np.mean(errors**2))) if errors.size else float(np.std(values))
-    return _SeriesState(method, demand_class, mean, smoothing, bucket, quantiles, scale, non_negative)
+    since_demand = int(values.size - 1 - np.flatnonzero(values)[-1])
+    return _SeriesState(method, demand_class, mean, smoothing, bucket, quantiles, scale, non_negative,
+                        levels=states, since_demand=since_demand, n_obs=values.size)
+
+
+def _update_one_series(state: _SeriesState, values: np.ndarray, method: str, alphas: np.ndarray) -> _SeriesState:
+    """The state after ``values`` with the fitted smoothing parameters, error quantiles and ADIDA bucket kept.
+
+    Croston/SBA/TSB run their SES recursions over the new periods exactly as the fit did, so the state equals a
+    fit with these parameters on the longer series. ADIDA keeps its bucket boundaries (the fitted buckets end at
+    the fit's last point): new periods fill the next bucket and each complete bucket updates the level (a fit on
+    the longer series would re-align the buckets unless the new points fill whole buckets). A series that had no
+    demand at all has no parameters to keep: when its first demand arrives it is fitted on its whole series
+    (the known zeros and the new values), which is cheap and exact.
+    """
+    values = np.asarray(values, float)
+    non_negative = state.non_negative and bool(np.all(values >= 0))
+    if state.method == "zero":
+        if not np.any(values):
+            return dataclasses.replace(state, n_obs=state.n_obs + values.size, non_negative=non_negative)
+        return _fit_one_series(np.r_[np.zeros(state.n_obs), values], method, alphas)
+    pending = state.pending
+    since = state.since_demand
+    levels = list(state.levels)
+    first_alpha = state.smoothing[0]
+    if state.method == "adida":
+        pending = tuple(state.pending) + tuple(values)
+        while len(pending) >= state.bucket:
+            levels[0] += first_alpha * (float(np.sum(pending[:state.bucket])) - levels[0])
+            pending = pending[state.bucket:]
+        mean = levels[0] / state.bucket
+    else:
+        second_alpha = state.smoothing[1]
+        for value in values:
+            since += 1
+            if state.method == "tsb":
+                levels[1] += second_alpha * (float(value != 0) - levels[1])
+            if value != 0:
+                levels[0] += first_alpha * (value - levels[0])
+                if state.method != "tsb":
+                    levels[1] += second_alpha * (since - levels[1])
+                since = 0
+        if state.method == "tsb":
+            mean = levels[0] * levels[1]
+        else:
+            mean = levels[0] / levels[1] * ((1.0 - second_alpha / 2.0) if state.method == "sba" else 1.0)
+    return dataclasses.replace(state, mean=float(mean), levels=tuple(levels), since_demand=since,
+                               pending=tuple(pending), n_obs=state.n_obs + values.size, non_negative=non_negative)
 
 
 class IntermittentForecaster(Forecaster):
@@ -220,6 +278,11 @@ class IntermittentForecaster(Forecaster):
         logger.info("intermittent: fitted %d series in %.2f s; classes %s; methods %s", len(states),
                     time.perf_counter() - started, pd.Series(self.classes_).value_counts().to_dict(),
                     pd.Series([s.method for s in states]).value_counts().to_dict())
+
+    def _update(self, new_observations: pd.DataFrame) -> None:
+        alphas = np.asarray(self.alpha_grid, float)
+        for series_id, values in split_series(new_observations).items():
+            self.fitted_[series_id] = _update_one_series(self.fitted_[series_id], values, self.method, alphas)
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         steps = np.arange(1, horizon + 1)

@@ -287,6 +287,14 @@ class LSTMForecaster(Forecaster):
                     best_epoch, best_loss)
         return best_state, history, best_epoch
 
+    def _update(self, new_observations: pd.DataFrame) -> None:
+        # a forecast reads only the last input window: the new values (and their calendar terms) push the oldest
+        # out; the network weights are the fitted parameters and stay
+        for series_id, (values, calendar) in _series_arrays(new_observations, self._calendar_names()).items():
+            old_values, old_calendar = self.last_windows_[series_id]
+            self.last_windows_[series_id] = (np.r_[old_values, values][-self.input_size:].copy(),
+                                             np.concatenate([old_calendar, calendar])[-self.input_size:].copy())
+
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         if horizon > self.horizon:
             raise ForecasterError(f"lstm: trained for horizon {self.horizon}, asked for {horizon}; "

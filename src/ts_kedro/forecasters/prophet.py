@@ -109,6 +109,17 @@ class ProphetForecaster(Forecaster):
         logger.info("prophet: fitted %d series in %.2f s wall; seasonalities %s", len(items),
                     time.perf_counter() - started, next(iter(self.seasonalities_.values())))
 
+    def _update(self, new_observations: pd.DataFrame) -> None:
+        started = time.perf_counter()
+        items = [(self.models_[sid], group[[TIMESTAMP, VALUE]].rename(columns={TIMESTAMP: "ds", VALUE: "y"})
+                  .reset_index(drop=True))
+                 for sid, group in new_observations.sort_values([SERIES_ID, TIMESTAMP]).groupby(SERIES_ID, sort=False)]
+        ids = list(new_observations.sort_values([SERIES_ID, TIMESTAMP])[SERIES_ID].unique())
+        results = map_series(_update_one_series, items, self.n_jobs, desc="prophet update")
+        for series_id, model_json in zip(ids, results):
+            self.models_[series_id] = model_json
+        logger.info("prophet: warm-started %d series in %.2f s", len(ids), time.perf_counter() - started)
+
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         started = time.perf_counter()
         items = [(self.models_[sid], self.future_index(sid, horizon), levels, self.uncertainty_samples,
@@ -186,6 +197,42 @@ def _fit_one_series(series_id: str, history: pd.DataFrame, config: dict) -> tupl
     model.fit(history)
     n_params = 2 + model.n_changepoints + sum(2 * s["fourier_order"] for s in model.seasonalities.values())
     return model_to_json(model), int(n_params), [name for name, used in seasonalities.items() if used]
+
+
+def _warm_start_params(model) -> dict:
+    """The fitted MAP parameters as Stan's initial values (Prophet's documented warm start)."""
+    return {"k": float(model.params["k"][0][0]), "m": float(model.params["m"][0][0]),
+            "sigma_obs": float(model.params["sigma_obs"][0][0]),
+            "delta": np.asarray(model.params["delta"][0]), "beta": np.asarray(model.params["beta"][0])}
+
+
+def _update_one_series(model_json: str, new_history: pd.DataFrame) -> str:
+    """The same Prophet model (seasonalities, orders, mode, priors, holidays, number of changepoints) fitted on its
+    stored history plus ``new_history``, started from the previous fit's parameters (Prophet's "warm start").
+
+    Prophet has no filter to run forward: its trend and changepoints are a regression on the whole history, so a
+    forecast from new data needs a fit; started from the previous optimum the optimiser needs few iterations.
+    The model stays the one that was fitted (no seasonality is added because the history got longer).
+    """
+    _quiet_stan_logging()
+    from prophet import Prophet
+    from prophet.serialize import model_from_json, model_to_json
+
+    previous = model_from_json(model_json)
+    model = Prophet(
+        daily_seasonality=False, weekly_seasonality=False, yearly_seasonality=False,
+        seasonality_mode=previous.seasonality_mode, changepoint_prior_scale=previous.changepoint_prior_scale,
+        seasonality_prior_scale=previous.seasonality_prior_scale, n_changepoints=previous.n_changepoints,
+        changepoint_range=previous.changepoint_range, uncertainty_samples=0,
+    )
+    for name, spec in previous.seasonalities.items():
+        model.add_seasonality(name=name, period=spec["period"], fourier_order=spec["fourier_order"],
+                              prior_scale=spec["prior_scale"], mode=spec["mode"])
+    if previous.country_holidays:
+        model.add_country_holidays(country_name=previous.country_holidays)
+    history = pd.concat([previous.history[["ds", "y"]], new_history[["ds", "y"]]], ignore_index=True)
+    model.fit(history, init=_warm_start_params(previous))
+    return model_to_json(model)
 
 
 def _predict_one_series(model_json: str, index: pd.DatetimeIndex, levels: list[int], n_samples: int, seed: int):

@@ -49,6 +49,12 @@ class SeasonalNaive(Forecaster):
             self.sigma_[series_id] = float(np.sqrt(np.mean(residuals**2)))
         logger.info("seasonal_naive: fitted %d series in %.3f s", len(self.sigma_), time.perf_counter() - started)
 
+    def _update(self, new_observations: pd.DataFrame) -> None:
+        # the newest m values become the season to repeat; sigma is the fitted parameter and stays
+        for series_id, values in split_series(new_observations).items():
+            m = len(self.last_season_[series_id])
+            self.last_season_[series_id] = np.r_[self.last_season_[series_id], values][-m:]
+
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         steps = np.arange(horizon)
         frames = []

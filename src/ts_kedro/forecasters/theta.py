@@ -93,6 +93,20 @@ def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _Fitt
                          fit_seconds=time.process_time() - started)
 
 
+def _update_one_series(state: _FittedSeries, values: np.ndarray) -> _FittedSeries:
+    """SES of the new (seasonally adjusted) values from the stored level with the fitted alpha; b0, sigma2 and the
+    seasonal indices are the fitted parameters and stay. Exactly the state a fit with these parameters on the
+    longer series reaches (SES starts from the first value either way)."""
+    m = state.indices.size
+    positions = state.n_obs + np.arange(values.size)
+    adjusted = values / state.indices[positions % m] if m else values
+    level = state.level
+    for value in adjusted:
+        level = state.alpha * value + (1.0 - state.alpha) * level
+    return _FittedSeries(b0=state.b0, alpha=state.alpha, level=float(level), sigma2=state.sigma2,
+                         n_obs=state.n_obs + values.size, indices=state.indices, fit_seconds=state.fit_seconds)
+
+
 def theta_forecast(state: _FittedSeries, horizon: int, theta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Adjusted-scale mean, its standard error, and the seasonal factor of each step (ThetaModel's formulas)."""
     steps = np.arange(horizon, dtype=float)  # h - 1
@@ -148,6 +162,10 @@ class ThetaForecaster(Forecaster):
         self.seasonally_adjusted_ = {sid: state.seasonal for sid, state in self.fitted_.items()}
         logger.info("theta: fitted %d series in %.1f s (%d seasonally adjusted)", len(self.fitted_),
                     time.perf_counter() - started, sum(self.seasonally_adjusted_.values()))
+
+    def _update(self, new_observations: pd.DataFrame) -> None:
+        for series_id, values in split_series(new_observations).items():
+            self.fitted_[series_id] = _update_one_series(self.fitted_[series_id], values)
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         frames = []
