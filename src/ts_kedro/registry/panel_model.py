@@ -113,6 +113,51 @@ class SelectedPanelModel:
         return SelectedPanelModel(families, choice, self.ensemble_members, self.levels, self.max_horizon,
                                   {**self.metadata, note: str(history[TIMESTAMP].max())})
 
+    def update(self, history: pd.DataFrame, note: str = "updated_to_history_end") -> "SelectedPanelModel":
+        """Same fitted families and per-series choice, conditioned on the points of ``history`` after their data.
+
+        For every family, each of its series gets the rows of ``history`` after that series' last fitted
+        timestamp, and the family's ``Forecaster.update`` moves its state forward without re-estimating anything
+        (a Day-N cycle without drift fits nothing). A family that cannot take the new points (it implements no
+        ``update``, or refuses a series, e.g. a value <= 0 on a log-scale ARIMA, or the history does not continue
+        the fitted grid) is refitted on ``history`` instead, as ``refit`` would, and ``metadata["refitted_families"]``
+        says which and why. Points the history revised at or before a model's data end are not re-read: a revision
+        of old data is the retrain's business. The loaded object is left as it is (the update works on a copy).
+
+        Returns:
+            the updated model; ``metadata`` gains ``note`` (the history end), ``updated_families`` and
+            ``refitted_families`` (family -> reason).
+        """
+        import copy
+
+        from ts_kedro.forecasters import ForecasterError
+
+        present = set(history[SERIES_ID])
+        families, updated, refitted = {}, [], {}
+        for family, model in self.family_models.items():
+            series = [s for s in model.series_ids_ if s in present]
+            rows = history[history[SERIES_ID].isin(series)]
+            ends = rows[SERIES_ID].map(model.last_timestamp_)
+            new = rows[rows[TIMESTAMP] > ends].reset_index(drop=True)
+            if not model.supports_update:
+                reason = f"{type(model).__name__} implements no update()"
+            else:
+                try:
+                    families[family] = copy.deepcopy(model).update(new)
+                    updated.append(family)
+                    continue
+                except ForecasterError as exc:
+                    reason = str(exc)
+            logger.warning("panel model: family %r refitted on the history instead of updated: %s", family, reason)
+            fresh = type(model)(freq=model.freq, season_length=model.season_length, **model.hyperparameters)
+            fresh.fit(rows.reset_index(drop=True))
+            families[family] = fresh.inherit_calibration(model)
+            refitted[family] = reason
+        choice = {s: f for s, f in self.choice.items() if s in present}
+        metadata = {**self.metadata, note: str(history[TIMESTAMP].max()), "updated_families": updated,
+                    "refitted_families": refitted}
+        return SelectedPanelModel(families, choice, self.ensemble_members, self.levels, self.max_horizon, metadata)
+
     @property
     def series_ids(self) -> list[str]:
         """Every series this model can forecast, in choice order."""

@@ -16,7 +16,7 @@ from ts_kedro.pipelines.inference.nodes import StaleChampionError, forecast_with
 from ts_kedro.registry.panel_model import SelectedPanelModel
 
 PANEL = {"freq": "h", "season_length": 24, "seasonal_periods": [24, 168], "horizon": 48, "levels": [80, 95]}
-PARAMS = {"registered_model_name": "ts_kedro_panel", "tracking_uri": None, "refit_on_history": True}
+PARAMS = {"registered_model_name": "ts_kedro_panel", "tracking_uri": None, "conditioning": "refit"}
 
 
 @pytest.fixture()
@@ -53,13 +53,15 @@ def test_forecast_starts_after_the_history_end_with_refit(champion, day0_and_his
 
 def test_stale_champion_without_refit_is_refused(champion, day0_and_history):
     _, history = day0_and_history
-    with pytest.raises(StaleChampionError, match="refit_on_history"):
-        forecast_with_champion(history, {**PARAMS, "refit_on_history": False}, PANEL)
+    with pytest.raises(StaleChampionError, match="conditioning: update"):
+        forecast_with_champion(history, {**PARAMS, "conditioning": "none"}, PANEL)
 
 
 def test_inference_metrics_have_kedro_mlflow_format():
-    metrics = inference_metrics({"latency_seconds": 1.5, "predict_seconds": 0.2, "refit_seconds": 1.0, "n_series": 3})
+    metrics = inference_metrics({"latency_seconds": 1.5, "predict_seconds": 0.2, "condition_seconds": 1.0,
+                                 "n_series": 3, "new_steps": 48, "refitted_families": {"arima": "a reason"}})
     assert metrics["n_series"] == {"value": 3.0, "step": 0} and metrics["latency_seconds"]["value"] == 1.5
+    assert metrics["refitted_families"]["value"] == 1.0 and metrics["new_steps"]["value"] == 48.0
 
 
 def test_inference_pipeline_slice_run_saves_a_new_forecast_version(tmp_path, champion, day0_and_history, project_root):
@@ -86,3 +88,89 @@ def test_inference_pipeline_slice_run_saves_a_new_forecast_version(tmp_path, cha
         "2026-11-27T10.00.00.000Z", "2026-11-28T10.00.00.000Z"]
     assert "inference_latency" in (tmp_path / "alerts.jsonl").read_text()
     assert catalog.load("inference_metrics")["n_series"]["value"] == 3.0
+
+
+# -- conditioning: update (the default) ------------------------------------------------------------------------
+@pytest.fixture()
+def two_family_champion(day0_and_history, monkeypatch):
+    """A champion of theta and ETS (median ensemble on one series) fitted on Day-0 data."""
+    from ts_kedro.forecasters.ets import ETSForecaster
+    from ts_kedro.forecasters.theta import ThetaForecaster
+
+    day0, _ = day0_and_history
+    families = {"theta": ThetaForecaster(freq="h", season_length=24, n_jobs=1).fit(day0),
+                "ets": ETSForecaster(freq="h", season_length=24, n_jobs=1).fit(day0)}
+    ids = sorted(day0["series_id"].unique())
+    choice = {ids[0]: "theta", ids[1]: "ets", ids[2]: "ensemble"}
+    panel_model = SelectedPanelModel(families, choice, ["theta", "ets"], [80, 95], 48,
+                                     {"data_window_end": str(day0["timestamp"].max())})
+    monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: panel_model)
+    return panel_model
+
+
+def test_default_update_fits_nothing_and_forecasts_after_the_history(two_family_champion, day0_and_history,
+                                                                     monkeypatch, project_root):
+    import yaml
+
+    from ts_kedro.forecasters.base import Forecaster
+
+    _, history = day0_and_history
+    shipped = yaml.safe_load((project_root / "conf/base/parameters_inference.yml").read_text())["inference"]
+    assert shipped["conditioning"] == "update" and shipped["refit_after_new_steps"] is None
+
+    def no_fit(self, panel):
+        raise AssertionError(f"{self.name} was fitted during a Day-N update")
+
+    monkeypatch.setattr(Forecaster, "fit", no_fit)
+    forecasts, summary = forecast_with_champion(history, {**PARAMS, "conditioning": "update"}, PANEL)
+    firsts = forecasts.groupby("series_id")["timestamp"].min()
+    ends = history.groupby("series_id")["timestamp"].max()
+    assert (firsts == ends + pd.Timedelta(hours=1)).all()
+    assert summary["conditioning"] == "update" and summary["refitted_families"] == {}
+    assert summary["new_steps"] == 48  # the M4 test part follows the Day-0 data
+    # each family's forecast is its own update on the new points; the loaded champion is left as it was
+    new = history[history["timestamp"] > two_family_champion.metadata["data_window_end"]][["series_id", "timestamp",
+                                                                                           "value"]]
+    import copy
+
+    theta = copy.deepcopy(two_family_champion.family_models["theta"]).update(new).predict(48, [80, 95])
+    first = sorted(ends.index)[0]
+    pd.testing.assert_series_equal(forecasts[forecasts["series_id"] == first]["mean"].reset_index(drop=True),
+                                   theta[theta["series_id"] == first]["mean"].reset_index(drop=True))
+    assert two_family_champion.family_models["theta"].last_timestamp_.max() < ends.max()
+
+
+def test_a_family_without_update_is_refitted_and_named(champion, day0_and_history, monkeypatch):
+    _, history = day0_and_history
+    from ts_kedro.forecasters.base import Forecaster
+
+    monkeypatch.setattr(SeasonalNaive, "_update", Forecaster._update)  # as a custom family without update
+    forecasts, summary = forecast_with_champion(history, {**PARAMS, "conditioning": "update"}, PANEL)
+    assert list(summary["refitted_families"]) == ["seasonal_naive"]
+    assert "implements no update" in summary["refitted_families"]["seasonal_naive"]
+    ends = history.groupby("series_id")["timestamp"].max()
+    assert (forecasts.groupby("series_id")["timestamp"].min() == ends + pd.Timedelta(hours=1)).all()
+
+
+def test_refit_after_new_steps_refits_a_champion_that_far_behind(two_family_champion, day0_and_history):
+    _, history = day0_and_history
+    _, summary = forecast_with_champion(history, {**PARAMS, "conditioning": "update", "refit_after_new_steps": 48},
+                                        PANEL)
+    assert summary["conditioning"] == "refit" and set(summary["refitted_families"]) == {"theta", "ets"}
+    _, summary = forecast_with_champion(history, {**PARAMS, "conditioning": "update", "refit_after_new_steps": 49},
+                                        PANEL)
+    assert summary["conditioning"] == "update" and summary["refitted_families"] == {}
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"refit_on_history": True}, "replaced by inference.conditioning"),
+    ({"conditioning": "sometimes"}, "must be one of"),
+    ({"refit_after_new_steps": 0}, "positive integer"),
+])
+def test_bad_inference_configuration_is_named(bad, message, champion, day0_and_history):
+    from ts_kedro.pipelines.inference.nodes import InferenceConfigError
+
+    _, history = day0_and_history
+    params = {k: v for k, v in PARAMS.items() if k != "conditioning"}
+    with pytest.raises(InferenceConfigError, match=message):
+        forecast_with_champion(history, {**params, **bad}, PANEL)
