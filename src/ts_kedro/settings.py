@@ -4,8 +4,10 @@ import os
 from kedro.config import OmegaConfigLoader
 
 from ts_kedro.hooks import RunTagsHook
+from ts_kedro.orchestration.per_series_cluster import PerSeriesClusterHook
 
-HOOKS = (RunTagsHook(),)
+# PerSeriesClusterHook: the Dask cluster of orchestration.per_series.cluster, for every run (null: none)
+HOOKS = (RunTagsHook(), PerSeriesClusterHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

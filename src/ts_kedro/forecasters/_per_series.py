@@ -1,14 +1,23 @@
-"""Per-series plumbing shared by the local model families: split a panel, map over series, normal quantiles."""
+"""Per-series plumbing shared by the local model families: split a panel, map over series, normal quantiles.
+
+``map_series`` runs on this machine (joblib ``loky`` processes) unless a Dask client has been made active
+with ``use_dask_client`` (``ts_kedro.orchestration.per_series_cluster`` does that from
+``orchestration.per_series.cluster`` for every ``kedro run`` and Prefect flow run): then the series go to the
+Dask workers in chunks, through joblib's ``dask`` backend.
+"""
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from scipy.stats import norm
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
@@ -31,13 +40,79 @@ def resolve_n_jobs(n_jobs: int, n_tasks: int) -> int:
     return max(1, min(wanted, n_tasks))
 
 
+@dataclass(frozen=True)
+class DaskTarget:
+    """The Dask client per-series work goes to, and how finely it is cut.
+
+    ``chunks_per_worker``: chunks of series per worker thread. One chunk per thread leaves a thread idle
+    behind a slow chunk; many tiny chunks pay the scheduler's per-task overhead (about a millisecond) more
+    often than a fit costs. A few per thread balances both.
+    """
+
+    client: Any
+    chunks_per_worker: int = 4
+
+
+_DASK_TARGET: DaskTarget | None = None
+_DASK_TARGET_LOCK = threading.Lock()
+
+
+@contextmanager
+def use_dask_client(client: Any, chunks_per_worker: int = 4) -> Iterator[DaskTarget]:
+    """Send every ``map_series`` of this process to ``client`` (a ``distributed.Client``) while inside.
+
+    Process-wide, not per thread: the model families of a Prefect flow run in threads of the flow process and
+    all of them should use the cluster. The previous target is restored on exit.
+    """
+    global _DASK_TARGET
+    if isinstance(chunks_per_worker, bool) or int(chunks_per_worker) != chunks_per_worker or chunks_per_worker < 1:
+        raise ValueError(f"chunks_per_worker must be a positive integer, got {chunks_per_worker!r}")
+    target = DaskTarget(client, int(chunks_per_worker))
+    with _DASK_TARGET_LOCK:
+        previous, _DASK_TARGET = _DASK_TARGET, target
+    try:
+        yield target
+    finally:
+        with _DASK_TARGET_LOCK:
+            _DASK_TARGET = previous
+
+
+def active_dask_target() -> DaskTarget | None:
+    """The Dask target ``map_series`` uses now, or None for this machine's processes."""
+    return _DASK_TARGET
+
+
+def chunk_items(items: Sequence[tuple], n_chunks: int) -> list[list[tuple]]:
+    """``items`` cut into at most ``n_chunks`` consecutive chunks whose sizes differ by at most one."""
+    n_chunks = max(1, min(int(n_chunks), len(items)))
+    size, extra = divmod(len(items), n_chunks)
+    chunks, start = [], 0
+    for index in range(n_chunks):
+        stop = start + size + (1 if index < extra else 0)
+        chunks.append(list(items[start:stop]))
+        start = stop
+    return chunks
+
+
+def run_chunk(func: Callable[..., Any], chunk: Sequence[tuple]) -> list[Any]:
+    """``func(*item)`` for each item of one chunk, single-threaded BLAS (one chunk per worker thread)."""
+    with threadpool_limits(limits=1):
+        return [func(*item) for item in chunk]
+
+
 def map_series(
     func: Callable[..., Any], items: Sequence[tuple], n_jobs: int, desc: str
 ) -> list[Any]:
     """``func(*item)`` for every item, in order, with a tqdm bar; joblib processes when ``n_jobs`` > 1.
 
-    A single worker runs in-process: spawning processes costs more than a handful of small fits.
+    A single worker runs in-process: spawning processes costs more than a handful of small fits. With an
+    active Dask target (``use_dask_client``) and ``n_jobs`` other than 1, the items go to the cluster's
+    workers in chunks instead; ``n_jobs`` = 1 (a family's or user's choice of serial work) stays here.
     """
+    items = list(items)
+    target = active_dask_target()
+    if target is not None and n_jobs != 1 and items:
+        return _map_on_dask(func, items, target, desc)
     workers = resolve_n_jobs(n_jobs, len(items))
     progress: Iterable = tqdm(items, desc=desc, unit="series", leave=False)
     if workers == 1:
@@ -46,6 +121,23 @@ def map_series(
             return [func(*item) for item in progress]
     # loky already limits each worker's BLAS threads so that workers x threads <= cores
     return Parallel(n_jobs=workers, backend="loky")(delayed(func)(*item) for item in progress)
+
+
+def _map_on_dask(func: Callable[..., Any], items: list[tuple], target: DaskTarget, desc: str) -> list[Any]:
+    """Chunks of items as Dask tasks through joblib's dask backend (it secedes from a worker thread when called
+    inside a Dask task, e.g. a Prefect task on a ``DaskTaskRunner``, so nested waiting cannot deadlock)."""
+    threads = sum(target.client.nthreads().values())
+    if threads < 1:
+        raise RuntimeError(
+            f"{desc}: the Dask cluster at {target.client.scheduler.address} has no worker; start workers or set "
+            "orchestration.per_series.cluster: null in conf/<env>/orchestration.yml to run on this machine"
+        )
+    chunks = chunk_items(items, threads * target.chunks_per_worker)
+    logger.info("%s: %d series in %d chunk(s) on %d Dask worker thread(s)", desc, len(items), len(chunks), threads)
+    with parallel_config(backend="dask", client=target.client):
+        # batch_size=1: the chunks are already sized; joblib's auto-batching would merge them again
+        parts = Parallel(n_jobs=-1, batch_size=1)(delayed(run_chunk)(func, chunk) for chunk in chunks)
+    return [result for part in parts for result in part]
 
 
 def normal_quantile(level: int) -> float:

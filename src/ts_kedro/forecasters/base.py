@@ -58,9 +58,13 @@ class Forecaster(abc.ABC):
         return 2 * self.season_length
 
     def unfit_reason(self, values: np.ndarray) -> str | None:
-        """Why this family cannot fit a series with these values (None: it can). Default: too few points."""
+        """Why this family cannot fit a series with these values (None: it can). Default: too few points, or a
+        constant series (nothing to learn: a family with a fallback passes it down the chain, whose end, seasonal
+        naive, forecasts the constant)."""
         if len(values) < self.min_length:
             return f"{len(values)} observations, {self.name} needs at least {self.min_length}"
+        if self.fallback is not None and len(values) and np.ptp(values) == 0:
+            return f"constant series (every value {values[0]:g}): nothing for {self.name} to learn"
         return None
 
     def n_parameters(self) -> int:

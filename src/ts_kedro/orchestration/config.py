@@ -116,6 +116,53 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
+class PerSeriesConfig:
+    """Where the local families' per-series fits, backtests, updates and predictions run.
+
+    ``cluster``: null = joblib processes on the machine that runs the node (the default); ``local`` = a
+    ``distributed.LocalCluster`` started for the run (or, inside a Dask worker, the cluster that worker
+    belongs to); ``tcp://host:8786`` (any Dask scheduler address) = that cluster, whose workers must have
+    this project installed.
+    """
+
+    cluster: str | None = None
+    local_n_workers: int | None = None       # LocalCluster processes; null = Dask's choice (one per core group)
+    local_threads_per_worker: int = 1         # per-series fits are single-threaded: one thread per process
+    chunks_per_worker: int = 4                # chunks of series per worker thread (see _per_series.DaskTarget)
+    connect_timeout_seconds: float = 30
+
+    def __post_init__(self) -> None:
+        where = "orchestration.per_series"
+        if self.cluster is not None:
+            if not isinstance(self.cluster, str) or not self.cluster.strip():
+                raise OrchestrationConfigError(
+                    f"{where}.cluster must be null, 'local' or a Dask scheduler address such as "
+                    f"tcp://host:8786, got {self.cluster!r}"
+                )
+            if self.cluster != "local" and "://" not in self.cluster:
+                raise OrchestrationConfigError(
+                    f"{where}.cluster {self.cluster!r} is neither 'local' nor a scheduler address with a protocol "
+                    "(tcp://host:8786, tls://host:8786): write the protocol, or null to run on this machine"
+                )
+        if self.local_n_workers is not None and (
+            isinstance(self.local_n_workers, bool) or int(self.local_n_workers) < 1
+        ):
+            raise OrchestrationConfigError(f"{where}.local_n_workers must be null or >= 1, got {self.local_n_workers!r}")
+        for key in ("local_threads_per_worker", "chunks_per_worker"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise OrchestrationConfigError(f"{where}.{key} must be a positive integer, got {value!r}")
+        if self.connect_timeout_seconds <= 0:
+            raise OrchestrationConfigError(
+                f"{where}.connect_timeout_seconds must be > 0, got {self.connect_timeout_seconds!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PerSeriesConfig:
+        return cls(**_known_keys(cls, values, "orchestration.per_series"))
+
+
+@dataclass(frozen=True)
 class OrchestrationConfig:
     """The whole `orchestration` block."""
 
@@ -123,6 +170,7 @@ class OrchestrationConfig:
     cycle: CycleConfig
     deployment: DeploymentConfig
     alerts: AlertConfig
+    per_series: PerSeriesConfig = field(default_factory=PerSeriesConfig)
 
     @classmethod
     def from_dict(cls, block: dict[str, Any]) -> OrchestrationConfig:
@@ -130,7 +178,8 @@ class OrchestrationConfig:
         cycle = CycleConfig.from_dict(block.pop("cycle", None) or {})
         deployment = DeploymentConfig.from_dict(block.pop("deployment", None) or {})
         alerts = AlertConfig.from_dict(block.pop("alerts", None) or {})
-        return cls(PipelineRunConfig.from_dict(block), cycle, deployment, alerts)
+        per_series = PerSeriesConfig.from_dict(block.pop("per_series", None) or {})
+        return cls(PipelineRunConfig.from_dict(block), cycle, deployment, alerts, per_series)
 
 
 def load_orchestration_config(project_path: Path | str, env: str | None = None) -> OrchestrationConfig:

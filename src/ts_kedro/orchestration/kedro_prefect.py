@@ -13,7 +13,8 @@ What a flow run does, in the order `KedroSession.run` does it (kedro 1.7, framew
 
 Under Dask the tasks may run in other processes: there each task rebuilds the project's session, catalog (same
 save version) and hook manager from a picklable `KedroRunSpec`, loads its inputs from the persisted datasets,
-and resumes the flow's MLflow run so that kedro-mlflow's node-level logging lands in the same run.
+and resumes the flow's MLflow run so that kedro-mlflow's node-level logging lands in the same run, and opens
+`orchestration.per_series.cluster` around its nodes (in the flow process the `PerSeriesClusterHook` does that).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import logging
 import shutil
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,6 +46,7 @@ from ts_kedro.orchestration.config import (
     PipelineRunConfig,
     load_orchestration_config,
 )
+from ts_kedro.orchestration.per_series_cluster import per_series_scope_for_task
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +189,9 @@ def run_kedro_task_group(spec: KedroRunSpec, group_name: str, node_names: list[s
     execution = _execution_for(spec)
     group_pipeline = execution.pipeline.only_nodes(*node_names)
     logger.info("task %s: running Kedro node(s) %s", group_name, ", ".join(node_names))
-    with _resumed_mlflow_run(spec if execution.rebuilt else None):
+    # A rebuilt execution (a Dask worker process) fired no before_pipeline_run: open the per-series cluster here.
+    per_series = per_series_scope_for_task(spec.project_path, spec.env) if execution.rebuilt else nullcontext()
+    with _resumed_mlflow_run(spec if execution.rebuilt else None), per_series:
         SequentialRunner().run(group_pipeline, execution.catalog, execution.hook_manager, run_id=spec.run_id)
     return sorted(group_pipeline.outputs())
 
