@@ -155,6 +155,32 @@ class Forecaster(abc.ABC):
         self.__dict__.update(updated.__dict__)
         return self
 
+    def restricted_to(self, series_ids) -> "Forecaster":
+        """A view of this fitted model that predicts and updates only ``series_ids`` (a subset of ``series_ids_``).
+
+        Nothing is refitted or copied in depth: per-series state (every dict attribute keyed by exactly the
+        fitted series) is narrowed to the kept series, everything else is shared. Serving uses it to update and
+        forecast the few series of a request without touching the rest of the panel.
+        """
+        keep = [sid for sid in self.series_ids_ if sid in set(series_ids)]
+        unknown = sorted(set(series_ids) - set(self.series_ids_), key=str)
+        if unknown:
+            raise ForecasterError(f"{self.name}: series {unknown[:10]} were not fitted by this model")
+        view = copy.copy(self)
+        kept = set(keep)
+        own = set(self.fitted_series_ids_)
+        for attribute, value in vars(self).items():
+            if attribute.endswith("_") and isinstance(value, dict) and value and set(value) == own:
+                setattr(view, attribute, {sid: state for sid, state in value.items() if sid in kept})
+        view.series_ids_ = keep
+        view.fitted_series_ids_ = [sid for sid in self.fitted_series_ids_ if sid in kept]
+        view.served_by_ = {sid: family for sid, family in self.served_by_.items() if sid in kept}
+        view.fallback_reasons_ = {sid: why for sid, why in self.fallback_reasons_.items() if sid in kept}
+        view.last_timestamp_ = self.last_timestamp_[self.last_timestamp_.index.isin(keep)]
+        delegated = [sid for sid in keep if sid in self.fallback_reasons_]
+        view.fallback_model_ = self.fallback_model_.restricted_to(delegated) if delegated else None
+        return view
+
     def _check_continuation(self, ordered: pd.DataFrame) -> None:
         """Every series' new timestamps must be the next steps of the grid after its last fitted timestamp."""
         for series_id, group in ordered.groupby(SERIES_ID, sort=False):

@@ -113,7 +113,20 @@ class SelectedPanelModel:
         return SelectedPanelModel(families, choice, self.ensemble_members, self.levels, self.max_horizon,
                                   {**self.metadata, note: str(history[TIMESTAMP].max())})
 
-    def update(self, history: pd.DataFrame, note: str = "updated_to_history_end") -> "SelectedPanelModel":
+    def restricted_to(self, series_ids: Sequence[str]) -> "SelectedPanelModel":
+        """The same model for ``series_ids`` only (each family narrowed with ``Forecaster.restricted_to``)."""
+        keep = set(series_ids)
+        families = {}
+        for family, model in self.family_models.items():
+            mine = [s for s in model.series_ids_ if s in keep]
+            if mine:
+                families[family] = model.restricted_to(mine)
+        choice = {s: f for s, f in self.choice.items() if s in keep}
+        return SelectedPanelModel(families, choice, [m for m in self.ensemble_members if m in families],
+                                  self.levels, self.max_horizon, self.metadata)
+
+    def update(self, history: pd.DataFrame, note: str = "updated_to_history_end",
+               refit_on_failure: bool = True) -> "SelectedPanelModel":
         """Same fitted families and per-series choice, conditioned on the points of ``history`` after their data.
 
         For every family, each of its series gets the rows of ``history`` after that series' last fitted
@@ -121,7 +134,8 @@ class SelectedPanelModel:
         (a Day-N cycle without drift fits nothing). A family that cannot take the new points (it implements no
         ``update``, or refuses a series, e.g. a value <= 0 on a log-scale ARIMA, or the history does not continue
         the fitted grid) is refitted on ``history`` instead, as ``refit`` would, and ``metadata["refitted_families"]``
-        says which and why. Points the history revised at or before a model's data end are not re-read: a revision
+        says which and why (with ``refit_on_failure=False``, as in serving, an ``InferenceInputError`` instead).
+        Points the history revised at or before a model's data end are not re-read: a revision
         of old data is the retrain's business. The loaded object is left as it is (the update works on a copy).
 
         Returns:
@@ -139,14 +153,21 @@ class SelectedPanelModel:
             rows = history[history[SERIES_ID].isin(series)]
             ends = rows[SERIES_ID].map(model.last_timestamp_)
             new = rows[rows[TIMESTAMP] > ends].reset_index(drop=True)
+            if new.empty:  # already at the history's end
+                families[family] = model
+                continue
             if not model.supports_update:
                 reason = f"{type(model).__name__} implements no update()"
+                if not refit_on_failure:
+                    raise InferenceInputError(f"family {family!r} cannot take new observations: {reason}")
             else:
                 try:
                     families[family] = copy.deepcopy(model).update(new)
                     updated.append(family)
                     continue
                 except ForecasterError as exc:
+                    if not refit_on_failure:
+                        raise InferenceInputError(f"family {family!r} cannot take the new observations: {exc}") from exc
                     reason = str(exc)
             logger.warning("panel model: family %r refitted on the history instead of updated: %s", family, reason)
             fresh = type(model)(freq=model.freq, season_length=model.season_length, **model.hyperparameters)
@@ -326,7 +347,8 @@ def panel_model_input_example(panel_model: SelectedPanelModel) -> pd.DataFrame:
 
 
 def panel_model_signature(panel_model: SelectedPanelModel):
-    """MLflow signature: ``series_id`` (str), ``horizon`` and optional ``levels`` in; the long forecast frame out.
+    """MLflow signature: ``series_id`` (str), ``horizon``, optional ``levels`` and optional recent observations
+    (``recent_timestamps``, ``recent_values``: lists) in; the long forecast frame out.
 
     ``horizon`` and ``levels`` are declared ``any``: MLflow would otherwise cast them before the model
     sees them (``long`` turns 2.5, 2.9, true and "3" into integers, and an array column fails on rows
@@ -341,6 +363,8 @@ def panel_model_signature(panel_model: SelectedPanelModel):
             ColSpec(DataType.string, SERIES_ID),
             ColSpec(AnyType(), "horizon"),
             ColSpec(AnyType(), "levels", required=False),
+            ColSpec(AnyType(), "recent_timestamps", required=False),
+            ColSpec(AnyType(), "recent_values", required=False),
         ]
     )
     outputs = Schema(

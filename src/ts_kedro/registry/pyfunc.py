@@ -7,6 +7,14 @@ Request columns (one row per series):
 - ``levels`` (list of int, optional): interval levels, a subset of the model's levels. When given it must
   be the same list on every row that has it (one column layout per response); absent or null means all.
 
+- ``recent_timestamps`` and ``recent_values`` (lists, optional, together): observations of that row's series
+  that arrived after the model was trained (timestamps as ISO text on the model's grid, without a time zone;
+  finite numbers). The model is conditioned on them without refitting (``Forecaster.update``: the fitted
+  parameters, the newest state) and the forecast starts after the last one, as the inference pipeline's does
+  on the same history. Points at or before the model's data end for that series are skipped (the model has
+  them); the rest must continue its grid without gaps. At most ``TS_KEDRO_SERVE_MAX_RECENT_OBSERVATIONS``
+  (default 10000) observations per request. Rows without them are answered from the trained data end.
+
 The response has one row per series and step: ``series_id, timestamp, mean, lo-L, hi-L..., model``.
 A request has at most one row per series the model serves; a longer one is refused at once (400).
 
@@ -59,6 +67,9 @@ REQUEST_COLUMNS = (SERIES_ID, "horizon")
 FOLLOW_ENV = "TS_KEDRO_SERVE_FOLLOW"
 RELOAD_SECONDS_ENV = "TS_KEDRO_SERVE_RELOAD_SECONDS"
 DEFAULT_RELOAD_SECONDS = 30.0
+RECENT_COLUMNS = ("recent_timestamps", "recent_values")
+MAX_RECENT_ENV = "TS_KEDRO_SERVE_MAX_RECENT_OBSERVATIONS"
+DEFAULT_MAX_RECENT = 10_000  # not a period: a request-size bound (each point is one filter step per family)
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^@/]+)@(?P<alias>[^@/]+)$")
 # Distributions the families may need at load time; pinned at their installed versions so a
 # virtualenv/conda env manager rebuilds a compatible environment (`--env-manager local` ignores them).
@@ -206,9 +217,96 @@ def forecast_request(panel_model: SelectedPanelModel, request) -> pd.DataFrame:
         if len(horizons) != len(series_ids):
             duplicated = sorted(s for s, n in Counter(series_ids).items() if n > 1)[:10]
             raise InferenceInputError(f"series_id requested more than once: {duplicated}; ask for each series once")
-        return panel_model.predict(series_ids, horizon=horizons, levels=levels)
+        recent = _recent_observations(request, series_ids)
+        if recent.empty:
+            return panel_model.predict(series_ids, horizon=horizons, levels=levels)
+        fresh_ids = list(dict.fromkeys(recent[SERIES_ID]))
+        unknown = [s for s in fresh_ids if s not in panel_model.choice]
+        if unknown:
+            raise InferenceInputError(f"unknown series_id {unknown[:10]} with recent observations: this model "
+                                      f"serves {len(panel_model.choice)} series, e.g. {panel_model.series_ids[:5]}")
+        # only the request's series are conditioned; the loaded model is never changed
+        updated = panel_model.restricted_to(fresh_ids).update(recent, refit_on_failure=False)
+        fresh = updated.predict(fresh_ids, horizon={s: horizons[s] for s in fresh_ids}, levels=levels)
+        stale_ids = [s for s in series_ids if s not in set(fresh_ids)]
+        parts = [fresh]
+        if stale_ids:
+            parts.append(panel_model.predict(stale_ids, horizon={s: horizons[s] for s in stale_ids}, levels=levels))
+        order = {s: i for i, s in enumerate(series_ids)}
+        result = pd.concat(parts, ignore_index=True)
+        return result.sort_values(SERIES_ID, key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
     except InferenceInputError as exc:
         raise _invalid(str(exc)) from exc
+
+
+def _recent_observations(request: pd.DataFrame, series_ids: list[str]) -> pd.DataFrame:
+    """The request's recent observations as a long frame (``series_id, timestamp, value``), validated."""
+    present = [column for column in RECENT_COLUMNS if column in request.columns]
+    if not present:
+        return pd.DataFrame(columns=[SERIES_ID, "timestamp", "value"])
+    if len(present) == 1:
+        raise InferenceInputError(f"request has {present[0]} without {set(RECENT_COLUMNS).difference(present).pop()}: "
+                                  "send both lists, the same length, or neither")
+    limit = _max_recent()
+    frames, total = [], 0
+    for row, (series_id, stamps, values) in enumerate(zip(series_ids, request[RECENT_COLUMNS[0]].tolist(),
+                                                          request[RECENT_COLUMNS[1]].tolist())):
+        if _is_null(stamps) and _is_null(values):
+            continue
+        if _is_null(stamps) or _is_null(values):
+            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_timestamps and "
+                                      "recent_values go together; send both or neither")
+        stamps, values = _as_list(stamps), _as_list(values)
+        if stamps is None or values is None or len(stamps) != len(values) or not stamps:
+            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_timestamps and "
+                                      "recent_values must be non-empty lists of the same length")
+        total += len(stamps)
+        if total > limit:
+            raise InferenceInputError(f"request carries more than {limit} recent observations ({MAX_RECENT_ENV}); "
+                                      "send fewer, or only those after the model's data end")
+        try:
+            parsed = pd.DatetimeIndex(pd.to_datetime(stamps))
+        except (ValueError, TypeError) as exc:
+            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_timestamps must be ISO "
+                                      f"date-times: {exc}") from exc
+        if parsed.tz is not None:
+            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_timestamps carry a time "
+                                      "zone; send them as the training data does, without one")
+        if not parsed.is_monotonic_increasing or parsed.has_duplicates:
+            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_timestamps must be "
+                                      "strictly increasing")
+        bad = [v for v in values if isinstance(v, (bool, str, bytes)) or not _finite_number(v)]
+        if bad:
+            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_values must be finite "
+                                      f"numbers, got {bad[:3]}")
+        frames.append(pd.DataFrame({SERIES_ID: series_id, "timestamp": parsed, "value": np.asarray(values, float)}))
+    if not frames:
+        return pd.DataFrame(columns=[SERIES_ID, "timestamp", "value"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _as_list(value) -> list | None:
+    if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
+        return list(value)
+    return None
+
+
+def _finite_number(value) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _max_recent() -> int:
+    raw = os.environ.get(MAX_RECENT_ENV, str(DEFAULT_MAX_RECENT))
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise _invalid(f"{MAX_RECENT_ENV}={raw!r} must be a positive integer")
+    return limit
 
 
 def _request_levels(request: pd.DataFrame) -> list[int] | None:
