@@ -269,3 +269,23 @@ def test_fallback_served_series_update_through_the_fallback(m4_sample_panel):
     fallback = model.fallback_model_
     served = fallback if ids[1] in fallback.fitted_series_ids_ else fallback.fallback_model_
     assert served.last_timestamp_[ids[1]] == panel[panel[SERIES_ID] == ids[1]][TIMESTAMP].max()
+
+
+def test_restricted_view_predicts_and_updates_its_series_like_the_whole_model(updated, fitted_on_head,
+                                                                             head_and_tail):
+    family, original, model, forecast = updated
+    kept = original.series_ids_[1:]
+    view = original.restricted_to(kept)
+    assert view.series_ids_ == kept
+    whole = original.predict(HORIZON, LEVELS)
+    pd.testing.assert_frame_equal(view.predict(HORIZON, LEVELS),
+                                  whole[whole[SERIES_ID].isin(kept)].reset_index(drop=True), check_exact=False,
+                                  rtol=1e-6)
+    tail = head_and_tail[1]
+    if family != "prophet":  # prophet's warm start is deterministic too, but slow: covered by the whole-model test
+        narrowed = view.update(tail[tail[SERIES_ID].isin(kept)]).predict(HORIZON, LEVELS)
+        pd.testing.assert_frame_equal(narrowed, forecast[forecast[SERIES_ID].isin(kept)].reset_index(drop=True),
+                                      check_exact=False, rtol=1e-6)
+    pd.testing.assert_frame_equal(original.predict(HORIZON, LEVELS), whole)  # the original is untouched
+    with pytest.raises(ForecasterError, match="were not fitted"):
+        original.restricted_to(["no-such-series"])
