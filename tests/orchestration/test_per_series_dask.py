@@ -172,3 +172,13 @@ def test_kedro_run_with_a_local_cluster_equals_the_local_run(tmp_path):
     assert {"ets fit", "theta fit"} <= descriptions  # backtest windows and final fits of both families
     assert len(set().union(*(workers for _, workers in dispatched))) == 2  # chunks ran in both worker processes
     pd.testing.assert_frame_equal(clustered, local)
+
+
+def test_a_lazy_target_starts_its_cluster_at_the_first_map_only():
+    config = PerSeriesConfig(cluster="local", local_n_workers=1, chunks_per_worker=1)
+    with per_series_cluster(config, lazy=True) as target:
+        assert not target.opened  # e.g. an ingestion run: no per-series map, no cluster
+        assert map_series(_square, [(2,), (5,)], -1, "probe") == [4, 25]
+        assert target.opened and len(target.client.nthreads()) == 1
+        client = target.client
+    assert active_dask_target() is None and client.status == "closed"

@@ -12,7 +12,6 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,17 +39,33 @@ def resolve_n_jobs(n_jobs: int, n_tasks: int) -> int:
     return max(1, min(wanted, n_tasks))
 
 
-@dataclass(frozen=True)
 class DaskTarget:
     """The Dask client per-series work goes to, and how finely it is cut.
 
+    ``client_source`` is a ``distributed.Client`` or a function that opens one: then the cluster starts at the
+    first per-series map that needs it, so a run without local-family work (ingestion, reporting) starts none.
     ``chunks_per_worker``: chunks of series per worker thread. One chunk per thread leaves a thread idle
     behind a slow chunk; many tiny chunks pay the scheduler's per-task overhead (about a millisecond) more
     often than a fit costs. A few per thread balances both.
     """
 
-    client: Any
-    chunks_per_worker: int = 4
+    def __init__(self, client_source: Any, chunks_per_worker: int = 4):
+        self._source = client_source
+        self._client = None if callable(client_source) else client_source
+        self._lock = threading.Lock()
+        self.chunks_per_worker = chunks_per_worker
+
+    @property
+    def client(self) -> Any:
+        """The client, opened on first use when a function was given."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._source()
+            return self._client
+
+    @property
+    def opened(self) -> bool:
+        return self._client is not None
 
 
 _DASK_TARGET: DaskTarget | None = None
@@ -59,7 +74,8 @@ _DASK_TARGET_LOCK = threading.Lock()
 
 @contextmanager
 def use_dask_client(client: Any, chunks_per_worker: int = 4) -> Iterator[DaskTarget]:
-    """Send every ``map_series`` of this process to ``client`` (a ``distributed.Client``) while inside.
+    """Send every ``map_series`` of this process to ``client`` (a ``distributed.Client``, or a function that
+    opens one on first use) while inside.
 
     Process-wide, not per thread: the model families of a Prefect flow run in threads of the flow process and
     all of them should use the cluster. The previous target is restored on exit.

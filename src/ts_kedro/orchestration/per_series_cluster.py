@@ -37,56 +37,66 @@ def _current_worker_client() -> Any | None:
 
 
 @contextmanager
-def per_series_cluster(config: PerSeriesConfig) -> Iterator[DaskTarget | None]:
+def per_series_cluster(config: PerSeriesConfig, lazy: bool = False) -> Iterator[DaskTarget | None]:
     """Make the configured cluster the target of `map_series` while inside; None when `cluster` is null.
 
-    A LocalCluster started here, and any client opened here, are closed on exit; a worker's own client is not.
+    ``lazy``: start or connect at the first per-series map rather than now (a run with no local-family work
+    pays nothing). A LocalCluster started here, and any client opened here, are closed on exit; a worker's own
+    client is not.
     """
     if config.cluster is None:
         yield None
         return
+    with ExitStack() as stack:
+        def open_client() -> Any:
+            return _open_client(config, stack)
+
+        target = stack.enter_context(use_dask_client(open_client if lazy else open_client(), config.chunks_per_worker))
+        yield target
+
+
+def _open_client(config: PerSeriesConfig, stack: ExitStack) -> Any:
+    """The client of `config.cluster`; what it starts or opens is closed with ``stack``."""
     from distributed import Client, LocalCluster
 
-    with ExitStack() as stack:
-        started = time.perf_counter()
-        worker_client = _current_worker_client()
-        if worker_client is not None and (
-            config.cluster == "local" or worker_client.scheduler.address == config.cluster
-        ):
-            client, where = worker_client, f"the Dask cluster of this worker ({worker_client.scheduler.address})"
-        elif config.cluster == "local":
-            try:
-                cluster = stack.enter_context(
-                    LocalCluster(
-                        n_workers=config.local_n_workers,
-                        threads_per_worker=config.local_threads_per_worker,
-                        processes=True,
-                        host="127.0.0.1",
-                        dashboard_address=":0",
-                    )
+    started = time.perf_counter()
+    worker_client = _current_worker_client()
+    if worker_client is not None and (
+        config.cluster == "local" or worker_client.scheduler.address == config.cluster
+    ):
+        client, where = worker_client, f"the Dask cluster of this worker ({worker_client.scheduler.address})"
+    elif config.cluster == "local":
+        try:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=config.local_n_workers,
+                    threads_per_worker=config.local_threads_per_worker,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=":0",
                 )
-            except Exception as err:
-                raise PerSeriesClusterError(
-                    f"could not start the local Dask cluster of orchestration.per_series.cluster: local "
-                    f"({type(err).__name__}: {err}); set it to null to run on this machine's processes"
-                ) from err
-            client = stack.enter_context(Client(cluster, set_as_default=False))
-            where = f"a local Dask cluster of {len(cluster.workers)} worker(s), dashboard {client.dashboard_link}"
-        else:
-            try:
-                client = stack.enter_context(
-                    Client(config.cluster, timeout=config.connect_timeout_seconds, set_as_default=False)
-                )
-            except Exception as err:
-                raise PerSeriesClusterError(
-                    f"could not reach the Dask scheduler {config.cluster} of orchestration.per_series.cluster "
-                    f"within {config.connect_timeout_seconds:g}s ({type(err).__name__}: {err}); check the address "
-                    "in conf/<env>/orchestration.yml, or set it to null to run on this machine"
-                ) from err
-            where = f"the Dask scheduler {config.cluster}, dashboard {client.dashboard_link}"
-        target = stack.enter_context(use_dask_client(client, config.chunks_per_worker))
-        logger.info("per-series work goes to %s (ready in %.1fs)", where, time.perf_counter() - started)
-        yield target
+            )
+        except Exception as err:
+            raise PerSeriesClusterError(
+                f"could not start the local Dask cluster of orchestration.per_series.cluster: local "
+                f"({type(err).__name__}: {err}); set it to null to run on this machine's processes"
+            ) from err
+        client = stack.enter_context(Client(cluster, set_as_default=False))
+        where = f"a local Dask cluster of {len(cluster.workers)} worker(s), dashboard {client.dashboard_link}"
+    else:
+        try:
+            client = stack.enter_context(
+                Client(config.cluster, timeout=config.connect_timeout_seconds, set_as_default=False)
+            )
+        except Exception as err:
+            raise PerSeriesClusterError(
+                f"could not reach the Dask scheduler {config.cluster} of orchestration.per_series.cluster "
+                f"within {config.connect_timeout_seconds:g}s ({type(err).__name__}: {err}); check the address "
+                "in conf/<env>/orchestration.yml, or set it to null to run on this machine"
+            ) from err
+        where = f"the Dask scheduler {config.cluster}, dashboard {client.dashboard_link}"
+    logger.info("per-series work goes to %s (ready in %.1fs)", where, time.perf_counter() - started)
+    return client
 
 
 def per_series_config(project_path: str | Path, env: str | None) -> PerSeriesConfig:
@@ -101,12 +111,13 @@ def per_series_scope_for_task(project_path: str | Path, env: str | None) -> Iter
     if active_dask_target() is not None:
         yield
         return
-    with per_series_cluster(per_series_config(project_path, env)):
+    with per_series_cluster(per_series_config(project_path, env), lazy=True):
         yield
 
 
 class PerSeriesClusterHook:
-    """Opens `orchestration.per_series.cluster` for the duration of a pipeline run (kedro run or Prefect flow)."""
+    """Makes `orchestration.per_series.cluster` the per-series target for a pipeline run (kedro run or Prefect
+    flow); the cluster starts at the run's first per-series map and closes when the run ends."""
 
     def __init__(self) -> None:
         self._stack: ExitStack | None = None
@@ -117,7 +128,7 @@ class PerSeriesClusterHook:
         if config.cluster is None or active_dask_target() is not None:
             return  # this machine's processes, or a target the caller already set (a benchmark, a test)
         stack = ExitStack()
-        stack.enter_context(per_series_cluster(config))
+        stack.enter_context(per_series_cluster(config, lazy=True))
         self._stack = stack
 
     @hook_impl
