@@ -96,12 +96,13 @@ def test_screen_series_quarantines_faulty_series_and_keeps_the_rest(two_series, 
 
     healthy, screening = screen_series(panel_in, _ok_frequency(panel_in), panel, params)
 
-    assert sorted(healthy["series_id"].unique()) == ["H1", "H18"]
-    assert len(healthy) == len(two_series)
+    # a constant series is kept: seasonal naive forecasts it, the other families pass it to their fallbacks
+    assert sorted(healthy["series_id"].unique()) == ["H1", "H18", "flat"]
+    assert len(healthy) == len(two_series) + len(constant)
     assert {sid: e["reason"] for sid, e in screening.items()} == {
-        "H1": None, "H18": None, "flat": "constant", "empty": "all_missing", "short": "too_short"}
+        "H1": None, "H18": None, "flat": None, "empty": "all_missing", "short": "too_short"}
     quarantine = list_quarantine(screening)
-    assert [q["series_id"] for q in quarantine] == ["empty", "flat", "short"]
+    assert [q["series_id"] for q in quarantine] == ["empty", "short"]
     assert all(set(q) == {"series_id", "reason", "details"} and q["details"] for q in quarantine)
 
 

@@ -108,7 +108,7 @@ def screen_series(
     panel: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """Find series-level faults (all missing, irregular/different frequency, too short, constant).
+    """Find series-level faults (all missing, irregular/different frequency, a gap beyond the span, too short).
 
     With ``series_policy: quarantine`` faulty series are set aside and the rest continue; with ``fail`` any
     fault stops the run. If no series is left the run stops either way.
@@ -132,8 +132,9 @@ def screen_series(
         if 0 < facts["observed"] < min_length:
             faults.append(("too_short", f"{facts['observed']} observed values, needs at least {min_length} "
                                         f"(data_processing.min_length)"))
-        if facts["is_constant"]:
-            faults.append(("constant", "every observed value is the same, nothing to learn from"))
+        # A constant series is kept (``is_constant`` in the report): seasonal naive forecasts it, and the
+        # other families pass it to their fallbacks (Forecaster.unfit_reason). Only what no model can forecast
+        # is quarantined.
         screening[series_id] = {
             "status": "quarantined" if faults else "ok",
             "reason": faults[0][0] if faults else None,
