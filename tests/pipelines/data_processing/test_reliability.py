@@ -183,6 +183,21 @@ def test_a_bad_byte_after_the_first_chunk_is_a_schema_error_with_line_and_column
         validate_schema(CSVChunkSource(str(path)), params)
 
 
+def test_a_bad_byte_beyond_the_first_read_buffer_is_a_schema_error_not_a_crash(tmp_path, params):
+    """The issue's crash: the header read decodes only the first buffer (some 100 KB), so a byte that sits
+    later in a 1.2 MB file was met by the chunk loop and escaped as a bare UnicodeDecodeError."""
+    rows = hourly_rows("S1", 40_000)
+    lines = csv_text(rows).encode().split(b"\n")
+    line = 38_002  # data row 38,000, about 1.1 MB into the file
+    lines[line - 1] = lines[line - 1].replace(b",", b",\xff", 1)
+    path = tmp_path / "late_byte.csv"
+    path.write_bytes(b"\n".join(lines))
+    assert path.stat().st_size > 1_000_000
+    params["chunk_size"] = 1000
+    with pytest.raises(SchemaError, match=rf"late_byte\.csv is not valid utf-8 at line {line}, column 4 \(byte 0xff\)"):
+        validate_schema(CSVChunkSource(str(path)), params)
+
+
 def test_a_bad_byte_in_the_header_is_a_schema_error_with_line_and_column(tmp_path, params):
     path = tmp_path / "bad_header.csv"
     path.write_bytes(b"series_id,time\xe9stamp,value\nS1,2021-03-01 00:00:00,1\n")

@@ -120,6 +120,22 @@ def test_a_bad_byte_after_the_first_chunk_quarantines_only_that_batch(tmp_path, 
     assert report["n_accepted"] == 1 and len(accepted) == 5
 
 
+def test_a_bad_byte_late_in_a_large_batch_is_a_schema_violation_with_its_line(tmp_path, history, data_processing):
+    """Past the header read's first buffer (the 1.2 MB batch of the issue's kind): a bare UnicodeDecodeError
+    before, which stopped the whole ingestion run and left every batch in incoming/."""
+    bad = write(tmp_path, "day1.csv", batch_rows("H1", "2021-03-09 08:00", 40_000))
+    raw = bad.read_bytes().split(b"\n")
+    raw[38_001] = raw[38_001].replace(b"H1", b"H\xff1")  # file line 38,002
+    bad.write_bytes(b"\n".join(raw))
+    assert bad.stat().st_size > 1_000_000
+    good = write(tmp_path, "day2.csv", batch_rows("H103", "2021-03-09 08:00", 5))
+    data_processing["chunk_size"] = 1000
+    accepted, report = run(loaders(bad, good), history, data_processing)
+    assert rules(report, "day1") == ["schema"] and rules(report, "day2") == []
+    assert "line 38002, column 2 (byte 0xff)" in report["batches"][0]["violations"][0]["message"]
+    assert report["n_accepted"] == 1 and len(accepted) == 5
+
+
 def test_any_unreadable_batch_is_quarantined_and_the_others_go_through(tmp_path, history, data_processing,
                                                                         monkeypatch):
     from ts_kedro.pipelines.ingestion import nodes
