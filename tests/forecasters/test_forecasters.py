@@ -59,6 +59,7 @@ SPECS = {
     "ets": {"class": "ets", "hyperparameters": {"n_jobs": 1}},
     "theta": {"class": "theta", "hyperparameters": {"n_jobs": 1}},
     "intermittent": {"class": "intermittent", "hyperparameters": {"n_jobs": 1}},
+    "lightgbm": {"class": "lightgbm", "hyperparameters": {"horizon": HORIZON, "n_estimators": 40, "n_jobs": 1}},
     "custom": {"class": f"{__name__}.SeasonalMeanForecaster"},
 }
 

@@ -16,6 +16,7 @@ FORECASTERS: dict[str, str] = {
     "ets": "ts_kedro.forecasters.ets.ETSForecaster",
     "theta": "ts_kedro.forecasters.theta.ThetaForecaster",
     "intermittent": "ts_kedro.forecasters.intermittent.IntermittentForecaster",
+    "lightgbm": "ts_kedro.forecasters.gradient_boosting.LightGBMForecaster",
 }
 
 
