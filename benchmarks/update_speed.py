@@ -112,7 +112,8 @@ def main() -> None:
                      "predict wall s": predict_wall,
                      "cycle factor": (refit_wall + predict_wall) / max(update_wall + update_predict_wall, 1e-9),
                      "forecast gap / level": gap, "starts after new data": starts_after})
-        print(f"  {family}: refit {refit_wall:.2f} s, update {update_wall:.4f} s", flush=True)
+        print("  " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
+              flush=True)
     print()
     print("| " + " | ".join(rows[0]) + " |")
     print("|" + "---|" * len(rows[0]))

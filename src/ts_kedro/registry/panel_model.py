@@ -162,7 +162,8 @@ class SelectedPanelModel:
                     raise InferenceInputError(f"family {family!r} cannot take new observations: {reason}")
             else:
                 try:
-                    families[family] = copy.deepcopy(model).update(new)
+                    # a shallow copy: update() works on its own deep copy and swaps state in only on success
+                    families[family] = copy.copy(model).update(new)
                     updated.append(family)
                     continue
                 except ForecasterError as exc:
