@@ -5,6 +5,7 @@ deliberately huge, so any dependence on values at or after t0 shows up as a diff
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,3 +66,55 @@ def test_the_in_sample_decomposition_does_look_ahead(long_hourly_panel, setup):
     perturbed = nodes.decompose_series(perturbed_panel, spec)
     changed = (perturbed.loc[known, "trend"] - original.loc[known, "trend"]).abs() > 1e-6
     assert changed.any()
+
+
+# -- origin-horizon rows of the global direct models (model_input.origin_rows, the lightgbm family's input) --------
+def _origin_spec():
+    from ts_kedro.pipelines.feature_engineering.model_input import OriginFeatureSpec
+
+    # the hourly profile of these series: season 24, weekly period 168, hour/weekday calendar terms
+    return OriginFeatureSpec(freq="h", horizon=48, season_length=24, periods=(24, 168),  # calendar fact
+                             calendar_features=("hour", "weekday"))
+
+
+@pytest.mark.parametrize("t0", [200, 505, 699])
+def test_origin_rows_before_t0_do_not_depend_on_values_from_t0_on(long_hourly_panel, t0):
+    """Every feature (and the row's level and scale) of an origin before t0 is unchanged when values from t0 on are
+    multiplied by 100; the targets of rows whose target lies at or after t0 do change (the test can fail)."""
+    from ts_kedro.pipelines.feature_engineering.model_input import origin_rows, training_pairs
+
+    spec = _origin_spec()
+    perturbed_panel, _ = _perturb_from(long_hourly_panel, t0)
+    for (sid, group), (_, changed) in zip(long_hourly_panel.groupby("series_id"), perturbed_panel.groupby("series_id")):
+        values, altered = group["value"].to_numpy(float), changed["value"].to_numpy(float)
+        stamps = pd.DatetimeIndex(group["timestamp"])
+        origins, horizons = training_pairs(values.size, spec, 1.0, np.random.default_rng(0))
+        before = origins < t0
+        x, level, scale, targets = origin_rows(values, stamps, origins[before], horizons[before], spec)
+        x2, level2, scale2, _ = origin_rows(altered, stamps, origins[before], horizons[before], spec)
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(level, level2)
+        np.testing.assert_array_equal(scale, scale2)
+        late = targets >= t0
+        assert late.any() and (altered[targets[late]] != values[targets[late]]).all()
+        # and the origin t0 itself does see the perturbation (lag_1 is the origin's value)
+        at_t0 = (origins == t0) & (horizons == 1)
+        if at_t0.any():
+            y0, _, _, _ = origin_rows(values, stamps, origins[at_t0], horizons[at_t0], spec)
+            y1, _, _, _ = origin_rows(altered, stamps, origins[at_t0], horizons[at_t0], spec)
+            assert not np.allclose(y0, y1, equal_nan=True)
+
+
+def test_origin_rows_are_the_same_from_a_history_cut_after_their_target(long_hourly_panel):
+    """Per-origin scaling: a backtest on a truncated panel sees exactly the rows the whole history gives."""
+    from ts_kedro.pipelines.feature_engineering.model_input import origin_rows, training_pairs
+
+    spec = _origin_spec()
+    group = long_hourly_panel[long_hourly_panel["series_id"] == long_hourly_panel["series_id"].iloc[0]]
+    values, stamps = group["value"].to_numpy(float), pd.DatetimeIndex(group["timestamp"])
+    cut = 600
+    origins, horizons = training_pairs(cut, spec, 1.0, np.random.default_rng(0))
+    whole = origin_rows(values, stamps, origins, horizons, spec)
+    truncated = origin_rows(values[:cut], stamps[:cut], origins, horizons, spec)
+    for a, b in zip(whole, truncated):
+        np.testing.assert_array_equal(a, b)
