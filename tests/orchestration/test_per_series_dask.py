@@ -7,8 +7,7 @@ produce the same forecasts as the run without it.
 """
 from __future__ import annotations
 
-import logging
-import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -160,18 +159,64 @@ def _kedro_run(root: Path, cluster: str | None, dispatched: list) -> pd.DataFram
     return pd.read_csv(versions[-1] / "forecasts.csv", dtype={"series_id": str})
 
 
-def test_kedro_run_with_a_local_cluster_equals_the_local_run(tmp_path):
+@pytest.fixture(scope="module")
+def local_run_forecasts(tmp_path_factory) -> pd.DataFrame:
+    """The Day-0 forecasts of the run on this machine's processes (cluster: null), shared by the comparisons."""
     from tests.e2e.project_copy import make_project_copy
 
     dispatched: list = []
-    local = _kedro_run(make_project_copy(tmp_path / "local", n_series=1), None, dispatched)
+    forecasts = _kedro_run(make_project_copy(tmp_path_factory.mktemp("local") / "project", n_series=1), None,
+                           dispatched)
     assert dispatched == []
+    return forecasts
+
+
+def test_kedro_run_with_a_local_cluster_equals_the_local_run(tmp_path, local_run_forecasts):
+    from tests.e2e.project_copy import make_project_copy
+
+    dispatched: list = []
     clustered = _kedro_run(make_project_copy(tmp_path / "dask", n_series=1), "local", dispatched)
     assert active_dask_target() is None  # the hook closed the cluster after the run
     descriptions = {desc for desc, _ in dispatched}
     assert {"ets fit", "theta fit"} <= descriptions  # backtest windows and final fits of both families
     assert len(set().union(*(workers for _, workers in dispatched))) == 2  # chunks ran in both worker processes
-    pd.testing.assert_frame_equal(clustered, local)
+    pd.testing.assert_frame_equal(clustered, local_run_forecasts)
+
+
+def test_prefect_flow_with_a_local_cluster_equals_the_local_run(tmp_path, prefect_server, local_run_forecasts):
+    """The same Day 0 as a Prefect flow run (thread task runner, families in parallel threads) on a real server:
+    the hook fires in the flow process, every family's maps go to the 2 workers, the forecasts are the same."""
+    from tests.e2e.project_copy import make_project_copy
+
+    from .conftest import run_cli
+
+    root = make_project_copy(tmp_path / "project", n_series=1)
+    (root / "conf" / "local" / "orchestration.yml").write_text(yaml.safe_dump(
+        {"orchestration": {"per_series": {"cluster": "local", "local_n_workers": 2}}}
+    ))
+    logging_config = root / "logging.yml"  # one unwrapped line per record (Kedro's rich handler wraps lines)
+    logging_config.write_text(yaml.safe_dump({
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(name)s %(levelname)s %(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"}},
+        "loggers": {"ts_kedro": {"level": "INFO"}},
+        "root": {"level": "WARNING", "handlers": ["console"]},
+    }))
+    env = {"TS_KEDRO_CONF_SOURCE": str(root / "conf"), "TS_KEDRO_FAMILIES": "seasonal_naive,ets,theta",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db", "KEDRO_LOGGING_CONFIG": str(logging_config)}
+    code, summary, output = run_cli(
+        ["run", "--task-runner", "thread", "--params", f"raw_panel_path={QUARTERLY}",
+         f"panel={{freq: {FREQ}, horizon: {HORIZON}}}"],
+        prefect_server, cwd=root, timeout=600, extra_env=env,
+    )
+    assert code == 0, output[-3000:]
+    assert summary["status"] == "completed"
+    assert "per-series work goes to a local Dask cluster of 2 worker(s)" in output
+    for family in ("ets", "theta"):
+        assert re.search(rf"{family} fit: \d+ series in \d+ chunk\(s\) on 2 Dask worker thread\(s\)", output)
+    versions = sorted((root / "data" / "07_model_output" / "forecasts.csv").iterdir())
+    flow_forecasts = pd.read_csv(versions[-1] / "forecasts.csv", dtype={"series_id": str})
+    pd.testing.assert_frame_equal(flow_forecasts, local_run_forecasts)
 
 
 def test_a_lazy_target_starts_its_cluster_at_the_first_map_only():
