@@ -18,7 +18,8 @@ What (the design of the M5 winners and of Nixtla's mlforecast, in its direct for
   pipeline then calibrates them conformally on the backtest (``Forecaster.calibrate_intervals``).
 - Interpretability: ``feature_importance()`` gives LightGBM's gain per feature and the mean absolute SHAP value
   (``pred_contrib=True``) on the forecast rows of the fitted series.
-- Parallelism: LightGBM's own threads (``n_jobs``); ``device: gpu`` hands ``device_type`` to LightGBM (it needs a
+- Parallelism: LightGBM's own OpenMP threads (``n_jobs``, default 1: on a machine whose cores are already busy
+  two threads trained 12 times slower than one, docs/benchmarks.md; raise it on dedicated cores); ``device: gpu`` hands ``device_type`` to LightGBM (it needs a
   GPU-enabled LightGBM build).
 
 Short series: a series shorter than ``min_length`` (two of its seasons, at least one horizon plus the level
@@ -54,7 +55,7 @@ class LightGBMForecaster(Forecaster):
     ``objective`` (``l2`` mean or ``l1`` median for the point forecast), ``n_estimators``, ``learning_rate``,
     ``num_leaves``, ``min_data_in_leaf``, ``feature_fraction``, ``max_training_rows``, ``calendar_features``,
     ``known_covariates`` / ``observed_covariates`` (panel column names, see docs/data_contract.md),
-    ``n_jobs`` (LightGBM threads, -1 = all cores), ``device`` (cpu|gpu), ``seed``.
+    ``n_jobs`` (LightGBM threads, default 1, -1 = all cores), ``device`` (cpu|gpu), ``seed``.
     """
 
     name = "lightgbm"
@@ -65,7 +66,7 @@ class LightGBMForecaster(Forecaster):
                  objective: str = "l2", n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 63,
                  min_data_in_leaf: int = 50, feature_fraction: float = 0.9, max_training_rows: int = 300_000,
                  calendar_features: bool = True, known_covariates: list[str] | None = None,
-                 observed_covariates: list[str] | None = None, n_jobs: int = -1, device: str = "cpu",
+                 observed_covariates: list[str] | None = None, n_jobs: int = 1, device: str = "cpu",
                  seed: int = 0):
         interval_levels = list(DEFAULT_INTERVAL_LEVELS) if interval_levels is None else [int(v) for v in interval_levels]
         super().__init__(freq, season_length, horizon=horizon, seasonal_periods=seasonal_periods,
@@ -152,43 +153,89 @@ class LightGBMForecaster(Forecaster):
                 raise ForecasterError(f"lightgbm: covariate {name!r} is missing for series {row[SERIES_ID]!r} at "
                                       f"{row[TIMESTAMP]}; data_processing must fill or reject it")
 
+    def fit(self, panel: pd.DataFrame, model_input: pd.DataFrame | None = None) -> "LightGBMForecaster":
+        """Fit on ``panel``; with ``model_input`` (``training_table`` of a longer or equal history, as the
+        feature_engineering pipeline writes it) the rows whose target lies inside ``panel`` are used instead of
+        being rebuilt: per-origin scaling makes them identical to rows built from ``panel`` itself."""
+        self.model_input_ = model_input
+        try:
+            return super().fit(panel)
+        finally:
+            self.model_input_ = None
+
+    def training_table(self, panel: pd.DataFrame) -> pd.DataFrame:
+        """The origin-horizon training rows of every series this family fits (``series_id, origin, target_time,
+        level, scale, target`` and the features), the row budget applied; what ``_fit`` learns from."""
+        ids = [sid for sid, group in panel.groupby(SERIES_ID, sort=False)
+               if self.unfit_reason(group[VALUE].to_numpy(float)) is None]
+        self._check_covariates(panel)
+        return self._build_table(panel[panel[SERIES_ID].isin(ids)], self._spec(panel))
+
+    def _build_table(self, panel: pd.DataFrame, spec) -> pd.DataFrame:
+        from ts_kedro.pipelines.feature_engineering.model_input import origin_rows, training_pairs
+
+        ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+        groups = dict(tuple(ordered.groupby(SERIES_ID, sort=False)))
+        total_pairs = sum(max(len(g) - spec.level_window - h + 1, 0) for g in groups.values()
+                          for h in range(1, spec.horizon + 1))
+        keep = min(1.0, self.max_training_rows / max(total_pairs, 1))
+        rng = np.random.default_rng(self.seed)
+        parts = []
+        for sid, group in groups.items():
+            values = group[VALUE].to_numpy(float)
+            stamps = pd.DatetimeIndex(group[TIMESTAMP])
+            covariates = {c: group[c].to_numpy(float) for c in (*spec.known_covariates, *spec.observed_covariates)}
+            origins, horizons = training_pairs(values.size, spec, keep, rng)
+            if not origins.size:
+                continue
+            x, level, scale, targets = origin_rows(values, stamps, origins, horizons, spec, covariates)
+            part = pd.DataFrame(x, columns=spec.feature_names())
+            part.insert(0, SERIES_ID, sid)
+            part.insert(1, "origin", stamps[origins])
+            part.insert(2, "target_time", stamps[targets])
+            part.insert(3, "level", level)
+            part.insert(4, "scale", scale)
+            part.insert(5, "target", (values[targets] - level) / scale)
+            parts.append(part)
+        table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+            columns=[SERIES_ID, "origin", "target_time", "level", "scale", "target", *spec.feature_names()])
+        table.attrs["sampled_share"] = keep
+        return table
+
+    def _rows_from_model_input(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        expected = self.spec_.feature_names()
+        missing = [c for c in (SERIES_ID, "target_time", "target", *expected) if c not in model_input.columns]
+        if missing:
+            raise ForecasterError(f"lightgbm: model_input lacks columns {missing[:10]}: it was built with another "
+                                  "feature specification; rerun the feature_engineering pipeline with these parameters")
+        ends = model_input[SERIES_ID].map(self.last_timestamp_)
+        inside = model_input[SERIES_ID].isin(self.fitted_series_ids_) & (model_input["target_time"] <= ends)
+        return model_input[inside]
+
     def _fit(self, panel: pd.DataFrame) -> None:
         import lightgbm as lgb
-
-        from ts_kedro.pipelines.feature_engineering.model_input import origin_rows, training_pairs
 
         started = time.perf_counter()
         self._check_covariates(panel)
         self.spec_ = self._spec(panel)
+        model_input = getattr(self, "model_input_", None)
+        table = self._rows_from_model_input(model_input) if model_input is not None else self._build_table(
+            panel, self.spec_)
+        self.rows_from_model_input_ = model_input is not None
+        if table.empty:
+            raise ForecasterError("lightgbm: no series has a target within its history; lengthen the history")
         ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
-        groups = {sid: group for sid, group in ordered.groupby(SERIES_ID, sort=False)}
-        covariate_names = [*self.known_covariates, *self.observed_covariates]
-        total_pairs = sum(max(len(g) - self.spec_.level_window - h + 1, 0) for g in groups.values()
-                          for h in range(1, self.horizon + 1))
-        keep = min(1.0, self.max_training_rows / max(total_pairs, 1))
-        rng = np.random.default_rng(self.seed)
-        features, targets = [], []
+        tail = self.spec_.history_needed
         self.history_: dict[str, np.ndarray] = {}
         self.covariate_history_: dict[str, dict[str, np.ndarray]] = {}
-        tail = self.spec_.history_needed
-        for sid in self.fitted_series_ids_:
-            group = groups[sid]
-            values = group[VALUE].to_numpy(float)
-            stamps = pd.DatetimeIndex(group[TIMESTAMP])
-            covariates = {c: group[c].to_numpy(float) for c in covariate_names}
-            origins, horizons = training_pairs(values.size, self.spec_, keep, rng)
-            if origins.size:
-                x, level, scale, target_positions = origin_rows(values, stamps, origins, horizons, self.spec_, covariates)
-                features.append(x)
-                targets.append((values[target_positions] - level) / scale)
-            self.history_[sid] = values[-tail:].copy()
-            self.covariate_history_[sid] = {c: v[-tail:].copy() for c, v in covariates.items()}
-        if not features:
-            raise ForecasterError("lightgbm: no series has a target within its history; lengthen the history")
-        x = np.vstack(features)
-        y = np.concatenate(targets)
-        self.n_training_rows_ = int(y.size)
+        for sid, group in ordered.groupby(SERIES_ID, sort=False):
+            self.history_[sid] = group[VALUE].to_numpy(float)[-tail:].copy()
+            self.covariate_history_[sid] = {c: group[c].to_numpy(float)[-tail:].copy()
+                                            for c in (*self.known_covariates, *self.observed_covariates)}
         self.feature_names_ = self.spec_.feature_names()
+        x = table[self.feature_names_].to_numpy(float)
+        y = table["target"].to_numpy(float)
+        self.n_training_rows_ = int(y.size)
         dataset = lgb.Dataset(x, label=y, feature_name=self.feature_names_, free_raw_data=False,
                               params={"verbose": -1, "seed": self.seed})
         self.boosters_ = {"mean": self._train(lgb, dataset, self.objective, None)}
@@ -196,9 +243,10 @@ class LightGBMForecaster(Forecaster):
             self.boosters_[_quantile_key(alpha)] = self._train(lgb, dataset, "quantile", alpha)
         self.gain_ = pd.Series(self.boosters_["mean"].feature_importance("gain"), index=self.feature_names_)
         self.fit_seconds_ = time.perf_counter() - started
-        logger.info("lightgbm: %d boosters on %d rows (%.0f%% of %d pairs) of %d series, %d features, in %.1f s",
-                    len(self.boosters_), y.size, 100 * keep, total_pairs, len(self.fitted_series_ids_),
-                    len(self.feature_names_), self.fit_seconds_)
+        logger.info("lightgbm: %d boosters on %d rows (%s) of %d series, %d features, in %.1f s",
+                    len(self.boosters_), y.size, "from model_input" if self.rows_from_model_input_ else
+                    f"{100 * table.attrs.get('sampled_share', 1.0):.0f}% of the origin-horizon pairs",
+                    len(self.fitted_series_ids_), len(self.feature_names_), self.fit_seconds_)
 
     def _quantiles(self) -> list[float]:
         alphas = []
