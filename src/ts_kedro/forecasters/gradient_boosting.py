@@ -157,11 +157,19 @@ class LightGBMForecaster(Forecaster):
         """Fit on ``panel``; with ``model_input`` (``training_table`` of a longer or equal history, as the
         feature_engineering pipeline writes it) the rows whose target lies inside ``panel`` are used instead of
         being rebuilt: per-origin scaling makes them identical to rows built from ``panel`` itself."""
+        if model_input is None:
+            model_input = getattr(self, "pending_model_input_", None)
         self.model_input_ = model_input
         try:
             return super().fit(panel)
-        finally:
+        finally:  # the table is an input, not fitted state: a pickled model does not carry it
             self.model_input_ = None
+            self.pending_model_input_ = None
+
+    def use_model_input(self, model_input: pd.DataFrame | None) -> "LightGBMForecaster":
+        """Make the next ``fit`` learn from ``model_input`` (the training pipeline's backtest calls plain ``fit``)."""
+        self.pending_model_input_ = model_input
+        return self
 
     def training_table(self, panel: pd.DataFrame) -> pd.DataFrame:
         """The origin-horizon training rows of every series this family fits (``series_id, origin, target_time,

@@ -48,10 +48,26 @@ def test_pipeline_has_named_nodes_and_the_contract_inputs_and_outputs():
 
 def test_catalog_entries_are_feature_layer_files():
     config = yaml.safe_load(CATALOG_FILE.read_text())
-    assert set(config) == OUTPUTS
+    model_inputs = {"lightgbm_model_input"}  # rows of the feature-based families, written only when they are enabled
+    assert set(config) == OUTPUTS | model_inputs
     for name, entry in config.items():
-        assert entry["filepath"].startswith("data/04_feature/"), name
-        assert entry["metadata"]["kedro-viz"]["layer"] == "feature", name
+        layer, folder = ("model_input", "05_model_input") if name in model_inputs else ("feature", "04_feature")
+        assert entry["filepath"].startswith(f"data/{folder}/"), name
+        assert entry["metadata"]["kedro-viz"]["layer"] == layer, name
+
+
+def test_an_enabled_lightgbm_family_reads_its_model_input_from_feature_engineering():
+    """The edge kedro-viz shows: feature_engineering writes lightgbm_model_input, the lightgbm namespace reads it."""
+    from ts_kedro.pipelines.training import pipeline as training
+
+    features = create_pipeline(families=["seasonal_naive", "lightgbm"])
+    assert "lightgbm_model_input" in features.outputs()
+    trained = training.create_pipeline(families=["seasonal_naive", "lightgbm"])
+    readers = {node.name for node in trained.nodes if "lightgbm_model_input" in node.inputs}
+    assert readers == {"lightgbm.backtest_model_node", "lightgbm.fit_model_node"}
+    assert not any("model_input" in name for node in trained.nodes if node.namespace == "seasonal_naive"
+                   for name in node.inputs)
+    assert "lightgbm_model_input" not in create_pipeline(families=["seasonal_naive"]).outputs()
 
 
 def test_full_run_writes_and_reads_back_through_the_shipped_catalog(

@@ -15,9 +15,24 @@ from .nodes import (
 FEATURE_FRAMES = ["calendar_features", "lag_features", "rolling_features", "decomposition_features"]
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def model_input_nodes(families: list[str] | None = None) -> list[Node]:
+    """One node per enabled feature-based family: its origin-horizon rows (``<family>_model_input``), which its
+    training namespace reads (kedro-viz draws feature_engineering -> training through them)."""
+    from ts_kedro.config import enabled_families
+    from ts_kedro.pipelines.training.nodes import build_model_input
+    from ts_kedro.pipelines.training.pipeline import FEATURE_FAMILIES, model_input_name
+
+    return [
+        Node(build_model_input, inputs=["primary_panel", f"params:{family}.model", "params:panel", "params:backtest"],
+             outputs=model_input_name(family), name=f"build_{family}_model_input_node")
+        for family in (families or enabled_families()) if family in FEATURE_FAMILIES
+    ]
+
+
+def create_pipeline(families: list[str] | None = None, **kwargs) -> Pipeline:
     return Pipeline(
         [
+            *model_input_nodes(families),
             Node(
                 resolve_feature_spec,
                 inputs=["primary_panel", "params:panel", "params:feature_engineering"],

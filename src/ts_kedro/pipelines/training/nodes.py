@@ -16,11 +16,35 @@ logger = logging.getLogger(__name__)
 MLFLOW_METRICS = ("rmse", "mae", "mape", "smape", "mase")
 
 
-def _factory(model_spec: dict[str, Any], profile: FrequencyProfile):
-    return lambda: build_forecaster(
-        model_spec, freq=profile.freq, season_length=profile.season_length,
-        profile_defaults=profile.forecaster_defaults(),
-    )
+def _factory(model_spec: dict[str, Any], profile: FrequencyProfile, model_input: pd.DataFrame | None = None):
+    """New, unfitted forecasters of the family; a family that learns from feature_engineering's ``model_input``
+    (``use_model_input``: the lightgbm family) gets it for its next fit."""
+    def build() -> Forecaster:
+        model = build_forecaster(model_spec, freq=profile.freq, season_length=profile.season_length,
+                                 profile_defaults=profile.forecaster_defaults())
+        if model_input is not None:
+            if not hasattr(model, "use_model_input"):
+                raise TypeError(f"{model_spec['class']}: this family does not learn from model_input; give it the "
+                                "plain training template (pipelines/training/pipeline.py FEATURE_FAMILIES)")
+            model.use_model_input(model_input)
+        return model
+
+    return build
+
+
+def build_model_input(panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any],
+                      backtest_params: dict[str, Any]) -> pd.DataFrame:
+    """The origin-horizon rows a feature-based family learns from (``training_table``), from the whole panel.
+
+    Built once in feature_engineering with the family's own specification and the panel's frequency profile; the
+    backtest windows and the final fit each take the rows whose target lies inside their history, which are the
+    rows they would have built themselves (per-origin scaling, see feature_engineering/model_input.py).
+    """
+    profile = profile_for_panel(panel, panel_params, backtest_params)
+    model = _factory(model_spec, profile)()
+    table = model.training_table(panel)
+    logger.info("%s model_input: %d rows, %d columns", model_spec["class"], len(table), table.shape[1])
+    return table
 
 
 def describe_frequency_profile(
@@ -40,7 +64,8 @@ def describe_frequency_profile(
 
 
 def backtest_model(
-    panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any], backtest_params: dict[str, Any]
+    panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any], backtest_params: dict[str, Any],
+    model_input: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Rolling-origin backtest of one family on the panel.
 
@@ -51,6 +76,7 @@ def backtest_model(
     Args:
         panel: canonical long panel.
         model_spec: ``{class, hyperparameters}`` of the family.
+        model_input: feature_engineering's rows for a feature-based family (None: the family builds its inputs).
         panel_params: ``params:panel`` (freq, horizon, levels; season and periods null = derived).
         backtest_params: ``params:backtest`` (n_windows, step, min_train; null = derived).
 
@@ -59,7 +85,7 @@ def backtest_model(
     """
     profile = profile_for_panel(panel, panel_params, backtest_params)
     forecasts, timings = rolling_origin_backtest(
-        _factory(model_spec, profile),
+        _factory(model_spec, profile, model_input),
         panel,
         horizon=profile.horizon,
         n_windows=profile.backtest["n_windows"],
@@ -126,6 +152,7 @@ def evaluate_model(
 def fit_model(
     panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any],
     backtest_params: dict[str, Any] | None = None, backtest_forecasts: pd.DataFrame | None = None,
+    model_input: pd.DataFrame | None = None,
 ) -> tuple[Forecaster, pd.DataFrame, dict]:
     """Fit the family on the whole history and forecast the next horizon.
 
@@ -139,7 +166,7 @@ def fit_model(
         memory) that model selection uses as secondary criteria.
     """
     profile = profile_for_panel(panel, panel_params, backtest_params)
-    model = _factory(model_spec, profile)()
+    model = _factory(model_spec, profile, model_input)()
     calibrate = (backtest_params or {}).get("calibrate_intervals", True) and backtest_forecasts is not None
     with PeakMemorySampler() as memory:
         started = time.perf_counter()
@@ -165,5 +192,8 @@ def fit_model(
         "served_by": {k: int(v) for k, v in pd.Series(model.served_by_).value_counts().items()},
         "fallback_reasons": dict(model.fallback_reasons_),
     }
+    if hasattr(model, "feature_importance") and model.fitted_series_ids_:
+        # gain and mean |SHAP| per feature: in model_stats.json (reporting) and the MLflow run's artifacts
+        stats["feature_importance"] = model.feature_importance().to_dict(orient="records")
     logger.info("%s fitted on %d series in %.1fs (predict %.2fs)", stats["family"], n_series, fit_seconds, predict_seconds)
     return model, forecasts, stats

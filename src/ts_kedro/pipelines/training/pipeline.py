@@ -9,20 +9,31 @@ from .nodes import backtest_model, describe_frequency_profile, evaluate_model, f
 
 SHARED_INPUTS = {"primary_panel"}
 SHARED_PARAMETERS = {"params:panel", "params:backtest"}
+#: families that learn from feature_engineering's origin-horizon rows (``<family>_model_input``) instead of
+#: building their inputs from the panel in every fit
+FEATURE_FAMILIES = {"lightgbm"}
 
 
-def create_template() -> Pipeline:
+def model_input_name(family: str) -> str:
+    """The catalog name of the rows feature_engineering writes for a feature-based family."""
+    return f"{family}_model_input"
+
+
+def create_template(with_model_input: bool = False) -> Pipeline:
+    """The per-family template; ``with_model_input``: the backtest and the fit also read ``model_input``."""
+    extra = ["model_input"] if with_model_input else []
     return Pipeline(
         [
             Node(
                 backtest_model,
-                inputs=["primary_panel", "params:model", "params:panel", "params:backtest"],
+                inputs=["primary_panel", "params:model", "params:panel", "params:backtest", *extra],
                 outputs=["backtest_forecasts", "backtest_timings"],
                 name="backtest_model_node",
             ),
             Node(
                 fit_model,
-                inputs=["primary_panel", "params:model", "params:panel", "params:backtest", "backtest_forecasts"],
+                inputs=["primary_panel", "params:model", "params:panel", "params:backtest", "backtest_forecasts",
+                        *extra],
                 outputs=["model", "forecasts", "model_stats"],
                 name="fit_model_node",
             ),
@@ -37,6 +48,10 @@ def create_template() -> Pipeline:
 
 
 def create_family_pipeline(family: str) -> Pipeline:
+    if family in FEATURE_FAMILIES:
+        return Pipeline(create_template(with_model_input=True), namespace=family,
+                        inputs={"primary_panel": "primary_panel", "model_input": model_input_name(family)},
+                        parameters=SHARED_PARAMETERS)
     return Pipeline(create_template(), namespace=family, inputs=SHARED_INPUTS, parameters=SHARED_PARAMETERS)
 
 
