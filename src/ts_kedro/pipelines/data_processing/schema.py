@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
 IS_IMPUTED, IS_ANOMALY = "is_imputed", "is_anomaly"
 NON_NUMERIC_POLICIES = ("fail", "coerce")
+COVARIATE_KINDS = ("known_in_advance", "observed")
 DUPLICATE_POLICIES = ("fail", "keep_first", "keep_last")
 # pandas' documented default missing-value markers. They apply to timestamps and numbers only: a series
 # may well be called "NA" or "null", so for the id column only an empty cell is missing.
@@ -82,6 +83,9 @@ class SourceSpec:
     timestamp_format: str | None
     covariates: list[str] | str
     series_id_constant: str | None
+    #: covariate -> ``known_in_advance`` (future values come from ``future_covariates``) or ``observed`` (used
+    #: lagged only); a plain list of covariates declares every one observed
+    covariate_kinds: dict[str, str] | None = None
 
     @classmethod
     def from_params(cls, source: dict[str, Any]) -> "SourceSpec":
@@ -93,6 +97,17 @@ class SourceSpec:
                 f"unknown key(s) {sorted(unknown)} in data_processing.source; known keys: {sorted(known)}"
             )
         covariates = source.get("covariates") or []
+        kinds = None
+        if isinstance(covariates, dict):
+            kinds = {str(name): kind for name, kind in covariates.items()}
+            bad = {name: kind for name, kind in kinds.items() if kind not in COVARIATE_KINDS}
+            if bad:
+                name, kind = next(iter(bad.items()))
+                raise DataProcessingConfigError(
+                    f"data_processing.source.covariates.{name}: kind {kind!r} is not one of {list(COVARIATE_KINDS)} "
+                    "(known_in_advance: planned prices, promotions, holidays with future values in future_covariates; "
+                    "observed: weather, upstream volumes, used only lagged)")
+            covariates = list(kinds)
         if isinstance(covariates, str) and covariates != "all":
             covariates = [covariates]
         return cls(
@@ -102,7 +117,12 @@ class SourceSpec:
             timestamp_format=source.get("timestamp_format"),
             covariates=covariates if covariates == "all" else list(covariates),
             series_id_constant=source.get("series_id_constant"),
+            covariate_kinds=kinds,
         )
+
+    def known_in_advance(self) -> list[str]:
+        """Covariates declared ``known_in_advance`` (their future values must cover the horizon)."""
+        return [name for name, kind in (self.covariate_kinds or {}).items() if kind == "known_in_advance"]
 
     def resolve_covariates(self, header: list[str]) -> list[str]:
         """Covariate columns: the configured list, or every non-key column for ``covariates: all``."""
@@ -526,3 +546,48 @@ def check_policy(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise DataProcessingConfigError(f"data_processing.{name} is {value!r}; choose one of {list(allowed)}")
     return value
+
+
+def check_future_covariates(future_covariates: pd.DataFrame | None, known_in_advance: list[str],
+                            last_timestamps: pd.Series, horizon: int, freq: str,
+                            source: str = "future_covariates") -> pd.DataFrame:
+    """Fail unless ``future_covariates`` holds every known-in-advance covariate of every series for each of the
+    ``horizon`` steps after the series' last timestamp; the error names covariate, series and first missing time.
+
+    Args:
+        future_covariates: ``series_id, timestamp, <covariates>`` (the ``future_covariates`` input).
+        known_in_advance: the covariates declared ``known_in_advance`` in ``data_processing.source.covariates``.
+        last_timestamps: each series' last observed timestamp (indexed by ``series_id``).
+        horizon, freq: ``panel.horizon`` and ``panel.freq``.
+
+    Returns:
+        The rows of the horizon (``series_id, timestamp`` and the known covariates), sorted.
+    """
+    if not known_in_advance:
+        return pd.DataFrame(columns=[SERIES_ID, TIMESTAMP])
+    if future_covariates is None:
+        raise SchemaError(f"{source}: missing; covariates {known_in_advance} are declared known_in_advance, so "
+                          f"their values for the {horizon} steps after each series' end are required")
+    absent = [c for c in (SERIES_ID, TIMESTAMP, *known_in_advance) if c not in future_covariates.columns]
+    if absent:
+        raise SchemaError(f"{source}: column(s) {absent} missing (have {list(future_covariates.columns)}); it needs "
+                          f"series_id, timestamp and every known_in_advance covariate")
+    indexed = future_covariates.assign(**{TIMESTAMP: pd.to_datetime(future_covariates[TIMESTAMP])}).set_index(
+        [SERIES_ID, TIMESTAMP])
+    if indexed.index.duplicated().any():
+        sid, when = indexed.index[indexed.index.duplicated()][0]
+        raise SchemaError(f"{source}: series {sid!r} has more than one row at {when}")
+    parts = []
+    for series_id, last in last_timestamps.items():
+        grid = pd.date_range(last, periods=int(horizon) + 1, freq=freq)[1:]
+        wanted = pd.MultiIndex.from_arrays([[series_id] * len(grid), grid], names=[SERIES_ID, TIMESTAMP])
+        rows = indexed.reindex(wanted)[known_in_advance]
+        for name in known_in_advance:
+            gaps = rows[name].isna().to_numpy()
+            if gaps.any():
+                raise SchemaError(
+                    f"{source}: known_in_advance covariate {name!r} of series {series_id!r} is missing from "
+                    f"{grid[int(np.flatnonzero(gaps)[0])]} on ({int(gaps.sum())} of the {len(grid)} horizon steps "
+                    f"after {last}); provide its planned values or declare it observed")
+        parts.append(rows.reset_index())
+    return pd.concat(parts, ignore_index=True)
