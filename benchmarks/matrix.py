@@ -324,6 +324,7 @@ def main(argv=None) -> None:
         print(summary(args.summary.split(",")))
         return
     limit = 6 if args.quick else args.limit
+    args.workdir = args.workdir.resolve()  # the kedro run's conf source must be absolute
     families = args.families or ("seasonal_naive,arima,ets,theta,intermittent" if args.quick else None)
     for name in args.datasets.split(","):
         peers = args.peers.split(",") if args.peers else None
