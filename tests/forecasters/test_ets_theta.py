@@ -127,7 +127,8 @@ def test_three_point_constant_and_two_point_series(family, air_passengers):
     panel = pd.concat([_panel("three", air_passengers[:3], "MS"), _panel("flat", np.full(30, 7.5), "MS"),
                        _panel("two", air_passengers[:2], "MS")], ignore_index=True)
     model = _model(family, "MS").fit(panel)
-    assert model.served_by_ == {"three": family, "flat": family, "two": "seasonal_naive"}
+    # a constant series has nothing to learn: it goes down the fallback chain to seasonal naive (the constant)
+    assert model.served_by_ == {"three": family, "flat": "seasonal_naive", "two": "seasonal_naive"}
     forecast = model.predict(12, LEVELS)
     _check_forecast(forecast)
     flat = forecast[forecast[SERIES_ID] == "flat"]
