@@ -122,3 +122,41 @@ def test_not_comparable_says_how_much_of_the_window_is_new():
     assert "only 36 of the recent window's 48 steps per series are newer" in result["reason"]
     assert "12 more step(s)" in result["reason"] and "out of sample" in result["reason"]
     assert (result["new_points"], result["window_points"]) == (36, 48)
+
+
+def test_a_day_n_cycle_whose_batches_add_no_row_stops_after_ingestion(tmp_path, monkeypatch):
+    """A re-sent file (only rows the history has): the Day-N step runs, then no retrain and no inference."""
+    from types import SimpleNamespace
+
+    from ts_kedro.orchestration.config import CycleConfig
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "day3.csv").write_text("series_id,timestamp,value\n")
+    config = SimpleNamespace(cycle=CycleConfig(registered_model_name="m"), alerts=None)
+    monkeypatch.setattr(flows, "resolve_project_path", lambda path: tmp_path)
+    monkeypatch.setattr(flows, "load_orchestration_config", lambda root, env: config)
+    monkeypatch.setattr(flows, "clean_up_after_killed_runs", lambda root, env: {})
+    monkeypatch.setattr(flows, "_configure_tracking", lambda root, env: incoming)
+    monkeypatch.setattr(flows, "choose_cycle_pipeline", lambda cycle: (flows.DAY_N, "day_n"))
+    monkeypatch.setattr(flows.prefect_runtime.flow_run, "id", "run-1", raising=False)
+    ran = []
+    monkeypatch.setattr(flows, "_run_step", lambda name, *a: ran.append(name) or {"run_id": name, "tasks": []})
+    reports = {"ingestion_report": {"n_batches": 1, "rows_accepted": 0, "duplicate_rows_ignored": 48,
+                                    "n_quarantined": 0, "n_ignored": 0},
+               "drift_summary": {"drift": True, "reasons": ["standing verdict"]}}
+    monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name: reports[name])
+    result = flows.ts_kedro_cycle.fn(project_path=str(tmp_path))
+    assert ran == ["day_n"] and result["skipped_after_ingestion"] is True
+    assert "48 duplicate rows" in result["reason"] and [s["pipeline"] for s in result["steps"]] == ["day_n"]
+    # with one accepted row the cycle goes on (drift: retrain, then inference)
+    ran.clear()
+    reports["ingestion_report"] = {**reports["ingestion_report"], "rows_accepted": 1}
+    result = flows.ts_kedro_cycle.fn(project_path=str(tmp_path))
+    assert ran == ["day_n", "retrain", "inference"] and "skipped_after_ingestion" not in result
+
+
+def test_nothing_accepted_reads_the_ingestion_report():
+    assert flows.nothing_accepted(None) is None
+    assert flows.nothing_accepted({"rows_accepted": 3}) is None
+    assert "added no row" in flows.nothing_accepted({"rows_accepted": 0, "n_batches": 2, "n_quarantined": 2})

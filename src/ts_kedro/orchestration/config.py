@@ -81,6 +81,7 @@ class CycleConfig:
     retrain_pipeline: str = "retrain"
     inference_pipeline: str = "inference"
     drift_dataset: str = "drift_summary"
+    ingestion_report_dataset: str = "ingestion_report"
     env: str | None = None
 
     @classmethod

@@ -45,6 +45,21 @@ def nothing_new(incoming: Path | None) -> str | None:
             "check or retraining, no new forecasts); the champion and the latest forecasts stand")
 
 
+def nothing_accepted(ingestion_report: dict | None) -> str | None:
+    """Why a Day-N cycle stops after ingestion (its batches added no row to the history), or None.
+
+    A drop folder that holds only rows the history already has (a re-sent file), only quarantined batches or
+    only files the ingestion does not take changes nothing the models see: a retrain on the standing drift
+    verdict would refit the same data and the forecasts would be the same.
+    """
+    if not ingestion_report or ingestion_report.get("rows_accepted", 0) > 0:
+        return None
+    return (f"nothing new after ingestion: {ingestion_report.get('n_batches', 0)} file(s) in the drop folder "
+            f"added no row to the history ({ingestion_report.get('duplicate_rows_ignored', 0)} duplicate rows, "
+            f"{ingestion_report.get('n_quarantined', 0)} quarantined and {ingestion_report.get('n_ignored', 0)} "
+            "ignored file(s)); no retraining and no new forecasts: the champion and the latest forecasts stand")
+
+
 def stale_after() -> timedelta:
     raw = os.environ.get(STALE_AFTER_HOURS_ENV, str(DEFAULT_STALE_AFTER_HOURS))
     try:
@@ -268,6 +283,12 @@ def ts_kedro_cycle(
     result: dict[str, Any] = {"day": day, "cycle_flow_run_id": str(prefect_runtime.flow_run.id), **steps[0],
                               "cleanup": cleanup}
     if day == DAY_N:
+        idle = nothing_accepted(_load_dataset(root, env, cycle.ingestion_report_dataset))
+        if idle:
+            logger.info(idle)
+            result.update(skipped_after_ingestion=True, reason=idle,
+                          steps=[{"pipeline": cycle.day_n_pipeline, **steps[0]}])
+            return result
         drift = _load_dataset(root, env, cycle.drift_dataset) or {}
         result["drift"] = bool(drift.get("drift"))
         result["drift_reasons"] = drift.get("reasons", [])
