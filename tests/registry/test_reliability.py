@@ -141,7 +141,7 @@ def test_the_cycle_flow_repairs_a_killed_first_promotion_before_choosing_day_0(s
         registry._apply(client, record, history)
     assert not registry.champion_exists(name, uri)
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _point_mlflow_at(monkeypatch, uri)
     flows._repair_registry(name)
     assert registry.get_alias_version(name, "champion", uri) == 1
     assert [r["sequence"] for r in registry.read_history(name, uri)] == [1]
@@ -248,7 +248,7 @@ def test_a_serving_model_follows_the_alias_after_promote_and_rollback(tmp_path, 
     second = registry.log_and_register(other, name, run_id=client.create_run(experiment).info.run_id, tracking_uri=uri)
     registry.promote_if_better(name, first, None, None, 0.02, history_path=history, tracking_uri=uri)
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    _point_mlflow_at(monkeypatch, uri)
     monkeypatch.setenv("TS_KEDRO_SERVE_FOLLOW", f"models:/{name}@champion")
     monkeypatch.setenv("TS_KEDRO_SERVE_RELOAD_SECONDS", "0.2")
     served = mlflow.pyfunc.load_model(f"models:/{name}@champion")
@@ -277,3 +277,15 @@ def test_a_serving_model_follows_the_alias_after_promote_and_rollback(tmp_path, 
         assert wrapper.follower.loaded_version == first
     finally:
         wrapper.follower.stop()
+
+
+def _point_mlflow_at(monkeypatch, uri: str) -> None:
+    """Tracking and registry at ``uri`` for this test only: the environment variable alone loses to the module
+    globals an earlier Kedro session (kedro-mlflow's hook) or ``mlflow.set_*_uri`` left set in this process."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", uri)
