@@ -251,6 +251,7 @@ def benchmark(name: str, every: int, limit: int | None, families: str | None, wo
     train, test = subset(*loader(), every, limit)
     print(f"{name}: {train['series_id'].nunique()} series, kedro run ...", flush=True)
     ours = run_kedro(workroot / name, train, freq, horizon, families)
+    test.to_csv(workroot / name / "test.csv", index=False)  # for benchmarks/selection_replay.py --test
     # The panel the pipeline trained on (gaps regularised and imputed, quarantined series out): the peers get
     # the same, and it is the in-sample part of every scaled measure.
     panel = ours["panel"]

@@ -8,6 +8,8 @@ test part with the M4 measures. Nothing is refitted, so a grid of selection rule
 becomes ``conf/base/parameters_model_selection.yml`` and the numbers go to ``docs/benchmarks.md``.
 
     .venv/bin/python benchmarks/selection_replay.py --run-dir <kedro run dir> --test <test long csv>
+    .venv/bin/python benchmarks/selection_replay.py --run-dir data/benchmarks/carparts \
+        --test data/benchmarks/carparts/test.csv --ensembles all arima,intermittent,lstm
 """
 from __future__ import annotations
 
@@ -103,7 +105,24 @@ def settings_grid(base: dict) -> dict[str, dict]:
     return grid
 
 
-def replay(run_dir: Path, test_path: Path, settings: dict[str, dict] | None = None) -> pd.DataFrame:
+def fixed_ensembles(run: dict, ensembles: list[str]) -> dict[str, dict]:
+    """Selections that give every series the median of fixed members (``all``: every family but seasonal
+    naive), routed exactly as a chosen ensemble is: what a different ensemble rule would have delivered."""
+    families = [f for f in run["forecasts"] if f != "seasonal_naive"]
+    series = list(dict.fromkeys(run["panel"]["series_id"]))
+    out = {}
+    for spec in ensembles:
+        members = families if spec == "all" else spec.split(",")
+        unknown = sorted(set(members) - set(run["forecasts"]))
+        if unknown:
+            raise SystemExit(f"--ensembles {spec!r}: {unknown} not trained in this run; trained: {sorted(run['forecasts'])}")
+        out[f"median of {','.join(members)}"] = {"choice": {sid: nodes.ENSEMBLE for sid in series},
+                                                 "ensemble_members": members}
+    return out
+
+
+def replay(run_dir: Path, test_path: Path, settings: dict[str, dict] | None = None,
+           ensembles: list[str] | None = None) -> pd.DataFrame:
     run = load_run(run_dir)
     profile = run["profile"]
     levels, m = list(profile["levels"]), int(profile["season_length"])
@@ -123,6 +142,8 @@ def replay(run_dir: Path, test_path: Path, settings: dict[str, dict] | None = No
         result["mix"] = json.dumps(selection["choice_counts"])
         result["members"] = ",".join(selection["ensemble_members"])
         results[name] = result
+    for name, selection in fixed_ensembles(run, ensembles or []).items():
+        results[name] = score(route(run, selection, levels), test, run["panel"], m, levels)
     table = pd.DataFrame(results).T
     return table.sort_values("owa")
 
@@ -132,8 +153,10 @@ def main(argv=None) -> None:
     parser.add_argument("--run-dir", type=Path, required=True, help="working directory of a finished kedro run")
     parser.add_argument("--test", type=Path, required=True, help="long CSV series_id,timestamp,value of the test part")
     parser.add_argument("--out", type=Path, help="write the table as CSV here")
+    parser.add_argument("--ensembles", nargs="*", default=[], metavar="MEMBERS",
+                        help="also score fixed median ensembles, e.g. all arima,intermittent,lstm")
     args = parser.parse_args(argv)
-    table = replay(args.run_dir, args.test)
+    table = replay(args.run_dir, args.test, ensembles=args.ensembles)
     columns = ["owa", "smape", "mase", "coverage-80", "coverage-95", "msis-95", "mix", "members"]
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table[[c for c in columns if c in table]].to_string(float_format=lambda v: f"{v:.3f}"))
