@@ -76,7 +76,8 @@ def ours(family: str, train: pd.DataFrame, freq: str, horizon: int, hyperparamet
     if family == "ets":
         labels = dict(model.model_by_series_)
     else:
-        labels = {sid: "seasonal" if adjusted else "plain" for sid, adjusted in model.seasonally_adjusted_.items()}
+        labels = {sid: f"{model.model_by_series_[sid]}{'+seasonal' if adjusted else ''}"
+                  for sid, adjusted in model.seasonally_adjusted_.items()}
     labels.update({sid: f"fallback:{f}" for sid, f in model.served_by_.items() if f != family})
     return forecast, seconds, labels
 

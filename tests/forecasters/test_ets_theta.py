@@ -87,7 +87,9 @@ def test_automatic_ets_picks_a_multiplicative_seasonal_model_on_air_passengers(a
 def test_theta_adjusts_air_passengers_and_matches_statsmodels_theta_model(air_fits, air_passengers):
     from statsmodels.tsa.forecasting.theta import ThetaModel
 
-    model, forecast = air_fits["theta"]
+    assert air_fits["theta"][0].seasonally_adjusted_ == {"air": True}  # the default (auto) adjusts it too
+    model = _model("theta", "MS", method="standard").fit(_panel("air", air_passengers[:-24], "MS", "1949-01-01"))
+    forecast = model.predict(24, LEVELS)
     assert model.seasonally_adjusted_ == {"air": True}
     reference = ThetaModel(air_passengers[:-24], period=12, deseasonalize=True, method="multiplicative").fit()
     np.testing.assert_allclose(forecast["mean"].to_numpy(), np.asarray(reference.forecast(24)), rtol=1e-6)
@@ -158,7 +160,7 @@ def test_ets_simulated_intervals_are_seeded(air_fits):
 @pytest.mark.parametrize("family, hyperparameter, value", [
     ("ets", "information_criterion", "hqic"), ("ets", "simulation_paths", 10), ("ets", "random_state", -1),
     ("ets", "allow_multiplicative", "yes"), ("ets", "n_jobs", 0),
-    ("theta", "theta", 0.5), ("theta", "deseasonalize", "no"), ("theta", "n_jobs", 1.5),
+    ("theta", "theta", 0.5), ("theta", "deseasonalize", "no"), ("theta", "n_jobs", 1.5), ("theta", "method", "AUTO"),
 ])
 def test_bad_hyperparameters_are_named(family, hyperparameter, value):
     with pytest.raises(ForecasterError, match=hyperparameter):
@@ -173,3 +175,48 @@ def test_ets_gives_no_seasonal_states_to_a_weekly_season(shared_data):
     ili = pd.read_csv(shared_data / "ilinet_weekly" / "ILINet.csv")["% WEIGHTED ILI"].dropna().to_numpy(float)
     assert not any(spec.seasonal for spec in candidate_specs(ili, 52))
     assert any(spec.seasonal for spec in candidate_specs(ili[:120], 12))
+
+
+def _paper_recursion(y: np.ndarray, level0: float, alpha: float, theta: float, dynamic: bool) -> np.ndarray:
+    """One-step forecasts of a Theta model written step by step from Fiorucci et al. (2016), eqs. (4)-(8), with
+    the trend line refitted by ``np.polyfit`` (dynamic) or fitted once on the whole sample (static)."""
+    n, level, mu = y.size, level0, []
+    whole = np.polyfit(np.arange(1, n + 1), y, 1)
+    for t in range(1, n + 1):
+        if dynamic:
+            b, a = (0.0, 0.0) if t == 1 else (0.0, y[0]) if t == 2 else np.polyfit(np.arange(1, t), y[: t - 1], 1)
+        else:
+            b, a = whole
+        mu.append(level + (1 - 1 / theta) * ((1 - alpha) ** (t - 1) * a + (1 - (1 - alpha) ** t) / alpha * b))
+        level = alpha * y[t - 1] + (1 - alpha) * level
+    return np.array(mu)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_theta_model_recursions_match_the_paper_written_step_by_step(m3_yearly, dynamic):
+    from ts_kedro.forecasters.theta import _one_step, running_trend
+
+    train, _ = m3_yearly
+    y = train[train[SERIES_ID] == train[SERIES_ID].iloc[0]][VALUE].to_numpy(float)
+    mu, levels = _one_step(y, y[0] * 0.9, 0.35, 1.0 - 1.0 / 2.7, dynamic, running_trend(y))
+    np.testing.assert_allclose(mu, _paper_recursion(y, y[0] * 0.9, 0.35, 2.7, dynamic), rtol=1e-9)
+
+
+def test_auto_theta_keeps_the_model_with_the_lowest_one_step_mse(m3_yearly):
+    """``auto`` fits STM, OTM, DSTM and DOTM and keeps, per series, the lowest AICc of the one-step errors
+    (one more parameter where theta is estimated); theta >= 1 and alpha in [0.1, 0.99]."""
+    train, _ = m3_yearly
+    train = train[train[SERIES_ID].isin(train[SERIES_ID].unique()[:8])]
+    auto = _model("theta", "YS").fit(train)
+    singles = {method: _model("theta", "YS", method=method).fit(train) for method in ("STM", "OTM", "DSTM", "DOTM")}
+    for series_id, state in auto.fitted_.items():
+        mses = {method: model.fitted_[series_id].mse for method, model in singles.items()}
+        n = state.n_obs
+        k = {method: 2 + (method in ("OTM", "DOTM")) for method in mses}
+        aic = {method: n * np.log(mse) + 2 * k[method] + 2 * k[method] * (k[method] + 1) / (n - k[method] - 1)
+               for method, mse in mses.items()}
+        assert state.method == min(aic, key=aic.get) and state.mse == pytest.approx(mses[state.method])
+        assert state.theta >= 1.0 and 0.1 <= state.alpha <= 0.99
+        # the estimated theta can only lower the in-sample error of its fixed-theta model
+        assert mses["OTM"] <= mses["STM"] * (1 + 1e-6) and mses["DOTM"] <= mses["DSTM"] * (1 + 1e-6)
+    assert auto.model_by_series_ == {sid: state.method for sid, state in auto.fitted_.items()}

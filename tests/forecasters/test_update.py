@@ -147,11 +147,43 @@ def test_seasonal_naive_update_repeats_the_newest_season(fitted_on_head, small_p
     np.testing.assert_allclose(got["hi-80"] - got["lo-80"], original["hi-80"] - original["lo-80"])
 
 
-def test_theta_update_equals_ses_with_the_fitted_alpha_on_the_longer_series(fitted_on_head, small_panel,
-                                                                           head_and_tail):
+@pytest.mark.parametrize("method", ["auto", "OTM", "DOTM"])
+def test_theta_update_equals_the_fitted_recursions_on_the_longer_series(method, small_panel, head_and_tail):
+    """The level continues as SES with the fitted alpha from the fitted level (statsmodels computes it here);
+    a dynamic model's trend line is the least-squares line of the whole longer (adjusted) series; a static
+    model's line, alpha, theta and sigma2 stay."""
     from statsmodels.tsa.holtwinters import SimpleExpSmoothing
 
-    model = copy.deepcopy(fitted_on_head["theta"]).update(head_and_tail[1])
+    from ts_kedro.forecasters.theta import running_trend
+
+    spec = {"class": "theta", "hyperparameters": {"method": method, "n_jobs": 1}}
+    fitted = build_forecaster(spec, freq=FREQ, season_length=SEASON).fit(head_and_tail[0])
+    model = copy.deepcopy(fitted).update(head_and_tail[1])
+    for series_id, state in model.fitted_.items():
+        before = fitted.fitted_[series_id]
+        values = _values(small_panel, series_id)
+        m = state.indices.size
+        adjusted = values / state.indices[np.arange(values.size) % m] if m else values
+        tail = adjusted[before.n_obs:]
+        ses = SimpleExpSmoothing(tail, initialization_method="known", initial_level=before.level).fit(
+            smoothing_level=state.alpha, optimized=False)
+        assert state.n_obs == values.size and tail.size == NEW
+        np.testing.assert_allclose(state.level, float(ses.forecast(1)[0]), rtol=1e-10)
+        assert (state.alpha, state.theta, state.sigma2, state.method) == \
+            (before.alpha, before.theta, before.sigma2, before.method)
+        if state.dynamic:
+            mean, intercept, slope = (v[-1] for v in running_trend(adjusted))
+            np.testing.assert_allclose([state.mean_y, state.intercept, state.slope], [mean, intercept, slope], rtol=1e-8)
+        else:
+            assert (state.intercept, state.slope) == (before.intercept, before.slope)
+
+
+def test_standard_theta_update_equals_ses_with_the_fitted_alpha_on_the_longer_series(small_panel, head_and_tail):
+    from statsmodels.tsa.holtwinters import SimpleExpSmoothing
+
+    spec = {"class": "theta", "hyperparameters": {"method": "standard", "n_jobs": 1}}
+    fitted = build_forecaster(spec, freq=FREQ, season_length=SEASON).fit(head_and_tail[0])
+    model = copy.deepcopy(fitted).update(head_and_tail[1])
     for series_id, state in model.fitted_.items():
         values = _values(small_panel, series_id)
         m = state.indices.size
@@ -160,7 +192,7 @@ def test_theta_update_equals_ses_with_the_fitted_alpha_on_the_longer_series(fitt
             smoothing_level=state.alpha, optimized=False)
         assert state.n_obs == values.size
         np.testing.assert_allclose(state.level, float(ses.forecast(1)[0]), rtol=1e-10)
-        assert state.b0 == fitted_on_head["theta"].fitted_[series_id].b0
+        assert state.b0 == fitted.fitted_[series_id].b0
 
 
 def test_ets_update_equals_the_fitted_parameters_filtered_over_the_longer_series(fitted_on_head, small_panel,
