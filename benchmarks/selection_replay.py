@@ -94,6 +94,10 @@ def score(forecasts: pd.DataFrame, test: pd.DataFrame, panel: pd.DataFrame, m: i
 def settings_grid(base: dict) -> dict[str, dict]:
     """Named model_selection settings to compare: the shipped one and its main alternatives."""
     grid = {"shipped": base}
+    for preference in ("ties", "always", "none"):  # who wins a tie between the ensemble and a single family
+        setting = copy.deepcopy(base)
+        setting["ensemble"] = {**setting["ensemble"], "preference": preference}
+        grid[f"shipped, ensemble.preference={preference}"] = setting
     for metric, per_series, margin, top_k in itertools.product(
             ("owa", "smape", "mase"), (True, False), (0.0, 0.1, 0.25), (None, 2, 3)):
         if not per_series and margin:

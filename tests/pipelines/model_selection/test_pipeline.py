@@ -260,3 +260,39 @@ def test_a_family_that_loses_to_seasonal_naive_on_the_backtest_joins_no_ensemble
     # fewer than two would remain: the configured members stay
     alone = nodes.build_candidate_backtests({"enabled": True, "exclude": ["seasonal_naive", "fair"]}, params, **backtests)
     assert alone.loc[alone["model"] == "ensemble", "members"].iloc[0] == "good,bad"
+
+
+def _scores_of(errors: dict[str, float]) -> pd.DataFrame:
+    """Per-candidate backtest scores of two series (synthetic, edge case): each candidate's MAE."""
+    rows = [{"model": name, "series_id": sid, "mae": error, "genuine": True,
+             "members": "seasonal_naive,good" if name == "ensemble" else None}
+            for name, error in errors.items() for sid in ("a", "b")]
+    return pd.DataFrame(rows)
+
+
+STATS = {name: {"predict_seconds_per_series": 0.01, "n_parameters": 2, "peak_rss_mb": 100.0}
+         for name in ("seasonal_naive", "good")}
+
+
+@pytest.mark.parametrize("preference, ensemble_error, expected", [
+    ("ties", 0.505, "ensemble"),   # 1% behind the best single family: a tie, it goes to the ensemble
+    ("ties", 0.6, "good"),         # 20% behind: the single family is clearly better and stays
+    ("none", 0.505, "good"),       # ties go to the lowest cost: the single family
+    ("always", 0.6, "ensemble"),
+])
+def test_ensemble_preference_decides_ties_between_the_ensemble_and_a_single_family(preference, ensemble_error,
+                                                                                   expected):
+    scores = _scores_of({"seasonal_naive": 1.0, "good": 0.5, "ensemble": ensemble_error})
+    settings = {**SELECTION, "primary_metric": "mae", "tie_tolerance": 0.02, "per_series": False,
+                "ensemble": {"enabled": True, "preference": preference}}
+    selection, _ = nodes.select_models(scores, settings, **STATS)
+    assert selection["overall_model"] == expected, selection["overall_reason"]
+    if preference == "ties" and expected == "ensemble":
+        assert "tie goes to the ensemble" in selection["overall_reason"]
+
+
+def test_unknown_ensemble_preference_is_named():
+    scores = _scores_of({"seasonal_naive": 1.0, "good": 0.5, "ensemble": 0.55})
+    with pytest.raises(nodes.SelectionError, match="ensemble.preference"):
+        nodes.select_models(scores, {**SELECTION, "primary_metric": "mae", "ensemble": {"preference": "sometimes"}},
+                            **STATS)
