@@ -8,6 +8,8 @@ test part with the M4 measures. Nothing is refitted, so a grid of selection rule
 becomes ``conf/base/parameters_model_selection.yml`` and the numbers go to ``docs/benchmarks.md``.
 
     .venv/bin/python benchmarks/selection_replay.py --run-dir <kedro run dir> --test <test long csv>
+    .venv/bin/python benchmarks/selection_replay.py --run-dir data/benchmarks/m3_yearly \
+        --test data/benchmarks/m3_yearly/test.csv --grid preference     # ensemble.preference ties/always/none
     .venv/bin/python benchmarks/selection_replay.py --run-dir data/benchmarks/carparts \
         --test data/benchmarks/carparts/test.csv --ensembles all arima,intermittent,lstm
 """
@@ -91,6 +93,11 @@ def score(forecasts: pd.DataFrame, test: pd.DataFrame, panel: pd.DataFrame, m: i
     return result
 
 
+def _shipped() -> dict:
+    """The shipped ``model_selection`` parameters (conf/base)."""
+    return yaml.safe_load((ROOT / "conf" / "base" / "parameters_model_selection.yml").read_text())["model_selection"]
+
+
 def settings_grid(base: dict) -> dict[str, dict]:
     """Named model_selection settings to compare: the shipped one and its main alternatives."""
     grid = {"shipped": base}
@@ -133,12 +140,11 @@ def replay(run_dir: Path, test_path: Path, settings: dict[str, dict] | None = No
     panel_params = {k: profile[k] for k in ("freq", "horizon", "levels", "season_length")}
     test = pd.read_csv(test_path, parse_dates=["timestamp"], dtype={"series_id": str})
     test["value"] = test["value"].astype(float)
-    shipped = yaml.safe_load((ROOT / "conf" / "base" / "parameters_model_selection.yml").read_text())["model_selection"]
     results = {}
     families = {f: score(run["forecasts"][f], test, run["panel"], m, levels) for f in run["forecasts"]}
     for name, result in families.items():
         results[f"family {name}"] = result
-    for name, setting in (settings or settings_grid(shipped)).items():
+    for name, setting in (settings or settings_grid(_shipped())).items():
         candidates = nodes.build_candidate_backtests(setting["ensemble"], panel_params, **run["backtests"])
         scores = nodes.score_candidates(candidates, run["panel"], panel_params)
         selection, _ = nodes.select_models(scores, setting, run["panel"], **run["stats"])
@@ -159,8 +165,13 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, help="write the table as CSV here")
     parser.add_argument("--ensembles", nargs="*", default=[], metavar="MEMBERS",
                         help="also score fixed median ensembles, e.g. all arima,intermittent,lstm")
+    parser.add_argument("--grid", choices=("full", "preference"), default="full",
+                        help="preference: only the shipped setting with each ensemble.preference (seconds)")
     args = parser.parse_args(argv)
-    table = replay(args.run_dir, args.test, ensembles=args.ensembles)
+    grid = settings_grid(_shipped())
+    if args.grid == "preference":
+        grid = {name: setting for name, setting in grid.items() if name.startswith("shipped")}
+    table = replay(args.run_dir, args.test, settings=grid, ensembles=args.ensembles)
     columns = ["owa", "smape", "mase", "coverage-80", "coverage-95", "msis-95", "mix", "members"]
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table[[c for c in columns if c in table]].to_string(float_format=lambda v: f"{v:.3f}"))
