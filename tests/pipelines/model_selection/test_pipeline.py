@@ -276,6 +276,8 @@ STATS = {name: {"predict_seconds_per_series": 0.01, "n_parameters": 2, "peak_rss
 
 @pytest.mark.parametrize("preference, ensemble_error, expected", [
     ("ties", 0.505, "ensemble"),   # 1% behind the best single family: a tie, it goes to the ensemble
+    ("ties", 0.495, "ensemble"),   # 1% ahead: the cost rule would take the cheaper tied family; the ensemble wins
+    ("none", 0.495, "good"),
     ("ties", 0.6, "good"),         # 20% behind: the single family is clearly better and stays
     ("none", 0.505, "good"),       # ties go to the lowest cost: the single family
     ("always", 0.6, "ensemble"),
@@ -288,7 +290,8 @@ def test_ensemble_preference_decides_ties_between_the_ensemble_and_a_single_fami
     selection, _ = nodes.select_models(scores, settings, **STATS)
     assert selection["overall_model"] == expected, selection["overall_reason"]
     if preference == "ties" and expected == "ensemble":
-        assert "tie goes to the ensemble" in selection["overall_reason"]
+        assert "goes to the ensemble" in selection["overall_reason"]
+        assert ("lowest mae" in selection["overall_reason"]) == (ensemble_error < 0.5)
 
 
 def test_unknown_ensemble_preference_is_named():

@@ -189,6 +189,9 @@ def _prefer_ensemble(overall: str, reason: str, scores: pd.Series, tolerance: fl
     if preference == "always":
         return ENSEMBLE, f"ensemble.preference always ({metric} {scores[ENSEMBLE]:.4g}; best single {best:.4g})"
     if scores[ENSEMBLE] <= best + abs(best) * tolerance:
+        if scores.idxmin() == ENSEMBLE:  # the cost rule had taken a cheaper tied family
+            return ENSEMBLE, (f"lowest {metric} {best:.4g}; the tie with {overall} ({scores[overall]:.4g}, within "
+                              f"{tolerance:.0%}) goes to the ensemble, not to the cheaper family (ensemble.preference ties)")
         return ENSEMBLE, (f"{metric} {scores[ENSEMBLE]:.4g} within {tolerance:.0%} of the best ({scores.idxmin()} "
                           f"{best:.4g}): a tie goes to the ensemble (ensemble.preference ties)")
     return overall, reason
