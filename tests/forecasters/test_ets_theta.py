@@ -210,13 +210,33 @@ def test_auto_theta_keeps_the_model_with_the_lowest_one_step_mse(m3_yearly):
     auto = _model("theta", "YS").fit(train)
     singles = {method: _model("theta", "YS", method=method).fit(train) for method in ("STM", "OTM", "DSTM", "DOTM")}
     for series_id, state in auto.fitted_.items():
-        mses = {method: model.fitted_[series_id].mse for method, model in singles.items()}
+        mses = {method: model.fitted_[series_id].sigma2 for method, model in singles.items()}
         n = state.n_obs
         k = {method: 2 + (method in ("OTM", "DOTM")) for method in mses}
         aic = {method: n * np.log(mse) + 2 * k[method] + 2 * k[method] * (k[method] + 1) / (n - k[method] - 1)
                for method, mse in mses.items()}
-        assert state.method == min(aic, key=aic.get) and state.mse == pytest.approx(mses[state.method])
+        assert state.method == min(aic, key=aic.get) and state.sigma2 == pytest.approx(mses[state.method])
         assert state.theta >= 1.0 and 0.1 <= state.alpha <= 0.99
         # the estimated theta can only lower the in-sample error of its fixed-theta model
         assert mses["OTM"] <= mses["STM"] * (1 + 1e-6) and mses["DOTM"] <= mses["DSTM"] * (1 + 1e-6)
     assert auto.model_by_series_ == {sid: state.method for sid, state in auto.fitted_.items()}
+
+
+def test_a_theta_model_pickled_before_the_optimised_models_still_forecasts_and_updates(air_passengers):
+    """A registered champion's theta state from before ``method`` existed has only the standard method's
+    fields: unpickled, it must forecast and update as the standard method, not fail."""
+    import copy
+    import pickle
+
+    train = _panel("air", air_passengers[:-24], "MS", "1949-01-01")
+    model = _model("theta", "MS", method="standard").fit(train)
+    expected = model.predict(12, LEVELS)
+    old = copy.deepcopy(model)
+    for state in old.fitted_.values():  # what an instance of the earlier class carried
+        for field in ("method", "theta", "intercept", "slope", "mean_y"):
+            del state.__dict__[field]
+    del old.__dict__["method"]
+    restored = pickle.loads(pickle.dumps(old))
+    pd.testing.assert_frame_equal(restored.predict(12, LEVELS), expected)
+    tail = _panel("air", air_passengers[-24:-12], "MS", str(train["timestamp"].max() + pd.offsets.MonthBegin()))
+    pd.testing.assert_frame_equal(restored.update(tail).predict(12, LEVELS), model.update(tail).predict(12, LEVELS))

@@ -24,9 +24,9 @@ forecast, ``l_t = alpha y_t + (1-alpha) l_{t-1}`` the SES level. The static mode
 DOTM, ``theta >= 1``, by Nelder-Mead on the one-step MSE (on the series scaled by its mean absolute value, so
 one tolerance fits every scale). The level recursion is a linear filter (``scipy.signal.lfilter``) and the
 running trend of the dynamic models depends on the data only, so one evaluation of the loss is a few
-vector operations: all four models cost milliseconds per series. The h-step forecast iterates the
-recursions with each step's forecast in place of the observation (the dynamic trend keeps updating), as
-forecTheta does. Intervals: Gaussian with the SES state-space variance ``sigma2 (1 + (h-1) alpha^2)``,
+vector operations: all four models cost 0.02-0.03 CPU s per series on M3 (docs/benchmarks.md). The h-step
+forecast iterates the recursions with each step's forecast in place of the observation (the dynamic trend
+keeps updating), as forecTheta does. Intervals: Gaussian with the SES state-space variance ``sigma2 (1 + (h-1) alpha^2)``,
 ``sigma2`` the one-step MSE (backtest calibration, ``backtest.calibrate_intervals``, corrects what this
 ignores of the trend's uncertainty).
 
@@ -74,6 +74,8 @@ from ts_kedro.forecasters.base import Forecaster, ForecasterError
 logger = logging.getLogger(__name__)
 
 MODELS = ("STM", "OTM", "DSTM", "DOTM")
+DYNAMIC = ("DSTM", "DOTM")  # the trend line is re-estimated at every step
+ESTIMATED_THETA = ("OTM", "DOTM")  # theta is a parameter (STM / DSTM: fixed, the ``theta`` hyperparameter)
 METHODS = ("auto", "standard", *MODELS)
 ALPHA_BOUNDS = (0.1, 0.99)  # statsforecast's and forecTheta's bounds on the SES smoothing parameter
 W_MAX = 1.0 - 1e-6  # w = 1 - 1/theta < 1 (theta finite)
@@ -81,19 +83,21 @@ W_MAX = 1.0 - 1e-6  # w = 1 - 1/theta < 1 (theta finite)
 
 @dataclass
 class _FittedSeries:
-    method: str  # "standard" or one of MODELS
+    """One series' fitted state. Every field added after the standard method's has a default, so a model
+    pickled before the optimised / dynamic models existed (a registered champion) unpickles as ``standard``."""
+
     alpha: float  # SES smoothing parameter
     level: float  # standard: SES one-step forecast; models: the last level l_n
-    sigma2: float  # innovation variance
+    sigma2: float  # innovation variance (models: the in-sample one-step MSE, which ``auto`` compares by AICc)
     n_obs: int
     indices: np.ndarray  # multiplicative seasonal indices by position t mod m; empty: not adjusted
-    theta: float = 2.0
     b0: float = 0.0  # standard: OLS slope of the adjusted series
+    fit_seconds: float = 0.0
+    method: str = "standard"  # "standard" or one of MODELS
+    theta: float = 2.0  # models: fixed (STM, DSTM) or estimated (OTM, DOTM); standard: the forecaster's
     intercept: float = 0.0  # models: A_n (static: whole sample's; dynamic: the running one at n)
     slope: float = 0.0  # models: B_n
     mean_y: float = 0.0  # models: mean of the adjusted observations so far (the dynamic trend's running mean)
-    mse: float = np.nan  # models: in-sample one-step MSE (``auto`` compares its AICc)
-    fit_seconds: float = 0.0
 
     @property
     def seasonal(self) -> bool:
@@ -101,7 +105,12 @@ class _FittedSeries:
 
     @property
     def dynamic(self) -> bool:
-        return self.method in ("DSTM", "DOTM")
+        return self.method in DYNAMIC
+
+    def moving_state(self) -> dict:
+        """The recursions' state at n, for ``_step`` to move on (update, forecast)."""
+        return {"level": self.level, "intercept": self.intercept, "slope": self.slope, "mean_y": self.mean_y,
+                "n": self.n_obs}
 
 
 def _sigma2(adjusted: np.ndarray) -> float:
@@ -156,7 +165,7 @@ def _fit_model(y: np.ndarray, model: str, theta: float, trend) -> dict:
     """Least-squares one-step fit of one Theta model (``theta`` is fixed for STM / DSTM)."""
     from scipy.optimize import minimize
 
-    dynamic, optimise_theta = model in ("DSTM", "DOTM"), model in ("OTM", "DOTM")
+    dynamic, optimise_theta = model in DYNAMIC, model in ESTIMATED_THETA
     w_fixed = 1.0 - 1.0 / theta
 
     def unpack(x):
@@ -180,7 +189,7 @@ def _fit_model(y: np.ndarray, model: str, theta: float, trend) -> dict:
 def _criterion(fit: dict, n: int) -> float:
     """AICc of a Gaussian one-step fit, ``n log(mse) + 2k + 2k(k+1)/(n-k-1)`` (k: l_0, alpha, and theta where
     estimated); infinite where the series is too short for it (n <= k + 1)."""
-    k = 2 + int(fit["model"] in ("OTM", "DOTM"))
+    k = 2 + int(fit["model"] in ESTIMATED_THETA)
     if not np.isfinite(fit["mse"]) or n <= k + 1:
         return np.inf
     return n * np.log(max(fit["mse"], 1e-300)) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
@@ -200,7 +209,7 @@ def _fit_models(adjusted: np.ndarray, method: str, theta: float) -> dict:
     intercept, slope = intercepts[-1], slopes[-1]
     return {"method": best["model"], "alpha": best["alpha"], "theta": 1.0 / (1.0 - best["w"]),
             "level": best["level"] * scale, "intercept": float(intercept) * scale, "slope": float(slope) * scale,
-            "mean_y": float(mean[-1]) * scale, "mse": best["mse"] * scale**2}
+            "mean_y": float(mean[-1]) * scale, "sigma2": best["mse"] * scale**2}
 
 
 def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _FittedSeries:
@@ -215,11 +224,10 @@ def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _Fitt
         if np.ptp(adjusted) == 0:  # constant: the forecast is the constant (a flat static model)
             fit = {"method": method if method != "auto" else "STM", "alpha": 0.5, "theta": settings["theta"],
                    "level": float(adjusted[-1]), "intercept": float(adjusted[-1]), "slope": 0.0,
-                   "mean_y": float(adjusted[-1]), "mse": 0.0}
+                   "mean_y": float(adjusted[-1]), "sigma2": 0.0}
         else:
             fit = _fit_models(adjusted, method, settings["theta"])
-        return _FittedSeries(n_obs=values.size, indices=indices, sigma2=fit["mse"],
-                             fit_seconds=time.process_time() - started, **fit)
+        return _FittedSeries(n_obs=values.size, indices=indices, fit_seconds=time.process_time() - started, **fit)
     from statsmodels.tsa.forecasting.theta import ThetaModel
 
     if np.ptp(adjusted) == 0:  # constant: SES and OLS are degenerate, the forecast is the constant
@@ -266,8 +274,7 @@ def _update_one_series(state: _FittedSeries, values: np.ndarray) -> _FittedSerie
         for value in adjusted:
             level = state.alpha * value + (1.0 - state.alpha) * level
         return replace(state, level=float(level), n_obs=state.n_obs + values.size)
-    moving = {"level": state.level, "intercept": state.intercept, "slope": state.slope, "mean_y": state.mean_y,
-              "n": state.n_obs}
+    moving = state.moving_state()
     for value in adjusted:
         _step(moving, state.alpha, 1.0 - 1.0 / state.theta, state.dynamic, float(value))
     return replace(state, level=moving["level"], intercept=moving["intercept"], slope=moving["slope"],
@@ -286,8 +293,7 @@ def theta_forecast(state: _FittedSeries, horizon: int, theta: float) -> tuple[np
         mean = state.level + (theta - 1.0) / theta * state.b0 * drift
         scale = np.sqrt(state.sigma2 * (1.0 + steps * (1.0 + (state.alpha - 1.0) ** 2)))
     else:
-        moving = {"level": state.level, "intercept": state.intercept, "slope": state.slope,
-                  "mean_y": state.mean_y, "n": state.n_obs}
+        moving = state.moving_state()
         w = 1.0 - 1.0 / state.theta
         mean = np.array([_step(moving, state.alpha, w, state.dynamic, None) for _ in range(horizon)])
         scale = np.sqrt(state.sigma2 * (1.0 + steps * state.alpha**2))
@@ -333,7 +339,7 @@ class ThetaForecaster(Forecaster):
         # standard: b0, alpha, sigma2 (the initial level is the first value); models: l_0, alpha, sigma2 and
         # theta where estimated; the trend line (A, B) is computed, not searched. Plus m - 1 free indices.
         def count(state: _FittedSeries) -> int:
-            return 3 + int(state.method in ("OTM", "DOTM")) + max(state.indices.size - 1, 0)
+            return 3 + int(state.method in ESTIMATED_THETA) + max(state.indices.size - 1, 0)
         return sum(count(state) for state in getattr(self, "fitted_", {}).values())
 
     def _fit(self, panel: pd.DataFrame) -> None:
