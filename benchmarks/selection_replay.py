@@ -12,6 +12,8 @@ becomes ``conf/base/parameters_model_selection.yml`` and the numbers go to ``doc
         --test data/benchmarks/m3_yearly/test.csv --grid preference     # ensemble.preference ties/always/none
     .venv/bin/python benchmarks/selection_replay.py --run-dir data/benchmarks/carparts \
         --test data/benchmarks/carparts/test.csv --ensembles all arima,intermittent,lstm
+    .venv/bin/python benchmarks/selection_replay.py --run-dir data/benchmarks/m4_hourly \
+        --test data/benchmarks/m4_hourly/test.csv --grid preference --without lightgbm   # as without the family
 """
 from __future__ import annotations
 
@@ -32,12 +34,19 @@ from ts_kedro.pipelines.model_selection import nodes
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_run(run_dir: Path) -> dict:
-    """The run's primary panel, frequency profile, every family's backtests, future forecasts and stats."""
+def load_run(run_dir: Path, without: tuple[str, ...] = ()) -> dict:
+    """The run's primary panel, frequency profile, every family's backtests, future forecasts and stats.
+
+    ``without``: families left out, as if ``training.families`` had not listed them (model_selection then
+    sees exactly what a run without them would have given it: the families are fitted independently)."""
     data = run_dir / "data"
     profile = json.loads((data / "08_reporting" / "frequency_profile.json").read_text())
     families = sorted(p.name for p in (data / "07_model_output").iterdir()
                       if (p / "backtest_forecasts.parquet").exists())
+    unknown = sorted(set(without) - set(families))
+    if unknown:
+        raise SystemExit(f"--without {','.join(without)}: {unknown} not trained in this run; trained: {families}")
+    families = [f for f in families if f not in without]
     return {
         "panel": pd.read_parquet(data / "03_primary" / "primary_panel.parquet"),
         "profile": profile,
@@ -133,8 +142,8 @@ def fixed_ensembles(run: dict, ensembles: list[str]) -> dict[str, dict]:
 
 
 def replay(run_dir: Path, test_path: Path, settings: dict[str, dict] | None = None,
-           ensembles: list[str] | None = None) -> pd.DataFrame:
-    run = load_run(run_dir)
+           ensembles: list[str] | None = None, without: tuple[str, ...] = ()) -> pd.DataFrame:
+    run = load_run(run_dir, without)
     profile = run["profile"]
     levels, m = list(profile["levels"]), int(profile["season_length"])
     panel_params = {k: profile[k] for k in ("freq", "horizon", "levels", "season_length")}
@@ -167,11 +176,14 @@ def main(argv=None) -> None:
                         help="also score fixed median ensembles, e.g. all arima,intermittent,lstm")
     parser.add_argument("--grid", choices=("full", "preference"), default="full",
                         help="preference: only the shipped setting with each ensemble.preference (seconds)")
+    parser.add_argument("--without", default="", metavar="FAMILIES",
+                        help="replay as if these families (comma-separated) had not been trained, e.g. lightgbm")
     args = parser.parse_args(argv)
+    without = tuple(f for f in args.without.split(",") if f)
     grid = settings_grid(_shipped())
     if args.grid == "preference":
         grid = {name: setting for name, setting in grid.items() if name.startswith("shipped")}
-    table = replay(args.run_dir, args.test, settings=grid, ensembles=args.ensembles)
+    table = replay(args.run_dir, args.test, settings=grid, ensembles=args.ensembles, without=without)
     columns = ["owa", "smape", "mase", "coverage-80", "coverage-95", "msis-95", "mix", "members"]
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table[[c for c in columns if c in table]].to_string(float_format=lambda v: f"{v:.3f}"))
