@@ -126,3 +126,77 @@ def test_migration_imports_the_newest_parquet_version_once(tmp_path, panel):
     assert migrate_versioned_parquet(root, store) is None
     assert store.batches()["source"].tolist() == ["migration:history_panel.parquet/2026-11-02T00.00.00.000Z"]
     assert len(store.load()) == len(panel)
+
+
+def test_the_first_load_or_save_migrates_the_newest_parquet_version_and_leaves_the_folder(tmp_path, panel, caplog):
+    root = tmp_path / "history_panel.parquet"
+    for version, rows in (("2026-11-01T00.00.00.000Z", panel.iloc[:50]), ("2026-11-02T00.00.00.000Z", panel.iloc[:200])):
+        (root / version).mkdir(parents=True)
+        rows.to_parquet(root / version / "history_panel.parquet")
+    before = sorted((p.relative_to(root), p.stat().st_size) for p in root.rglob("*"))
+    reader = DuckDBHistoryDataset(str(tmp_path / "history.duckdb"), migrate_from=str(root), missing_ok=True)
+    assert reader.exists()
+    with caplog.at_level("WARNING", logger="ts_kedro.datasets.history_store"):
+        loaded = reader.load()  # the read side of ingestion migrates first
+    assert "migrating the newest, 2026-11-02T00.00.00.000Z" in caplog.text
+    pd.testing.assert_frame_equal(loaded, panel.iloc[:200].sort_values(["series_id", "timestamp"])
+                                  .reset_index(drop=True), check_dtype=False)
+    writer = DuckDBHistoryDataset(str(tmp_path / "history.duckdb"), migrate_from=str(root))
+    writer.save(panel)  # no second migration: the file exists; only the 100 new rows become batch 2
+    assert writer.batches()["n_rows"].tolist() == [200, len(panel) - 200]
+    assert sorted((p.relative_to(root), p.stat().st_size) for p in root.rglob("*")) == before  # never touched
+
+    # a save on a fresh path migrates too, before appending
+    fresh = DuckDBHistoryDataset(str(tmp_path / "other.duckdb"), migrate_from=str(root))
+    fresh.save(panel)
+    assert fresh.batches()["source"].tolist()[0].startswith("migration:history_panel.parquet/2026-11-02")
+    assert fresh.batches()["n_rows"].tolist() == [200, len(panel) - 200]
+
+
+def test_missing_ok_loads_an_empty_history_when_there_is_nothing(tmp_path):
+    store = DuckDBHistoryDataset(str(tmp_path / "history.duckdb"), migrate_from=str(tmp_path / "none.parquet"),
+                                 missing_ok=True)
+    assert not store.exists() and store.load().empty and not (tmp_path / "history.duckdb").exists()
+
+
+def test_file_records_go_with_their_batch_once_and_a_redelivery_is_recorded_without_rows(tmp_path, panel):
+    store = DuckDBHistoryDataset(str(tmp_path / "history.duckdb"))
+    first = panel.iloc[:100].copy()
+    first.attrs["files"] = [{"file": "a.csv", "sha256": "a" * 64}]
+    store.save(first)
+    again = panel.iloc[:100].copy()
+    again.attrs["files"] = [{"file": "a.csv", "sha256": "a" * 64}, {"file": "a_resent.csv", "sha256": "b" * 64}]
+    store.save(again)  # retried cycle plus a re-delivered copy of the same rows: no new batch, one new file record
+    records = store.recorded_files()
+    assert len(store.batches()) == 1
+    assert records[["file", "sha256", "batch_id"]].values.tolist() == [["a.csv", "a" * 64, 1],
+                                                                       ["a_resent.csv", "b" * 64, 1]]
+    with pytest.raises(DatasetError, match="sha256 hex digest"):
+        store.append(panel, files=[{"file": "x.csv", "sha256": "not-a-digest"}])
+    assert len(store.batches()) == 1  # refused before anything was written
+
+
+def test_compact_rewrites_the_file_atomically_and_keeps_every_row(tmp_path, panel, monkeypatch):
+    import ts_kedro.datasets.history_store as module
+
+    path = tmp_path / "history.duckdb"
+    store = DuckDBHistoryDataset(str(path))
+    for history in _cycles(panel, 60, 20):
+        store.save(history)
+
+    def broken_digest(rows):  # a failed append after its rows were inserted: rolled back, its blocks stay
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(module, "rows_sha256", broken_digest)
+    with pytest.raises(DatasetError, match="disk gone"):
+        store.save(pd.concat([panel, panel.assign(timestamp=panel["timestamp"] + pd.Timedelta(days=365))]))
+    monkeypatch.undo()
+    before_rows, before_batches = store.load(), store.batches()
+    sizes = store.compact()
+    assert sizes["bytes_after"] < sizes["bytes_before"]  # the rolled-back rows' blocks are gone
+    assert path.stat().st_size == sizes["bytes_after"]
+    assert not list(tmp_path.glob("*.compact.tmp*"))
+    pd.testing.assert_frame_equal(store.load(), before_rows)
+    pd.testing.assert_frame_equal(store.batches(), before_batches)
+    store.save(panel.assign(timestamp=panel["timestamp"] + pd.Timedelta(days=365)))  # still appendable
+    assert len(store.batches()) == len(before_batches) + 1

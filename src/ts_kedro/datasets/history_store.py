@@ -12,6 +12,11 @@ Tables (created on the first save):
   ``n_series``, ``first_timestamp``, ``last_timestamp``.
 - ``observations``: ``batch_id`` plus the columns of the first saved frame (``series_id``, ``timestamp``,
   ``value`` and any other, e.g. covariates), one row per (series_id, timestamp), never updated.
+- ``batch_files``: ``sha256`` of a source file (the raw batch CSV, byte for byte), its ``file`` name, the
+  ``batch_id`` after which all of its rows are stored, ``recorded_at``. Filled from ``frame.attrs["files"]``
+  (``[{"file": ..., "sha256": ...}]``) in the same transaction as the rows; a file whose rows were all stored
+  already (a re-delivery, a retried cycle) is recorded against the newest batch. Retention deletes an archived
+  raw file only when its sha256 is here (``recorded_files``).
 
 ``save(frame)`` takes the full history (a drop-in for ``history_panel``: the ingestion node saves what it always
 saved) or only the new rows: the rows whose (series_id, timestamp) are not stored yet become one new batch, in
@@ -20,6 +25,15 @@ nothing, so a retried cycle stores its batch exactly once. A stored row with a d
 (``DatasetError``): the history is append-only; a revision is a data problem for ingestion's quarantine.
 ``load()`` returns the history (``as_of_batch``: as it was after that batch) sorted by series and time.
 
+Migration: with ``migrate_from`` (the old versioned Parquet folder ``history_panel.parquet``), the first load or
+save finds no DuckDB file but Parquet versions there, and imports the newest version first
+(``migrate_versioned_parquet``, logged); the Parquet folder is only read, never changed or deleted. With
+``missing_ok: true`` a load of a store that does not exist (and has nothing to migrate) returns an empty frame
+instead of failing: the read side of Day-N ingestion, where "no history yet" means "seed with Day 0".
+
+``compact()`` rewrites the store into a fresh file (temporary file + ``os.replace``), which gives back the space
+of rolled-back appends; a kill during it leaves the old file in place.
+
 Server database: DuckDB is the embedded default; the same tables work on a server database through
 kedro-datasets' ``ibis.TableDataset`` (documented in docs/operations.md, not wired here).
 """
@@ -27,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,6 +58,10 @@ CREATE TABLE IF NOT EXISTS batches (
     arrived_at TIMESTAMP NOT NULL, n_rows BIGINT NOT NULL, n_series BIGINT NOT NULL,
     first_timestamp TIMESTAMP, last_timestamp TIMESTAMP)
 """
+_FILES_DDL = """
+CREATE TABLE IF NOT EXISTS batch_files (
+    sha256 VARCHAR PRIMARY KEY, file VARCHAR, batch_id BIGINT, recorded_at TIMESTAMP NOT NULL)
+"""
 
 
 def rows_sha256(rows: pd.DataFrame) -> str:
@@ -57,11 +76,16 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     Args:
         filepath: the DuckDB database file (created with its folder on the first save).
         as_of_batch: ``load`` returns the history as it was after this batch (None: all batches).
+        migrate_from: versioned Parquet history folder imported (newest version) when the DuckDB file is missing.
+        missing_ok: ``load`` returns an empty frame when there is no store (and nothing to migrate) yet.
         metadata: free (kedro-viz layer and the like).
     """
 
-    def __init__(self, filepath: str, as_of_batch: int | None = None, metadata: dict[str, Any] | None = None):
+    def __init__(self, filepath: str, as_of_batch: int | None = None, migrate_from: str | None = None,
+                 missing_ok: bool = False, metadata: dict[str, Any] | None = None):
         self.filepath = Path(filepath)
+        self.migrate_from = Path(migrate_from) if migrate_from else None
+        self.missing_ok = bool(missing_ok)
         if as_of_batch is not None and (isinstance(as_of_batch, bool) or int(as_of_batch) < 1):
             raise DatasetError(f"{type(self).__name__}: as_of_batch must be null or a batch id >= 1, got "
                                f"{as_of_batch!r}")
@@ -70,6 +94,10 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     # -- Kedro interface ----------------------------------------------------------------------------------------
     def load(self) -> pd.DataFrame:
+        self._migrate_if_needed()
+        if not self.filepath.exists() and self.missing_ok:
+            logger.info("history store %s does not exist yet: an empty history is loaded", self.filepath)
+            return pd.DataFrame()
         if not self.filepath.exists():
             raise DatasetError(f"history store {self.filepath} does not exist yet: the first save creates it "
                                "(Day-N ingestion, or migrate_versioned_parquet for an existing Parquet history)")
@@ -82,17 +110,44 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         return frame
 
     def save(self, data: pd.DataFrame) -> None:
-        self.append(data, source=data.attrs.get("source") if isinstance(data, pd.DataFrame) else None)
+        self._migrate_if_needed()
+        attrs = data.attrs if isinstance(data, pd.DataFrame) else {}
+        self.append(data, source=attrs.get("source"), files=attrs.get("files"))
 
     def _exists(self) -> bool:
-        return self.filepath.exists()
+        return self.filepath.exists() or bool(self._parquet_versions())
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self.filepath), "as_of_batch": self.as_of_batch}
+        return {"filepath": str(self.filepath), "as_of_batch": self.as_of_batch,
+                "migrate_from": None if self.migrate_from is None else str(self.migrate_from),
+                "missing_ok": self.missing_ok}
+
+    def _parquet_versions(self) -> list[Path]:
+        root = self.migrate_from
+        return sorted(p for p in root.iterdir() if p.is_dir()) if root is not None and root.is_dir() else []
+
+    def _migrate_if_needed(self) -> None:
+        """Import the old versioned Parquet history once, when there is no DuckDB file yet (see module docstring)."""
+        if self.filepath.exists() or not self._parquet_versions():
+            return
+        versions = self._parquet_versions()
+        logger.warning("history store %s does not exist but %d versioned Parquet history version(s) do under %s: "
+                       "migrating the newest, %s (the Parquet folder is left as it is)", self.filepath,
+                       len(versions), self.migrate_from, versions[-1].name)
+        writer = DuckDBHistoryDataset(str(self.filepath))
+        batch_id = migrate_versioned_parquet(self.migrate_from, writer)
+        logger.warning("history store %s: migration done (batch %s, %d rows)", self.filepath, batch_id,
+                       int(writer.batches()["n_rows"].sum()))
 
     # -- the store ------------------------------------------------------------------------------------------------
-    def append(self, frame: pd.DataFrame, source: str | None = None, arrived_at: datetime | None = None) -> int | None:
-        """Append the rows of ``frame`` not stored yet as one batch; return its id (None: nothing new)."""
+    def append(self, frame: pd.DataFrame, source: str | None = None, arrived_at: datetime | None = None,
+               files: list[dict[str, str]] | None = None) -> int | None:
+        """Append the rows of ``frame`` not stored yet as one batch; return its id (None: nothing new).
+
+        ``files`` (``[{"file": name, "sha256": hex}]``): the source files whose rows are all in ``frame``; each one
+        not recorded yet is recorded in ``batch_files`` against this batch (or the newest, when nothing is new).
+        """
+        files = _checked_files(files, self.filepath)
         if not isinstance(frame, pd.DataFrame):
             raise DatasetError(f"history store {self.filepath}: save expects a DataFrame, got {type(frame).__name__}")
         missing = [c for c in KEY if c not in frame.columns]
@@ -107,6 +162,7 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         with self._connect(read_only=False) as connection:
             connection.register("incoming", frame)
             _run(connection, _BATCHES_DDL)
+            _run(connection, _FILES_DDL)
             if not _has_table(connection, "observations"):
                 _run(connection, "CREATE TABLE observations AS SELECT CAST(NULL AS BIGINT) AS batch_id, * "
                                  "FROM incoming LIMIT 0")
@@ -129,11 +185,13 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                         "quarantine and a retrain, not overwrite the record)")
             new = connection.execute(
                 f"SELECT {select} FROM incoming i ANTI JOIN observations o ON {join}").df()
-            if new.empty:
-                logger.info("history store %s: nothing new to append (%d rows already stored)", self.filepath,
-                            len(frame))
-                return None
             arrived = (arrived_at or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(tzinfo=None)
+            if new.empty:
+                recorded = _record_files(connection, files, _one(connection, "SELECT max(batch_id) FROM batches")[0],
+                                         arrived)
+                logger.info("history store %s: nothing new to append (%d rows already stored)%s", self.filepath,
+                            len(frame), f"; {recorded} file(s) recorded" if recorded else "")
+                return None
             connection.begin()
             try:
                 parent = _one(connection, "SELECT max(batch_id) FROM batches")[0]
@@ -147,6 +205,7 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                      "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [batch_id, parent, source, digest, arrived, len(new), int(new["series_id"].nunique()),
                      new["timestamp"].min(), new["timestamp"].max()])
+                _record_files(connection, files, batch_id, arrived)
                 connection.commit()
             except BaseException:
                 connection.rollback()
@@ -160,10 +219,56 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         with self._connect(read_only=True) as connection:
             return connection.execute("SELECT * FROM batches ORDER BY batch_id").df()
 
-    def compact(self) -> None:
-        """Reclaim the space of rolled-back transactions and rewrite the file's blocks (DuckDB ``CHECKPOINT``)."""
+    def recorded_files(self) -> pd.DataFrame:
+        """The ``batch_files`` table (source files whose rows are all stored), oldest first; empty if none."""
+        if not self.filepath.exists():
+            return pd.DataFrame(columns=["sha256", "file", "batch_id", "recorded_at"])
+        with self._connect(read_only=True) as connection:
+            if not _has_table(connection, "batch_files"):
+                return pd.DataFrame(columns=["sha256", "file", "batch_id", "recorded_at"])
+            return connection.execute("SELECT * FROM batch_files ORDER BY recorded_at, file").df()
+
+    def compact(self) -> dict[str, int]:
+        """Rewrite the store into a fresh file and swap it in atomically; return the sizes before and after.
+
+        DuckDB reuses but never shrinks the blocks of rolled-back or superseded data; copying every table into a new
+        file (``COPY FROM DATABASE``) writes only what is live. The copy goes to ``<file>.compact.tmp``, is fsynced,
+        checked (same tables, same row counts), and replaces the store with ``os.replace``: a kill before that leaves
+        the old store untouched (a stale temporary file is removed by the next compaction).
+        """
+        import duckdb
+
+        if not self.filepath.exists():
+            raise DatasetError(f"history store {self.filepath} does not exist: nothing to compact")
+        temporary = self.filepath.with_name(self.filepath.name + ".compact.tmp")
+        for stale in (temporary, Path(f"{temporary}.wal")):
+            stale.unlink(missing_ok=True)
         with self._connect(read_only=False) as connection:
-            _run(connection, "FORCE CHECKPOINT")
+            _run(connection, "CHECKPOINT")  # fold the write-ahead log in, so the size below is the store's
+        before = self.filepath.stat().st_size
+        with self._connect(read_only=False) as connection:
+            source = _one(connection, "SELECT current_database()")[0]
+            _run(connection, f"ATTACH {_literal(str(temporary))} AS compacted")
+            try:
+                _run(connection, f"COPY FROM DATABASE {_quoted(source)} TO compacted")
+                counts = {}
+                for table in ("observations", "batches", "batch_files"):
+                    if _has_table(connection, table):
+                        counts[table] = (_one(connection, f"SELECT count(*) FROM {_quoted(source)}.{table}")[0],
+                                         _one(connection, f"SELECT count(*) FROM compacted.{table}")[0])
+            finally:
+                _run(connection, "DETACH compacted")
+        differs = {table: pair for table, pair in counts.items() if pair[0] != pair[1]}
+        if differs:
+            temporary.unlink(missing_ok=True)
+            raise DatasetError(f"history store {self.filepath}: the compacted copy differs ({differs}); kept the store")
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.filepath)
+        _fsync_dir(self.filepath.parent)
+        after = self.filepath.stat().st_size
+        logger.info("history store %s compacted: %d -> %d bytes", self.filepath, before, after)
+        return {"bytes_before": before, "bytes_after": after}
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def _connect(self, read_only: bool):
@@ -194,6 +299,43 @@ def migrate_versioned_parquet(parquet_root: str | Path, store: DuckDBHistoryData
     newest = versions[-1]
     frame = pd.read_parquet(newest / root.name if (newest / root.name).exists() else newest)
     return store.append(frame, source=f"migration:{root.name}/{newest.name}")
+
+
+def _checked_files(files, filepath: Path) -> list[dict[str, str]]:
+    checked = []
+    for entry in files or []:
+        digest = str(entry.get("sha256", "")) if isinstance(entry, dict) else ""
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise DatasetError(f"history store {filepath}: a file record needs a sha256 hex digest, got {entry!r}")
+        checked.append({"file": str(entry.get("file")), "sha256": digest})
+    return checked
+
+
+def _record_files(connection, files: list[dict[str, str]], batch_id: int | None, recorded_at: datetime) -> int:
+    """Insert the file records not present yet (by sha256); return how many were new."""
+    recorded = 0
+    for entry in files:
+        if _one(connection, "SELECT count(*) FROM batch_files WHERE sha256 = ?", [entry["sha256"]])[0]:
+            continue
+        _run(connection, "INSERT INTO batch_files VALUES (?, ?, ?, ?)",
+             [entry["sha256"], entry["file"], batch_id, recorded_at])
+        recorded += 1
+    return recorded
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _run(connection, sql: str, parameters: list | None = None) -> None:
