@@ -1,8 +1,9 @@
 """Command line: run one Kedro pipeline, or one cycle, as a Prefect flow run now.
 
     python -m ts_kedro.orchestration run --pipeline data_processing [--grouping node] [--task-runner thread]
-    python -m ts_kedro.orchestration cycle
+    python -m ts_kedro.orchestration cycle [--retrain]
 
+--retrain refits on this cycle (Day N) whatever drift and orchestration.cycle.retrain.every say.
 The last line printed is the flow's JSON summary; the exit status is 1 when the flow run failed.
 """
 from __future__ import annotations
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd.add_argument("--dask-address", default=None)
         if name == "run":
             cmd.add_argument("--pipeline", default="__default__")
+        else:
+            cmd.add_argument("--retrain", action="store_true",
+                             help="refit on this cycle whatever drift and orchestration.cycle.retrain.every say")
     args = parser.parse_args(argv)
 
     from ts_kedro.orchestration.flows import ts_kedro_cycle
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                                          runtime_params=params, config_overrides=overrides)
         else:
             summary = ts_kedro_cycle(project_path=args.project_path, env=args.env, runtime_params=params,
-                                     config_overrides=overrides)
+                                     config_overrides=overrides, force_retrain=args.retrain)
     except Exception as err:  # the flow run is already recorded as Failed in Prefect; report and exit 1
         print(json.dumps({"status": "failed", "error": f"{type(err).__name__}: {err}"}))
         return 1

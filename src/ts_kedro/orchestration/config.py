@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,53 @@ class PipelineRunConfig:
         return cls(**_known_keys(cls, values, "orchestration"))
 
 
+DURATION_UNITS = {"s": "seconds", "min": "minutes", "h": "hours", "D": "days", "W": "weeks"}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|min|h|D|W)\s*$")
+
+
+def parse_duration(value: Any, key: str) -> timedelta:
+    """A duration such as ``"30D"``, ``"12h"``, ``"90min"``, ``"2W"``, ``"3600s"`` (> 0); ``key`` names the setting.
+
+    A bare number is refused: whether 30 means days, hours or cycles would be a guess.
+    """
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        raise OrchestrationConfigError(
+            f"{key} must be null or a duration > 0 written as <number><unit> with unit one of "
+            f"{list(DURATION_UNITS)} (e.g. '30D', '12h', '90min'); got {value!r}"
+        )
+    return timedelta(**{DURATION_UNITS[match.group(2)]: float(match.group(1))})
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """When a Day-N cycle refits the models besides drift (``orchestration.cycle.retrain``).
+
+    ``every``: null, or a duration (``"30D"``, ``"12h"``): a cycle refits when the newest version of the
+    registered model (the last full refit: Day 0 or a retrain, promoted or not) was registered at least this
+    long ago, read from the MLflow registry. ``force``: every cycle refits while it is true (for one cycle,
+    use ``python -m ts_kedro.orchestration cycle --retrain`` or the flow parameter ``force_retrain``).
+    """
+
+    every: str | None = None
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.every is not None:
+            parse_duration(self.every, "orchestration.cycle.retrain.every")
+        if not isinstance(self.force, bool):
+            raise OrchestrationConfigError(f"orchestration.cycle.retrain.force must be true or false, got {self.force!r}")
+
+    @property
+    def interval(self) -> timedelta | None:
+        """``every`` as a timedelta, or None when there is no schedule."""
+        return None if self.every is None else parse_duration(self.every, "orchestration.cycle.retrain.every")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RetrainConfig:
+        return cls(**_known_keys(cls, values, "orchestration.cycle.retrain"))
+
+
 @dataclass(frozen=True)
 class CycleConfig:
     """Which pipeline the scheduled cycle runs, decided from the MLflow registry."""
@@ -83,10 +132,17 @@ class CycleConfig:
     drift_dataset: str = "drift_summary"
     ingestion_report_dataset: str = "ingestion_report"
     env: str | None = None
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CycleConfig:
-        return cls(**_known_keys(cls, values, "orchestration.cycle"))
+        values = _known_keys(cls, values, "orchestration.cycle")
+        retrain = values.pop("retrain", None)
+        if retrain is not None and not isinstance(retrain, dict):
+            raise OrchestrationConfigError(
+                f"orchestration.cycle.retrain must be a mapping such as {{every: '30D', force: false}}, got {retrain!r}"
+            )
+        return cls(**values, retrain=RetrainConfig.from_dict(dict(retrain or {})))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from kedro.framework.startup import bootstrap_project
 from prefect import flow
 from prefect import runtime as prefect_runtime
 
-from ts_kedro.orchestration.config import CycleConfig, load_orchestration_config
+from ts_kedro.orchestration.config import CycleConfig, load_orchestration_config, parse_duration
 from ts_kedro.orchestration.kedro_prefect import resolve_project_path, run_kedro_pipeline
 
 logger = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ PIPELINE_FLOW_NAME = "kedro-pipeline"  # kedro_prefect.kedro_pipeline_flow
 STALE_AFTER_HOURS_ENV = "TS_KEDRO_STALE_AFTER_HOURS"
 DEFAULT_STALE_AFTER_HOURS = 6.0
 INCOMING_DATASET = "incoming_batches"  # the Day-N drop folder (conf/base/catalog_ingestion.yml)
+# Why a Day-N cycle refits (summary["retrain"]["triggers"]): orchestration.cycle.retrain and drift_summary.
+RETRAIN_FORCED, RETRAIN_DRIFT, RETRAIN_SCHEDULE = "forced", "drift", "schedule"
+EVERY_KEY = "orchestration.cycle.retrain.every"
 
 
 def nothing_new(incoming: Path | None) -> str | None:
@@ -58,6 +61,95 @@ def nothing_accepted(ingestion_report: dict | None) -> str | None:
             f"added no row to the history ({ingestion_report.get('duplicate_rows_ignored', 0)} duplicate rows, "
             f"{ingestion_report.get('n_quarantined', 0)} quarantined and {ingestion_report.get('n_ignored', 0)} "
             "ignored file(s)); no retraining and no new forecasts: the champion and the latest forecasts stand")
+
+
+def last_refit(registered_model_name: str) -> tuple[int, datetime] | None:
+    """(version, registration time in UTC) of the newest version of ``registered_model_name``, or None.
+
+    Every full refit registers a version (Day 0 and every retrain, promoted or not), so this is when the
+    models were last refitted; the registry keeps it across restarts. Read with the MLflow URIs the
+    cycle configured (``_configure_tracking``).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = list(MlflowClient().search_model_versions(f"name = '{registered_model_name}'"))
+    except MlflowException as err:
+        if _is_not_found(err):
+            return None
+        raise
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: (int(v.creation_timestamp or 0), int(v.version)))
+    return int(newest.version), datetime.fromtimestamp(int(newest.creation_timestamp) / 1000, tz=timezone.utc)
+
+
+def decide_retrain(
+    drift: bool,
+    drift_reasons: list[Any] | None = None,
+    forced: bool = False,
+    every: str | None = None,
+    refit: tuple[int, datetime] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Whether a Day-N cycle (one that accepted new rows) refits, and why.
+
+    Args:
+        drift: ``drift_summary.drift`` of this cycle's monitoring.
+        drift_reasons: ``drift_summary.reasons``, quoted in the reason.
+        forced: ``orchestration.cycle.retrain.force``, ``--retrain`` or the flow parameter ``force_retrain``.
+        every: ``orchestration.cycle.retrain.every`` (a duration such as ``"30D"``) or None.
+        refit: ``last_refit(...)``: the newest registered version and when it was registered.
+        now: the current time (UTC); default: now.
+
+    Returns:
+        ``retrain`` (bool), ``triggers`` (a subset of ``forced``, ``drift``, ``schedule``, in that order),
+        ``reason`` (one sentence), ``last_refit_version``, ``last_refit_at`` and ``next_scheduled_at``
+        (ISO strings or None).
+    """
+    now = now or datetime.now(timezone.utc)
+    triggers, notes = [], []
+    if forced:
+        triggers.append(RETRAIN_FORCED)
+        notes.append("forced (orchestration.cycle.retrain.force, --retrain or force_retrain)")
+    if drift:
+        triggers.append(RETRAIN_DRIFT)
+        notes.append("drift (" + "; ".join(map(str, drift_reasons or [])) + ")")
+    due_at = None
+    schedule_note = f"no schedule ({EVERY_KEY} is null)"
+    if every is not None:
+        interval = parse_duration(every, EVERY_KEY)
+        if refit is None:
+            triggers.append(RETRAIN_SCHEDULE)
+            notes.append(f"schedule ({EVERY_KEY}={every}: no registered version records a previous fit)")
+        else:
+            version, registered = refit
+            due_at = registered + interval
+            since = f"the last full refit (version {version}) was registered {registered.isoformat()}"
+            if now >= due_at:
+                triggers.append(RETRAIN_SCHEDULE)
+                notes.append(f"schedule ({since}, {_age(now - registered)} ago, {EVERY_KEY}={every})")
+            else:
+                schedule_note = f"the next scheduled refit is due at {due_at.isoformat()} ({since}, {EVERY_KEY}={every})"
+    if triggers:
+        reason = "retrain: " + "; ".join(notes)
+    else:
+        reason = (f"no retrain: no drift, not forced, {schedule_note}; the champion is updated with the new data "
+                  "(no refit)")
+    return {
+        "retrain": bool(triggers),
+        "triggers": triggers,
+        "reason": reason,
+        "last_refit_version": refit[0] if refit else None,
+        "last_refit_at": refit[1].isoformat() if refit else None,
+        "next_scheduled_at": due_at.isoformat() if due_at else None,
+    }
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
 
 
 def stale_after() -> timedelta:
@@ -246,6 +338,7 @@ def ts_kedro_cycle(
     env: str | None = None,
     runtime_params: dict[str, Any] | None = None,
     config_overrides: dict[str, Any] | None = None,
+    force_retrain: bool = False,
 ) -> dict[str, Any]:
     """One scheduled cycle: read the registry, then run the Day-0 or Day-N Kedro pipeline as a subflow.
 
@@ -254,9 +347,12 @@ def ts_kedro_cycle(
         env: Kedro environment (default: orchestration.cycle.env, then KEDRO_ENV, then "local").
         runtime_params: Kedro runtime parameters, as `kedro run --params`.
         config_overrides: Overrides of the orchestration block (grouping, task_runner, ...).
+        force_retrain: refit on this cycle (Day N) whatever the drift verdict and the schedule say, also when
+            its batches added no row; like `orchestration.cycle.retrain.force`, for this cycle only.
 
     Returns:
-        `day`, `pipeline`, and the subflow summary (`run_id`, `tasks`).
+        `day`, `pipeline`, and the subflow summary (`run_id`, `tasks`); on Day N also `retrain`, the
+        decision of `decide_retrain` (`retrain`, `triggers`, `reason`).
     """
     root = resolve_project_path(project_path)
     cycle = load_orchestration_config(root, env).cycle
@@ -264,8 +360,12 @@ def ts_kedro_cycle(
     cleanup = clean_up_after_killed_runs(root, env)
     incoming = _configure_tracking(root, env)
     day, pipeline_name = choose_cycle_pipeline(cycle)
+    forced = bool(force_retrain) or cycle.retrain.force
     skipped = nothing_new(incoming) if day == DAY_N else None
     if skipped:
+        if forced:
+            skipped += ("; the forced refit did not run either: a cycle refits after it has ingested a batch "
+                        "(`kedro run --pipeline retrain` refits on the history as it is)")
         logger.info(skipped)
         return {"day": day, "cycle_flow_run_id": _current("id"), "skipped": True, "reason": skipped,
                 "steps": [], "cleanup": cleanup}
@@ -284,16 +384,24 @@ def ts_kedro_cycle(
                               "cleanup": cleanup}
     if day == DAY_N:
         idle = nothing_accepted(_load_dataset(root, env, cycle.ingestion_report_dataset))
-        if idle:
+        if idle and not forced:
             logger.info(idle)
             result.update(skipped_after_ingestion=True, reason=idle,
                           steps=[{"pipeline": cycle.day_n_pipeline, **steps[0]}])
             return result
+        if idle:  # forced: refit on the history as it is
+            result["nothing_accepted"] = idle
         drift = _load_dataset(root, env, cycle.drift_dataset) or {}
         result["drift"] = bool(drift.get("drift"))
         result["drift_reasons"] = drift.get("reasons", [])
-        if result["drift"]:
-            logger.info("drift found (%s): running '%s'", "; ".join(map(str, result["drift_reasons"])), cycle.retrain_pipeline)
+        every = cycle.retrain.every
+        result["retrain"] = decide_retrain(
+            result["drift"], result["drift_reasons"], forced=forced, every=every,
+            refit=last_refit(cycle.registered_model_name) if every is not None else None,
+        )
+        logger.info("%s", result["retrain"]["reason"])
+        if result["retrain"]["retrain"]:
+            logger.info("running '%s' (%s)", cycle.retrain_pipeline, ", ".join(result["retrain"]["triggers"]))
             steps.append(_run_step(cycle.retrain_pipeline, alerts_config, run))
         steps.append(_run_step(cycle.inference_pipeline, alerts_config, run))
     result["steps"] = [{"pipeline": name, **summary} for name, summary in zip(_step_names(day, cycle, result), steps)]
@@ -303,7 +411,7 @@ def ts_kedro_cycle(
 def _step_names(day: str, cycle: CycleConfig, result: dict[str, Any]) -> list[str]:
     if day == DAY_0:
         return [cycle.day0_pipeline]
-    middle = [cycle.retrain_pipeline] if result.get("drift") else []
+    middle = [cycle.retrain_pipeline] if result.get("retrain", {}).get("retrain") else []
     return [cycle.day_n_pipeline, *middle, cycle.inference_pipeline]
 
 

@@ -1,0 +1,180 @@
+"""Issue 12, item 1: Day-N refits on drift, on a schedule (orchestration.cycle.retrain.every) or when forced."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from ts_kedro.orchestration import flows
+from ts_kedro.orchestration.config import (
+    CycleConfig,
+    OrchestrationConfig,
+    OrchestrationConfigError,
+    RetrainConfig,
+    load_orchestration_config,
+    parse_duration,
+)
+
+from .conftest import REPO_ROOT
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+
+
+# -- the setting -----------------------------------------------------------------------------------
+def test_the_shipped_config_has_no_schedule_and_no_force():
+    retrain = load_orchestration_config(REPO_ROOT, "base").cycle.retrain
+    assert retrain == RetrainConfig(every=None, force=False) and retrain.interval is None
+
+
+@pytest.mark.parametrize("text, expected", [("30D", timedelta(days=30)), ("12h", timedelta(hours=12)),
+                                            ("90min", timedelta(minutes=90)), ("2W", timedelta(weeks=2)),
+                                            ("1.5D", timedelta(hours=36)), ("3600s", timedelta(hours=1))])
+def test_durations(text, expected):
+    assert parse_duration(text, "k") == expected
+    assert RetrainConfig(every=text).interval == expected
+
+
+@pytest.mark.parametrize("bad", [30, "30", "0D", "30M", "month", "-1D", True, ""])
+def test_a_bad_every_is_refused_naming_the_parameter(bad):
+    with pytest.raises(OrchestrationConfigError, match=r"orchestration\.cycle\.retrain\.every must be null or a duration"):
+        OrchestrationConfig.from_dict({"cycle": {"retrain": {"every": bad}}})
+
+
+def test_bad_retrain_blocks_are_refused():
+    with pytest.raises(OrchestrationConfigError, match=r"unknown key\(s\) \['evry'\] in orchestration\.cycle\.retrain"):
+        CycleConfig.from_dict({"retrain": {"evry": "30D"}})
+    with pytest.raises(OrchestrationConfigError, match="retrain.force must be true or false"):
+        CycleConfig.from_dict({"retrain": {"force": "yes"}})
+    with pytest.raises(OrchestrationConfigError, match="orchestration.cycle.retrain must be a mapping"):
+        CycleConfig.from_dict({"retrain": "30D"})
+    assert CycleConfig.from_dict({"retrain": None}).retrain == RetrainConfig()
+
+
+# -- the decision ----------------------------------------------------------------------------------
+def test_no_drift_no_schedule_no_force_updates_the_champion():
+    decision = flows.decide_retrain(False, [], now=NOW)
+    assert decision["retrain"] is False and decision["triggers"] == []
+    assert "no retrain: no drift, not forced, no schedule" in decision["reason"]
+
+
+def test_drift_forced_and_schedule_are_each_a_reason_and_all_are_named():
+    assert flows.decide_retrain(True, ["psi 0.4 > 0.2"], now=NOW)["triggers"] == ["drift"]
+    assert "drift (psi 0.4 > 0.2)" in flows.decide_retrain(True, ["psi 0.4 > 0.2"], now=NOW)["reason"]
+    assert flows.decide_retrain(False, forced=True, now=NOW)["triggers"] == ["forced"]
+    refit = (4, NOW - timedelta(days=31))
+    both = flows.decide_retrain(True, ["x"], forced=True, every="30D", refit=refit, now=NOW)
+    assert both["retrain"] and both["triggers"] == ["forced", "drift", "schedule"]
+    assert "version 4" in both["reason"] and "31.0 days ago" in both["reason"]
+
+
+def test_the_schedule_counts_from_the_newest_registered_version():
+    registered = NOW - timedelta(days=29, hours=23)
+    early = flows.decide_retrain(False, every="30D", refit=(7, registered), now=NOW)
+    assert early["retrain"] is False and early["next_scheduled_at"] == (registered + timedelta(days=30)).isoformat()
+    assert "next scheduled refit is due at" in early["reason"] and "version 7" in early["reason"]
+    due = flows.decide_retrain(False, every="30D", refit=(7, registered), now=NOW + timedelta(hours=1))
+    assert due["retrain"] and due["triggers"] == ["schedule"] and due["last_refit_version"] == 7
+    # no version at all (cannot happen on Day N, which needs a champion): refit
+    assert flows.decide_retrain(False, every="30D", refit=None, now=NOW)["triggers"] == ["schedule"]
+
+
+def test_last_refit_reads_the_registry(tmp_path, monkeypatch):
+    """On a real (sqlite) MLflow registry: the newest version, promoted or not, is the last refit."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        assert flows.last_refit("m") is None
+        client = MlflowClient(uri, uri)
+        client.create_registered_model("m")
+        assert flows.last_refit("m") is None
+        client.create_model_version("m", source=(tmp_path / "a").as_uri())
+        second = client.create_model_version("m", source=(tmp_path / "b").as_uri())
+        client.set_registered_model_alias("m", "champion", "1")  # the champion is older: still version 2
+        version, registered = flows.last_refit("m")
+        assert version == 2 and registered == datetime.fromtimestamp(second.creation_timestamp / 1000, tz=timezone.utc)
+        assert abs(datetime.now(timezone.utc) - registered) < timedelta(minutes=5)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+# -- the cycle -------------------------------------------------------------------------------------
+@pytest.fixture
+def day_n_cycle(tmp_path, monkeypatch):
+    """The Day-N flow body with its pipelines stubbed: returns (run, ran, reports, refits)."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "day3.csv").write_text("series_id,timestamp,value\n")
+    state = {"cycle": CycleConfig(registered_model_name="m")}
+    monkeypatch.setattr(flows, "resolve_project_path", lambda path: tmp_path)
+    monkeypatch.setattr(flows, "load_orchestration_config",
+                        lambda root, env: SimpleNamespace(cycle=state["cycle"], alerts=None))
+    monkeypatch.setattr(flows, "clean_up_after_killed_runs", lambda root, env: {})
+    monkeypatch.setattr(flows, "_configure_tracking", lambda root, env: incoming)
+    monkeypatch.setattr(flows, "choose_cycle_pipeline", lambda cycle: (flows.DAY_N, "day_n"))
+    monkeypatch.setattr(flows.prefect_runtime.flow_run, "id", "run-1", raising=False)
+    ran: list[str] = []
+    monkeypatch.setattr(flows, "_run_step", lambda name, *a: ran.append(name) or {"run_id": name, "tasks": []})
+    reports = {"ingestion_report": {"n_batches": 1, "rows_accepted": 48}, "drift_summary": {"drift": False, "reasons": []}}
+    monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name: reports[name])
+    refits = {"m": (3, datetime.now(timezone.utc) - timedelta(days=40))}
+    monkeypatch.setattr(flows, "last_refit", lambda name: refits.get(name))
+
+    def run(retrain: dict | None = None, **kwargs):
+        state["cycle"] = CycleConfig(registered_model_name="m", retrain=RetrainConfig(**(retrain or {})))
+        ran.clear()
+        return flows.ts_kedro_cycle.fn(project_path=str(tmp_path), **kwargs)
+
+    return run, ran, reports, refits
+
+
+def test_cycle_without_drift_updates_unless_the_schedule_or_force_says_refit(day_n_cycle):
+    run, ran, reports, refits = day_n_cycle
+    result = run()
+    assert ran == ["day_n", "inference"] and result["retrain"]["retrain"] is False
+    assert [s["pipeline"] for s in result["steps"]] == ["day_n", "inference"]
+
+    result = run({"every": "30D"})  # the last refit (version 3) was registered 40 days ago
+    assert ran == ["day_n", "retrain", "inference"] and result["retrain"]["triggers"] == ["schedule"]
+    assert [s["pipeline"] for s in result["steps"]] == ["day_n", "retrain", "inference"]
+
+    refits["m"] = (4, datetime.now(timezone.utc) - timedelta(days=1))  # the retrain registered version 4
+    result = run({"every": "30D"})
+    assert ran == ["day_n", "inference"] and "next scheduled refit is due at" in result["retrain"]["reason"]
+
+    result = run({"force": True})
+    assert ran == ["day_n", "retrain", "inference"] and result["retrain"]["triggers"] == ["forced"]
+    result = run(force_retrain=True)  # the CLI flag / flow parameter
+    assert ran == ["day_n", "retrain", "inference"] and result["retrain"]["triggers"] == ["forced"]
+
+    reports["drift_summary"] = {"drift": True, "reasons": ["level shift"]}
+    result = run({"every": "30D"})
+    assert result["retrain"]["triggers"] == ["drift"] and ran == ["day_n", "retrain", "inference"]
+
+
+def test_a_forced_refit_runs_after_a_batch_that_added_no_row_but_not_without_a_batch(day_n_cycle, tmp_path):
+    run, ran, reports, _ = day_n_cycle
+    reports["ingestion_report"] = {"n_batches": 1, "rows_accepted": 0, "duplicate_rows_ignored": 48}
+    result = run({"every": "30D"})  # a due schedule does not refit unchanged data
+    assert ran == ["day_n"] and result["skipped_after_ingestion"] is True
+    result = run(force_retrain=True)
+    assert ran == ["day_n", "retrain", "inference"] and "added no row" in result["nothing_accepted"]
+    (tmp_path / "incoming" / "day3.csv").unlink()
+    result = run(force_retrain=True)
+    assert ran == [] and result["skipped"] and "the forced refit did not run either" in result["reason"]
+
+
+def test_the_cli_passes_retrain(monkeypatch, capsys):
+    from ts_kedro.orchestration import __main__ as cli
+
+    calls = []
+    monkeypatch.setattr(flows, "ts_kedro_cycle", lambda **kwargs: calls.append(kwargs) or {"day": "day_n"})
+    assert cli.main(["cycle", "--retrain"]) == 0
+    assert cli.main(["cycle"]) == 0
+    assert [c["force_retrain"] for c in calls] == [True, False]
+    assert '"status": "completed"' in capsys.readouterr().out
