@@ -11,7 +11,7 @@ import yaml
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from ts_kedro.datasets import CSVChunkSource
+from ts_kedro.datasets import CSVChunkSource, DuckDBHistoryDataset
 from ts_kedro.pipelines.data_processing.nodes import validate_schema
 from ts_kedro.pipelines.ingestion import create_pipeline
 from ts_kedro.pipelines.ingestion.batch_files import BatchFileRouterDataset, move_file_safely
@@ -70,12 +70,12 @@ def sha256(path: Path) -> str:
 
 # -- unit tests per node -------------------------------------------------------------------------------------
 
-def test_select_previous_history_seeds_with_validated_panel_then_takes_newest_version(history_seed):
-    assert select_previous_history(history_seed, {}).equals(history_seed)
-    older, newer = history_seed.head(10), history_seed.head(20)
-    versions = {"2026-01-02T00.00.00.000Z/history_panel": lambda: newer,
-                "2026-01-01T00.00.00.000Z/history_panel": lambda: older}
-    assert len(select_previous_history(history_seed, versions)) == 20
+def test_select_previous_history_seeds_with_validated_panel_then_takes_the_store(history_seed):
+    assert select_previous_history(history_seed, pd.DataFrame()).equals(history_seed)  # no store yet
+    stored = history_seed.head(20).astype({"timestamp": "datetime64[us]"})  # what DuckDB hands back
+    previous = select_previous_history(history_seed, stored)
+    assert len(previous) == 20 and previous["timestamp"].dtype == history_seed["timestamp"].dtype
+    assert not previous.attrs["seeded_from_day0"]
 
 
 def test_real_continuation_is_all_new_rows(history_seed, continuation):
@@ -260,9 +260,46 @@ def test_ingestion_pipeline_end_to_end_on_real_batches(
     assert ends["H137"] == validated[validated["series_id"] == "H137"]["timestamp"].max()
     assert not primary["value"].isna().any()
 
-    # a second day with nothing new: a new, identical history version; the first one is still on disk
+    # one file for the whole history, no Parquet copy; the run is one batch (the Day-0 seed plus the two files)
+    assert not (tmp_path / "data" / "02_intermediate" / "history_panel.parquet").exists()
+    store = DuckDBHistoryDataset(str(tmp_path / "data" / "02_intermediate" / "history.duckdb"))
+    batches = store.batches()
+    assert batches["n_rows"].tolist() == [len(validated) + 3 * 48]
+    assert batches["source"].iloc[0].endswith("2015-07-30_a.csv, 2015-07-31_b.csv")
+    assert sorted(store.recorded_files()["sha256"]) == sorted(digests[n] for n in ("2015-07-30_a", "2015-07-31_b"))
+    assert report["retention"]["archive_files_removed"] == [] and report["retention"]["model_versions"] == \
+        {"status": "off", "deleted": [], "would_delete": []}
+
+    # a second day with nothing new, then a retried delivery of an archived file: nothing is stored twice
     run_ingestion(project_root, tmp_path, "2026-11-28T10.00.00.000Z", project_params, validated)
-    versions = sorted((tmp_path / "data" / "02_intermediate" / "history_panel.parquet").iterdir())
-    assert [v.name for v in versions] == ["2026-11-27T10.00.00.000Z", "2026-11-28T10.00.00.000Z"]
-    first, second = (pd.read_parquet(v / "history_panel.parquet") for v in versions)
-    pd.testing.assert_frame_equal(first, second)
+    assert len(store.batches()) == 1
+    (incoming / "2015-07-30_a.csv").write_bytes(archived["2015-07-30_a"].read_bytes())
+    run_ingestion(project_root, tmp_path, "2026-11-29T10.00.00.000Z", project_params, validated)
+    report = json.loads((tmp_path / "data" / "08_reporting" / "ingestion_report.json").read_text())
+    assert [b["status"] for b in report["batches"]] == ["accepted"] and report["rows_accepted"] == 0
+    assert len(store.batches()) == 1 and len(store.load()) == len(validated) + 3 * 48
+    assert not any(incoming.iterdir())
+
+
+def test_an_old_versioned_parquet_history_is_migrated_by_the_first_run(
+    tmp_path, project_root, history_seed, continuation, project_params
+):
+    seed_csv = write_batch(tmp_path, "day0", history_seed)
+    validated, _ = validate_schema(CSVChunkSource(str(seed_csv)), project_params["data_processing"])
+    old = tmp_path / "data" / "02_intermediate" / "history_panel.parquet"
+    grown = pd.concat([validated, continuation.groupby("series_id").head(24)]).sort_values(["series_id", "timestamp"])
+    for version, frame in (("2026-11-01T00.00.00.000Z", validated), ("2026-11-02T00.00.00.000Z", grown)):
+        (old / version).mkdir(parents=True)
+        frame.reset_index(drop=True).to_parquet(old / version / "history_panel.parquet")
+    listing = sorted(str(p.relative_to(old)) for p in old.rglob("*"))
+    incoming = tmp_path / "data" / "01_raw" / "incoming"
+    write_batch(incoming, "day2", continuation.groupby("series_id").tail(24))
+
+    run_ingestion(project_root, tmp_path, "2026-11-27T10.00.00.000Z", project_params, validated)
+
+    store = DuckDBHistoryDataset(str(tmp_path / "data" / "02_intermediate" / "history.duckdb"))
+    batches = store.batches()
+    assert batches["source"].iloc[0] == "migration:history_panel.parquet/2026-11-02T00.00.00.000Z"
+    assert batches["n_rows"].tolist() == [len(grown), 4 * 24]  # the newest version, then this run's batch
+    assert len(store.load()) == len(validated) + 4 * 48
+    assert sorted(str(p.relative_to(old)) for p in old.rglob("*")) == listing  # the Parquet folder is untouched

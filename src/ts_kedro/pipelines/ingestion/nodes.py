@@ -1,10 +1,12 @@
 """Nodes of ingestion: validate Day-N batch files against the schema and the history, then extend the history."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
+import fsspec
 import pandas as pd
 
 from ts_kedro.pipelines.data_processing.errors import DataProcessingConfigError, SchemaError
@@ -12,6 +14,7 @@ from ts_kedro.pipelines.data_processing.frequency import on_grid
 from ts_kedro.pipelines.data_processing.nodes import validate_schema
 from ts_kedro.pipelines.data_processing.schema import SERIES_ID, TIMESTAMP, VALUE, quote
 from ts_kedro.pipelines.ingestion.batch_files import UnexpectedFile
+from ts_kedro.pipelines.ingestion.retention import retention_policy
 
 from ts_kedro.frequency import derive_profile
 
@@ -42,29 +45,33 @@ def _settings(params: dict[str, Any], panel: dict[str, Any] | None = None) -> di
             "max_reported_rows": int(params.get("max_reported_rows", 5))}
 
 
-def select_previous_history(validated_panel: pd.DataFrame, history_versions: dict[str, Callable]) -> pd.DataFrame:
-    """The history to extend: the newest saved ``history_panel`` version, or the Day-0 validated panel.
+def select_previous_history(validated_panel: pd.DataFrame, stored_history: pd.DataFrame | None) -> pd.DataFrame:
+    """The history to extend: the history store's content, or the Day-0 validated panel before the first Day-N run.
 
     Args:
         validated_panel: Day-0 schema-checked panel (seed of the history, never modified).
-        history_versions: ``{"<version>/history_panel": loader}`` of every saved history version (may be empty).
+        stored_history: ``history_panel_previous`` (the append-only store, read side); empty when the store does
+            not exist yet.
 
     Returns:
         The previous history, sorted by ``series_id, timestamp``.
     """
-    if not history_versions:
-        logger.info("no history_panel version yet: seeding the history with the Day-0 validated_panel")
+    seeded = stored_history is None or len(stored_history) == 0
+    if seeded:
+        logger.info("history store is empty: seeding the history with the Day-0 validated_panel")
         history = validated_panel
     else:
-        # Kedro version strings are UTC timestamps (YYYY-MM-DDThh.mm.ss.sssZ): they sort in time order.
-        newest = max(history_versions)
-        logger.info("extending history version %s (%d versions kept)", newest, len(history_versions))
-        history = history_versions[newest]()
+        logger.info("extending the history store's %d rows", len(stored_history))
+        history = stored_history
     history = history.copy()
     history[SERIES_ID] = history[SERIES_ID].astype(str)
+    if not seeded and TIMESTAMP in validated_panel and history[TIMESTAMP].dtype != validated_panel[TIMESTAMP].dtype:
+        history[TIMESTAMP] = history[TIMESTAMP].astype(validated_panel[TIMESTAMP].dtype)  # the store keeps us
     history = history.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
-    history.attrs["source_file"] = (f"history_panel version {max(history_versions)}" if history_versions else
-                                    f"the Day-0 validated_panel of {validated_panel.attrs.get('source_file', 'raw_panel')}")
+    history.attrs["source_file"] = (
+        f"the Day-0 validated_panel of {validated_panel.attrs.get('source_file', 'raw_panel')}" if seeded
+        else "history_panel (append-only history store)")
+    history.attrs["seeded_from_day0"] = seeded
     return history
 
 
@@ -236,7 +243,7 @@ def validate_incoming_batches(
             entry |= {"status": QUARANTINED, "violations": violations}
             logger.warning("batch %s quarantined: %s", batch_id, "; ".join(v["message"] for v in violations[:3]))
         else:
-            entry |= {"status": ACCEPTED, "violations": []}
+            entry |= {"status": ACCEPTED, "violations": [], "sha256": _file_sha256(source)}
             new_rows = new_rows[list(history.columns)]
             accepted_frames.append(new_rows)
             history = _extend(history, new_rows)
@@ -263,6 +270,17 @@ def validate_incoming_batches(
     return accepted, report
 
 
+def _file_sha256(source: Any) -> str | None:
+    """sha256 of a batch file's bytes (what the history store records, and retention checks before deleting)."""
+    if not getattr(source, "filepath", None):
+        return None
+    digest = hashlib.sha256()
+    with fsspec.open(source.filepath, mode="rb", **getattr(source, "storage_options", {})) as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _extend(history: pd.DataFrame, new_rows: pd.DataFrame) -> pd.DataFrame:
     combined = pd.concat([history, new_rows], ignore_index=True) if len(new_rows) else history
     return combined.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
@@ -273,15 +291,19 @@ def _series_end(history: pd.DataFrame) -> dict[str, str]:
     return {str(series_id): end.isoformat() for series_id, end in ends.items()}
 
 
-def append_to_history(previous_history: pd.DataFrame, accepted_rows: pd.DataFrame) -> pd.DataFrame:
-    """The new history version: previous history plus the accepted rows, sorted; nothing is rewritten.
+def append_to_history(previous_history: pd.DataFrame, accepted_rows: pd.DataFrame,
+                      ingestion_report: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The grown history: previous history plus the accepted rows, sorted; nothing is rewritten.
 
     Args:
         previous_history: history before this run.
         accepted_rows: rows of the accepted batches (keys never already in the history).
+        ingestion_report: this run's report; its accepted files (name, sha256) go with the history so the store
+            records them in the same transaction as their rows (what retention checks before deleting a file).
 
     Returns:
-        ``history_panel`` (saved as a new version; earlier versions stay on disk).
+        ``history_panel``: the append-only store keeps the rows it does not hold yet as one new batch (the Day-0
+        seed too, on the first run), so a retried run stores nothing twice.
     """
     clash = accepted_rows.merge(previous_history[[SERIES_ID, TIMESTAMP]], on=[SERIES_ID, TIMESTAMP])
     if len(clash):
@@ -290,7 +312,13 @@ def append_to_history(previous_history: pd.DataFrame, accepted_rows: pd.DataFram
             f"{clash[TIMESTAMP].iloc[0]}): validate_incoming_batches must drop them; nothing was saved"
         )
     history = _extend(previous_history, accepted_rows.astype(previous_history.dtypes.to_dict()))
-    history.attrs["source_file"] = "history_panel (this run's version)"
+    accepted = [b for b in (ingestion_report or {}).get("batches", []) if b.get("status") == ACCEPTED]
+    names = ", ".join(str(b["file"]).rsplit("/", 1)[-1] for b in accepted) or "no new batch"
+    seed = f"Day-0 {previous_history.attrs.get('source_file', 'validated_panel')} + " \
+        if previous_history.attrs.get("seeded_from_day0") else ""
+    history.attrs["source"] = f"ingestion: {seed}{names}"
+    history.attrs["files"] = [{"file": b["file"], "sha256": b["sha256"]} for b in accepted if b.get("sha256")]
+    history.attrs["source_file"] = "history_panel (this run)"
     logger.info("history: %d rows (+%d), %d series", len(history), len(accepted_rows), history[SERIES_ID].nunique())
     return history
 
@@ -298,8 +326,8 @@ def append_to_history(previous_history: pd.DataFrame, accepted_rows: pd.DataFram
 def plan_batch_moves(ingestion_report: dict[str, Any], history_panel: pd.DataFrame) -> dict[str, Any]:
     """Which file goes where, once the saved history is checked to hold what was accepted.
 
-    Taking ``history_panel`` as input makes this run only after the new history version is saved, so an
-    accepted file is archived only when its rows are safely in the history.
+    Taking ``history_panel`` as input makes this run only after the history is saved and read back from the
+    store, so an accepted file is archived only when its rows are safely in the history.
 
     Returns:
         ``{"archive": [batch_id, ...], "quarantine": {batch_id: report}}`` for ``batch_file_moves``.
@@ -318,3 +346,38 @@ def plan_batch_moves(ingestion_report: dict[str, Any], history_panel: pd.DataFra
     quarantine = {b["batch"]: {**b, "quarantined_because": sorted({v["rule"] for v in b["violations"]})}
                   for b in ingestion_report["batches"] if b["status"] == QUARANTINED}
     return {"archive": archive, "quarantine": quarantine}
+
+
+def plan_retention(batch_file_moves: list[dict[str, Any]], ingestion: dict[str, Any]) -> tuple[dict, dict]:
+    """The retention policies for this run's end (``retention.py``); the datasets do and check the deletions.
+
+    Args:
+        batch_file_moves: the move log, loaded after this run's moves are saved (so retention runs after them).
+        ingestion: ``ingestion`` parameters (``retention`` block).
+
+    Returns:
+        ``raw_batch_retention`` (archive and quarantine policy) and ``model_version_retention`` (registry policy).
+    """
+    policy = retention_policy(ingestion.get("retention"))
+    logger.info("retention: %d file move(s) logged so far; archive %s, quarantine %s, registry %s",
+                len(batch_file_moves), policy["archive"], policy["quarantine"], policy["models"])
+    return {"archive": policy["archive"], "quarantine": policy["quarantine"]}, policy["models"]
+
+
+def finish_ingestion_report(batch_report: dict[str, Any], raw_batch_retention: dict[str, Any],
+                            model_version_retention: dict[str, Any]) -> dict[str, Any]:
+    """``ingestion_report``: the batch checks plus what retention removed (and kept, and why).
+
+    Returns:
+        The report of ``validate_incoming_batches`` with a ``retention`` block.
+    """
+    raw = raw_batch_retention or {}
+    models = model_version_retention or {}
+    return {**batch_report, "retention": {
+        "archive_files_removed": [r["file"] for r in raw.get("archive_files_removed", [])],
+        "archive_files_kept": raw.get("archive_files_kept", []),
+        "quarantine_folders_removed": [r["folder"] for r in raw.get("quarantine_folders_removed", [])],
+        "bytes_removed": raw.get("bytes_removed", 0),
+        "model_versions": {k: models.get(k) for k in ("status", "deleted", "would_delete", "keep", "message")
+                           if k in models},
+    }}
