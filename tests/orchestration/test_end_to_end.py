@@ -16,6 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.e2e.project_copy import make_project_copy
+from ts_kedro.datasets import DuckDBHistoryDataset
 
 from .conftest import REPO_ROOT, run_cli
 from .test_alerts import webhook_receiver  # noqa: F401  (fixture)
@@ -39,8 +40,7 @@ def _champion_version(project) -> int:
 
 
 def _latest_history(project) -> pd.DataFrame:
-    versions = sorted((project / "data/02_intermediate/history_panel.parquet").iterdir())
-    return pd.read_parquet(versions[-1] / "history_panel.parquet")
+    return DuckDBHistoryDataset(str(project / "data/02_intermediate/history.duckdb")).load()
 
 
 def test_day0_then_day_n_on_real_data(tmp_path, prefect_server, webhook_receiver):  # noqa: F811
