@@ -178,3 +178,20 @@ def test_the_cli_passes_retrain(monkeypatch, capsys):
     assert cli.main(["cycle"]) == 0
     assert [c["force_retrain"] for c in calls] == [True, False]
     assert '"status": "completed"' in capsys.readouterr().out
+
+
+# -- the kill-test hook (tests/orchestration/test_cycle_sigkill.py) ----------------------------------
+def test_pause_at_sleeps_only_at_the_named_step(monkeypatch):
+    import time as time_module
+
+    from ts_kedro.orchestration.config import PAUSE_AT_ENV, pause_at
+
+    slept = []
+    monkeypatch.setattr(time_module, "sleep", slept.append)
+    monkeypatch.delenv(PAUSE_AT_ENV, raising=False)
+    pause_at("before_task:theta")
+    monkeypatch.setenv(PAUSE_AT_ENV, "before_task:arima")
+    pause_at("before_task:theta")
+    assert slept == []
+    pause_at("before_task:arima")
+    assert slept == [3600]

@@ -19,6 +19,22 @@ CROSSING_POLICIES = ("persist", "fail")
 TASK_OPTION_KEYS = ("retries", "retry_delay_seconds", "timeout_seconds")
 
 
+# Kill-test hook, like the registry's TS_KEDRO_REGISTRY_PAUSE_AT: with TS_KEDRO_PAUSE_AT=before_task:<group>
+# the flow process says so on stderr and sleeps just before that Prefect task group runs its Kedro nodes
+# (tests/orchestration/test_cycle_sigkill.py SIGKILLs it there). Unset: one environment lookup per task.
+PAUSE_AT_ENV = "TS_KEDRO_PAUSE_AT"
+
+
+def pause_at(step: str) -> None:
+    """Sleep for an hour at ``step`` when ``TS_KEDRO_PAUSE_AT`` names it (kill tests only)."""
+    if os.environ.get(PAUSE_AT_ENV) == step:
+        import time
+
+        # straight to file descriptor 2: inside a flow with log_prints, print() would become a Prefect log record
+        os.write(2, f"ts_kedro paused at {step}\n".encode())
+        time.sleep(3600)
+
+
 class OrchestrationConfigError(ValueError):
     """The orchestration configuration is invalid; the message names the key and the file."""
 

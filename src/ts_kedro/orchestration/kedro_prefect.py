@@ -45,6 +45,7 @@ from ts_kedro.orchestration.config import (
     OrchestrationConfigError,
     PipelineRunConfig,
     load_orchestration_config,
+    pause_at,
 )
 from ts_kedro.orchestration.per_series_cluster import per_series_scope_for_task
 
@@ -186,6 +187,7 @@ def run_kedro_task_group(spec: KedroRunSpec, group_name: str, node_names: list[s
     Returns:
         The datasets this group produced.
     """
+    pause_at(f"before_task:{group_name}")  # kill tests only (TS_KEDRO_PAUSE_AT); no-op when unset
     execution = _execution_for(spec)
     group_pipeline = execution.pipeline.only_nodes(*node_names)
     logger.info("task %s: running Kedro node(s) %s", group_name, ", ".join(node_names))
