@@ -158,6 +158,11 @@ def rolling_origin_backtest(
             forecaster = forecaster_factory()
             started = time.perf_counter()
             forecaster.fit(train)
+            known = list(getattr(forecaster, "known_covariates", ()) or ())
+            if known and hasattr(forecaster, "set_future_covariates"):
+                # covariates known in advance: the window's planned values are the panel's recorded ones
+                forecaster.set_future_covariates(panel.loc[position >= np.nan_to_num(series_train, nan=np.inf),
+                                                           [SERIES_ID, TIMESTAMP, *known]])
             fitted = time.perf_counter()
             forecast = forecaster.predict(horizon, levels)
             predicted = time.perf_counter()

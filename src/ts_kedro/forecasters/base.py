@@ -186,7 +186,7 @@ class Forecaster(abc.ABC):
         for series_id, group in ordered.groupby(SERIES_ID, sort=False):
             stamps = pd.DatetimeIndex(group[TIMESTAMP])
             expected = pd.date_range(self.last_timestamp_[series_id], periods=len(stamps) + 1, freq=self.freq)[1:]
-            if not stamps.equals(expected):
+            if not np.array_equal(stamps.as_unit("ns").asi8, expected.as_unit("ns").asi8):  # any datetime unit
                 wrong = int(np.argmax(stamps != expected)) if len(stamps) == len(expected) else 0
                 raise ForecasterError(
                     f"{self.name}: new_observations of series {series_id!r} must continue the {self.freq!r} grid "

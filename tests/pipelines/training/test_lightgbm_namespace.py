@@ -26,6 +26,7 @@ def test_lightgbm_trains_from_the_feature_engineering_rows(small_panel):
     catalog["params:backtest"] = {"n_windows": 2, "step": None, "min_train": None, "calibrate_intervals": True}
     catalog["params:lightgbm.model"] = {"name": "lightgbm", "class": "lightgbm",
                                         "hyperparameters": {"n_estimators": 30, "n_jobs": 1}}
+    catalog["future_covariates_horizon"] = pd.DataFrame(columns=["series_id", "timestamp"])  # none known in advance
     for name in pipeline.datasets():
         if name not in catalog:
             catalog[name] = KeptDataset()

@@ -29,6 +29,7 @@ from ts_kedro.pipelines.data_processing.schema import (
     TIMESTAMP,
     VALUE,
     SourceSpec,
+    check_future_covariates,
     check_policy,
     handle_duplicates,
     quote,
@@ -224,6 +225,35 @@ def conform_primary_panel(flagged_panel: pd.DataFrame) -> pd.DataFrame:
          **{c: "float64" for c in covariates}}
     )
     return primary.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
+
+
+def select_future_covariates(future_covariates: pd.DataFrame | None, primary_panel: pd.DataFrame,
+                             params: dict[str, Any], panel: dict[str, Any]) -> pd.DataFrame:
+    """The planned values of the known-in-advance covariates for the ``panel.horizon`` steps after each kept
+    series' end (``series_id, timestamp, <covariates>``): what the feature families forecast from.
+
+    ``future_covariates`` is the user's file (``catalog_data_processing.yml``; absent = empty frame). Its id and
+    time columns may carry the raw names of ``data_processing.source`` (``id_column``, ``timestamp_column``).
+    With no covariate declared ``known_in_advance`` the result is empty and the file is not needed; otherwise a
+    missing file, column or value stops the run with the covariate, series and first missing timestamp named.
+    """
+    spec = SourceSpec.from_params(params.get("source", {}))
+    known = spec.known_in_advance()
+    source = (future_covariates.attrs.get("source") if future_covariates is not None else None) or "future_covariates"
+    if future_covariates is not None and future_covariates.columns.empty:
+        future_covariates = None  # the optional file is absent
+    if future_covariates is not None:
+        future_covariates = future_covariates.rename(columns={
+            raw: canonical for raw, canonical in ((spec.id_column, SERIES_ID), (spec.timestamp_column, TIMESTAMP))
+            if raw and raw != canonical and raw in future_covariates.columns})
+        if SERIES_ID in future_covariates:
+            future_covariates = future_covariates.assign(**{SERIES_ID: future_covariates[SERIES_ID].astype(str)})
+    last = primary_panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()
+    rows = check_future_covariates(future_covariates, known, last, int(panel["horizon"]), panel["freq"],
+                                   source=source)
+    if known:
+        logger.info("future values of %s for %d series x %d steps from %s", known, len(last), panel["horizon"], source)
+    return rows.astype({SERIES_ID: str, TIMESTAMP: "datetime64[ns]", **{c: "float64" for c in known}})
 
 
 def build_quality_report(

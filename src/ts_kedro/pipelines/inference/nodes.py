@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-logger = logging.getLogger(__name__)
+from ts_kedro.pipelines.data_processing.schema import IS_ANOMALY, IS_IMPUTED, SERIES_ID, TIMESTAMP, VALUE
 
-SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
+logger = logging.getLogger(__name__)
 
 
 class StaleChampionError(RuntimeError):
@@ -47,9 +47,14 @@ def _conditioning(inference: dict[str, Any]) -> str:
 
 
 def forecast_with_champion(
-    history_primary_panel: pd.DataFrame, inference: dict[str, Any], panel: dict[str, Any]
+    history_primary_panel: pd.DataFrame, inference: dict[str, Any], panel: dict[str, Any],
+    future_covariates: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Forecast ``panel.horizon`` steps after each series' history end with the champion.
+
+    ``future_covariates``: the new horizon's values of the covariates known in advance (``history_future_covariates``,
+    checked by data_processing's ``select_future_covariates`` against the history's end); the families that use
+    them (lightgbm) forecast from it. The history's covariate columns reach the families' ``update``.
 
     ``inference.conditioning`` says how the champion reaches the history's end:
 
@@ -76,7 +81,8 @@ def forecast_with_champion(
     if not served:
         raise StaleChampionError("the champion serves none of the history's series: retrain (Day 0) first")
     history = history_primary_panel[history_primary_panel[SERIES_ID].isin(served)]
-    history = history[[SERIES_ID, TIMESTAMP, VALUE]].reset_index(drop=True)
+    covariates = [c for c in history.columns if c not in (SERIES_ID, TIMESTAMP, VALUE, IS_IMPUTED, IS_ANOMALY)]
+    history = history[[SERIES_ID, TIMESTAMP, VALUE, *covariates]].reset_index(drop=True)
     model_end = pd.Timestamp(champion.metadata.get("data_window_end", history[TIMESTAMP].max()))
     behind = len(pd.date_range(model_end, history[TIMESTAMP].max(), freq=panel["freq"])) - 1
     threshold = inference.get("refit_after_new_steps")
@@ -95,6 +101,8 @@ def forecast_with_champion(
         raise StaleChampionError(
             f"the champion's data ends at {model_end} but the history reaches {history[TIMESTAMP].max()}: "
             "set inference.conditioning: update (or refit), or retrain before forecasting")
+    if future_covariates is not None and len(future_covariates):
+        champion = champion.with_future_covariates(future_covariates)
     fitted = time.perf_counter()
     horizon = min(int(panel["horizon"]), champion.max_horizon)
     levels = [level for level in panel["levels"] if level in champion.levels]

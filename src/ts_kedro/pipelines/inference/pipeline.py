@@ -1,14 +1,24 @@
 """inference: history_primary_panel + champion -> champion_forecasts (versioned), latency metrics, alerts."""
 from kedro.pipeline import Node, Pipeline
 
+from ts_kedro.config import enabled_families
 from ts_kedro.pipelines.inference.nodes import evaluate_inference_alerts, forecast_with_champion, inference_metrics
 from ts_kedro.pipelines.monitoring.nodes import deliver_alerts
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    """With a feature family enabled (lightgbm), the new horizon's known covariates are checked and passed on."""
+    from ts_kedro.pipelines.training.pipeline import FEATURE_FAMILIES, future_covariates_node
+
+    covariate_nodes, covariate_inputs = [], []
+    if FEATURE_FAMILIES & set(enabled_families()):
+        covariate_nodes = [future_covariates_node("history_primary_panel", "history_future_covariates")]
+        covariate_inputs = ["history_future_covariates"]
     return Pipeline(
         [
-            Node(forecast_with_champion, ["history_primary_panel", "params:inference", "params:panel"],
+            *covariate_nodes,
+            Node(forecast_with_champion,
+                 ["history_primary_panel", "params:inference", "params:panel", *covariate_inputs],
                  ["champion_forecasts", "inference_summary"], name="forecast_with_champion_node"),
             Node(inference_metrics, "inference_summary", "inference_metrics", name="inference_metrics_node"),
             Node(evaluate_inference_alerts, ["inference_summary", "params:monitoring"], "inference_alerts",

@@ -152,9 +152,12 @@ def evaluate_model(
 def fit_model(
     panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any],
     backtest_params: dict[str, Any] | None = None, backtest_forecasts: pd.DataFrame | None = None,
-    model_input: pd.DataFrame | None = None,
+    model_input: pd.DataFrame | None = None, future_covariates: pd.DataFrame | None = None,
 ) -> tuple[Forecaster, pd.DataFrame, dict]:
     """Fit the family on the whole history and forecast the next horizon.
+
+    ``future_covariates`` (feature families): the horizon's values of the known-in-advance covariates
+    (``future_covariates_horizon`` of data_processing), kept by the model for its forecasts.
 
     The model is built from the same frequency profile as the backtest (same lengths, same parameters), so
     the shipped model is the one that was validated. With ``backtest.calibrate_intervals`` (default on) and the
@@ -175,6 +178,8 @@ def fit_model(
             # intervals conformalised on this family's own out-of-sample backtest (evaluation.conformal)
             model.calibrate_intervals(backtest_forecasts, panel)
         fit_seconds = time.perf_counter() - started
+        if future_covariates is not None and len(future_covariates) and hasattr(model, "set_future_covariates"):
+            model.set_future_covariates(future_covariates)
         started = time.perf_counter()
         forecasts = model.predict(profile.horizon, profile.levels)
         predict_seconds = time.perf_counter() - started

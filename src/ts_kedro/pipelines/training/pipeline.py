@@ -20,8 +20,10 @@ def model_input_name(family: str) -> str:
 
 
 def create_template(with_model_input: bool = False) -> Pipeline:
-    """The per-family template; ``with_model_input``: the backtest and the fit also read ``model_input``."""
+    """The per-family template; ``with_model_input``: the backtest and the fit also read ``model_input``, and
+    the fit the horizon's known-in-advance covariates (``future_covariates``)."""
     extra = ["model_input"] if with_model_input else []
+    fit_extra = [*extra, "future_covariates"] if with_model_input else []
     return Pipeline(
         [
             Node(
@@ -33,7 +35,7 @@ def create_template(with_model_input: bool = False) -> Pipeline:
             Node(
                 fit_model,
                 inputs=["primary_panel", "params:model", "params:panel", "params:backtest", "backtest_forecasts",
-                        *extra],
+                        *fit_extra],
                 outputs=["model", "forecasts", "model_stats"],
                 name="fit_model_node",
             ),
@@ -50,16 +52,28 @@ def create_template(with_model_input: bool = False) -> Pipeline:
 def create_family_pipeline(family: str) -> Pipeline:
     if family in FEATURE_FAMILIES:
         return Pipeline(create_template(with_model_input=True), namespace=family,
-                        inputs={"primary_panel": "primary_panel", "model_input": model_input_name(family)},
+                        inputs={"primary_panel": "primary_panel", "model_input": model_input_name(family),
+                                "future_covariates": "future_covariates_horizon"},
                         parameters=SHARED_PARAMETERS)
     return Pipeline(create_template(), namespace=family, inputs=SHARED_INPUTS, parameters=SHARED_PARAMETERS)
 
 
+def future_covariates_node(panel: str = "primary_panel", output: str = "future_covariates_horizon") -> Node:
+    """data_processing's check of the user's ``future_covariates`` against ``panel``'s series ends: the rows of the
+    horizon the feature families forecast from (empty when no covariate is declared known in advance)."""
+    from ts_kedro.pipelines.data_processing.nodes import select_future_covariates
+
+    return Node(select_future_covariates, ["future_covariates", panel, "params:data_processing", "params:panel"],
+                output, name=f"select_{output}_node")
+
+
 def create_pipeline(families: list[str] | None = None, **kwargs) -> Pipeline:
     """All enabled families (``training.families`` in parameters_training.yml, or TS_KEDRO_FAMILIES), and the
-    frequency profile they were built from (a report)."""
-    profile = Pipeline([
-        Node(describe_frequency_profile, inputs=["primary_panel", "params:panel", "params:backtest", "params:monitoring"],
-             outputs="frequency_profile", name="describe_frequency_profile_node"),
-    ])
-    return sum((create_family_pipeline(family) for family in families or enabled_families()), profile)
+    frequency profile they were built from (a report); with a feature family, the horizon's known covariates."""
+    families = families or enabled_families()
+    nodes = [Node(describe_frequency_profile, inputs=["primary_panel", "params:panel", "params:backtest",
+                                                      "params:monitoring"],
+                  outputs="frequency_profile", name="describe_frequency_profile_node")]
+    if FEATURE_FAMILIES & set(families):
+        nodes.append(future_covariates_node())
+    return sum((create_family_pipeline(family) for family in families), Pipeline(nodes))
