@@ -48,6 +48,23 @@ def base_env(prefect_home: Path, api_url: str | None = None) -> dict[str, str]:
     return env
 
 
+def wait_until_healthy(server: subprocess.Popen, api_url: str, log_path: Path, timeout: float = 120) -> None:
+    """Block until the Prefect server answers ``/health``; fail with the end of its log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"prefect server exited ({server.returncode}): {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s: {log_path.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory):
     """`prefect server start` on a free loopback port with its own sqlite database; stopped at the end."""
@@ -62,19 +79,7 @@ def prefect_server(tmp_path_factory):
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"prefect server exited ({server.returncode}): {(home / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server not healthy after 120 s: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_until_healthy(server, api_url, home / "server.log")
         yield {"api_url": api_url, "home": home}
     finally:
         server.terminate()

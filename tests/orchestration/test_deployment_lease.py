@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from .conftest import PREFECT_CLI, base_env, free_port
+from .conftest import PREFECT_CLI, base_env, free_port, wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -41,19 +40,7 @@ def short_lease_server(tmp_path_factory):
         server = subprocess.Popen([PREFECT_CLI, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server not healthy: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_until_healthy(server, api_url, home / "server.log")
         yield api_url
     finally:
         server.terminate()
