@@ -4,8 +4,8 @@ Day 0 is every series of a real long panel (default: all 414 M4 Hourly training 
 ``--cycles`` x ``--step`` points; each cycle then brings the next ``--step`` points of every series and saves the
 grown history, as the ingestion node does. Two stores side by side:
 
-- ``DuckDBHistoryDataset`` (``src/ts_kedro/datasets/history_store.py``): each save appends the new rows only;
-- the versioned Parquet ``history_panel`` of today (one full copy per cycle): its size is written every
+- ``DuckDBHistoryDataset`` (``src/ts_kedro/datasets/history_store.py``): each save appends the new rows only (the shipped ``history_panel`` since issue 12);
+- the versioned Parquet ``history_panel`` it replaced (one full copy per cycle): its size is written every
   ``--parquet-every`` cycles and interpolated in between (writing all 200 copies costs minutes, not insight).
 
 Prints the store size after Day 0 and at the end, the raw CSV size of the final history, their ratio (the issue's
