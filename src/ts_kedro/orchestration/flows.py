@@ -148,8 +148,10 @@ def decide_retrain(
 
 
 def _age(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
-    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
+    """A wall-clock age for messages: hours below two days, days above."""
+    if delta >= timedelta(days=2):
+        return f"{delta / timedelta(days=1):.1f} days"
+    return f"{delta / timedelta(hours=1):.1f} h"
 
 
 def stale_after() -> timedelta:
