@@ -67,6 +67,8 @@ def test_inference_metrics_have_kedro_mlflow_format():
 def test_inference_pipeline_slice_run_saves_a_new_forecast_version(tmp_path, champion, day0_and_history, project_root):
     import yaml
 
+    from ts_kedro.datasets.alert_delivery import AlertDeliveryDataset
+
     _, history = day0_and_history
     monitoring = yaml.safe_load((project_root / "conf/base/parameters_monitoring.yml").read_text())["monitoring"]
     delivery = {"log_path": str(tmp_path / "alerts.jsonl"), "notification_block": None}
@@ -82,7 +84,8 @@ def test_inference_pipeline_slice_run_saves_a_new_forecast_version(tmp_path, cha
         catalog["params:panel"] = PANEL
         catalog["params:monitoring"] = {**monitoring, "alert_rules": [
             {**r, "threshold": 0.0} if r["name"] == "inference_latency" else r for r in monitoring["alert_rules"]]}
-        catalog["params:monitoring.alert_delivery"] = delivery
+        catalog["inference_alert_deliveries"] = AlertDeliveryDataset(
+            filepath=str(tmp_path / "inference_alert_deliveries.json"), channels=delivery)
         SequentialRunner().run(create_pipeline(), catalog)
     assert sorted(p.name for p in (tmp_path / "champion_forecasts.parquet").iterdir()) == [
         "2026-11-27T10.00.00.000Z", "2026-11-28T10.00.00.000Z"]

@@ -133,6 +133,6 @@ def inference_metrics(inference_summary: dict[str, Any]) -> dict[str, dict[str, 
 
 def evaluate_inference_alerts(inference_summary: dict[str, Any], monitoring: dict[str, Any]) -> list[dict[str, Any]]:
     """Alerts from the latency rule(s) of ``monitoring.alert_rules``."""
-    from ts_kedro.pipelines.monitoring.nodes import evaluate_alert_rules
+    from ts_kedro.pipelines.monitoring.alert_rules import evaluate_alert_rules
 
     return evaluate_alert_rules({"latency_seconds": inference_summary["latency_seconds"]}, monitoring["alert_rules"])

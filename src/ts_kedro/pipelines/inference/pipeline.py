@@ -3,7 +3,7 @@ from kedro.pipeline import Node, Pipeline
 
 from ts_kedro.config import enabled_families
 from ts_kedro.pipelines.inference.nodes import evaluate_inference_alerts, forecast_with_champion, inference_metrics
-from ts_kedro.pipelines.monitoring.nodes import deliver_alerts
+from ts_kedro.pipelines.monitoring.alert_rules import alerts_for_delivery
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -23,7 +23,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(inference_metrics, "inference_summary", "inference_metrics", name="inference_metrics_node"),
             Node(evaluate_inference_alerts, ["inference_summary", "params:monitoring"], "inference_alerts",
                  name="evaluate_inference_alerts_node"),
-            Node(deliver_alerts, ["inference_alerts", "params:monitoring.alert_delivery"],
-                 "inference_alert_deliveries", name="deliver_inference_alerts_node"),
+            Node(alerts_for_delivery, "inference_alerts", "inference_alert_deliveries",
+                 name="deliver_inference_alerts_node"),
         ]
     )

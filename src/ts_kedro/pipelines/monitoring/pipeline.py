@@ -1,18 +1,20 @@
-"""monitoring: history_primary_panel + last champion forecasts -> drift_summary (verdict), reports, alerts."""
+"""monitoring: history_primary_panel + last champion forecasts -> drift_summary (verdict), reports, alerts.
+
+Nodes are pure; the Evidently workspace (``evidently_workspace_runs``) and alert delivery
+(``alert_deliveries``) are datasets whose save does the writing and sending.
+"""
 from kedro.pipeline import Node, Pipeline
 
-from ts_kedro.pipelines.monitoring.nodes import (
-    add_to_evidently_workspace,
-    build_drift_windows,
-    deliver_alerts,
-    detect_data_drift,
-    evaluate_monitoring_alerts,
-    measure_performance_drift,
-    monitoring_metrics,
-    select_previous_forecasts,
+from ts_kedro.pipelines.monitoring.alert_rules import alerts_for_delivery, evaluate_monitoring_alerts
+from ts_kedro.pipelines.monitoring.data_drift import detect_data_drift
+from ts_kedro.pipelines.monitoring.performance import measure_performance_drift, select_previous_forecasts
+from ts_kedro.pipelines.monitoring.verdict import (
     drift_summary_for_tracking,
+    monitoring_metrics,
+    snapshots_for_workspace,
     summarise_drift,
 )
+from ts_kedro.pipelines.monitoring.windows import build_drift_windows
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -33,11 +35,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="drift_summary_for_tracking_node"),
             Node(monitoring_metrics, ["drift_summary", "ingestion_report"], "monitoring_metrics",
                  name="monitoring_metrics_node"),
-            Node(add_to_evidently_workspace, ["drift_snapshots", "drift_summary", "params:monitoring"],
-                 "evidently_workspace_runs", name="add_to_evidently_workspace_node"),
+            Node(snapshots_for_workspace, ["drift_snapshots", "drift_summary"], "evidently_workspace_runs",
+                 name="add_to_evidently_workspace_node"),
             Node(evaluate_monitoring_alerts, ["drift_summary", "ingestion_report", "params:monitoring"], "alerts",
                  name="evaluate_alert_rules_node"),
-            Node(deliver_alerts, ["alerts", "params:monitoring.alert_delivery"], "alert_deliveries",
-                 name="deliver_alerts_node"),
+            Node(alerts_for_delivery, "alerts", "alert_deliveries", name="deliver_alerts_node"),
         ]
     )

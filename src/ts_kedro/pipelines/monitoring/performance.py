@@ -1,0 +1,119 @@
+"""Performance drift: realized error of the champion's last forecasts on the actuals that arrived since."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ts_kedro.evaluation import metrics as m4
+from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE
+from ts_kedro.frequency import profile_for_panel
+from ts_kedro.pipelines.monitoring.errors import MonitoringConfigError
+
+logger = logging.getLogger(__name__)
+
+REALIZED_METRICS = ("smape", "mase", "mae", "rmse", "mape", "owa")
+
+
+def select_previous_forecasts(champion_forecast_versions: dict[str, Callable]) -> pd.DataFrame:
+    """The newest saved champion forecasts (an empty frame before the first inference run).
+
+    Args:
+        champion_forecast_versions: ``{version/name: load function}`` of every saved ``champion_forecasts``.
+
+    Returns:
+        ``previous_champion_forecasts``.
+    """
+    if not champion_forecast_versions:
+        logger.info("no champion_forecasts version saved yet: performance drift cannot be measured")
+        return pd.DataFrame(columns=[SERIES_ID, TIMESTAMP, "mean"])
+    newest = max(champion_forecast_versions)
+    logger.info("checking champion forecasts version %s", newest)
+    return champion_forecast_versions[newest]()
+
+
+def measure_performance_drift(
+    previous_forecasts: pd.DataFrame,
+    history_primary_panel: pd.DataFrame,
+    monitoring: dict[str, Any],
+    panel: dict[str, Any],
+) -> dict[str, Any]:
+    """Realized error of the champion's last forecasts on the actuals that arrived since, vs its backtest error.
+
+    Only observed (not imputed) actuals count. The realized metric is the one the champion was selected
+    on (``champion_metric`` column), averaged over series like the backtest score, so the ratio
+    ``realized / backtest`` is 1 when the champion does as well as in its backtest.
+
+    Args:
+        previous_forecasts: the newest saved champion forecasts (``champion_metric``,
+            ``champion_backtest_score`` columns).
+        history_primary_panel: the regular history, with the actuals that arrived since.
+        monitoring: ``monitoring`` parameters (``performance_drift.min_points_per_series``).
+        panel: shared ``panel`` parameters.
+
+    Returns:
+        ``{available, metric, realized, backtest, ratio, n_series, n_points, per_series}``; ``available`` is
+        False (with a reason) when nothing can be compared yet.
+    """
+    settings = monitoring.get("performance_drift", {})
+    profile = profile_for_panel(history_primary_panel, panel)
+    # null: half a horizon of new actuals (an error over fewer points says little)
+    min_points = settings.get("min_points_per_series")
+    min_points = max(1, profile.horizon // 2) if min_points is None else int(min_points)
+    if previous_forecasts.empty:
+        return {"available": False, "reason": "no earlier champion forecasts saved yet"}
+    for column in ("champion_metric", "champion_backtest_score"):
+        if column not in previous_forecasts:
+            return {"available": False, "reason": f"saved forecasts lack column {column!r}: rerun inference"}
+    metric = str(previous_forecasts["champion_metric"].iloc[0])
+    backtest = float(previous_forecasts["champion_backtest_score"].iloc[0])
+    if metric not in REALIZED_METRICS:
+        raise MonitoringConfigError(f"champion metric {metric!r} cannot be recomputed; known: {list(REALIZED_METRICS)}")
+    actuals = history_primary_panel
+    if "is_imputed" in actuals:
+        actuals = actuals[~actuals["is_imputed"]]
+    joined = previous_forecasts[[SERIES_ID, TIMESTAMP, "mean"]].merge(
+        actuals[[SERIES_ID, TIMESTAMP, VALUE]], on=[SERIES_ID, TIMESTAMP])
+    season = profile.season_length
+    per_series = {}
+    for series_id, rows in joined.groupby(SERIES_ID, sort=True):
+        if len(rows) < min_points:
+            continue
+        first = rows[TIMESTAMP].min()
+        insample = history_primary_panel.loc[(history_primary_panel[SERIES_ID] == series_id)
+                                             & (history_primary_panel[TIMESTAMP] < first), VALUE].to_numpy()
+        actual, forecast = rows[VALUE].to_numpy(), rows["mean"].to_numpy()
+        if metric == "owa":
+            # OWA against seasonal naive from the same history, as the selection's backtest OWA was computed
+            m = season if len(insample) > season else 1
+            reference = m4.seasonal_naive_forecast(insample, len(actual), m)
+            per_series[str(series_id)] = {
+                "n_points": int(len(rows)), "smape": m4.smape(actual, forecast), "mase": m4.mase(actual, forecast, insample, m),
+                "smape_reference": m4.smape(actual, reference), "mase_reference": m4.mase(actual, reference, insample, m)}
+            continue
+        per_series[str(series_id)] = {
+            "n_points": int(len(rows)),
+            metric: _realized(metric, actual, forecast, insample, season)}
+    if not per_series:
+        return {"available": False, "metric": metric, "backtest": backtest,
+                "reason": f"no series has {min_points}+ new observed actuals for the saved forecasts yet"}
+    if metric == "owa":
+        means = pd.DataFrame(per_series).T.astype(float).mean()
+        realized = float(0.5 * (means["smape"] / means["smape_reference"] + means["mase"] / means["mase_reference"]))
+    else:
+        realized = float(np.nanmean([entry[metric] for entry in per_series.values()]))
+    ratio = realized / backtest if backtest > 0 else float("inf")
+    logger.info("performance: realized %s %.4g vs backtest %.4g (ratio %.3f) on %d series", metric, realized,
+                backtest, ratio, len(per_series))
+    return {"available": True, "metric": metric, "realized": realized, "backtest": backtest, "ratio": ratio,
+            "n_series": len(per_series), "n_points": int(sum(e["n_points"] for e in per_series.values())),
+            "per_series": per_series}
+
+
+def _realized(metric: str, actual: np.ndarray, forecast: np.ndarray, insample: np.ndarray, season: int) -> float:
+    if metric == "mase":
+        return m4.mase(actual, forecast, insample, season)
+    return float(getattr(m4, metric)(actual, forecast))

@@ -1,0 +1,96 @@
+"""The drift verdict the Day-N flow acts on, and its views for MLflow and the Evidently workspace."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+
+def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any],
+                    monitoring: dict[str, Any]) -> dict[str, Any]:
+    """The drift verdict the Day-N flow acts on: ``drift`` is true when any threshold is crossed.
+
+    Args:
+        data_drift: ``detect_data_drift``'s result.
+        performance_drift: ``measure_performance_drift``'s result.
+        monitoring: ``monitoring`` parameters (``thresholds``).
+
+    Returns:
+        ``drift_summary``: ``{drift, reasons, drift_share, drifted_series, performance_ratio, thresholds, ...}``.
+    """
+    thresholds = monitoring["thresholds"]
+    reasons = []
+    if data_drift["drift_share"] > thresholds["drift_share"]:
+        reasons.append(f"data drift: {len(data_drift['drifted_series'])} of {data_drift['n_series']} series drifted "
+                       f"(share {data_drift['drift_share']:.2f} > {thresholds['drift_share']})")
+    ratio = performance_drift.get("ratio") if performance_drift.get("available") else None
+    if ratio is not None and ratio > thresholds["performance_ratio"]:
+        reasons.append(f"performance drift: realized {performance_drift['metric']} {performance_drift['realized']:.4g} "
+                       f"is {ratio:.2f}x the backtest {performance_drift['backtest']:.4g} "
+                       f"(> {thresholds['performance_ratio']})")
+    return {
+        "drift": bool(reasons),
+        "reasons": reasons,
+        "checked_at": datetime.now(timezone.utc).isoformat(),
+        "drift_share": data_drift["drift_share"],
+        "drifted_series": data_drift["drifted_series"],
+        "n_series": data_drift["n_series"],
+        "feature_drift_share": data_drift["feature_drift_share"],
+        "panel_level": data_drift["panel_level"],
+        "performance_ratio": ratio,
+        "performance": {k: v for k, v in performance_drift.items() if k != "per_series"},
+        "thresholds": thresholds,
+    }
+
+
+def drift_summary_for_tracking(drift_summary: dict[str, Any]) -> dict[str, Any]:
+    """The verdict again, as the MLflow artifact of this run (the versioned copy stays on disk)."""
+    return drift_summary
+
+
+def monitoring_metrics(drift_summary: dict[str, Any], ingestion_report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """This Day-N run's health for MLflow: data quality of the intake, drift, realized error, resource use.
+
+    Returns:
+        kedro-mlflow's ``{name: {"value": v, "step": 0}}`` form (unmeasured facts are left out).
+    """
+    import psutil
+
+    performance = drift_summary.get("performance") or {}
+    values = {
+        "batches_accepted": ingestion_report.get("n_accepted"),
+        "batches_quarantined": ingestion_report.get("n_quarantined"),
+        "rows_accepted": ingestion_report.get("rows_accepted"),
+        "duplicate_rows_ignored": ingestion_report.get("duplicate_rows_ignored"),
+        "drift": float(bool(drift_summary["drift"])),
+        "drift_share": drift_summary.get("drift_share"),
+        "feature_drift_share": drift_summary.get("feature_drift_share"),
+        "performance_ratio": drift_summary.get("performance_ratio"),
+        "realized_error": performance.get("realized") if performance.get("available") else None,
+        "peak_rss_mb": psutil.Process().memory_info().rss / 2**20,
+    }
+    return {
+        name: {"value": float(value), "step": 0}
+        for name, value in values.items()
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    }
+
+
+def snapshots_for_workspace(drift_snapshots: dict[str, dict[str, Any]],
+                            drift_summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """This run's Evidently snapshots, tagged for the workspace dashboard; the workspace dataset stores them.
+
+    Each snapshot gets two tags: its name (``series_drift`` / ``panel_drift``: the dashboard panels select
+    on it) and the verdict (``drift`` / ``no_drift``), so the workspace can be filtered by outcome.
+
+    Args:
+        drift_snapshots: ``{name: snapshot dict}`` from ``detect_data_drift``.
+        drift_summary: the verdict of this run.
+
+    Returns:
+        ``{name: snapshot dict}`` with the tags added (the input is not modified).
+    """
+    verdict = "drift" if drift_summary["drift"] else "no_drift"
+    return {name: {**snapshot, "tags": sorted({*(snapshot.get("tags") or []), name, verdict})}
+            for name, snapshot in sorted(drift_snapshots.items())}
