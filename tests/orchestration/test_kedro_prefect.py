@@ -1,5 +1,9 @@
-"""Fast tests of the Kedro -> Prefect mapping: task groups, crossing datasets, configuration. No server."""
+"""Fast tests of the Kedro -> Prefect mapping: task groups, crossing datasets, configuration, and that the module
+stays on Kedro's public API. No server."""
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
@@ -13,6 +17,7 @@ from ts_kedro.orchestration.config import (
     PipelineRunConfig,
     load_orchestration_config,
 )
+from ts_kedro.orchestration import kedro_prefect
 from ts_kedro.orchestration.kedro_prefect import (
     CrossingDatasetError,
     _persist_crossing_datasets,
@@ -148,3 +153,65 @@ def test_project_configuration_loads_and_env_overrides_base(project_root, tmp_pa
     (tmp_path / "conf" / "ops" / "orchestration.yml").write_text("orchestration:\n  task_runner: dask\n")
     layered = load_orchestration_config(tmp_path, env="ops")
     assert (layered.pipeline_run.grouping, layered.pipeline_run.task_runner) == ("namespace", "dask")
+
+
+def private_accesses(source: str) -> list[tuple[str, str]]:
+    """(enclosing function, expression) of every `x._name` attribute access and `from ... import _name` in
+    ``source``; dunders are not private."""
+    found: list[tuple[str, str]] = []
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.startswith("__")
+
+    def visit(node: ast.AST, function: str) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = node.name
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            found.append((function, ast.unparse(node)))
+        if isinstance(node, ast.ImportFrom):
+            found.extend((function, f"{node.module}.{alias.name}") for alias in node.names if private(alias.name))
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(ast.parse(source), "<module>")
+    return found
+
+
+# The only private members kedro_prefect.py may read. Kedro: the hook manager of a session rebuilt in a Dask
+# worker (no public accessor; pinned by test_prefect_task_runner.py). MLflow: detaching a resumed run from a
+# worker thread without ending it (not Kedro; no public API either).
+ALLOWED_PRIVATE_ACCESSES = {
+    ("_rebuilt_session_hook_manager", "session._hook_manager"),
+    ("_resumed_mlflow_run", "fluent._active_run_stack"),
+}
+
+
+def test_the_scan_finds_private_accesses():
+    source = (
+        "from kedro import __version__\n"
+        "from kedro.framework.hooks import _create_hook_manager\n"
+        "def run(session, context):\n"
+        "    catalog = context._get_catalog(save_version=session.session_id)\n"
+        "    context._pipelines_to_validate = ['x']\n"
+        "    return session._hook_manager, catalog.__class__\n"
+    )
+    assert private_accesses(source) == [
+        ("<module>", "kedro.framework.hooks._create_hook_manager"),
+        ("run", "context._get_catalog"),
+        ("run", "context._pipelines_to_validate"),
+        ("run", "session._hook_manager"),
+    ]
+
+
+def test_kedro_prefect_uses_no_private_member_but_the_pinned_ones():
+    """The flow runs through `KedroSession.run(runner=...)`: no `_get_catalog`, `_hook_manager`,
+    `_pipelines_to_validate`, `_project_path`, ... (they break silently on a Kedro upgrade)."""
+    accesses = private_accesses(Path(kedro_prefect.__file__).read_text())
+    assert set(accesses) == ALLOWED_PRIVATE_ACCESSES, sorted(set(accesses) - ALLOWED_PRIVATE_ACCESSES)
+    assert len(accesses) == len(ALLOWED_PRIVATE_ACCESSES)  # each once
+
+
+def test_the_runner_is_a_kedro_runner():
+    from kedro.runner import AbstractRunner
+
+    assert issubclass(kedro_prefect.PrefectTaskRunner, AbstractRunner)

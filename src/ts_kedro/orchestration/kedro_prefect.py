@@ -1,20 +1,31 @@
-"""Run a Kedro pipeline as a Prefect flow run: one task per node or namespace, Kedro hooks fired as under `kedro run`.
+"""Run a Kedro pipeline as a Prefect flow run: `KedroSession.run` with a runner whose tasks are Prefect tasks.
 
-What a flow run does, in the order `KedroSession.run` does it (kedro 1.7, framework/session/session.py):
-1. `KedroSession.create` + `load_context()` (fires `after_context_created`), catalog built with the session id as
-   save version (fires `after_catalog_created`).
-2. The pipeline is cut into task groups (`Pipeline.group_nodes_by`: one per node, or one per top-level namespace);
-   every dataset crossing a group boundary must be persisted (see `crossing_memory_datasets`).
-3. `before_pipeline_run` once; then each group is a Prefect task submitted with `wait_for=` its upstream groups'
-   futures, so independent branches (the model families) run in parallel under a thread or Dask task runner.
-   A task runs its nodes with Kedro's own `SequentialRunner` on the shared catalog and hook manager, so the node
-   and dataset hooks (`before_node_run`, `after_dataset_saved`, ...) fire exactly as under `kedro run`.
-4. `after_pipeline_run`, or `on_pipeline_error` and the node's exception re-raised so the flow run fails.
+The flow creates a `KedroSession` and calls its public `run(pipeline_names=[...], runner=PrefectTaskRunner(...))`,
+so the session itself does everything `kedro run` does: it loads the context (`after_context_created`, where
+kedro-mlflow reads mlflow.yml), builds the catalog with the session id as save version (`after_catalog_created`),
+fires `before_pipeline_run` once (kedro-mlflow opens the MLflow run, `PerSeriesClusterHook` the per-series
+cluster), hands the pipeline, catalog, hook manager and run id to the runner, and ends with `after_pipeline_run`,
+or `on_pipeline_error` and the error re-raised (the flow run is then Failed).
 
-Under Dask the tasks may run in other processes: there each task rebuilds the project's session, catalog (same
-save version) and hook manager from a picklable `KedroRunSpec`, loads its inputs from the persisted datasets,
-and resumes the flow's MLflow run so that kedro-mlflow's node-level logging lands in the same run, and opens
-`orchestration.per_series.cluster` around its nodes (in the flow process the `PerSeriesClusterHook` does that).
+`PrefectTaskRunner` is a `kedro.runner.AbstractRunner` subclass (the extension point `SequentialRunner` and
+`ThreadRunner` use): `AbstractRunner.run` checks the inputs and materialises every dataset, then its `_run`
+1. cuts the pipeline into task groups (`plan_task_groups`: one per node, or one per top-level namespace);
+2. makes every dataset that crosses a group boundary loadable by any task (`crossing_memory_datasets`: an
+   in-memory one becomes a run-scoped pickle, or the run is refused);
+3. submits each group as a Prefect task with `wait_for=` its upstream groups' futures, so independent
+   branches (the model families) run in parallel under a thread or Dask task runner, and raises the first
+   node failure. A task runs its nodes with Kedro's `SequentialRunner` on the session's catalog and hook
+   manager, so `before_node_run`, `after_dataset_saved`, `on_node_error`, ... fire per node as under
+   `kedro run`.
+
+Under Dask a task may run in another process. There it rebuilds the project's session from the picklable
+`KedroRunSpec` (public API: `KedroSession.create`, `load_context()`, `context.catalog`), swaps in the run's
+persisted crossing datasets, resumes the flow's MLflow run so kedro-mlflow's node-level logging lands in it,
+and opens `orchestration.per_series.cluster` around its nodes. Two differences from the flow process follow
+from Kedro's public API: the rebuilt catalog's save version is the timestamp at which that worker built it
+(`DataCatalog.from_config` generates one), not the session id; and the node hooks are fired through the
+rebuilt session's hook manager, the one private Kedro member this module reads (`_rebuilt_session_hook_manager`,
+pinned by a test). Pipeline-level hooks never fire in a worker.
 """
 from __future__ import annotations
 
@@ -27,13 +38,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from kedro import __version__ as kedro_version
 from kedro.framework.project import pipelines as kedro_pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
-from kedro.runner import SequentialRunner
+from kedro.runner import AbstractRunner, SequentialRunner
 from kedro.utils import find_kedro_project
 from prefect import flow, task
 from prefect import runtime as prefect_runtime
@@ -74,7 +84,6 @@ class KedroRunSpec:
     run_id: str
     env: str | None = None
     runtime_params: dict[str, Any] = field(default_factory=dict)
-    load_versions: dict[str, str] | None = None
     persisted_intermediates: dict[str, str] = field(default_factory=dict)
     mlflow_run_id: str | None = None
 
@@ -89,8 +98,8 @@ class _KedroExecution:
     rebuilt: bool = False
 
 
-# run_id -> execution. The flow process registers its own; Dask worker processes fill it lazily (bounded: a
-# long-lived worker sees many runs).
+# run_id -> execution. The runner registers the flow process's own; Dask worker processes fill it lazily
+# (bounded: a long-lived worker sees many runs).
 _EXECUTIONS: OrderedDict[str, _KedroExecution] = OrderedDict()
 _EXECUTIONS_LOCK = threading.Lock()
 _MAX_REBUILT_EXECUTIONS = 4
@@ -180,6 +189,94 @@ def build_task_runner(config: PipelineRunConfig) -> Any:
     )
 
 
+class PrefectTaskRunner(AbstractRunner):
+    """A Kedro runner that runs a pipeline as Prefect tasks of the current flow run, one per task group.
+
+    Use it inside a Prefect flow through `KedroSession.run(runner=...)`: the session fires the pipeline hooks
+    and passes its catalog and hook manager; each task runs its nodes with `SequentialRunner` on them.
+
+    Args:
+        config: The `orchestration` block (grouping, crossing-dataset policy, intermediate folder, retries,
+            timeouts).
+        project_path: The Kedro project root (a Dask worker rebuilds the session from it).
+        pipeline_name: The registered pipeline the session runs (a Dask worker looks its nodes up by it).
+        env: The Kedro environment of the session.
+        runtime_params: The session's runtime parameters.
+
+    After a run, `task_groups` holds the groups that ran and `intermediate_root` the folder of the run's
+    persisted crossing datasets (None when none was needed).
+    """
+
+    def __init__(
+        self,
+        config: PipelineRunConfig,
+        project_path: str | Path,
+        pipeline_name: str,
+        env: str | None = None,
+        runtime_params: dict[str, Any] | None = None,
+    ):
+        super().__init__(is_async=False)
+        self.config = config
+        self.project_path = Path(project_path)
+        self.pipeline_name = pipeline_name
+        self.env = env
+        self.runtime_params = dict(runtime_params or {})
+        self.task_groups: list[TaskGroup] = []
+        self.intermediate_root: Path | None = None
+
+    def __repr__(self) -> str:  # KedroSession records str(runner) in run_params (kedro-mlflow's "runner" tag)
+        return f"PrefectTaskRunner(task_runner={self.config.task_runner!r}, grouping={self.config.grouping!r})"
+
+    def _get_executor(self, max_workers: int) -> None:
+        return None  # the Prefect task runner of the flow executes the tasks
+
+    def _run(
+        self,
+        pipeline: Pipeline,
+        catalog: Any,
+        hook_manager: Any = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Submit one Prefect task per group and wait for all; raise the first node failure.
+
+        Called by `AbstractRunner.run` after it has checked the inputs and materialised every dataset.
+        """
+        if run_id is None:
+            raise ValueError("PrefectTaskRunner needs the run id: run it through KedroSession.run")
+        groups = plan_task_groups(pipeline, self.config.grouping)
+        intermediate_root = self.project_path / self.config.intermediate_dir / _safe_folder_name(run_id)
+        persisted = _persist_crossing_datasets(
+            catalog, crossing_datasets(pipeline, groups), self.config.crossing_memory_datasets, intermediate_root
+        )
+        self.task_groups = groups
+        self.intermediate_root = intermediate_root if persisted else None
+        spec = KedroRunSpec(
+            project_path=str(self.project_path),
+            pipeline_name=self.pipeline_name,
+            run_id=run_id,
+            env=self.env,
+            runtime_params=self.runtime_params,
+            persisted_intermediates=persisted,
+            mlflow_run_id=_active_mlflow_run_id(),  # kedro-mlflow opened it in before_pipeline_run
+        )
+        logger.info(
+            "Kedro pipeline '%s' as %d Prefect task(s) (grouping=%s, runner=%s, run_id=%s)",
+            self.pipeline_name, len(groups), self.config.grouping, self.config.task_runner, run_id,
+        )
+        with _EXECUTIONS_LOCK:
+            _EXECUTIONS[run_id] = _KedroExecution(pipeline=pipeline, catalog=catalog, hook_manager=hook_manager)
+        try:
+            _submit_and_wait(spec, groups, self.config)
+        finally:
+            with _EXECUTIONS_LOCK:
+                _EXECUTIONS.pop(run_id, None)
+
+    def remove_intermediates(self) -> None:
+        """Delete the run's persisted crossing datasets, unless `keep_intermediate` (call after a success)."""
+        if self.intermediate_root is not None and not self.config.keep_intermediate:
+            shutil.rmtree(self.intermediate_root, ignore_errors=True)
+
+
 @task(name="kedro-task-group", cache_policy=NO_CACHE)
 def run_kedro_task_group(spec: KedroRunSpec, group_name: str, node_names: list[str]) -> list[str]:
     """Run one group's Kedro nodes with Kedro's SequentialRunner (node and dataset hooks fire).
@@ -215,8 +312,16 @@ def kedro_pipeline_flow(
     root = resolve_project_path(project_path)
     config = _pipeline_run_config(root, env, config_overrides)
     bootstrap_project(root)
+    runner = PrefectTaskRunner(config, root, pipeline_name, env=env, runtime_params=runtime_params)
     with KedroSession.create(project_path=root, env=env, runtime_params=runtime_params or {}) as session:
-        return _run_in_session(session, pipeline_name, config, env, runtime_params or {})
+        session.run(pipeline_names=[pipeline_name], runner=runner)
+    runner.remove_intermediates()  # after after_pipeline_run: its hooks may still read them
+    return {
+        "run_id": session.session_id,
+        "flow_run_id": str(prefect_runtime.flow_run.id),
+        "pipeline": pipeline_name,
+        "tasks": {g.name: list(g.node_names) for g in runner.task_groups},
+    }
 
 
 def run_kedro_pipeline(
@@ -254,103 +359,6 @@ def _pipeline_run_config(root: Path, env: str | None, overrides: dict[str, Any] 
     return replace(config, **overrides) if overrides else config
 
 
-def _run_in_session(
-    session: KedroSession,
-    pipeline_name: str,
-    config: PipelineRunConfig,
-    env: str | None,
-    runtime_params: dict[str, Any],
-) -> dict[str, Any]:
-    """Mirror of `KedroSession.run` where the runner is replaced by Prefect tasks."""
-    run_id = session.session_id
-    project_path = Path(session._project_path)
-    if hasattr(kedro_pipelines, "set_requested"):
-        # Load every registered pipeline, not only the requested one (kedro 1.7's selective loading): composites
-        # such as day_n are built inside register_pipelines() from other discovered pipelines.
-        kedro_pipelines.set_requested(None)
-    context = session.load_context()
-    try:
-        registered = dict(kedro_pipelines.items())
-    except Exception as err:  # a KeyError from inside register_pipelines() is not "pipeline not found"
-        raise RuntimeError(
-            f"register_pipelines() of the Kedro project at {project_path} failed: {type(err).__name__}: {err}"
-        ) from err
-    if pipeline_name not in registered:
-        raise ValueError(
-            f"Failed to find the pipeline named '{pipeline_name}' in {project_path}: registered are "
-            f"{sorted(registered)}. Check orchestration.cycle.*_pipeline in conf/base/orchestration.yml."
-        )
-    pipeline = registered[pipeline_name]
-    if pipeline_name != "__default__":
-        context._pipelines_to_validate = [pipeline_name]
-    catalog = context._get_catalog(save_version=run_id, load_versions=None)
-    hook_manager = session._hook_manager
-
-    groups = plan_task_groups(pipeline, config.grouping)
-    _warm_up_catalog(pipeline, catalog)
-    intermediate_root = project_path / config.intermediate_dir / _safe_folder_name(run_id)
-    persisted = _persist_crossing_datasets(
-        catalog, crossing_datasets(pipeline, groups), config.crossing_memory_datasets, intermediate_root
-    )
-    spec = KedroRunSpec(
-        project_path=str(project_path),
-        pipeline_name=pipeline_name,
-        run_id=run_id,
-        env=env,
-        runtime_params=runtime_params,
-        persisted_intermediates=persisted,
-    )
-    record_data = {
-        "run_id": run_id,
-        "project_path": project_path.as_posix(),
-        "env": context.env,
-        "kedro_version": kedro_version,
-        "tags": None,
-        "from_nodes": None,
-        "to_nodes": None,
-        "node_names": None,
-        "from_inputs": None,
-        "to_outputs": None,
-        "load_versions": None,
-        "runtime_params": runtime_params,
-        "pipeline_names": [pipeline_name],
-        "namespaces": None,
-        "runner": f"prefect:{config.task_runner}",
-        "only_missing_outputs": False,
-    }
-    logger.info(
-        "Kedro pipeline '%s' as %d Prefect task(s) (grouping=%s, runner=%s, run_id=%s)",
-        pipeline_name, len(groups), config.grouping, config.task_runner, run_id,
-    )
-    with _EXECUTIONS_LOCK:
-        _EXECUTIONS[run_id] = _KedroExecution(pipeline=pipeline, catalog=catalog, hook_manager=hook_manager)
-    try:
-        hook_manager.hook.before_pipeline_run(run_params=record_data, pipeline=pipeline, catalog=catalog)
-        spec = replace(spec, mlflow_run_id=_active_mlflow_run_id())
-        try:
-            _submit_and_wait(spec, groups, config)
-        except Exception as error:
-            hook_manager.hook.on_pipeline_error(
-                error=error, run_params=record_data, pipeline=pipeline, catalog=catalog
-            )
-            raise
-        run_result = {name: catalog[name] for name in pipeline.outputs()}
-        hook_manager.hook.after_pipeline_run(
-            run_params=record_data, run_result=run_result, pipeline=pipeline, catalog=catalog
-        )
-    finally:
-        with _EXECUTIONS_LOCK:
-            _EXECUTIONS.pop(run_id, None)
-    if persisted and not config.keep_intermediate:
-        shutil.rmtree(intermediate_root, ignore_errors=True)
-    return {
-        "run_id": run_id,
-        "flow_run_id": str(prefect_runtime.flow_run.id),
-        "pipeline": pipeline_name,
-        "tasks": {g.name: list(g.node_names) for g in groups},
-    }
-
-
 def _submit_and_wait(spec: KedroRunSpec, groups: list[TaskGroup], config: PipelineRunConfig) -> None:
     """Submit every group with `wait_for=` its upstream futures; raise the first node failure."""
     futures: dict[str, Any] = {}
@@ -372,19 +380,6 @@ def _submit_and_wait(spec: KedroRunSpec, groups: list[TaskGroup], config: Pipeli
     unfinished = [g.name for g in groups if not futures[g.name].state.is_completed()]
     if unfinished:
         raise RuntimeError(f"Prefect task(s) {unfinished} did not complete: an upstream task failed or was cancelled")
-
-
-def _warm_up_catalog(pipeline: Pipeline, catalog: Any) -> None:
-    """Materialise every dataset before threads start (the catalog adds runtime-pattern entries lazily, which
-    is not thread safe) and refuse free inputs that no catalog entry provides, as Kedro's runner does."""
-    present = set()
-    for name in pipeline.datasets():
-        if name in catalog:
-            present.add(name)
-        catalog.get(name, fallback_to_runtime_pattern=True)
-    unsatisfied = pipeline.inputs() - present
-    if unsatisfied:
-        raise ValueError(f"Pipeline input(s) {sorted(unsatisfied)} not found in the catalog (conf/*/catalog*.yml)")
 
 
 def _persist_crossing_datasets(
@@ -416,29 +411,49 @@ def _persist_crossing_datasets(
 
 
 def _execution_for(spec: KedroRunSpec) -> _KedroExecution:
-    """This process's execution of the run: the flow's own, or one rebuilt from the spec (Dask worker)."""
+    """This process's execution of the run: the runner's own, or one rebuilt from the spec (Dask worker)."""
     with _EXECUTIONS_LOCK:
         execution = _EXECUTIONS.get(spec.run_id)
-        if execution is not None:
-            return execution
-        project_path = Path(spec.project_path)
-        bootstrap_project(project_path)
-        session = KedroSession.create(
-            project_path=project_path, env=spec.env, runtime_params=spec.runtime_params, save_on_close=False
-        )
-        context = session.load_context()
-        catalog = context._get_catalog(save_version=spec.run_id, load_versions=spec.load_versions)
-        from kedro_datasets.pickle import PickleDataset
-
-        for name, path in spec.persisted_intermediates.items():
-            catalog[name] = PickleDataset(filepath=path)
-        pipeline = kedro_pipelines[spec.pipeline_name]
-        _warm_up_catalog(pipeline, catalog)
-        execution = _KedroExecution(pipeline, catalog, session._hook_manager, rebuilt=True)
-        _EXECUTIONS[spec.run_id] = execution
-        while len(_EXECUTIONS) > _MAX_REBUILT_EXECUTIONS:
-            _EXECUTIONS.popitem(last=False)
+        if execution is None:
+            execution = _rebuild_execution(spec)
+            _EXECUTIONS[spec.run_id] = execution
+            while len(_EXECUTIONS) > _MAX_REBUILT_EXECUTIONS:
+                _EXECUTIONS.popitem(last=False)
         return execution
+
+
+def _rebuild_execution(spec: KedroRunSpec) -> _KedroExecution:
+    """The run's pipeline, catalog and hook manager in another process, from the project (public Kedro API).
+
+    `load_context()` fires `after_context_created` (kedro-mlflow's tracking URI) and `context.catalog`
+    `after_catalog_created`; that catalog's save version is a timestamp of its own (see the module docstring).
+    """
+    from kedro_datasets.pickle import PickleDataset
+
+    project_path = Path(spec.project_path)
+    bootstrap_project(project_path)
+    session = KedroSession.create(
+        project_path=project_path, env=spec.env, runtime_params=spec.runtime_params, save_on_close=False
+    )
+    catalog = session.load_context().catalog
+    for name, path in spec.persisted_intermediates.items():
+        catalog[name] = PickleDataset(filepath=path)
+    pipeline = kedro_pipelines[spec.pipeline_name]
+    # Materialise every dataset now, under the lock: the catalog adds runtime-pattern entries lazily, which is
+    # not thread safe, and a worker may run several of this run's tasks in threads.
+    for name in pipeline.datasets():
+        catalog.get(name, fallback_to_runtime_pattern=True)
+    return _KedroExecution(pipeline, catalog, _rebuilt_session_hook_manager(session), rebuilt=True)
+
+
+def _rebuilt_session_hook_manager(session: KedroSession) -> Any:
+    """The hook manager of a session rebuilt in a worker: the one private Kedro member this module reads.
+
+    Kedro has no public accessor for it; `KedroSession.run` hands it to the runner, which is how the flow
+    process gets it. Checked against kedro 1.7.0 (`KedroSession.__init__` sets `self._hook_manager`);
+    tests/orchestration/test_prefect_task_runner.py fails if a Kedro upgrade renames or replaces it.
+    """
+    return session._hook_manager
 
 
 def _active_mlflow_run_id() -> str | None:
