@@ -32,6 +32,16 @@ def split_series(panel: pd.DataFrame) -> dict[str, np.ndarray]:
     return {sid: group[VALUE].to_numpy(dtype=float) for sid, group in ordered.groupby(SERIES_ID, sort=False)}
 
 
+def split_covariates(panel: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray | None]:
+    """Each series' ``columns`` in time order (points x columns), keyed like ``split_series``; None per series
+    when ``columns`` is empty (the family reads no covariate)."""
+    ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
+    if not columns:
+        return {sid: None for sid in ordered[SERIES_ID].unique()}
+    return {sid: group[list(columns)].to_numpy(dtype=float)
+            for sid, group in ordered.groupby(SERIES_ID, sort=False)}
+
+
 def resolve_n_jobs(n_jobs: int, n_tasks: int) -> int:
     """joblib's convention (-1 = all cores), capped by the number of series so no idle worker is started."""
     cores = os.cpu_count() or 1

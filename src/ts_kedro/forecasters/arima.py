@@ -50,6 +50,16 @@ All variants fit on ``log(values)`` when every value is positive (``log_transfor
 with a seasonal swing have one proportional to their level; forecasts and interval bounds are back-transformed
 with exp (the point forecast is then the median).
 
+Covariates known in advance (``known_covariates``): a regression with ARIMA errors, y = X b + e with e the
+series' ARIMA, in every variant. The covariates are standardised per series and go through the same
+differencing as the series (d, D and the seasonal difference), so b is estimated jointly with the ARMA on the
+series the ARMA filters (statsmodels' ``exog``), as auto.arima with ``xreg`` does; d and D are chosen on the
+residuals of a regression of the series on its covariates. The Fourier regression includes them, so the seasonal
+profile is not biased by them. Per series, a covariate constant in its history (a dummy that never fires) or
+collinear with the others is left out. The forecast reads the plan over the horizon (``set_future_covariates``);
+an update carries the new points' covariate values. Covariates not known in advance (observed) have no values
+over the horizon: they are ignored and recorded in ``ignored_covariates_``.
+
 Short series: ``min_length`` is what the simplest model needs (one difference, a constant, the variance and
 ``MIN_SPARE_POINTS`` more points); longer models are tried only where the series affords them. A shorter series
 is served by the ``fallback`` family (ETS), and marked so in ``served_by_``.
@@ -65,7 +75,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ts_kedro.forecasters._per_series import forecast_frame, map_series, normal_quantile, split_series
+from ts_kedro.forecasters._per_series import (
+    forecast_frame,
+    map_series,
+    normal_quantile,
+    split_covariates,
+    split_series,
+)
 from ts_kedro.forecasters.base import Forecaster, ForecasterError
 from ts_kedro.frequency import candidate_periods, effective_season_length
 
@@ -107,25 +123,34 @@ class _FittedSeries:
     warnings: list[str] = field(default_factory=list)
     fit_seconds: float = 0.0
     seasonal_order: tuple[int, int, int, int] = (0, 0, 0, 0)
+    #: the covariate regressors on the points of ``adjusted`` (None: the series uses no covariate)
+    exog: np.ndarray | None = None
+    #: how they were made from the raw covariates (``_covariate_regressors``): columns, centre, scale, differencing
+    covariates: dict | None = None
 
     def statsmodels_model(self):
         """The statsmodels ARIMA these parameters belong to (filter it with ``params``; nothing is estimated)."""
         from statsmodels.tsa.arima.model import ARIMA
 
-        return ARIMA(self.adjusted, order=self.order, seasonal_order=self.seasonal_order, trend=self.trend)
+        return ARIMA(self.adjusted, exog=self.exog, order=self.order, seasonal_order=self.seasonal_order,
+                     trend=self.trend)
 
     @property
     def label(self) -> str:
         """The model in the usual notation, e.g. ``SARIMA(1,1,0)(0,1,1)[4]+drift`` or ``fourier+ARIMA(2,0,1)``."""
         differencing = self.seasonal.get("differencing")
         if differencing is None:
-            return f"{self.seasonal.get('method', 'none')}+ARIMA{tuple(self.order)}"
+            return f"{self.seasonal.get('method', 'none')}+ARIMA{tuple(self.order)}{self._covariates_label}"
         p, _, q = self.order
         P, _, Q, m = self.seasonal_order
         d, D = differencing["d"], differencing["D"]
         constant = {0: "+mean", 1: "+drift"}.get(d + D, "") if self.trend == "c" else ""
         seasonal = f"({P},{D},{Q})[{differencing['m']}]" if differencing["m"] > 1 else ""
-        return f"{'S' if seasonal else ''}ARIMA({p},{d},{q}){seasonal}{constant}"
+        return f"{'S' if seasonal else ''}ARIMA({p},{d},{q}){seasonal}{constant}{self._covariates_label}"
+
+    @property
+    def _covariates_label(self) -> str:
+        return f"+{len(self.covariates['columns'])} covariate(s)" if self.covariates else ""
 
 
 class ArimaForecaster(Forecaster):
@@ -137,23 +162,27 @@ class ArimaForecaster(Forecaster):
     ``max_q``, ``max_d``, ``max_search_fits`` (SARIMA's stepwise search), ``max_sarima_season``, ``log_transform``,
     ``validation_horizon`` (None: two seasons, ``derived_validation_horizon``) and ``validation_order``
     ([p, q] for the Fourier/seasonal-difference candidates, or null for a full search; auto only),
-    ``n_jobs`` (-1 = all cores). ``build_forecaster`` fills the None ones from the panel's frequency profile.
+    ``n_jobs`` (-1 = all cores), ``known_covariates`` (panel columns known in advance: regression with ARIMA
+    errors, see the module docstring; None: the training pipeline fills in the covariates declared
+    ``known_in_advance``, empty: none). ``build_forecaster`` fills the None ones from the panel's frequency profile.
     """
 
     name = "arima"
     fallback = "ets"
+    supports_covariates = True
 
     def __init__(self, freq: str, season_length: int | None = None, seasonality: str = "auto",
                  seasonal_periods: list[float] | None = None, fourier_order: int = 12,
                  information_criterion: str = "aicc", max_p: int = 2, max_q: int = 2, max_d: int = 1,
                  log_transform: bool = True, validation_horizon: int | None = None,
                  validation_order: list[int] | None = (1, 1), max_search_fits: int = 30,
-                 max_sarima_season: int = 12, n_jobs: int = -1):
+                 max_sarima_season: int = 12, n_jobs: int = -1, known_covariates: list[str] | None = None):
         super().__init__(freq, season_length, seasonality=seasonality, seasonal_periods=seasonal_periods,
                          fourier_order=fourier_order, information_criterion=information_criterion,
                          max_p=max_p, max_q=max_q, max_d=max_d, log_transform=log_transform,
                          validation_horizon=validation_horizon, n_jobs=n_jobs, validation_order=validation_order,
-                         max_search_fits=max_search_fits, max_sarima_season=max_sarima_season)
+                         max_search_fits=max_search_fits, max_sarima_season=max_sarima_season,
+                         known_covariates=known_covariates)
         if seasonality not in SEASONALITY_METHODS:
             raise ForecasterError(f"arima: seasonality must be one of {SEASONALITY_METHODS}, got {seasonality!r}")
         if information_criterion not in CRITERIA:
@@ -182,6 +211,7 @@ class ArimaForecaster(Forecaster):
         self.max_search_fits = int(max_search_fits)
         self.max_sarima_season = int(max_sarima_season)
         self.n_jobs = int(n_jobs)
+        self.known_covariates = list(known_covariates or [])
 
     @property
     def min_length(self) -> int:
@@ -202,13 +232,21 @@ class ArimaForecaster(Forecaster):
                         log_transform=self.log_transform, season_length=self.season_length,
                         validation_horizon=self.validation_horizon, validation_order=self.validation_order,
                         max_search_fits=self.max_search_fits, max_sarima_season=self.max_sarima_season)
-        items = [(sid, values, settings) for sid, values in split_series(panel).items()]
+        covariates = split_covariates(panel, self.known_covariates)
+        items = [(sid, values, settings, covariates[sid]) for sid, values in split_series(panel).items()]
         results = map_series(_fit_one_series, items, self.n_jobs, desc="arima fit")
         self.fitted_: dict[str, _FittedSeries] = {}
-        for (series_id, _, _), state in zip(items, results):
+        #: per series, the known covariates its regression uses (constant or collinear ones are left out)
+        self.covariates_used_: dict[str, list[str]] = {}
+        for (series_id, *_), state in zip(items, results):
             for message in state.warnings:
                 logger.warning("arima: series %r: %s", series_id, message)
             self.fitted_[series_id] = state
+            self.covariates_used_[series_id] = [self.known_covariates[j]
+                                                for j in (state.covariates or {}).get("columns", [])]
+        if self.known_covariates:
+            logger.info("arima: %d of %d series regress on covariates known in advance (of %s)",
+                        sum(bool(used) for used in self.covariates_used_.values()), len(items), self.known_covariates)
         per_series = [s.fit_seconds for s in self.fitted_.values()]
         skipped = [sid for sid, s in self.fitted_.items() if "validation_skipped" in s.seasonal]
         if skipped:
@@ -221,15 +259,20 @@ class ArimaForecaster(Forecaster):
                     pd.Series([s.label for s in self.fitted_.values()]).value_counts().head(10).to_dict())
 
     def _update(self, new_observations: pd.DataFrame) -> None:
+        covariates = split_covariates(new_observations, self.known_covariates)
         for series_id, values in split_series(new_observations).items():
-            self.fitted_[series_id] = _update_one_series(series_id, self.fitted_[series_id], values)
+            self.fitted_[series_id] = _update_one_series(series_id, self.fitted_[series_id], values,
+                                                         covariates[series_id])
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         frames = []
         for series_id in self.fitted_series_ids_:
             state = self.fitted_[series_id]
-            mean, bounds = _forecast_one_series(state, horizon, levels)
-            frames.append(forecast_frame(series_id, self.future_index(series_id, horizon), mean, bounds))
+            index = self.future_index(series_id, horizon)
+            # the plan is required whenever the model reads covariates, even for a series that left them all out
+            plan = self.future_covariate_values(series_id, index) if self.known_covariates else None
+            mean, bounds = _forecast_one_series(state, horizon, levels, plan)
+            frames.append(forecast_frame(series_id, index, mean, bounds))
         return pd.concat(frames, ignore_index=True)
 
 
@@ -252,7 +295,7 @@ def _fourier_terms(time_index: np.ndarray, periods: list[float], order: int) -> 
 
 
 def _remove_seasonality(values: np.ndarray, method: str, periods: list[float], order: int,
-                        season_length: int) -> tuple[np.ndarray, dict]:
+                        season_length: int, covariates: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     n_obs = len(values)
     if method == "seasonal_difference":
         # the ARIMA models y[t] - y[t-m]: the seasonal profile is the latest cycle, so a profile that drifts
@@ -266,9 +309,11 @@ def _remove_seasonality(values: np.ndarray, method: str, periods: list[float], o
     if method == "fourier":
         t = np.arange(n_obs, dtype=float)
         seasonal_x = _fourier_terms(t, usable, order)
-        design = np.column_stack([np.ones(n_obs), t / n_obs, seasonal_x])
+        # the covariates take their share in the same regression, so the profile is not biased by them
+        regressors = _standardised(covariates, n_obs)
+        design = np.column_stack([np.ones(n_obs), t / n_obs, seasonal_x, regressors])
         coef, *_ = np.linalg.lstsq(design, values, rcond=None)
-        seasonal_coef = coef[2:]
+        seasonal_coef = coef[2:2 + seasonal_x.shape[1]]
         adjusted = values - seasonal_x @ seasonal_coef
         return adjusted, {"method": "fourier", "periods": usable, "order": order, "coef": seasonal_coef,
                           "n_parameters": len(seasonal_coef)}
@@ -308,6 +353,71 @@ def _seasonal_strength(values: np.ndarray, m: int) -> float:
     return 0.0 if spread <= 0 else float(max(0.0, 1.0 - np.var(remainder) / spread))
 
 
+# -- covariates: regression with ARIMA errors ----------------------------------------------------------------------
+def _standardised(covariates: np.ndarray | None, n_points: int) -> np.ndarray:
+    """The covariates that vary in this history, centred and scaled (``n_points`` x varying columns)."""
+    if covariates is None:
+        return np.empty((n_points, 0))
+    raw = np.asarray(covariates, float)
+    center, scale = raw.mean(axis=0), raw.std(axis=0)
+    varying = scale > 0
+    return (raw[:, varying] - center[varying]) / scale[varying]
+
+
+def _without_covariates(values: np.ndarray, regressors: np.ndarray | None) -> np.ndarray:
+    """``values`` minus their least-squares fit on the regressors (intercept kept): what the unit-root and
+    seasonal-strength tests look at in a regression with ARIMA errors (auto.arima does the same with xreg)."""
+    if regressors is None or not regressors.size:
+        return values
+    design = np.column_stack([np.ones(len(values)), regressors])
+    coef, *_ = np.linalg.lstsq(design, values, rcond=None)
+    return values - regressors @ coef[1:]
+
+
+def _covariate_regressors(covariates: np.ndarray | None, d: int, D: int, m: int,
+                          n_points: int) -> tuple[np.ndarray | None, dict | None]:
+    """The regressors of one series for an ARMA on (1 - B)^d (1 - B^m)^D y, and how to make them again.
+
+    Each covariate is standardised on the series' history and differenced like the series. Left out: a covariate
+    constant in the history (nothing to estimate; e.g. a holiday dummy that never fired), one that differencing
+    makes constant or collinear with those before it, and any beyond half of the points the simplest ARMA leaves
+    spare (``n_points``: points of the differenced series). Returns (regressors on the differenced points, spec),
+    or (None, None) when none is left. ``spec["history"]`` holds the last d + m*D standardised rows, from which
+    the regressors of later points (an update, the horizon) are differenced.
+    """
+    if covariates is None or not covariates.shape[1]:
+        return None, None
+    raw = np.asarray(covariates, float)
+    center, scale = raw.mean(axis=0), raw.std(axis=0)
+    varying = np.flatnonzero(scale > 0)
+    standard = (raw[:, varying] - center[varying]) / scale[varying]
+    differenced = _difference(standard, d, D, m)
+    budget = max(0, (n_points - MIN_SPARE_POINTS - 2) // 2)
+    keep: list[int] = []
+    for j in range(differenced.shape[1]):
+        if len(keep) >= budget:
+            break
+        trial = np.column_stack([np.ones(len(differenced)), differenced[:, keep + [j]]])
+        if np.ptp(differenced[:, j]) > 0 and np.linalg.matrix_rank(trial) == trial.shape[1]:
+            keep.append(j)
+    if not keep:
+        return None, None
+    lag = d + m * D
+    spec = {"columns": varying[keep].tolist(), "center": center[varying[keep]], "scale": scale[varying[keep]],
+            "d": d, "D": D, "m": m, "history": standard[len(standard) - lag:, keep].copy()}
+    return differenced[:, keep], spec
+
+
+def _extend_regressors(spec: dict, covariates: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Regressors for the points after the history (raw ``covariates``: points x all known covariates), and the
+    spec whose ``history`` has moved past them."""
+    standard = (np.asarray(covariates, float)[:, spec["columns"]] - spec["center"]) / spec["scale"]
+    extended = np.vstack([spec["history"], standard])
+    lag = spec["d"] + spec["m"] * spec["D"]
+    return (_difference(extended, spec["d"], spec["D"], spec["m"]),
+            {**spec, "history": extended[len(extended) - lag:].copy()})
+
+
 # -- ARIMA on the adjusted series ---------------------------------------------------------------------------------
 def _choose_d(adjusted: np.ndarray, max_d: int) -> int:
     """Number of differences by repeated KPSS tests at 5 % (the auto.arima rule)."""
@@ -334,42 +444,50 @@ def _information_criterion(result, criterion: str) -> float:
 
 
 def _fit_arima(adjusted: np.ndarray, order: tuple[int, int, int], trend: str,
-               seasonal_order: tuple[int, int, int, int] = (0, 0, 0, 0)):
+               seasonal_order: tuple[int, int, int, int] = (0, 0, 0, 0), exog: np.ndarray | None = None):
     from statsmodels.tsa.arima.model import ARIMA
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter; failures are judged by the result below
-        result = ARIMA(adjusted, order=order, seasonal_order=seasonal_order, trend=trend).fit()
+        result = ARIMA(adjusted, exog=exog, order=order, seasonal_order=seasonal_order, trend=trend).fit()
     if not np.all(np.isfinite(result.params)) or not np.isfinite(result.llf):
         raise FloatingPointError(f"non-finite estimates for ARIMA{order}{seasonal_order}")
     return result
 
 
 def _fit_candidate(values: np.ndarray, method: str, settings: dict,
-                   order: tuple[int, int, int] | None = None, p_q: tuple[int, int] | None = None) -> _FittedSeries:
+                   order: tuple[int, int, int] | None = None, p_q: tuple[int, int] | None = None,
+                   covariates: np.ndarray | None = None) -> _FittedSeries:
     """Seasonal part by ``method``, then the ARIMA order by the information criterion (or the given ``order``;
-    ``p_q``: fixed p and q, d from KPSS). Without a usable seasonal part: the plain ARIMA search."""
+    ``p_q``: fixed p and q, d from KPSS). Without a usable seasonal part: the plain ARIMA search. ``covariates``
+    (points x known covariates): regressors of a regression with ARIMA errors (module docstring)."""
     m = effective_season_length(len(values), settings["season_length"])
     if method == "seasonal_difference" and m < 2:
         method = "none"
     if method in ("fourier", "mstl") and not _usable_periods(settings["periods"], len(values)):
         method = "none"
     if method == "none":
-        return _fit_sarima(values, settings, 1)
-    adjusted, seasonal = _remove_seasonality(values, method, settings["periods"], settings["fourier_order"], m)
+        return _fit_sarima(values, settings, 1, covariates=covariates)
+    adjusted, seasonal = _remove_seasonality(values, method, settings["periods"], settings["fourier_order"], m,
+                                             covariates)
+    # the covariates go through the transformation the ARIMA sees: the seasonal difference, or none (the Fourier
+    # and MSTL profiles are subtracted; the ARIMA's own d differences them inside statsmodels)
+    D, period = (1, seasonal["period"]) if method == "seasonal_difference" else (0, 1)
+    exog, covariate_spec = _covariate_regressors(covariates, 0, D, period, len(adjusted))
     if order is not None:
         d, grid = order[1], [(order[0], order[2])]
     else:
-        d = _choose_d(adjusted, settings["max_d"])
+        d = _choose_d(_without_covariates(adjusted, exog), settings["max_d"])
         grid = [tuple(p_q)] if p_q is not None else list(
             itertools.product(range(settings["max_p"] + 1), range(settings["max_q"] + 1)))
     trend = "c" if d == 0 else "n"
-    spare = len(adjusted) - d - MIN_SPARE_POINTS - 1 - (trend == "c")
+    n_exog = 0 if exog is None else exog.shape[1]
+    spare = len(adjusted) - d - MIN_SPARE_POINTS - 1 - (trend == "c") - n_exog
     grid = [(p, q) for p, q in grid if p + q <= spare] or [(0, 0)]
     best, best_score, failures = None, np.inf, []
     for p, q in grid:
         try:
-            result = _fit_arima(adjusted, (p, d, q), trend)
+            result = _fit_arima(adjusted, (p, d, q), trend, exog=exog)
         except Exception as exc:  # noqa: BLE001 - one failing order must not stop the search; it is reported
             failures.append(f"ARIMA({p},{d},{q}) failed: {exc}")
             continue
@@ -389,11 +507,12 @@ def _fit_candidate(values: np.ndarray, method: str, settings: dict,
             params = np.asarray(best.params, float)
         except Exception:  # noqa: BLE001 - e.g. a constant series: the random walk's variance by hand
             params = np.array([max(float(np.mean(np.diff(adjusted) ** 2)), 1e-12)])
+        # no covariates in this last resort: the fits with them are what failed
         return _FittedSeries(order=(0, 1, 0), trend=trend, params=params, adjusted=adjusted, n_obs=len(values),
                              seasonal=seasonal, warnings=messages)
     return _FittedSeries(order=tuple(int(v) for v in best.model.order), trend=trend,
                          params=np.asarray(best.params, float), adjusted=adjusted, n_obs=len(values),
-                         seasonal=seasonal, warnings=messages)
+                         seasonal=seasonal, warnings=messages, exog=exog, covariates=covariate_spec)
 
 
 # -- seasonal ARIMA (and plain ARIMA with drift) by auto.arima's stepwise search -----------------------------------
@@ -402,7 +521,7 @@ def _difference(values: np.ndarray, d: int, D: int, m: int) -> np.ndarray:
     for _ in range(D):
         out = out[m:] - out[:-m]
     for _ in range(d):
-        out = np.diff(out)
+        out = np.diff(out, axis=0)  # along time: covariates come as points x columns
     return out
 
 
@@ -422,20 +541,21 @@ def _seasonal_order(P: int, Q: int, m: int) -> tuple[int, int, int, int]:
     return (P, 0, Q, m) if m > 1 and P + Q > 0 else (0, 0, 0, 0)
 
 
-def _fit_differenced(w: np.ndarray, spec: tuple, m: int):
-    """ARMA(p, q)(P, Q)m, with a constant or not, on the differenced series (by ``_fit_arima``)."""
+def _fit_differenced(w: np.ndarray, spec: tuple, m: int, exog: np.ndarray | None = None):
+    """ARMA(p, q)(P, Q)m, with a constant or not (and the differenced covariates), on the differenced series."""
     p, q, P, Q, constant = spec
     trend = "c" if constant else "n"
     if P + Q == 0:
-        return _fit_arima(w, (p, 0, q), trend)
-    return _fit_arima(w, (p, 0, q), trend, _seasonal_order(P, Q, m))
+        return _fit_arima(w, (p, 0, q), trend, exog=exog)
+    return _fit_arima(w, (p, 0, q), trend, _seasonal_order(P, Q, m), exog=exog)
 
 
-def _stepwise_search(w: np.ndarray, m: int, allow_constant: bool, settings: dict, messages: list[str]):
+def _stepwise_search(w: np.ndarray, m: int, allow_constant: bool, settings: dict, messages: list[str],
+                     exog: np.ndarray | None = None):
     """(result, (p, q, P, Q, constant)) of the best model on the differenced series ``w`` (None if none fits)."""
     max_p, max_q = settings["max_p"], settings["max_q"]
     max_seasonal = 1 if m > 1 else 0
-    n = len(w)
+    n = len(w) - (0 if exog is None else exog.shape[1])  # each covariate takes a point
 
     def feasible(spec) -> bool:
         p, q, P, Q, constant = spec
@@ -455,7 +575,7 @@ def _stepwise_search(w: np.ndarray, m: int, allow_constant: bool, settings: dict
             return tried[spec]
         p, q, P, Q, constant = spec
         try:
-            result = _fit_differenced(w, spec, m)
+            result = _fit_differenced(w, spec, m, exog)
             value = _information_criterion(result, settings["criterion"])
             value = value if np.isfinite(value) else np.inf
             results[spec] = result
@@ -491,24 +611,28 @@ def _stepwise_search(w: np.ndarray, m: int, allow_constant: bool, settings: dict
     return results[best], best
 
 
-def _fit_sarima(values: np.ndarray, settings: dict, m: int, spec: tuple | None = None) -> _FittedSeries:
+def _fit_sarima(values: np.ndarray, settings: dict, m: int, spec: tuple | None = None,
+                covariates: np.ndarray | None = None) -> _FittedSeries:
     """auto.arima on one series with season ``m`` (1: no seasonal part); ``spec`` = (p, d, q, P, D, Q, constant)
-    refits that model instead of searching."""
+    refits that model instead of searching. ``covariates`` (points x known covariates): regression with ARIMA
+    errors, the covariates differenced like the series, D and d chosen on the regression residuals."""
     messages: list[str] = []
     if spec is None:
+        tested = _without_covariates(values, _standardised(covariates, len(values)))
         D = int(m > 1 and len(values) >= 2 * m + MIN_SPARE_POINTS + 2
-                and _seasonal_strength(values, m) >= SEASONAL_STRENGTH_FOR_D)
-        d = _choose_d(_difference(values, 0, D, m), settings["max_d"])
+                and _seasonal_strength(tested, m) >= SEASONAL_STRENGTH_FOR_D)
+        d = _choose_d(_difference(tested, 0, D, m), settings["max_d"])
     else:
         d, D = spec[1], spec[4]
     w = _difference(values, d, D, m)
+    exog, covariate_spec = _covariate_regressors(covariates, d, D, m, len(w))
     allow_constant = d + D <= 1
     if spec is None:
-        result, (p, q, P, Q, constant) = _stepwise_search(w, m, allow_constant, settings, messages)
+        result, (p, q, P, Q, constant) = _stepwise_search(w, m, allow_constant, settings, messages, exog)
     else:
         p, _, q, P, _, Q, constant = spec
         try:
-            result = _fit_differenced(w, (p, q, P, Q, constant), m)
+            result = _fit_differenced(w, (p, q, P, Q, constant), m, exog)
         except Exception as exc:  # noqa: BLE001 - the refit is reported and replaced below
             messages.append(f"refit of ARIMA({p},{d},{q})({P},{D},{Q}) failed: {exc}")
             result = None
@@ -522,15 +646,17 @@ def _fit_sarima(values: np.ndarray, settings: dict, m: int, spec: tuple | None =
         p = q = P = Q = 0
         constant = False
         params = np.array([max(float(np.mean(w ** 2)) if len(w) else 0.0, 1e-12)])
+        exog = covariate_spec = None  # white noise without covariates: the fits with them are what failed
     else:
         params = np.asarray(result.params, float)
     seasonal["spec"] = (p, d, q, P, D, Q, bool(constant))
     return _FittedSeries(order=(p, 0, q), trend="c" if constant else "n", params=params, adjusted=w,
                          n_obs=len(values), seasonal=seasonal, warnings=messages,
-                         seasonal_order=_seasonal_order(P, Q, m))
+                         seasonal_order=_seasonal_order(P, Q, m), exog=exog, covariates=covariate_spec)
 
 
-def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _FittedSeries:
+def _fit_one_series(series_id: str, values: np.ndarray, settings: dict,
+                    covariates: np.ndarray | None = None) -> _FittedSeries:
     started = time.process_time()  # CPU time: honest per-series cost even on a shared, oversubscribed machine
     # log turns seasonal swings proportional to the level into additive ones
     log_scale = bool(settings["log_transform"] and np.all(values > 0))
@@ -539,8 +665,9 @@ def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _Fitt
     m = effective_season_length(n, settings["season_length"])
     short_season = 2 <= m <= settings["max_sarima_season"]
     method, h, messages, fitted = settings["seasonality"], settings["validation_horizon"], [], None
+    x = covariates
     if method == "sarima" or (method == "auto" and m < 2):
-        fitted = _fit_sarima(modelled, settings, m if short_season else 1)
+        fitted = _fit_sarima(modelled, settings, m if short_season else 1, covariates=x)
     elif method == "auto":
         # Fourier terms estimate one fixed profile from the whole history; SARIMA and the seasonal difference
         # follow the latest cycles. Which suits a series is decided on its own last h points (fitted on the
@@ -548,39 +675,44 @@ def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _Fitt
         candidates = ("fourier", "sarima") if short_season else ("fourier", "seasonal_difference")
         if n - h < 2 * m + VALIDATION_SPARE_POINTS:
             method = "sarima" if short_season else "fourier"
-            fitted = _fit_sarima(modelled, settings, m) if short_season else _fit_candidate(modelled, method,
-                                                                                              settings)
+            fitted = (_fit_sarima(modelled, settings, m, covariates=x) if short_season
+                      else _fit_candidate(modelled, method, settings, covariates=x))
             fitted.seasonal["validation_skipped"] = f"{n} points, too short for a {h}-point validation window"
         else:
             errors, orders, full = {}, {}, {}
             for candidate in candidates:
+                # the validation window's recorded covariates are its plan (they were known in advance)
+                fit_x, plan = (None, None) if x is None else (x[:-h], x[-h:])
                 if candidate == "sarima":
                     # the order is searched once on all data and refitted on the shorter series
-                    full[candidate] = _fit_sarima(modelled, settings, m)
-                    state = _fit_sarima(modelled[:-h], settings, m, spec=full[candidate].seasonal["spec"])
+                    full[candidate] = _fit_sarima(modelled, settings, m, covariates=x)
+                    state = _fit_sarima(modelled[:-h], settings, m, spec=full[candidate].seasonal["spec"],
+                                        covariates=fit_x)
                 else:
-                    state = _fit_candidate(modelled[:-h], candidate, settings, p_q=settings["validation_order"])
+                    state = _fit_candidate(modelled[:-h], candidate, settings, p_q=settings["validation_order"],
+                                           covariates=fit_x)
                 state.log_scale = log_scale
-                mean, _ = _forecast_one_series(state, h, [])
+                mean, _ = _forecast_one_series(state, h, [], plan)
                 errors[candidate] = float(np.mean(np.abs(values[-h:] - mean)))
                 orders[candidate] = state.order
             method = min(errors, key=lambda c: (not np.isfinite(errors[c]), errors[c]))
             if method in full:
                 fitted = full[method]
             elif settings["validation_order"] is None:
-                fitted = _fit_candidate(modelled, method, settings, order=orders[method])
+                fitted = _fit_candidate(modelled, method, settings, order=orders[method], covariates=x)
             else:
-                fitted = _fit_candidate(modelled, method, settings)
+                fitted = _fit_candidate(modelled, method, settings, covariates=x)
             fitted.seasonal["validation_mae"] = errors
     if fitted is None:
-        fitted = _fit_candidate(modelled, method, settings)
+        fitted = _fit_candidate(modelled, method, settings, covariates=x)
     fitted.log_scale = log_scale
     fitted.warnings = messages + fitted.warnings
     fitted.fit_seconds = time.process_time() - started
     return fitted
 
 
-def _update_one_series(series_id: str, state: _FittedSeries, values: np.ndarray) -> _FittedSeries:
+def _update_one_series(series_id: str, state: _FittedSeries, values: np.ndarray,
+                       covariates: np.ndarray | None = None) -> _FittedSeries:
     """The state after ``values`` (the next observations), with every estimate kept.
 
     The new points go through the same transformation as the fitted history, with the fitted seasonal part
@@ -589,6 +721,8 @@ def _update_one_series(series_id: str, state: _FittedSeries, values: np.ndarray)
     cycles repeated, which then roll forward), and are appended to the series the ARIMA filters. ``predict``
     runs the state space filter with the fitted parameters over it (statsmodels' ``filter(params)``, what
     ``results.append(refit=False)`` does), so the forecast is the fitted model conditioned on the longer series.
+    A series that regresses on covariates gets their values at the new points (``covariates``), differenced from
+    the stored last rows like the series.
     """
     if state.log_scale and np.any(values <= 0):
         raise ForecasterError(
@@ -613,17 +747,32 @@ def _update_one_series(series_id: str, state: _FittedSeries, values: np.ndarray)
         new_adjusted = modelled - _seasonal_forecast(seasonal, state.n_obs, k)
         if seasonal["method"] == "mstl":
             seasonal["last_cycles"] = [np.roll(cycle, -k) for cycle in seasonal["last_cycles"]]
+    exog, covariate_spec = state.exog, state.covariates
+    if covariate_spec:
+        if covariates is None:
+            raise ForecasterError(f"arima: series {series_id!r} regresses on covariates; the new observations "
+                                  "need their values")
+        new_exog, covariate_spec = _extend_regressors(covariate_spec, covariates)
+        exog = np.vstack([state.exog, new_exog])
     return _FittedSeries(order=state.order, trend=state.trend, params=state.params,
                          adjusted=np.r_[state.adjusted, new_adjusted], n_obs=state.n_obs + k, seasonal=seasonal,
                          log_scale=state.log_scale, warnings=[], fit_seconds=state.fit_seconds,
-                         seasonal_order=state.seasonal_order)
+                         seasonal_order=state.seasonal_order, exog=exog, covariates=covariate_spec)
 
 
-def _forecast_one_series(state: _FittedSeries, horizon: int, levels: list[int]):
+def _forecast_one_series(state: _FittedSeries, horizon: int, levels: list[int],
+                         covariates: np.ndarray | None = None):
+    """Mean and interval bounds over ``horizon``; ``covariates`` (horizon x known covariates) is the plan a
+    series with covariate regressors forecasts from (the others ignore it)."""
+    future_exog = None
+    if state.covariates:
+        if covariates is None:
+            raise ForecasterError("arima: a series that regresses on covariates needs their planned values")
+        future_exog, _ = _extend_regressors(state.covariates, covariates[:horizon])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = state.statsmodels_model().filter(state.params)
-        forecast = result.get_forecast(horizon)
+        forecast = result.get_forecast(horizon, exog=future_exog)
     if "differencing" in state.seasonal:
         mean, std = _integrate_differences(state, result, np.asarray(forecast.predicted_mean), horizon)
         bounds = {level: (mean - normal_quantile(level) * std, mean + normal_quantile(level) * std)

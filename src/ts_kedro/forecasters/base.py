@@ -13,6 +13,10 @@ import pandas as pd
 logger = logging.getLogger(__name__)
 
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
+#: data_processing's per-point flags (``is_imputed``, ``is_anomaly``): panel columns that are not covariates
+FLAG_COLUMNS = ("is_imputed", "is_anomaly")
+# (family, ignored covariates) already logged by this process: a backtest fits a family once per window
+_IGNORED_LOGGED: set[tuple[str, tuple[str, ...]]] = set()
 
 
 class ForecasterError(ValueError):
@@ -33,10 +37,24 @@ class Forecaster(abc.ABC):
     family that really forecasts it and ``fallback_reasons_`` why; ``fitted_series_ids_`` are the series
     ``_fit``/``_predict`` handle themselves (subclasses iterate over those). Only a family without a fallback
     raises ``ForecasterError`` for a series it cannot take.
+
+    Covariates: every panel column beyond ``series_id, timestamp, value`` and data_processing's flags is a
+    covariate (``covariate_columns``). A family with ``supports_covariates`` reads the columns named in its
+    ``known_covariates`` (and, where it takes them, ``observed_covariates``); every other covariate column, and all
+    of them for a family without the capability, is ignored explicitly: ``ignored_covariates_`` maps each to the
+    reason, and the first fit of a process that ignores it logs so.
     """
 
     name: str = "base"
     supports_intervals: bool = True
+    #: whether the family uses covariates known in advance: their recorded values in the panel when fitting and
+    #: updating, their planned values over the horizon (``set_future_covariates``) when forecasting. Families that
+    #: set it take a ``known_covariates`` hyperparameter; None there means "the covariates declared
+    #: ``known_in_advance`` in ``data_processing.source.covariates``" (the training pipeline fills them in).
+    supports_covariates: bool = False
+    #: the panel columns the family reads as covariates known in advance / observed (supporting families set them)
+    known_covariates: Sequence[str] = ()
+    observed_covariates: Sequence[str] = ()
     #: registered family that serves the series this one cannot fit; None raises instead
     fallback: str | None = "seasonal_naive"
 
@@ -74,6 +92,8 @@ class Forecaster(abc.ABC):
     # -- public API ---------------------------------------------------------------------------
     def fit(self, panel: pd.DataFrame) -> "Forecaster":
         _check_panel(panel)
+        self._check_covariate_columns(panel, "panel")
+        self.ignored_covariates_ = self._ignored_covariates(panel)
         ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
         by_series = {sid: group[VALUE].to_numpy(float) for sid, group in ordered.groupby(SERIES_ID, sort=False)}
         values = {sid: by_series[sid] for sid in panel[SERIES_ID].unique()}  # first-appearance order
@@ -118,7 +138,9 @@ class Forecaster(abc.ABC):
         weights, interval calibration) stay as they are; only the state a forecast starts from moves forward
         (a filter run over the new points, new last values or a new input window), so the next ``predict``
         starts after the newest observation. Series served by the fallback family are updated through it.
-        A series absent from ``new_observations`` keeps its state and its forecast origin.
+        A series absent from ``new_observations`` keeps its state and its forecast origin. A model that reads
+        covariates (``known_covariates``, ``observed_covariates``) needs their columns, without gaps, for its own
+        series; its next ``predict`` needs a plan of the new horizon (``set_future_covariates``).
 
         Why: a Day-N cycle without drift needs forecasts from the newest data, not new parameters; updating
         costs a filter pass where a refit costs an estimation (``benchmarks/update_speed.py`` measures it).
@@ -139,6 +161,8 @@ class Forecaster(abc.ABC):
                 f"{self.name}: new_observations name series {unknown[:10]} that the model was not fitted on; "
                 "a new series needs a refit (Day 0 or a retrain)")
         self._check_continuation(ordered)
+        own_rows = ~ordered[SERIES_ID].isin(set(self.fallback_reasons_))  # the fallback reads no covariate of ours
+        self._check_covariate_columns(ordered[own_rows], "new_observations")
         # all or nothing: the update runs on a copy, so a series refused half-way leaves this model as it was
         updated = copy.deepcopy(self)
         fallback_ids = set(self.fallback_reasons_)
@@ -180,6 +204,87 @@ class Forecaster(abc.ABC):
         delegated = [sid for sid in keep if sid in self.fallback_reasons_]
         view.fallback_model_ = self.fallback_model_.restricted_to(delegated) if delegated else None
         return view
+
+    # -- covariates ---------------------------------------------------------------------------------------------
+    def _check_covariate_columns(self, panel: pd.DataFrame, what: str) -> None:
+        """The covariate columns this model reads are in ``panel`` and have a value in every row."""
+        used = [*self.known_covariates, *self.observed_covariates]
+        missing = [name for name in used if name not in panel.columns]
+        if missing:
+            raise ForecasterError(
+                f"{self.name}: {what} lacks covariate column(s) {missing} that the model reads (known_covariates / "
+                f"observed_covariates); it has {list(covariate_columns(panel))}: declare them in "
+                "data_processing.source.covariates or drop them from the hyperparameters")
+        for name in used:
+            gaps = panel[name].isna().to_numpy()
+            if gaps.any():
+                row = panel.iloc[int(np.flatnonzero(gaps)[0])]
+                raise ForecasterError(f"{self.name}: covariate {name!r} is missing for series {row[SERIES_ID]!r} at "
+                                      f"{row[TIMESTAMP]} in {what}; impute it in data_processing first")
+
+    def _ignored_covariates(self, panel: pd.DataFrame) -> dict[str, str]:
+        """Covariate columns of ``panel`` this model does not read, each with the reason; logged once per process."""
+        used = {*self.known_covariates, *self.observed_covariates}
+        if self.supports_covariates and "observed_covariates" in self.hyperparameters:
+            why = f"not among {self.name}'s known_covariates or observed_covariates"
+        elif self.supports_covariates:
+            why = (f"not among {self.name}'s known_covariates: it reads covariates known in advance only (an "
+                   "observed covariate has no values over the horizon)")
+        else:
+            why = f"{self.name} cannot use covariates (supports_covariates is False)"
+        ignored = {name: why for name in covariate_columns(panel) if name not in used}
+        key = (self.name, tuple(ignored))
+        if ignored and key not in _IGNORED_LOGGED:
+            _IGNORED_LOGGED.add(key)
+            logger.info("%s: ignores covariate(s) %s: %s", self.name, list(ignored), why)
+        return ignored
+
+    def set_future_covariates(self, future_covariates: pd.DataFrame) -> "Forecaster":
+        """The planned values of ``known_covariates`` over the horizon (``series_id, timestamp, <covariates>``,
+        e.g. data_processing's ``future_covariates_horizon``), read by the next ``predict``; returns the model.
+
+        Only for a family with ``supports_covariates``. The plan must cover each series' horizon after its newest
+        observation: after an ``update`` it needs the new horizon's values (``predict`` names the covariate, the
+        series and the first timestamp it lacks).
+        """
+        if not self.supports_covariates:
+            raise ForecasterError(f"{self.name}: this family cannot use covariates (supports_covariates is False)")
+        missing = [c for c in (SERIES_ID, TIMESTAMP, *self.known_covariates) if c not in future_covariates.columns]
+        if missing:
+            raise ForecasterError(f"{self.name}: future_covariates lack column(s) {missing}; they need series_id, "
+                                  f"timestamp and every known_covariates column {list(self.known_covariates)}")
+        plan = future_covariates[[SERIES_ID, TIMESTAMP, *self.known_covariates]]
+        self.future_covariates_ = plan.assign(**{TIMESTAMP: pd.DatetimeIndex(plan[TIMESTAMP]).as_unit("ns")})
+        self._future_plan = None
+        return self
+
+    def future_covariate_values(self, series_id, timestamps: pd.DatetimeIndex) -> np.ndarray:
+        """The planned values of ``known_covariates`` for ``series_id`` at ``timestamps`` (len x covariates).
+
+        Raises ``ForecasterError`` naming the covariate, the series and the first timestamp the plan lacks.
+        """
+        plan = getattr(self, "future_covariates_", None)
+        if getattr(self, "_future_plan", None) is None:  # indexed once per plan, not once per series
+            self._future_plan = {} if plan is None else {
+                sid: rows.set_index(TIMESTAMP)[list(self.known_covariates)]
+                for sid, rows in plan.groupby(SERIES_ID, sort=False)}
+        stamps = pd.DatetimeIndex(timestamps).as_unit("ns")
+        rows = self._future_plan.get(series_id)
+        values = (pd.DataFrame(np.nan, index=stamps, columns=list(self.known_covariates)) if rows is None
+                  else rows.reindex(stamps))
+        for name in self.known_covariates:
+            gaps = values[name].isna().to_numpy()
+            if gaps.any():
+                raise ForecasterError(
+                    f"{self.name}: future_covariates lack covariate {name!r} for series {series_id!r} at "
+                    f"{stamps[int(np.flatnonzero(gaps)[0])]} (first missing timestamp of the horizon); provide "
+                    "the planned values of the covariates known in advance (set_future_covariates)")
+        return values.to_numpy(float)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_future_plan", None)  # a cache of future_covariates_, rebuilt on use
+        return state
 
     def _check_continuation(self, ordered: pd.DataFrame) -> None:
         """Every series' new timestamps must be the next steps of the grid after its last fitted timestamp."""
@@ -276,6 +381,11 @@ class Forecaster(abc.ABC):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
         return f"{type(self).__name__}(freq={self.freq!r}, season_length={self.season_length}{', ' if params else ''}{params})"
+
+
+def covariate_columns(panel: pd.DataFrame) -> list[str]:
+    """The covariate columns of a long panel: every column but ``series_id, timestamp, value`` and the flags."""
+    return [c for c in panel.columns if c not in (SERIES_ID, TIMESTAMP, VALUE, *FLAG_COLUMNS)]
 
 
 def interval_columns(levels: Sequence[int]) -> list[str]:

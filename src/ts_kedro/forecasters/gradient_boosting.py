@@ -54,12 +54,14 @@ class LightGBMForecaster(Forecaster):
     horizon), ``seasonal_periods`` (null: the profile's), ``interval_levels`` (trained quantile levels),
     ``objective`` (``l2`` mean or ``l1`` median for the point forecast), ``n_estimators``, ``learning_rate``,
     ``num_leaves``, ``min_data_in_leaf``, ``feature_fraction``, ``max_training_rows``, ``calendar_features``,
-    ``known_covariates`` / ``observed_covariates`` (panel column names, see docs/data_contract.md),
+    ``known_covariates`` / ``observed_covariates`` (panel column names, see docs/data_contract.md; null: the
+    covariates ``data_processing.source.covariates`` declares of that kind, filled in by the training pipeline),
     ``n_jobs`` (LightGBM threads, default 1, -1 = all cores), ``device`` (cpu|gpu), ``seed``.
     """
 
     name = "lightgbm"
     fallback = "theta"
+    supports_covariates = True
 
     def __init__(self, freq: str = "h", season_length: int | None = None, horizon: int | None = None,
                  seasonal_periods: list[float] | None = None, interval_levels: list[int] | None = None,
@@ -311,11 +313,6 @@ class LightGBMForecaster(Forecaster):
             scales.append(scale)
             ids += [sid] * horizon
         return np.vstack(rows), np.concatenate(levels), np.concatenate(scales), ids
-
-    def set_future_covariates(self, future_covariates: pd.DataFrame) -> "LightGBMForecaster":
-        """Known-in-advance covariate values for the forecast horizon (``series_id, timestamp, <covariates>``)."""
-        self.future_covariates_ = future_covariates
-        return self
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         x, level, scale, _ = self.forecast_rows(horizon)

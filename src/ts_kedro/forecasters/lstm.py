@@ -36,6 +36,12 @@ Design (why, in short):
 - A seed ensemble (``n_models``, default 3; members seeded seed, seed+1, ...; quantiles averaged): single
   networks trained on a few tens of series differ noticeably from seed to seed, the ensemble removes most of it.
 - Picklable: the fitted state is the members' state_dicts as numpy arrays plus the last window of every series.
+- No covariates (``supports_covariates`` False): a panel's covariate columns are ignored and recorded in
+  ``ignored_covariates_``. Why not yet: the network's inputs are a public contract (``window_inputs`` /
+  ``predict_scaled``) that the reporting pipeline's permutation importance reads, taking every token channel
+  beyond the season as the calendar group and giving no input for values at the target times; covariate channels
+  (lagged per token, and the plan for the horizon into the head) need that reader changed with them, and a
+  scaling of covariates chosen on data.
 
 Measurements (M4 Hourly, M3 quarterly/monthly) are in ``docs/benchmarks.md`` and
 ``benchmarks/family_check_prophet_lstm.py``.

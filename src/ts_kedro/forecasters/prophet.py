@@ -1,4 +1,5 @@
-"""Prophet per series: seasonalities and their Fourier orders from the frequency, optional holidays, sampled intervals."""
+"""Prophet per series: seasonalities and their Fourier orders from the frequency, optional holidays, regressors
+for the covariates known in advance, sampled intervals."""
 from __future__ import annotations
 
 import logging
@@ -37,9 +38,19 @@ class ProphetForecaster(Forecaster):
     levels, instead of one fit per ``interval_width``. ``mean`` is Prophet's point forecast ``yhat``.
     Sampling is seeded (``seed``) so a saved model predicts the same intervals in any process.
 
+    Covariates known in advance (``known_covariates``): one ``add_regressor`` each, with Prophet's defaults (prior
+    scale 10, standardised unless binary, the seasonality's mode), so a holiday or promotion dummy of the panel is
+    an extra regressor beside the country holidays (``holidays_country``). Per series a covariate constant in its
+    history (a dummy that never fired) is left out: its coefficient would rest on the prior alone. The forecast
+    reads the plan over the horizon (``set_future_covariates``); an update carries the new points' covariate
+    values. Covariates not known in advance have no values over the horizon and are ignored
+    (``ignored_covariates_``).
+
     Hyperparameters: ``seasonalities``, ``seasonality_mode`` (auto|additive|multiplicative), ``changepoint_prior_scale``,
     ``seasonality_prior_scale``, ``holidays_country`` (e.g. "US", None = no holidays),
-    ``uncertainty_samples`` (draws for the intervals), ``seed``, ``n_jobs`` (-1 = all cores).
+    ``uncertainty_samples`` (draws for the intervals), ``seed``, ``n_jobs`` (-1 = all cores), ``known_covariates``
+    (panel columns known in advance; None: the training pipeline fills in the covariates declared
+    ``known_in_advance``, empty: none).
 
     Series shorter than ``min_length`` (two seasons, at least three points) are served by ``fallback`` (ETS).
     Measurements: ``benchmarks/family_check_prophet_lstm.py``.
@@ -47,16 +58,18 @@ class ProphetForecaster(Forecaster):
 
     name = "prophet"
     fallback = "ets"
+    supports_covariates = True
 
     def __init__(self, freq: str = "h", season_length: int | None = None,
                  seasonalities: dict[str, bool] | None = None, seasonality_mode: str = "auto",
                  changepoint_prior_scale: float = 0.05, seasonality_prior_scale: float = 10.0,
                  holidays_country: str | None = None, uncertainty_samples: int = 200, seed: int = 0,
-                 n_jobs: int = -1):
+                 n_jobs: int = -1, known_covariates: list[str] | None = None):
         super().__init__(freq, season_length, seasonalities=seasonalities, seasonality_mode=seasonality_mode,
                          changepoint_prior_scale=changepoint_prior_scale,
                          seasonality_prior_scale=seasonality_prior_scale, holidays_country=holidays_country,
-                         uncertainty_samples=uncertainty_samples, seed=seed, n_jobs=n_jobs)
+                         uncertainty_samples=uncertainty_samples, seed=seed, n_jobs=n_jobs,
+                         known_covariates=known_covariates)
         if seasonality_mode not in ("auto", "additive", "multiplicative"):
             raise ForecasterError(f"prophet: seasonality_mode must be auto, additive or multiplicative, "
                                   f"got {seasonality_mode!r}")
@@ -74,6 +87,7 @@ class ProphetForecaster(Forecaster):
         self.uncertainty_samples = int(uncertainty_samples)
         self.seed = int(seed)
         self.n_jobs = int(n_jobs)
+        self.known_covariates = list(known_covariates or [])
 
     @property
     def min_length(self) -> int:
@@ -94,25 +108,33 @@ class ProphetForecaster(Forecaster):
         step = _grid_step(self.freq)
         config = dict(seasonality_mode=self.seasonality_mode, changepoint_prior_scale=self.changepoint_prior_scale,
                       seasonality_prior_scale=self.seasonality_prior_scale, holidays_country=self.holidays_country,
-                      step=step, cycles=_seasonality_plan(self.freq, self.seasonalities))
-        items = [
-            (sid, group[[TIMESTAMP, VALUE]].rename(columns={TIMESTAMP: "ds", VALUE: "y"}).reset_index(drop=True), config)
-            for sid, group in panel.sort_values([SERIES_ID, TIMESTAMP]).groupby(SERIES_ID, sort=False)
-        ]
+                      step=step, cycles=_seasonality_plan(self.freq, self.seasonalities),
+                      regressors=list(self.known_covariates))
+        items = [(sid, self._prophet_frame(group), config)
+                 for sid, group in panel.sort_values([SERIES_ID, TIMESTAMP]).groupby(SERIES_ID, sort=False)]
         results = map_series(_fit_one_series, items, self.n_jobs, desc="prophet fit")
         self.models_: dict[str, str] = {}  # Prophet's own JSON serialisation: portable across processes
         self.n_parameters_: dict[str, int] = {}
         self.seasonalities_: dict[str, list[str]] = {}
-        for (series_id, _, _), (model_json, n_params, seasonalities) in zip(items, results):
+        #: per series, the known covariates that are its regressors (those constant in its history are left out)
+        self.covariates_used_: dict[str, list[str]] = {}
+        for (series_id, _, _), (model_json, n_params, seasonalities, regressors) in zip(items, results):
             self.models_[series_id], self.n_parameters_[series_id] = model_json, n_params
             self.seasonalities_[series_id] = seasonalities
-        logger.info("prophet: fitted %d series in %.2f s wall; seasonalities %s", len(items),
-                    time.perf_counter() - started, next(iter(self.seasonalities_.values())))
+            self.covariates_used_[series_id] = regressors
+        logger.info("prophet: fitted %d series in %.2f s wall; seasonalities %s%s", len(items),
+                    time.perf_counter() - started, next(iter(self.seasonalities_.values())),
+                    f"; {sum(map(bool, self.covariates_used_.values()))} series with regressors of "
+                    f"{self.known_covariates}" if self.known_covariates else "")
+
+    def _prophet_frame(self, group: pd.DataFrame) -> pd.DataFrame:
+        """One series' rows as Prophet reads them: ``ds``, ``y`` and the known covariates."""
+        return (group[[TIMESTAMP, VALUE, *self.known_covariates]].rename(columns={TIMESTAMP: "ds", VALUE: "y"})
+                .reset_index(drop=True))
 
     def _update(self, new_observations: pd.DataFrame) -> None:
         started = time.perf_counter()
-        items = [(self.models_[sid], group[[TIMESTAMP, VALUE]].rename(columns={TIMESTAMP: "ds", VALUE: "y"})
-                  .reset_index(drop=True))
+        items = [(self.models_[sid], self._prophet_frame(group))
                  for sid, group in new_observations.sort_values([SERIES_ID, TIMESTAMP]).groupby(SERIES_ID, sort=False)]
         ids = list(new_observations.sort_values([SERIES_ID, TIMESTAMP])[SERIES_ID].unique())
         results = map_series(_update_one_series, items, self.n_jobs, desc="prophet update")
@@ -122,11 +144,15 @@ class ProphetForecaster(Forecaster):
 
     def _predict(self, horizon: int, levels: list[int]) -> pd.DataFrame:
         started = time.perf_counter()
-        items = [(self.models_[sid], self.future_index(sid, horizon), levels, self.uncertainty_samples,
-                  self.seed) for sid in self.fitted_series_ids_]
+        items = []
+        for sid in self.fitted_series_ids_:
+            future = pd.DataFrame({"ds": self.future_index(sid, horizon)})
+            if self.known_covariates:  # the plan, even for a series whose covariates were all constant
+                future[self.known_covariates] = self.future_covariate_values(sid, future["ds"])
+            items.append((self.models_[sid], future, levels, self.uncertainty_samples, self.seed))
         results = map_series(_predict_one_series, items, self.n_jobs, desc="prophet predict")
-        frames = [forecast_frame(sid, index, mean, bounds)
-                  for sid, (_, index, *_), (mean, bounds) in zip(self.fitted_series_ids_, items, results)]
+        frames = [forecast_frame(sid, pd.DatetimeIndex(future["ds"]), mean, bounds)
+                  for sid, (_, future, *_), (mean, bounds) in zip(self.fitted_series_ids_, items, results)]
         logger.info("prophet: predicted %d series in %.2f s", len(frames), time.perf_counter() - started)
         return pd.concat(frames, ignore_index=True)
 
@@ -172,7 +198,7 @@ def _quiet_stan_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _fit_one_series(series_id: str, history: pd.DataFrame, config: dict) -> tuple[str, int, list[str]]:
+def _fit_one_series(series_id: str, history: pd.DataFrame, config: dict) -> tuple[str, int, list[str], list[str]]:
     _quiet_stan_logging()
     from prophet import Prophet
     from prophet.serialize import model_to_json
@@ -194,9 +220,13 @@ def _fit_one_series(series_id: str, history: pd.DataFrame, config: dict) -> tupl
     )
     if config["holidays_country"]:
         model.add_country_holidays(country_name=config["holidays_country"])
-    model.fit(history)
-    n_params = 2 + model.n_changepoints + sum(2 * s["fourier_order"] for s in model.seasonalities.values())
-    return model_to_json(model), int(n_params), [name for name, used in seasonalities.items() if used]
+    regressors = [name for name in config["regressors"] if history[name].nunique() > 1]
+    for name in regressors:
+        model.add_regressor(name)
+    model.fit(history[["ds", "y", *regressors]])
+    n_params = (2 + model.n_changepoints + sum(2 * s["fourier_order"] for s in model.seasonalities.values())
+                + len(regressors))
+    return model_to_json(model), int(n_params), [name for name, used in seasonalities.items() if used], regressors
 
 
 def _warm_start_params(model) -> dict:
@@ -230,17 +260,25 @@ def _update_one_series(model_json: str, new_history: pd.DataFrame) -> str:
                               prior_scale=spec["prior_scale"], mode=spec["mode"])
     if previous.country_holidays:
         model.add_country_holidays(country_name=previous.country_holidays)
-    history = pd.concat([previous.history[["ds", "y"]], new_history[["ds", "y"]]], ignore_index=True)
+    regressors = list(previous.extra_regressors)
+    old = previous.history[["ds", "y", *regressors]].copy()
+    for name, spec in previous.extra_regressors.items():
+        model.add_regressor(name, prior_scale=spec["prior_scale"], standardize=spec["standardize"], mode=spec["mode"])
+        old[name] = old[name] * spec["std"] + spec["mu"]  # Prophet keeps its history's regressors standardised
+    missing = [name for name in regressors if name not in new_history]
+    if missing:
+        raise ForecasterError(f"prophet: new observations lack the regressor column(s) {missing}")
+    history = pd.concat([old, new_history[["ds", "y", *regressors]]], ignore_index=True)
     model.fit(history, init=_warm_start_params(previous))
     return model_to_json(model)
 
 
-def _predict_one_series(model_json: str, index: pd.DatetimeIndex, levels: list[int], n_samples: int, seed: int):
+def _predict_one_series(model_json: str, future: pd.DataFrame, levels: list[int], n_samples: int, seed: int):
+    """Point forecast and interval bounds at ``future["ds"]`` (with the planned values of any regressor)."""
     _quiet_stan_logging()
     from prophet.serialize import model_from_json
 
     model = model_from_json(model_json)
-    future = pd.DataFrame({"ds": index})
     model.uncertainty_samples = 0  # the point forecast needs no sampling
     mean = model.predict(future)["yhat"].to_numpy()
     bounds = {}
