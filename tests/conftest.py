@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.prefect_server import PREFECT_CLI, base_env, free_port, wait_until_healthy
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -57,3 +60,38 @@ def _isolated_mlflow(monkeypatch, tmp_path):
             mlflow.end_run()
     except ImportError:
         pass
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """`prefect server start` on a free loopback port with its own sqlite database; stopped at the end."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = base_env(home)
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen(
+        [PREFECT_CLI, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_healthy(server, api_url, home / "server.log")
+        yield {"api_url": api_url, "home": home}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.fixture
+def prefect_api(prefect_server):
+    """Point this test process's Prefect client at the test server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_server["api_url"]}):
+        yield prefect_server["api_url"]

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -22,82 +19,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-PREFECT_CLI = str(Path(sys.executable).parent / "prefect")
 SMALL_PACKAGE = "orchestration_probe"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def base_env(prefect_home: Path, api_url: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    env.update(
-        DO_NOT_TRACK="1",
-        KEDRO_DISABLE_TELEMETRY="true",
-        MLFLOW_ENABLE_TELEMETRY="false",
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_UI_ENABLED="false",
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
-    return env
-
-
-def wait_until_healthy(server: subprocess.Popen, api_url: str, log_path: Path, timeout: float = 120) -> None:
-    """Block until the Prefect server answers ``/health``; fail with the end of its log if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(f"prefect server exited ({server.returncode}): {log_path.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s: {log_path.read_text()[-2000:]}")
-        time.sleep(0.5)
-
-
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """`prefect server start` on a free loopback port with its own sqlite database; stopped at the end."""
-    home = tmp_path_factory.mktemp("prefect_home")
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = base_env(home)
-    env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen(
-        [PREFECT_CLI, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until_healthy(server, api_url, home / "server.log")
-        yield {"api_url": api_url, "home": home}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-
-
-@pytest.fixture
-def prefect_api(prefect_server):
-    """Point this test process's Prefect client at the test server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: prefect_server["api_url"]}):
-        yield prefect_server["api_url"]
+# re-exported for this folder's tests; the prefect_server / prefect_api fixtures live in tests/conftest.py
+from tests.prefect_server import PREFECT_CLI, base_env, free_port, wait_until_healthy  # noqa: E402,F401
 
 
 def run_cli(args: list[str], prefect_server: dict, cwd: Path, timeout: float = 180, extra_env: dict | None = None):

@@ -12,7 +12,7 @@ from ts_kedro.datasets.evidently_workspace import EvidentlyWorkspaceDataset
 from ts_kedro.pipelines.monitoring.data_drift import detect_data_drift
 from ts_kedro.pipelines.monitoring.verdict import snapshots_for_workspace
 from ts_kedro.pipelines.monitoring.windows import build_drift_windows
-from tests.orchestration.conftest import free_port, prefect_api, prefect_server  # noqa: F401 - fixtures
+from tests.prefect_server import free_port
 from tests.orchestration.test_alerts import webhook_receiver  # noqa: F401 - fixture
 
 from .conftest import PANEL
