@@ -183,3 +183,21 @@ def test_seasonal_naive_backtest_equals_m4_snaive_on_test_part(shared_data, m4_s
 def test_evaluate_rejects_incomplete_frame(panel):
     with pytest.raises(BacktestError, match=r"lacks columns \['cutoff'"):
         evaluate_backtest(pd.DataFrame({"series_id": ["a"], "timestamp": [0]}), panel, 24)
+
+
+def test_a_covariate_family_forecasts_each_window_from_the_recorded_covariates(shared_data):
+    """A family with ``supports_covariates`` gets, per window, the panel's values after that window's cutoff as
+    the plan of its known covariates (what was known in advance); real Stallion series (monthly prices)."""
+    from tests.forecasters.plan_echo import PlanEcho
+
+    raw = pd.read_parquet(shared_data / "stallion_covariates" / "stallion.parquet")
+    panel = raw.assign(series_id=raw["agency"].astype(str) + "/" + raw["sku"].astype(str),
+                       timestamp=pd.to_datetime(raw["date"]), value=raw["volume"].astype(float))
+    panel = panel[panel["series_id"].isin(sorted(panel["series_id"].unique())[:2])]
+    panel = panel[["series_id", "timestamp", "value", "price_actual", "avg_max_temp"]].sort_values(
+        ["series_id", "timestamp"]).reset_index(drop=True)
+    backtest, _ = rolling_origin_backtest(lambda: PlanEcho(freq="MS", known_covariates=["price_actual"]), panel,
+                                          6, 2, 6, [80])
+    recorded = backtest.merge(panel, on=["series_id", "timestamp"], validate="many_to_one")
+    assert backtest["window"].nunique() == 2 and len(backtest) == 2 * 2 * 6
+    assert recorded["mean"].to_numpy() == pytest.approx(recorded["price_actual"].to_numpy())

@@ -146,3 +146,26 @@ def test_pickle_round_trip_with_a_real_family_keeps_forecasts(small_panel):
     pd.testing.assert_frame_equal(restored.predict(horizon=24), model.predict(horizon=24))
     direct = naive.predict(24, [80, 95])
     pd.testing.assert_frame_equal(model.predict(horizon=24).drop(columns="model"), direct, check_like=False)
+
+
+def test_with_future_covariates_gives_the_new_plan_to_the_covariate_families_only(small_panel):
+    """Day-N inference's step after ``update``: a family with ``supports_covariates`` forecasts from the new plan,
+    one without it is shared untouched, and the loaded model keeps its old plan."""
+    from tests.forecasters.plan_echo import PlanEcho
+
+    plan = small_panel.assign(timestamp=small_panel["timestamp"] + pd.Timedelta(days=14))  # the next 336 hours
+    panel = small_panel.assign(price=small_panel["value"])
+    echo = PlanEcho(freq="h", known_covariates=["price"]).fit(panel).set_future_covariates(
+        plan.rename(columns={"value": "price"}))
+    naive = SeasonalNaive(freq="h", season_length=24).fit(panel)
+    assert list(naive.ignored_covariates_) == ["price"]
+    first, second, third = sorted(small_panel["series_id"].unique())
+    model = SelectedPanelModel({"echo": echo, "naive": naive}, {first: "echo", second: "echo", third: "naive"},
+                               [], [80], 48)
+    new_plan = plan.assign(price=plan["value"] * 2)[["series_id", "timestamp", "price"]]
+    replanned = model.with_future_covariates(new_plan)
+    assert replanned.family_models["naive"] is naive and replanned.family_models["echo"] is not echo
+    served = replanned.predict([first], horizon=48)
+    expected = new_plan[new_plan["series_id"] == first]["price"].to_numpy()[:48]
+    assert served["mean"].to_numpy() == pytest.approx(expected)
+    assert model.predict([first], horizon=48)["mean"].to_numpy() == pytest.approx(expected / 2)

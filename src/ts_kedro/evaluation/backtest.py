@@ -103,7 +103,9 @@ def rolling_origin_backtest(
 
     Args:
         forecaster_factory: returns a new, unfitted Forecaster each call.
-        panel: canonical long panel (``series_id, timestamp, value``; extra columns are passed to the model).
+        panel: canonical long panel (``series_id, timestamp, value``; extra columns, the covariates, are passed
+            to the model; a model with ``supports_covariates`` forecasts a window from the recorded values of its
+            ``known_covariates`` after the window's cutoff, as if they had been the plan).
         horizon: steps forecast per window.
         n_windows: most origins per series; window 0 is the oldest, the last one ends at each series' end.
         step: points between consecutive origins.
@@ -158,11 +160,10 @@ def rolling_origin_backtest(
             forecaster = forecaster_factory()
             started = time.perf_counter()
             forecaster.fit(train)
-            known = list(getattr(forecaster, "known_covariates", ()) or ())
-            if known and hasattr(forecaster, "set_future_covariates"):
+            if forecaster.supports_covariates and forecaster.known_covariates:
                 # covariates known in advance: the window's planned values are the panel's recorded ones
                 forecaster.set_future_covariates(panel.loc[position >= np.nan_to_num(series_train, nan=np.inf),
-                                                           [SERIES_ID, TIMESTAMP, *known]])
+                                                           [SERIES_ID, TIMESTAMP, *forecaster.known_covariates]])
             fitted = time.perf_counter()
             forecast = forecaster.predict(horizon, levels)
             predicted = time.perf_counter()

@@ -181,15 +181,16 @@ class SelectedPanelModel:
         return SelectedPanelModel(families, choice, self.ensemble_members, self.levels, self.max_horizon, metadata)
 
     def with_future_covariates(self, future_covariates: pd.DataFrame) -> "SelectedPanelModel":
-        """The same model whose families that forecast from covariates known in advance (``set_future_covariates``,
-        e.g. lightgbm) read their horizon values from ``future_covariates`` (``series_id, timestamp, <covariate>``);
-        the other families are shared as they are. Used by inference after ``update``: the plan of the new horizon
-        replaces the one the model was trained with. Returns a new object (the loaded one is left as it is)."""
+        """The same model whose families that forecast from covariates known in advance (``supports_covariates``
+        with ``known_covariates``: arima, prophet, lightgbm as configured) read their horizon values from
+        ``future_covariates`` (``series_id, timestamp, <covariate>``); the other families are shared as they are.
+        Used by inference after ``update``: the plan of the new horizon replaces the one the model was trained
+        with. Returns a new object (the loaded one is left as it is)."""
         import copy
 
         families = {}
         for family, model in self.family_models.items():
-            if getattr(model, "known_covariates", None) and hasattr(model, "set_future_covariates"):
+            if model.supports_covariates and model.known_covariates:
                 model = copy.copy(model).set_future_covariates(future_covariates)
             families[family] = model
         return SelectedPanelModel(families, self.choice, self.ensemble_members, self.levels, self.max_horizon,

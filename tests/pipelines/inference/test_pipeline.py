@@ -82,6 +82,9 @@ def test_inference_pipeline_slice_run_saves_a_new_forecast_version(tmp_path, cha
         })
         catalog["params:inference"] = PARAMS
         catalog["params:panel"] = PANEL
+        # the default families include some that use covariates: the (absent) plan is checked, none is declared
+        catalog["future_covariates"] = MemoryDataset(pd.DataFrame())
+        catalog["params:data_processing"] = {"source": {}}
         catalog["params:monitoring"] = {**monitoring, "alert_rules": [
             {**r, "threshold": 0.0} if r["name"] == "inference_latency" else r for r in monitoring["alert_rules"]]}
         catalog["inference_alert_deliveries"] = AlertDeliveryDataset(
@@ -177,3 +180,12 @@ def test_bad_inference_configuration_is_named(bad, message, champion, day0_and_h
     params = {k: v for k, v in PARAMS.items() if k != "conditioning"}
     with pytest.raises(InferenceConfigError, match=message):
         forecast_with_champion(history, {**params, **bad}, PANEL)
+
+
+def test_the_plan_is_checked_when_an_enabled_family_uses_covariates(monkeypatch):
+    monkeypatch.setenv("TS_KEDRO_FAMILIES", "seasonal_naive,theta")
+    assert "select_history_future_covariates_node" not in {node.name for node in create_pipeline().nodes}
+    monkeypatch.setenv("TS_KEDRO_FAMILIES", "seasonal_naive,prophet")
+    pipeline = create_pipeline()
+    assert "select_history_future_covariates_node" in {node.name for node in pipeline.nodes}
+    assert "history_future_covariates" in pipeline.only_nodes("forecast_with_champion_node").inputs()

@@ -27,6 +27,7 @@ def test_lightgbm_trains_from_the_feature_engineering_rows(small_panel):
     catalog["params:lightgbm.model"] = {"name": "lightgbm", "class": "lightgbm",
                                         "hyperparameters": {"n_estimators": 30, "n_jobs": 1}}
     catalog["future_covariates_horizon"] = pd.DataFrame(columns=["series_id", "timestamp"])  # none known in advance
+    catalog["params:data_processing"] = {"source": {}}  # no covariate declared
     for name in pipeline.datasets():
         if name not in catalog:
             catalog[name] = KeptDataset()

@@ -54,7 +54,8 @@ def forecast_with_champion(
 
     ``future_covariates``: the new horizon's values of the covariates known in advance (``history_future_covariates``,
     checked by data_processing's ``select_future_covariates`` against the history's end); the families that use
-    them (lightgbm) forecast from it. The history's covariate columns reach the families' ``update``.
+    them (``supports_covariates`` with ``known_covariates``) forecast from it. The history's covariate columns
+    reach the families' ``update``.
 
     ``inference.conditioning`` says how the champion reaches the history's end:
 

@@ -7,11 +7,12 @@ from ts_kedro.pipelines.monitoring.alert_rules import alerts_for_delivery
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """With a feature family enabled (lightgbm), the new horizon's known covariates are checked and passed on."""
-    from ts_kedro.pipelines.training.pipeline import FEATURE_FAMILIES, future_covariates_node
+    """With a family that uses covariates enabled (``supports_covariates``: arima, prophet, lightgbm), the new
+    horizon's known covariates are checked and passed on."""
+    from ts_kedro.pipelines.training.pipeline import future_covariates_node, uses_covariates
 
     covariate_nodes, covariate_inputs = [], []
-    if FEATURE_FAMILIES & set(enabled_families()):
+    if any(uses_covariates(family) for family in enabled_families()):
         covariate_nodes = [future_covariates_node("history_primary_panel", "history_future_covariates")]
         covariate_inputs = ["history_future_covariates"]
     return Pipeline(

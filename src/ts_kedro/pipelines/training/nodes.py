@@ -9,6 +9,7 @@ import pandas as pd
 
 from ts_kedro.evaluation.backtest import PeakMemorySampler, evaluate_backtest, rolling_origin_backtest
 from ts_kedro.forecasters import Forecaster, build_forecaster
+from ts_kedro.forecasters.base import covariate_columns
 from ts_kedro.frequency import FrequencyProfile, profile_for_panel
 
 logger = logging.getLogger(__name__)
@@ -16,12 +17,29 @@ logger = logging.getLogger(__name__)
 MLFLOW_METRICS = ("rmse", "mae", "mape", "smape", "mase")
 
 
-def _factory(model_spec: dict[str, Any], profile: FrequencyProfile, model_input: pd.DataFrame | None = None):
+def declared_covariates(panel: pd.DataFrame, data_processing_params: dict[str, Any] | None) -> dict[str, list[str]]:
+    """``known_covariates`` / ``observed_covariates`` as the data contract declares them
+    (``data_processing.source.covariates``): the covariates of ``panel`` declared ``known_in_advance``, and the
+    rest of its covariate columns. What a family with ``supports_covariates`` reads when its hyperparameters leave
+    them null; empty without ``data_processing_params``."""
+    if data_processing_params is None:
+        return {}
+    from ts_kedro.pipelines.data_processing.schema import SourceSpec
+
+    present = covariate_columns(panel)
+    known = [name for name in SourceSpec.from_params(data_processing_params.get("source") or {}).known_in_advance()
+             if name in present]
+    return {"known_covariates": known, "observed_covariates": [name for name in present if name not in known]}
+
+
+def _factory(model_spec: dict[str, Any], profile: FrequencyProfile, model_input: pd.DataFrame | None = None,
+             covariates: dict[str, list[str]] | None = None):
     """New, unfitted forecasters of the family; a family that learns from feature_engineering's ``model_input``
-    (``use_model_input``: the lightgbm family) gets it for its next fit."""
+    (``use_model_input``: the lightgbm family) gets it for its next fit. ``covariates`` (``declared_covariates``)
+    fill the family's ``known_covariates`` / ``observed_covariates`` where its hyperparameters leave them null."""
     def build() -> Forecaster:
         model = build_forecaster(model_spec, freq=profile.freq, season_length=profile.season_length,
-                                 profile_defaults=profile.forecaster_defaults())
+                                 profile_defaults={**profile.forecaster_defaults(), **(covariates or {})})
         if model_input is not None:
             if not hasattr(model, "use_model_input"):
                 raise TypeError(f"{model_spec['class']}: this family does not learn from model_input; give it the "
@@ -65,18 +83,21 @@ def describe_frequency_profile(
 
 def backtest_model(
     panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any], backtest_params: dict[str, Any],
-    model_input: pd.DataFrame | None = None,
+    model_input: pd.DataFrame | None = None, data_processing_params: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Rolling-origin backtest of one family on the panel.
 
     Each series gets as many of the ``n_windows`` origins as its length allows (at least one when it holds
     ``min_train + horizon`` points; see ``ts_kedro.frequency``); inside a window a series the family cannot
-    fit is forecast by its fallback and marked in ``served_by``.
+    fit is forecast by its fallback and marked in ``served_by``. A family with ``supports_covariates`` reads the
+    covariates ``data_processing_params`` declares (``declared_covariates``); a window's plan of the known ones is
+    the panel's recorded values (``rolling_origin_backtest``).
 
     Args:
         panel: canonical long panel.
         model_spec: ``{class, hyperparameters}`` of the family.
         model_input: feature_engineering's rows for a feature-based family (None: the family builds its inputs).
+        data_processing_params: ``params:data_processing`` (its ``source.covariates``); None: no declaration.
         panel_params: ``params:panel`` (freq, horizon, levels; season and periods null = derived).
         backtest_params: ``params:backtest`` (n_windows, step, min_train; null = derived).
 
@@ -85,7 +106,7 @@ def backtest_model(
     """
     profile = profile_for_panel(panel, panel_params, backtest_params)
     forecasts, timings = rolling_origin_backtest(
-        _factory(model_spec, profile, model_input),
+        _factory(model_spec, profile, model_input, declared_covariates(panel, data_processing_params)),
         panel,
         horizon=profile.horizon,
         n_windows=profile.backtest["n_windows"],
@@ -153,11 +174,16 @@ def fit_model(
     panel: pd.DataFrame, model_spec: dict[str, Any], panel_params: dict[str, Any],
     backtest_params: dict[str, Any] | None = None, backtest_forecasts: pd.DataFrame | None = None,
     model_input: pd.DataFrame | None = None, future_covariates: pd.DataFrame | None = None,
+    data_processing_params: dict[str, Any] | None = None,
 ) -> tuple[Forecaster, pd.DataFrame, dict]:
     """Fit the family on the whole history and forecast the next horizon.
 
-    ``future_covariates`` (feature families): the horizon's values of the known-in-advance covariates
-    (``future_covariates_horizon`` of data_processing), kept by the model for its forecasts.
+    Covariates: a family with ``supports_covariates`` reads those ``data_processing_params`` declares
+    (``declared_covariates``, where its hyperparameters leave them null) and keeps ``future_covariates``, the
+    horizon's values of the known-in-advance ones (``future_covariates_horizon`` of data_processing), for its
+    forecasts; without them its forecast names the first covariate, series and timestamp it lacks. A family
+    without the capability ignores the covariates; the statistics' ``covariates`` block says which it read and
+    which it ignored.
 
     The model is built from the same frequency profile as the backtest (same lengths, same parameters), so
     the shipped model is the one that was validated. With ``backtest.calibrate_intervals`` (default on) and the
@@ -169,7 +195,7 @@ def fit_model(
         memory) that model selection uses as secondary criteria.
     """
     profile = profile_for_panel(panel, panel_params, backtest_params)
-    model = _factory(model_spec, profile, model_input)()
+    model = _factory(model_spec, profile, model_input, declared_covariates(panel, data_processing_params))()
     calibrate = (backtest_params or {}).get("calibrate_intervals", True) and backtest_forecasts is not None
     with PeakMemorySampler() as memory:
         started = time.perf_counter()
@@ -178,7 +204,8 @@ def fit_model(
             # intervals conformalised on this family's own out-of-sample backtest (evaluation.conformal)
             model.calibrate_intervals(backtest_forecasts, panel)
         fit_seconds = time.perf_counter() - started
-        if future_covariates is not None and len(future_covariates) and hasattr(model, "set_future_covariates"):
+        if model.supports_covariates and model.known_covariates and future_covariates is not None \
+                and len(future_covariates):
             model.set_future_covariates(future_covariates)
         started = time.perf_counter()
         forecasts = model.predict(profile.horizon, profile.levels)
@@ -196,6 +223,8 @@ def fit_model(
         "n_series": n_series,
         "served_by": {k: int(v) for k, v in pd.Series(model.served_by_).value_counts().items()},
         "fallback_reasons": dict(model.fallback_reasons_),
+        "covariates": {"supported": bool(model.supports_covariates), "known": list(model.known_covariates),
+                       "observed": list(model.observed_covariates), "ignored": dict(model.ignored_covariates_)},
     }
     if hasattr(model, "feature_importance") and model.fitted_series_ids_:
         # gain and mean |SHAP| per feature: in model_stats.json (reporting) and the MLflow run's artifacts
