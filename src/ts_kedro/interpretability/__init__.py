@@ -4,6 +4,8 @@ from ts_kedro.interpretability.confidence import attach_confidence, confidence_s
 from ts_kedro.interpretability.errors import InterpretabilityError
 from ts_kedro.interpretability.importance import (
     arima_coefficients,
+    feature_label,
+    lightgbm_feature_importance,
     lstm_permutation_importance,
     prophet_component_shares,
 )
@@ -14,8 +16,10 @@ __all__ = [
     "arima_coefficients",
     "attach_confidence",
     "confidence_scores",
+    "feature_label",
     "history_anomalies",
     "join_actuals",
+    "lightgbm_feature_importance",
     "lstm_permutation_importance",
     "prophet_component_shares",
     "robust_z_scores",

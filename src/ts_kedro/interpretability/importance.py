@@ -1,5 +1,6 @@
 """What drives each family's forecasts: LSTM permutation importance by input group, ARIMA coefficients with
-p-values, Prophet component shares of variance. Each function takes the fitted ``{family}.model`` as trained.
+p-values, Prophet component shares of variance, LightGBM gain and SHAP per feature. Each function takes the fitted
+``{family}.model`` as trained.
 """
 from __future__ import annotations
 
@@ -165,3 +166,113 @@ def prophet_component_shares(model, max_series: int | None = None) -> pd.DataFra
     logger.info("prophet component shares (mean over %d series): %s", shares["series_id"].nunique(),
                 shares.groupby("component")["share"].mean().round(3).to_dict())
     return shares
+
+
+# -- LightGBM -----------------------------------------------------------------------------------------------------
+def lightgbm_feature_importance(model, gain: pd.DataFrame, n_buckets: int = 3, max_rows: int = 5000,
+                                seed: int = 0) -> pd.DataFrame:
+    """Gain share and mean |SHAP| of every feature of the LightGBM point model, overall and per horizon bucket.
+
+    Args:
+        model: the fitted ``LightGBMForecaster`` (``lightgbm.model``).
+        gain: the model's own summary, ``LightGBMForecaster.feature_importance()`` (``feature, gain, group``), as the
+            training pipeline stores it in ``lightgbm.model_stats``: each feature's share of the point booster's total
+            split gain, a property of the trees learnt on the training rows, so it has no horizon bucket. Taken as
+            stored rather than recomputed: the summary also runs TreeSHAP, which would double this function's cost.
+        n_buckets: steps 1..horizon split into this many contiguous, near-equal buckets (1: overall only).
+        max_rows: above this many forecast rows a seeded random set of whole series is explained (each bucket keeps
+            the same series): TreeSHAP's cost grows with rows x trees x leaves (docs/interpretability.md).
+        seed: the seed of that choice.
+
+    SHAP values are LightGBM's TreeSHAP (``pred_contrib=True``, path-dependent: the trees' own training cover is the
+    background, no reference sample needed) of the point booster, in the scaled target units the trees predict
+    (``(y - level) / scale`` at the origin), so one unit is one "typical recent magnitude" of any series.
+
+    Which rows are explained: the model's forecast rows (``forecast_rows``: every fitted series' origin at the end
+    of its history, steps 1..horizon), not training rows. They are the held-out sample the final model offers: no
+    training row has that origin (their targets lie beyond the history), so the attributions describe how the trees
+    generalise rather than how they fit rows they were grown on (the in-sample view is the gain), and they explain
+    exactly the forecast that ships. The price: the origin-level features (lags, rolling statistics, scale) take one
+    value per series, so their ranking rests on ``n_series`` origins; read it with that number in mind.
+
+    The model is direct with the horizon as a feature (one booster for every step), so the horizon buckets are a view
+    of the rows, not separate models.
+
+    Returns:
+        One row per feature and bucket: ``feature, label, group, horizon_bucket`` (``all`` or ``<from>-<to>``),
+        ``horizon_from, horizon_to, gain_share`` (``all`` rows only; NaN in the buckets), ``mean_abs_shap,
+        shap_share`` (share of the bucket's summed mean |SHAP|), ``n_rows, n_series``; the ``all`` rows first,
+        each bucket ordered by mean |SHAP|.
+    """
+    _require_fitted(model, "LightGBMForecaster", "lightgbm")
+    if not model.fitted_series_ids_:
+        raise InterpretabilityError(
+            "lightgbm importance: the model fitted no series (every one went to its fallback); nothing to explain"
+        )
+    if int(n_buckets) < 1 or int(max_rows) < 1:
+        raise InterpretabilityError(f"n_buckets and max_rows must be >= 1, got {n_buckets} and {max_rows} "
+                                    "(reporting.importance.lightgbm)")
+    require_columns(gain, ["feature", "gain", "group"], "lightgbm.model_stats feature_importance")
+    if sorted(gain["feature"]) != sorted(model.feature_names_):
+        raise InterpretabilityError(
+            f"lightgbm.model_stats names features {sorted(gain['feature'])[:5]}... but lightgbm.model was fitted on "
+            f"{sorted(model.feature_names_)[:5]}...: the two come from different training runs; rerun training"
+        )
+    horizon = int(model.horizon)
+    x, _, _, ids = model.forecast_rows(horizon)
+    series = np.asarray(ids, dtype=object)
+    fitted = list(model.fitted_series_ids_)
+    if len(x) > int(max_rows):
+        keep = max(1, int(max_rows) // horizon)
+        chosen = np.random.default_rng(seed).choice(len(fitted), size=keep, replace=False)
+        inside = np.isin(series, [fitted[i] for i in sorted(chosen)])
+        x, series = x[inside], series[inside]
+    threads = model.n_jobs if model.n_jobs > 0 else 0  # the family's thread setting (0: LightGBM's default, all cores)
+    shap = model.boosters_["mean"].predict(x, pred_contrib=True, num_threads=threads)
+    contributions = np.abs(shap[:, :-1])  # the last column is the expected value, not a feature
+    steps = x[:, model.feature_names_.index("horizon")].astype(int)
+    per_feature = gain.set_index("feature").reindex(model.feature_names_)
+    buckets = [("all", 1, horizon)]
+    if int(n_buckets) > 1:
+        buckets += [(f"{part[0]}-{part[-1]}", int(part[0]), int(part[-1]))
+                    for part in np.array_split(np.arange(1, horizon + 1), min(int(n_buckets), horizon))]
+    frames = []
+    for name, first, last in buckets:
+        rows = (steps >= first) & (steps <= last)
+        mean_abs = contributions[rows].mean(axis=0)
+        frame = pd.DataFrame({
+            "feature": model.feature_names_, "label": [feature_label(f) for f in model.feature_names_],
+            "group": per_feature["group"].to_numpy(), "horizon_bucket": name, "horizon_from": first,
+            "horizon_to": last, "gain_share": per_feature["gain"].to_numpy(float) if name == "all" else np.nan,
+            "mean_abs_shap": mean_abs, "shap_share": mean_abs / max(float(mean_abs.sum()), 1e-12),
+            "n_rows": int(rows.sum()), "n_series": len(set(series[rows])),
+        })
+        frames.append(frame.sort_values("mean_abs_shap", ascending=False, kind="stable"))
+    importance = pd.concat(frames, ignore_index=True)
+    top = importance[importance["horizon_bucket"] == "all"].head(5)
+    logger.info("lightgbm importance on %d forecast rows of %d series; top mean |SHAP|: %s", len(x),
+                len(set(series)), dict(zip(top["feature"], top["mean_abs_shap"].round(4))))
+    return importance
+
+
+def feature_label(feature: str) -> str:
+    """A plot label for a column of ``OriginFeatureSpec.feature_names`` (``lag_1`` -> ``lag 1 (value at origin)``)."""
+    kind, _, rest = feature.partition("_")
+    if feature == "horizon":
+        return "horizon (steps ahead)"
+    if feature == "log_scale":
+        return "series scale (log)"
+    if feature == "lag_1":
+        return "lag 1 (value at origin)"
+    if kind == "lag" and rest.isdigit():
+        return f"lag {rest}"
+    if kind == "seasonal" and rest.isdigit():
+        return f"seasonal naive, period {rest}"
+    if feature.startswith(("roll_mean_", "roll_std_")):
+        statistic, window = feature.split("_")[1:]
+        return f"{statistic} of last {window} values"
+    if kind == "cov":
+        return f"covariate {rest}"
+    if feature.endswith(("_sin", "_cos")):  # cyclic calendar terms of the target time
+        return f"{feature[:-4].replace('_', ' ')} ({feature[-3:]})"
+    return feature.replace("_", " ")
