@@ -14,6 +14,7 @@ from ts_kedro import settings
 from ts_kedro.interpretability import InterpretabilityError
 from ts_kedro.pipelines.feature_engineering import create_pipeline as feature_pipeline
 from ts_kedro.pipelines.reporting import create_pipeline
+from ts_kedro.pipelines.reporting import lightgbm_importance as nodes_lightgbm
 from ts_kedro.pipelines.reporting import nodes
 from ts_kedro.pipelines.reporting.datasets import DriftSummaryHistoryDataset
 
@@ -154,12 +155,115 @@ def test_importance_nodes_follow_the_enabled_families():
     assert "prophet_components_plot" not in names
 
 
+LIGHTGBM_NODES = {"lightgbm_feature_importance_node", "lightgbm_feature_importance_plot_node"}
+
+
+def test_lightgbm_importance_nodes_exist_exactly_when_lightgbm_is_enabled():
+    with_lightgbm = create_pipeline(families=["seasonal_naive", "lightgbm"])
+    nodes_by_name = {node.name: node for node in with_lightgbm.nodes}
+    assert LIGHTGBM_NODES <= set(nodes_by_name)
+    assert nodes_by_name["lightgbm_feature_importance_node"].inputs == ["lightgbm.model", "lightgbm.model_stats",
+                                                                        "params:reporting"]
+    assert nodes_by_name["lightgbm_feature_importance_plot_node"].inputs == ["lightgbm_feature_importance",
+                                                                             "params:reporting"]
+    assert "lightgbm_feature_importance_plot" in with_lightgbm.outputs()
+    for families in (["seasonal_naive"], ["seasonal_naive", "arima", "lstm", "prophet"]):
+        assert not LIGHTGBM_NODES & {node.name for node in create_pipeline(families=families).nodes}
+
+
+@pytest.fixture(scope="module")
+def lightgbm_model(request):
+    """A real lightgbm fit on three M4 Hourly series (30 trees: about 3 s)."""
+    from ts_kedro.forecasters.gradient_boosting import LightGBMForecaster
+
+    return LightGBMForecaster(freq="h", season_length=24, horizon=24, n_estimators=30, n_jobs=1).fit(
+        request.getfixturevalue("small_panel"))
+
+
+def _model_stats(model) -> dict:
+    """The part of lightgbm.model_stats the importance node reads, as the training node writes it (JSON)."""
+    return json.loads(json.dumps({"feature_importance": model.feature_importance().to_dict(orient="records")}))
+
+
+def test_lightgbm_importance_nodes_write_the_table_and_a_readable_plot(lightgbm_model, reporting, tmp_path):
+    """Slice run of the two nodes on a real fit, saved as CSV and PNG like the catalog does."""
+    from kedro_datasets.pandas import CSVDataset
+
+    reporting["importance"]["lightgbm"].update(n_buckets=3, top_features=10)
+    pipeline = create_pipeline(families=["lightgbm"]).only_nodes(*LIGHTGBM_NODES)
+    catalog = DataCatalog({
+        "lightgbm.model": MemoryDataset(lightgbm_model), "lightgbm.model_stats": MemoryDataset(_model_stats(lightgbm_model)),
+        "params:reporting": MemoryDataset(reporting),
+        "lightgbm_feature_importance": CSVDataset(filepath=str(tmp_path / "lightgbm_feature_importance.csv")),
+        "lightgbm_feature_importance_plot": MatplotlibDataset(filepath=str(tmp_path / "lightgbm.png")),
+    })
+    SequentialRunner().run(pipeline, catalog)
+    table = catalog.load("lightgbm_feature_importance")
+    overall = table[table["horizon_bucket"] == "all"]
+    assert list(overall["feature"]) == list(overall.sort_values("mean_abs_shap", ascending=False)["feature"])
+    assert set(overall["feature"]) == set(lightgbm_model.feature_names_)
+    assert overall["gain_share"].sum() == pytest.approx(1.0) and (overall["mean_abs_shap"] >= 0).all()
+    assert sorted(set(table["horizon_bucket"]) - {"all"}) == ["1-8", "17-24", "9-16"]
+    assert (tmp_path / "lightgbm.png").read_bytes().startswith(PNG_MAGIC)
+
+    figure = nodes_lightgbm.plot_lightgbm_importance(table, reporting)
+    shap_axis, gain_axis, bucket_axis = figure.axes
+    top = overall.head(10)
+    # largest on top, with the readable labels, and the gain share of the same feature beside each SHAP bar
+    assert [t.get_text() for t in shap_axis.get_yticklabels()] == list(top["label"][::-1])
+    assert [bar.get_width() for bar in shap_axis.patches] == pytest.approx(list(top["mean_abs_shap"][::-1]))
+    assert [bar.get_width() for bar in gain_axis.patches] == pytest.approx(list(100 * top["gain_share"][::-1]))
+    assert [t.get_text() for t in bucket_axis.get_xticklabels()] == ["h 1-8", "h 9-16", "h 17-24"]
+    assert f"top 10 of {len(overall)} features" in figure.get_suptitle()
+    with pytest.raises(InterpretabilityError, match="no feature_importance records"):
+        nodes_lightgbm.lightgbm_importance(lightgbm_model, {"family": "lightgbm"}, reporting)
+
+
 def test_project_catalog_writes_every_plot_under_plots_and_logs_it_to_mlflow(project_root, parameters):
     catalog = _loader(project_root)["catalog"]
-    plots = [name for name in create_pipeline(families=["arima", "lstm", "prophet"]).outputs() if name.endswith("_plot")]
+    plots = [name for name in create_pipeline(families=["arima", "lstm", "prophet", "lightgbm"]).outputs()
+             if name.endswith("_plot")]
+    assert "lightgbm_feature_importance_plot" in plots
     for name in plots:
         entry = catalog[name]
         assert entry["type"] == "kedro_mlflow.io.artifacts.MlflowArtifactDataset"
         assert entry["dataset"]["type"] == "matplotlib.MatplotlibDataset"
         assert entry["dataset"]["filepath"].startswith("data/08_reporting/plots/")
     assert catalog["forecasts_with_confidence"]["dataset"]["filepath"].startswith("data/07_model_output/")
+
+
+def test_project_catalog_logs_the_lightgbm_importance_to_the_mlflow_run(project_root, lightgbm_model, reporting,
+                                                                         tmp_path, monkeypatch):
+    """The catalog entries resolve to MlflowArtifactDatasets that save under data/08_reporting and log the files
+    to the active run (a local tracking store in tmp_path)."""
+    import copy
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    names = ("lightgbm_feature_importance", "lightgbm_feature_importance_plot")
+    config = {name: copy.deepcopy(_loader(project_root)["catalog"][name]) for name in names}
+    assert config["lightgbm_feature_importance"]["dataset"]["filepath"] == \
+        "data/08_reporting/importance/lightgbm_feature_importance.csv"
+    assert config["lightgbm_feature_importance_plot"]["dataset"]["filepath"] == \
+        "data/08_reporting/plots/lightgbm_feature_importance.png"
+    for entry in config.values():
+        entry["dataset"]["filepath"] = str(tmp_path / entry["dataset"]["filepath"])
+    catalog = DataCatalog.from_config(config)
+    table = nodes_lightgbm.lightgbm_importance(lightgbm_model, _model_stats(lightgbm_model), reporting)
+    # a file store: what is checked is kedro-mlflow's logging into the active run, not the store; a new sqlite
+    # store spends about 15 s on its schema migrations on a busy machine
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run() as run:
+            catalog.save(names[0], table)
+            catalog.save(names[1], nodes_lightgbm.plot_lightgbm_importance(table, reporting))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    client = MlflowClient(uri)
+    logged = {a.path for folder in ("importance", "plots") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert logged == {"importance/lightgbm_feature_importance.csv", "plots/lightgbm_feature_importance.png"}
+    assert (tmp_path / "data/08_reporting/plots/lightgbm_feature_importance.png").read_bytes().startswith(PNG_MAGIC)

@@ -6,6 +6,7 @@ from kedro.pipeline import Node, Pipeline
 from ts_kedro.config import enabled_families
 from ts_kedro.interpretability import attach_confidence
 
+from .lightgbm_importance import lightgbm_importance, plot_lightgbm_importance
 from .nodes import (
     arima_coefficient_table,
     build_anomaly_report,
@@ -25,27 +26,31 @@ from .nodes import (
     select_report_series,
 )
 
-# Importance nodes per family: (compute, plot, table dataset, plot dataset, extra inputs of the compute node).
+# Importance nodes per family: (compute, plot, table dataset, plot dataset, extra inputs of the compute node,
+# extra inputs of the plot node).
 _IMPORTANCE = {
     "lstm": (lstm_importance, plot_lstm_importance, "lstm_feature_importance", "lstm_feature_importance_plot",
-             ["primary_panel"]),
-    "arima": (arima_coefficient_table, plot_arima_coefficients, "arima_coefficients", "arima_coefficients_plot", []),
-    "prophet": (prophet_components, plot_prophet_components, "prophet_components", "prophet_components_plot", []),
+             ["primary_panel"], []),
+    "arima": (arima_coefficient_table, plot_arima_coefficients, "arima_coefficients", "arima_coefficients_plot", [],
+              ["params:reporting"]),
+    "prophet": (prophet_components, plot_prophet_components, "prophet_components", "prophet_components_plot", [], []),
+    "lightgbm": (lightgbm_importance, plot_lightgbm_importance, "lightgbm_feature_importance",
+                 "lightgbm_feature_importance_plot", ["lightgbm.model_stats"], ["params:reporting"]),
 }
 
 
 def _importance_nodes(family: str) -> list[Node]:
-    compute, plot, table, figure, extra = _IMPORTANCE[family]
-    plot_inputs = [table, "params:reporting"] if plot is plot_arima_coefficients else [table]
+    compute, plot, table, figure, compute_extra, plot_extra = _IMPORTANCE[family]
     return [
-        Node(compute, inputs=[f"{family}.model", *extra, "params:reporting"], outputs=table,
+        Node(compute, inputs=[f"{family}.model", *compute_extra, "params:reporting"], outputs=table,
              name=f"{table}_node"),
-        Node(plot, inputs=plot_inputs, outputs=figure, name=f"{figure}_node"),
+        Node(plot, inputs=[table, *plot_extra], outputs=figure, name=f"{figure}_node"),
     ]
 
 
 def create_pipeline(families: list[str] | None = None, **kwargs) -> Pipeline:
-    """All reporting nodes; importance nodes only for the enabled families that have one (lstm, arima, prophet)."""
+    """All reporting nodes; importance nodes only for the enabled families that have one (lstm, arima, prophet,
+    lightgbm)."""
     families = families or enabled_families()
     nodes = [
         Node(select_report_series, inputs=["primary_panel", "params:reporting"], outputs="report_series",
