@@ -193,3 +193,22 @@ def test_targets_say_met_only_when_the_numbers_are_in(replay):
            _row(3, retrain=True, promoted=True, mase=1.5, counter=1.0), _row(4, drift=True, mase=1.03)]
     totals["product"] = replay.score_arm(bad, changes, BATCH)
     assert not any(t["met"] for t in replay.targets(totals, store_200=3.5))
+
+
+def test_a_failed_cycle_is_counted_apart_and_decides_nothing(replay):
+    rows = [_row(0), _row(1, retrain=True), {**_row(2), "failed": "MonitoringConfigError: ...", "drift": None,
+                                             "retrain": None, "mase_next": None}, _row(3)]
+    totals = replay.score_arm(rows, {}, BATCH)
+    assert totals["failed_cycles"] == [2] and totals["cycles"] == 3
+    assert totals["cycles_without_change"] == 2 and totals["false_retrains"] == [1]
+
+
+def test_monitoring_feasibility_finds_the_cycle_where_a_longer_period_outgrows_the_history(replay):
+    """Daily data: once a series covers two years the profile keeps the yearly period, and the drift windows
+    (two years + a horizon) are longer than the history for a while."""
+    days = pd.date_range("2020-01-01", periods=732, freq="D")
+    panel = pd.DataFrame({"series_id": "A", "timestamp": days, "value": np.arange(732.0)})
+    day0, stream = replay.split_replay(panel, ["A"], cycles=2, batch_steps=16)
+    rows = replay.monitoring_feasibility(day0, stream, "D", 7, {})
+    assert rows[0]["series_checked"] == 1 and 365.25 not in rows[0]["periods"]  # 716 days
+    assert rows[1]["series_checked"] == 0 and rows[1]["window_steps"] > 732      # 732 days: the year is kept
