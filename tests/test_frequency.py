@@ -103,3 +103,17 @@ def test_profile_of_a_real_quarterly_panel(shared_data):
     assert profile.season_length == 4 and profile.seasonal_periods == [4.0]
     assert profile.lengths["min"] == 16 and profile.lengths["n_series"] == 756
     assert profile.as_panel_params()["levels"] == [80, 95]
+
+
+def test_the_drift_reference_window_fits_a_typical_series_as_the_history_grows():
+    """NN5 after two years of Day-N cycles keeps the yearly period, but 2 x 365.25 + 56 days do not fit a typical
+    series: the reference window falls back to the longest period that does, so drift is still checked."""
+    grown = derive_profile({"freq": "D", "horizon": 56}, lengths=[740] * 10)
+    assert 365.25 in grown.seasonal_periods
+    assert grown.monitoring == {"recent_window_steps": 56, "reference_window_steps": 224}  # four horizons > 2 x 7
+    assert sum(grown.monitoring.values()) <= 740
+    longer = derive_profile({"freq": "D", "horizon": 56}, lengths=[900] * 10)
+    assert longer.monitoring["reference_window_steps"] == 731  # two years fit before the recent window now
+    # a short yearly panel: never more than a typical series has before its recent window
+    short = derive_profile({"freq": "YS", "horizon": 6}, lengths=[14, 20, 41])
+    assert short.monitoring == {"recent_window_steps": 6, "reference_window_steps": 14}

@@ -31,8 +31,9 @@ Length-dependent defaults (``derive_profile`` with the observed lengths):
   (``evaluation.backtest.series_windows``), at least one for every series with ``min_train + horizon`` points.
 - LSTM lookback: two of the longest kept period whose two cycles fit in a typical series (the median length
   less the validation and backtest spans), at least one season and at least two horizons, in whole seasons.
-- monitoring: the recent window is one horizon; the reference window is two of the longest kept periods, at
-  least four horizons.
+- monitoring: the recent window is one horizon; the reference window is two of the longest kept period that a
+  typical series affords before its recent window, at least four horizons (or all a typical series has before
+  its recent window, when that is less): a panel whose history grows past two years keeps checking drift.
 - ingestion: a Day-N batch may leave at most a quarter of a horizon of missing steps after the history's end
   (``max_gap_steps``; imputation bridges them, a longer hole is a quarantined batch).
 """
@@ -52,6 +53,7 @@ _DAY_S, _WEEK_S, _YEAR_S = 86_400.0, 7 * 86_400.0, 365.25 * 86_400.0
 MIN_CYCLES = 2  # a period must be seen twice in the longest series to be modelled
 MIN_SERIES_LENGTH = 2  # below this no model can forecast at all: quarantined in data_processing
 DEFAULT_N_WINDOWS = 2
+MIN_REFERENCE_STEPS = 2  # the fewest reference steps a drift test can compare (build_drift_windows refuses fewer)
 
 
 class FrequencyError(ValueError):
@@ -244,8 +246,7 @@ def derive_profile(
     recent = horizon if recent is None else _positive_int(recent, "monitoring.recent_window_steps")
     reference = _override(monitoring_params, "reference_window_steps")
     if reference is None:
-        longest_period = max(periods) if periods else 0.0
-        reference = int(max(math.ceil(MIN_CYCLES * longest_period), 4 * horizon))
+        reference = _reference_window(periods, horizon, recent, typical)
     else:
         reference = _positive_int(reference, "monitoring.reference_window_steps")
 
@@ -285,6 +286,21 @@ def _lstm_lookback(periods: Sequence[float], season_length: int, horizon: int, s
     if budget is not None:
         wanted = min(wanted, max(budget, season))
     return int(max(season, math.ceil(wanted / season) * season))
+
+
+def _reference_window(periods: Sequence[float], horizon: int, recent: int, typical_length: float | None) -> int:
+    """Two of the longest kept period a typical series affords before its recent window, at least four horizons.
+
+    Periods are kept once the longest series covers two of them, so a typical series may not reach back two
+    cycles of the longest before its recent window (NN5: 735 days keep the year, 2 x 365.25 + 56 do not fit);
+    the window then uses the longest period that fits, and never asks for more than a typical series has.
+    """
+    budget = None if typical_length is None else int(typical_length) - recent
+    wanted = [MIN_CYCLES * p for p in periods if budget is None or MIN_CYCLES * p <= budget]
+    reference = max(math.ceil(max(wanted, default=0.0)), 4 * horizon)
+    if budget is not None:
+        reference = min(reference, max(budget, MIN_REFERENCE_STEPS))
+    return int(reference)
 
 
 def profile_for_panel(panel: pd.DataFrame, panel_params: Mapping[str, Any],
