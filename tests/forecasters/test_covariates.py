@@ -159,3 +159,14 @@ def test_update_takes_the_new_covariate_values(family, stallion):
         reloaded = pickle.loads(pickle.dumps(updated))
         assert "_future_plan" not in vars(reloaded)
         assert reloaded.predict(HORIZON, [80])["mean"].to_numpy() == pytest.approx(forecast["mean"].to_numpy())
+
+
+def test_prophet_component_shares_name_each_regressor(fitted):
+    """The reporting pipeline's Prophet importance on a model with regressors: each regressor is a component (before,
+    predict on the bare training dates failed with "Regressor 'price_actual' missing from dataframe")."""
+    from ts_kedro.interpretability.importance import prophet_component_shares
+
+    shares = prophet_component_shares(fitted["prophet"])
+    assert set(KNOWN) <= set(shares["component"])
+    assert shares.groupby("series_id")["share"].sum().to_numpy() == pytest.approx(1.0)
+    assert shares[shares["component"].isin(KNOWN)]["variance"].gt(0).any()

@@ -134,8 +134,9 @@ def prophet_component_shares(model, max_series: int | None = None) -> pd.DataFra
     """Share of variance of each Prophet component of the in-sample fit, per series.
 
     Components come from ``predict`` on the training dates: ``trend`` and each seasonality (``daily``, ``weekly``,
-    ``yearly``) and ``holidays`` when fitted. Multiplicative components are put on the scale of the target
-    (component x trend) so that all shares are shares of the fitted values' variation.
+    ``yearly``), ``holidays`` when fitted, and each regressor (a covariate known in advance) under its own name.
+    Multiplicative components are put on the scale of the target (component x trend) so that all shares are shares
+    of the fitted values' variation.
 
     Returns:
         ``series_id, component, mode, variance, share`` (shares of one series sum to 1).
@@ -147,10 +148,15 @@ def prophet_component_shares(model, max_series: int | None = None) -> pd.DataFra
     for series_id in list(model.models_)[: max_series or None]:
         fitted = model_from_json(model.models_[series_id])
         fitted.uncertainty_samples = 0  # components only: no sampling needed
-        components = fitted.predict(fitted.history[["ds"]])
+        # Prophet keeps its history's regressors standardised and standardises what predict gets: give them back raw
+        frame = fitted.history[["ds", *fitted.extra_regressors]].copy()
+        for name, spec in fitted.extra_regressors.items():
+            frame[name] = frame[name] * spec["std"] + spec["mu"]
+        components = fitted.predict(frame)
         names = [*fitted.seasonalities]
         if fitted.train_holiday_names is not None and "holidays" in components:
             names.append("holidays")
+        names += [name for name in fitted.extra_regressors if name in components]
         multiplicative = set(fitted.component_modes["multiplicative"])
         contributions = {"trend": ("additive", components["trend"].to_numpy())}
         for name in names:
