@@ -170,3 +170,10 @@ def test_prophet_component_shares_name_each_regressor(fitted):
     assert set(KNOWN) <= set(shares["component"])
     assert shares.groupby("series_id")["share"].sum().to_numpy() == pytest.approx(1.0)
     assert shares[shares["component"].isin(KNOWN)]["variance"].gt(0).any()
+
+
+def test_arima_coefficients_name_the_covariate_terms(fitted):
+    from ts_kedro.interpretability.importance import arima_coefficients
+
+    terms = set(arima_coefficients(fitted["arima"])["term"])
+    assert set(KNOWN) <= terms and not {"x1", "x2"} & terms

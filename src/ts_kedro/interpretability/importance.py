@@ -117,8 +117,12 @@ def arima_coefficients(model, alpha: float = 0.05) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # approximate Hessians warn on near-boundary parameters; NaN is kept
             result = state.statsmodels_model().filter(state.params, cov_type="approx")
+        # statsmodels calls the exog terms x1..xk: name them by the covariates this series' regression used
+        used = getattr(model, "covariates_used_", {}).get(series_id, [])
+        covariates = {f"x{j + 1}": name for j, name in enumerate(used)}
         for term, coef, std_err, z, p_value in zip(result.param_names, result.params, result.bse, result.zvalues,
                                                    result.pvalues):
+            term = covariates.get(term, term)
             rows.append({"series_id": series_id, "order": str(tuple(state.order)), "term": term,
                          "coef": float(coef), "std_err": float(std_err), "z": float(z), "p_value": float(p_value),
                          "significant": bool(np.isfinite(p_value) and p_value < alpha)})
