@@ -338,16 +338,32 @@ class LightGBMForecaster(Forecaster):
         return mean - ratio * np.maximum(mean - lo, 0.0), mean + ratio * np.maximum(hi - mean, 0.0)
 
     # -- interpretability --------------------------------------------------------------------------------------
+    def explained_forecast_rows(self, max_rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The forecast rows (``forecast_rows``) SHAP explains, and each row's series id.
+
+        Above ``max_rows`` rows a seeded random set of whole series is kept, so every horizon step keeps the same
+        series and the sample does not lean on the first series in panel order (TreeSHAP costs rows x trees x leaves).
+        """
+        x, _, _, ids = self.forecast_rows(self.horizon)
+        series = np.asarray(ids, dtype=object)
+        if len(x) > int(max_rows):
+            fitted = list(self.fitted_series_ids_)
+            keep = min(len(fitted), max(1, int(max_rows) // int(self.horizon)))
+            chosen = np.random.default_rng(seed).choice(len(fitted), size=keep, replace=False)
+            inside = np.isin(series, [fitted[i] for i in sorted(chosen)])
+            x, series = x[inside], series[inside]
+        return x, series
+
     def feature_importance(self) -> pd.DataFrame:
         """Gain (share of the point model's total split gain) and mean |SHAP| on the forecast rows, per feature.
 
         SHAP values are LightGBM's own TreeSHAP (``pred_contrib=True``) of the point model on the next-horizon
-        rows of the fitted series (at most ``_SHAP_ROWS``), in the scaled target units the trees predict.
+        rows of the fitted series (whole series, at most ``_SHAP_ROWS`` rows: ``explained_forecast_rows``), in the
+        scaled target units the trees predict.
         """
         if not getattr(self, "is_fitted_", False) or not getattr(self, "fitted_series_ids_", None):
             raise ForecasterError("lightgbm: call fit() (with at least one series the family fits) first")
-        x, _, _, _ = self.forecast_rows(self.horizon)
-        x = x[:_SHAP_ROWS]
+        x, _ = self.explained_forecast_rows(_SHAP_ROWS)
         contributions = self.boosters_["mean"].predict(x, pred_contrib=True)[:, :-1]  # last column: expected value
         gain = self.gain_ / max(float(self.gain_.sum()), 1e-12)
         frame = pd.DataFrame({"feature": self.feature_names_, "gain": gain.to_numpy(),

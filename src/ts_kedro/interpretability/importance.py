@@ -229,14 +229,7 @@ def lightgbm_feature_importance(model, gain: pd.DataFrame, n_buckets: int = 3, m
             f"{sorted(model.feature_names_)[:5]}...: the two come from different training runs; rerun training"
         )
     horizon = int(model.horizon)
-    x, _, _, ids = model.forecast_rows(horizon)
-    series = np.asarray(ids, dtype=object)
-    fitted = list(model.fitted_series_ids_)
-    if len(x) > int(max_rows):
-        keep = max(1, int(max_rows) // horizon)
-        chosen = np.random.default_rng(seed).choice(len(fitted), size=keep, replace=False)
-        inside = np.isin(series, [fitted[i] for i in sorted(chosen)])
-        x, series = x[inside], series[inside]
+    x, series = model.explained_forecast_rows(int(max_rows), seed)
     threads = model.n_jobs if model.n_jobs > 0 else 0  # the family's thread setting (0: LightGBM's default, all cores)
     shap = model.boosters_["mean"].predict(x, pred_contrib=True, num_threads=threads)
     contributions = np.abs(shap[:, :-1])  # the last column is the expected value, not a feature
