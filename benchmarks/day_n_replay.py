@@ -320,24 +320,15 @@ def score_arm(rows: list[dict[str, Any]], changes: dict[int, str], batch_steps: 
     of the counts and the latency. ``changes``: {cycle: kind} of the injected changes.
 
     Returns:
-        Counts (drift flags, retrains, promotions, rollbacks), false retrains (retrains in cycles without an
-        injected change, split into those while an earlier change is still inside the monitoring windows and the
-        others), detection delay per change (cycles from the change to the first drift flag before the next
+        Counts (drift flags, retrains, promotions, rollbacks), false retrains (retrains in cycles that neither bring
+        an injected change nor first flag one, split into those while an earlier change is still inside the
+        monitoring windows and the others), detection delay per change (cycles from the change to the first drift flag before the next
         change; None: never flagged), promotions that raised the realized error, mean realized errors, latency
         and the storage ratio at the end.
     """
     failed = [r["cycle"] for r in rows if r.get("failed")]
     day_n = [r for r in rows if r["cycle"] >= 1 and not r.get("failed")]
     change_cycles = sorted(changes)
-    false_retrains, echo_retrains = [], []
-    for r in day_n:
-        if not r.get("retrain") or r["cycle"] in changes:
-            continue
-        earlier = [c for c in change_cycles if c < r["cycle"]]
-        window = r.get("monitoring_window_steps")
-        # the drift windows (the last `window` steps) still hold data from before the latest change
-        in_window = bool(earlier) and window is not None and (r["cycle"] - earlier[-1] + 1) * batch_steps < window
-        (echo_retrains if in_window else false_retrains).append(r["cycle"])
     by_cycle = {r["cycle"]: r for r in day_n}
     delays = {}
     for i, cycle in enumerate(change_cycles):
@@ -346,6 +337,17 @@ def score_arm(rows: list[dict[str, Any]], changes: dict[int, str], batch_steps: 
         # flagged in the cycle before too: the verdict was already "drift" (an earlier change), not caused by this one
         delays[cycle] = {"kind": changes[cycle], "delay": (flagged[0] - cycle) if flagged else None,
                          "flagged_the_cycle_before": bool(by_cycle.get(cycle - 1, {}).get("drift"))}
+    # a change's own cycle and the cycle that first flags it are where a retrain is called for
+    called_for = set(changes) | {c + d["delay"] for c, d in delays.items() if d["delay"] is not None}
+    false_retrains, echo_retrains = [], []
+    for r in day_n:
+        if not r.get("retrain") or r["cycle"] in called_for:
+            continue
+        earlier = [c for c in change_cycles if c < r["cycle"]]
+        window = r.get("monitoring_window_steps")
+        # the drift windows (the last `window` steps) still hold data from before the latest change
+        in_window = bool(earlier) and window is not None and (r["cycle"] - earlier[-1] + 1) * batch_steps < window
+        (echo_retrains if in_window else false_retrains).append(r["cycle"])
     raised = []
     for r in rows:
         if r.get("promoted") and r.get("cycle", 0) >= 1:
@@ -353,7 +355,7 @@ def score_arm(rows: list[dict[str, Any]], changes: dict[int, str], batch_steps: 
             if new is not None and old is not None:
                 raised.append({"cycle": r["cycle"], "mase_new": new, "mase_old": old, "raised": bool(new > old),
                                "smape_new": r.get("smape_next"), "smape_old": r.get("counterfactual_smape_next")})
-    no_change = [r for r in day_n if r["cycle"] not in changes]
+    no_change = [r for r in day_n if r["cycle"] not in called_for]
     retrain_latency = [r["latency_s"] for r in day_n if r.get("retrain")]
     plain_latency = [r["latency_s"] for r in day_n if not r.get("retrain")]
     last = rows[-1] if rows else {}
@@ -366,7 +368,7 @@ def score_arm(rows: list[dict[str, Any]], changes: dict[int, str], batch_steps: 
         "retrains": sum(bool(r.get("retrain")) for r in day_n),
         "promotions": sum(bool(r.get("promoted")) for r in day_n),
         "rollbacks": sum(int(r.get("rollbacks") or 0) for r in day_n),
-        "cycles_without_change": len(no_change),
+        "cycles_without_change": len(no_change),  # cycles that neither bring a change nor first flag one
         "false_retrains": false_retrains + echo_retrains,
         "false_retrains_in_change_window": echo_retrains,
         "false_retrains_elsewhere": false_retrains,
@@ -496,6 +498,9 @@ def source_description() -> dict[str, Any]:
     """Where the code under test came from: the path, and the commit when it is this repository's tree."""
     source = project_source()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if (source / "COMMIT").exists():  # written beside a snapshot: `git rev-parse HEAD > <snapshot>/COMMIT`
+        return {"ts_kedro_from": str(source), "snapshot_of_commit": (source / "COMMIT").read_text().strip(),
+                "snapshot": True}
     changed = subprocess.run(["git", "status", "--porcelain", "--", "src", "conf"], cwd=ROOT, capture_output=True,
                              text=True).stdout.strip()
     return {"ts_kedro_from": str(source), "repository_head": commit,
@@ -755,7 +760,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
     plan = prepare_plan(args)
     no_changes = not plan["changes"] and (args.changes or "").strip().lower() == "none"
     tag = (args.dataset + ("_same_end" if args.same_end else "") + ("_no_changes" if no_changes else "")
-           + ("_quick" if args.quick else ""))
+           + (f"_{args.tag}" if args.tag else "") + ("_quick" if args.quick else ""))
     work = (args.workdir / f"day_n_replay_{tag}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     print(f"{args.dataset}: {len(plan['series'])} series, Day 0 {len(plan['day0'])} rows, {args.cycles} cycles of "
@@ -834,7 +839,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     figure, (events, error_axis, latency_axis) = plt.subplots(
         3, 1, figsize=(10, 8), sharex=True, gridspec_kw={"height_ratios": [0.22 * len(arms) + 0.3, 2, 1]})
     colours = {arm: f"C{i}" for i, arm in enumerate(arms)}
-    marks = (("drift", "v", "drift flagged", -0.22), ("retrain", "s", "retrained", 0.0), ("promoted", "*", "promoted", 0.22))
+    marks = (("drift", "v", "drift flagged", -0.22), ("retrain", "s", "retrained", 0.0), ("promoted", "*", "promoted", 0.22),
+             ("failed", "x", "cycle failed", 0.0))
     for y, arm in enumerate(arms):
         rows = result["rows"][arm]
         scored = [r for r in rows if r.get("mase_next") is not None]
@@ -892,7 +898,7 @@ def markdown(result: dict[str, Any], image: str) -> str:
         broken = p.get("broken") or ""
         quarantine = ("yes" if p.get("broken_quarantined") else "NO") if broken else ""
         if p.get("failed"):
-            quarantine = f"cycle failed: {p['failed'][:90]}"
+            quarantine = f"cycle failed: {p['failed'].split(':')[0]}"
         lines.append(f"| {cycle} | {p.get('injected') or ''} | {broken} | {quarantine} | {_fmt(p.get('drift'))} | "
                      f"{_fmt(p.get('retrain'))} | {_fmt(p.get('promoted'))} | " + " | ".join(errors) + " | "
                      f"{_fmt(rows['product'].get(cycle - 1, {}).get('smape_next') if 'product' in rows else None, 2)} | "
@@ -923,6 +929,23 @@ def markdown(result: dict[str, Any], image: str) -> str:
         lines += ["", "| target | measured | met |", "|---|---|---|"]
         for t in result["targets"]:
             lines.append(f"| {t['target']} | {t['measured']} | {'met' if t['met'] else 'not met'} |")
+    return "\n".join(lines + [""])
+
+
+def summary_table(tags: list[str]) -> str:
+    """One line per finished replay (product arm): changes and their detection delay, drift flags, retrains,
+    promotions, failed cycles and the realized error; for short runs such as one change at a time."""
+    lines = ["| replay | cycles | changes (cycle: detection delay in cycles) | drift flags | retrains | retrains "
+             "without a change | promotions | failed cycles | MASE | sMAPE |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for tag in tags:
+        result = json.loads((RESULTS / f"day_n_replay_{tag}.json").read_text())
+        changes = {int(c): k for c, k in result["changes"].items()}
+        t = score_arm(result["rows"]["product"], changes, result["batch_steps"])
+        detection = ", ".join(f"{d['kind']}@{c}: {'missed' if d['delay'] is None else d['delay']}"
+                              for c, d in t["detection"].items()) or "none"
+        lines.append(f"| `{tag}` | {t['cycles']} | {detection} | {t['drift_flags']} | {t['retrains']} | "
+                     f"{len(t['false_retrains'])} of {t['cycles_without_change']} | {t['promotions']} | "
+                     f"{len(t['failed_cycles'])} | {_fmt(t['mase'])} | {_fmt(t['smape'], 2)} |")
     return "\n".join(lines + [""])
 
 
@@ -987,6 +1010,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="store / raw after 200 cycles, from " + STORE_GROWTH_REFERENCE)
     parser.add_argument("--cycle-timeout", type=float, default=1800)
     parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "benchmarks")
+    parser.add_argument("--tag", default=None, help="suffix of the results' name (day_n_replay_<dataset>_<tag>)")
     parser.add_argument("--same-end", action="store_true", help="only series ending at the most common end timestamp")
     parser.add_argument("--sequential-arms", dest="parallel_arms", action="store_false",
                         help="run the arms one after the other (default: one thread per arm, cycles in parallel)")
@@ -994,9 +1018,16 @@ def main(argv: list[str] | None = None) -> None:
                         "broken files), seasonal_naive,theta; results stay in the working folder")
     parser.add_argument("--report", default=None, help="only rebuild tables and plots of these finished replays "
                         "(tags: m4_hourly, nn5_daily, m4_hourly_same_end, ...)")
+    parser.add_argument("--summary", default=None, help="only print one line per finished replay (product arm)")
     parser.add_argument("--write-docs", action="store_true", help="write the blocks into docs/benchmarks.md")
     args = parser.parse_args(argv)
     args.argv = argv
+    if args.summary:
+        table = summary_table(args.summary.split(","))
+        print(table)
+        if args.write_docs:
+            write_docs({"summary": table})
+        return
     if args.report:
         report(args.report.split(","), args.write_docs)
         return
