@@ -52,12 +52,14 @@ def test_periods_the_series_cannot_cover_twice_are_dropped():
 def test_backtest_monitoring_and_lookback_defaults_follow_the_horizon_and_lengths():
     quarterly = derive_profile({"freq": "QS", "horizon": 8}, lengths=[16, 36, 44, 64])  # M3 quarterly train
     assert quarterly.backtest == {"n_windows": 2, "step": 8, "min_train": 8}
-    assert quarterly.monitoring == {"recent_window_steps": 8, "reference_window_steps": 32}
+    assert quarterly.monitoring == {"recent_window_steps": 8, "reference_window_steps": 16,
+                                    "seasonal_lag_steps": 8, "calibration_stride_steps": 4}
     # the lookback fits a typical series after the validation target and the older backtest origin
     assert quarterly.lstm_input_size % quarterly.season_length == 0
     assert quarterly.lstm_input_size <= 40 - 2 * 8 - 8
     hourly = derive_profile({"freq": "h", "horizon": 48}, lengths=[700, 960])
-    assert hourly.lstm_input_size == 336 and hourly.monitoring["reference_window_steps"] == 336
+    assert hourly.lstm_input_size == 336 and hourly.monitoring["reference_window_steps"] == 96
+    assert hourly.monitoring["seasonal_lag_steps"] == 168  # a week back: past the recent 48 hours
     assert hourly.backtest["step"] == 48 and hourly.validation_horizon == 48
     yearly = derive_profile({"freq": "YS", "horizon": 6}, lengths=[14, 20, 41])
     assert yearly.season_length == 1 and yearly.lstm_input_size >= 1 and yearly.backtest["min_train"] >= 3
@@ -105,15 +107,32 @@ def test_profile_of_a_real_quarterly_panel(shared_data):
     assert profile.as_panel_params()["levels"] == [80, 95]
 
 
-def test_the_drift_reference_window_fits_a_typical_series_as_the_history_grows():
-    """NN5 after two years of Day-N cycles keeps the yearly period, but 2 x 365.25 + 56 days do not fit a typical
-    series: the reference window falls back to the longest period that does, so drift is still checked."""
+def test_the_drift_windows_fit_a_typical_series_as_the_history_grows():
+    """NN5 after two years of Day-N cycles keeps the yearly period. The reference window is two horizons; the
+    seasonal difference goes 52 weeks back once a typical series affords that lag and its calibration windows,
+    and a week-multiple reaching past the recent window before that (a lag of 365 days would not keep weekdays)."""
+    young = derive_profile({"freq": "D", "horizon": 56}, lengths=[600] * 10)
+    assert young.monitoring == {"recent_window_steps": 56, "reference_window_steps": 112,
+                                "seasonal_lag_steps": 56, "calibration_stride_steps": 28}
     grown = derive_profile({"freq": "D", "horizon": 56}, lengths=[740] * 10)
     assert 365.25 in grown.seasonal_periods
-    assert grown.monitoring == {"recent_window_steps": 56, "reference_window_steps": 224}  # four horizons > 2 x 7
-    assert sum(grown.monitoring.values()) <= 740
-    longer = derive_profile({"freq": "D", "horizon": 56}, lengths=[900] * 10)
-    assert longer.monitoring["reference_window_steps"] == 731  # two years fit before the recent window now
+    assert grown.monitoring["seasonal_lag_steps"] == 364 and grown.monitoring["reference_window_steps"] == 112
+    m = grown.monitoring
+    assert m["seasonal_lag_steps"] + m["reference_window_steps"] + m["recent_window_steps"] \
+        + 5 * m["calibration_stride_steps"] <= 740  # room for five calibration windows
     # a short yearly panel: never more than a typical series has before its recent window
     short = derive_profile({"freq": "YS", "horizon": 6}, lengths=[14, 20, 41])
-    assert short.monitoring == {"recent_window_steps": 6, "reference_window_steps": 14}
+    assert short.monitoring == {"recent_window_steps": 6, "reference_window_steps": 12,
+                                "seasonal_lag_steps": 6, "calibration_stride_steps": 3}
+    tiny = derive_profile({"freq": "MS", "horizon": 18}, lengths=[30])
+    assert tiny.monitoring["reference_window_steps"] == 12  # capped to what precedes the recent window
+
+
+def test_monitoring_windows_can_be_set():
+    profile = derive_profile({"freq": "h", "horizon": 48}, lengths=[700],
+                             monitoring_params={"seasonal_lag_steps": 24, "calibration_stride_steps": 12})
+    assert profile.monitoring["seasonal_lag_steps"] == 24 and profile.monitoring["calibration_stride_steps"] == 12
+    with pytest.raises(FrequencyError, match="monitoring.seasonal_lag_steps"):
+        derive_profile({"freq": "h", "horizon": 48}, monitoring_params={"seasonal_lag_steps": 0})
+
+

@@ -31,9 +31,14 @@ Length-dependent defaults (``derive_profile`` with the observed lengths):
   (``evaluation.backtest.series_windows``), at least one for every series with ``min_train + horizon`` points.
 - LSTM lookback: two of the longest kept period whose two cycles fit in a typical series (the median length
   less the validation and backtest spans), at least one season and at least two horizons, in whole seasons.
-- monitoring: the recent window is one horizon; the reference window is two of the longest kept period that a
-  typical series affords before its recent window, at least four horizons (or all a typical series has before
-  its recent window, when that is less): a panel whose history grows past two years keeps checking drift.
+- monitoring: the recent window is one horizon; the reference window is two horizons, at least one season (or
+  all a typical series has before its recent window, when that is less). The drift feature is the seasonal
+  difference at ``seasonal_lag_steps``: the smallest multiple of a kept period that reaches back past the recent
+  window (every recent value is compared with a value from before it), using the longest kept period, rounded
+  down to whole multiples of the shorter ones (daily: 364 = 52 weeks, not 365), for which a typical series still
+  affords ``min_windows`` calibration windows (``calibration_stride_steps`` = half a recent window apart) of
+  the same geometry before its recent window; otherwise the shortest. Without a kept period the lag is the
+  recent window itself (the change over one horizon).
 - ingestion: a Day-N batch may leave at most a quarter of a horizon of missing steps after the history's end
   (``max_gap_steps``; imputation bridges them, a longer hole is a quarantined batch).
 """
@@ -54,6 +59,7 @@ MIN_CYCLES = 2  # a period must be seen twice in the longest series to be modell
 MIN_SERIES_LENGTH = 2  # below this no model can forecast at all: quarantined in data_processing
 DEFAULT_N_WINDOWS = 2
 MIN_REFERENCE_STEPS = 2  # the fewest reference steps a drift test can compare (build_drift_windows refuses fewer)
+MIN_CALIBRATION_WINDOWS = 5  # default of monitoring.data_drift.calibration.min_windows (a count, not a period)
 
 
 class FrequencyError(ValueError):
@@ -187,7 +193,8 @@ def derive_profile(
             ``season_length``, ``seasonal_periods``, ``lstm_input_size``, ``validation_horizon``.
         lengths: observed points per series (None: derived as if every period fits).
         backtest_params: ``params:backtest`` (``n_windows``, ``step``, ``min_train``; null = derived).
-        monitoring_params: ``params:monitoring`` (``recent_window_steps``, ``reference_window_steps``).
+        monitoring_params: ``params:monitoring`` (``recent_window_steps``, ``reference_window_steps``,
+            ``seasonal_lag_steps``, ``calibration_stride_steps``; ``data_drift.calibration.min_windows``).
 
     Returns:
         The frozen profile; ``as_panel_params()`` gives it as a dict.
@@ -241,14 +248,7 @@ def derive_profile(
     else:
         lstm_input_size = _positive_int(lstm_input_size, "panel.lstm_input_size")
 
-    monitoring_params = monitoring_params or {}
-    recent = _override(monitoring_params, "recent_window_steps")
-    recent = horizon if recent is None else _positive_int(recent, "monitoring.recent_window_steps")
-    reference = _override(monitoring_params, "reference_window_steps")
-    if reference is None:
-        reference = _reference_window(periods, horizon, recent, typical)
-    else:
-        reference = _positive_int(reference, "monitoring.reference_window_steps")
+    monitoring = _monitoring_windows(periods, season_length, horizon, monitoring_params or {}, typical)
 
     steps = _steps_per(offset)
     kept = set(periods)
@@ -266,7 +266,7 @@ def derive_profile(
         seasonal_periods=[_clean_period(p) for p in periods], candidate_periods=candidates,
         backtest={"n_windows": n_windows, "step": step, "min_train": int(min_train)},
         lstm_input_size=int(lstm_input_size), validation_horizon=validation_horizon,
-        monitoring={"recent_window_steps": int(recent), "reference_window_steps": int(reference)},
+        monitoring=monitoring,
         prophet_seasonalities=prophet, steps_per_day=steps["day"], lengths=summary,
         max_gap_steps=max(1, horizon // 4),
     )
@@ -288,19 +288,62 @@ def _lstm_lookback(periods: Sequence[float], season_length: int, horizon: int, s
     return int(max(season, math.ceil(wanted / season) * season))
 
 
-def _reference_window(periods: Sequence[float], horizon: int, recent: int, typical_length: float | None) -> int:
-    """Two of the longest kept period a typical series affords before its recent window, at least four horizons.
+def _monitoring_windows(periods: Sequence[float], season_length: int, horizon: int,
+                        monitoring_params: Mapping[str, Any], typical_length: float | None) -> dict[str, int]:
+    """The drift check's geometry: recent and reference windows, seasonal lag, calibration stride."""
+    recent = _override(monitoring_params, "recent_window_steps")
+    recent = horizon if recent is None else _positive_int(recent, "monitoring.recent_window_steps")
+    reference = _override(monitoring_params, "reference_window_steps")
+    reference = (_reference_window(season_length, recent, typical_length) if reference is None
+                 else _positive_int(reference, "monitoring.reference_window_steps"))
+    stride = _override(monitoring_params, "calibration_stride_steps")
+    stride = max(1, recent // 2) if stride is None else _positive_int(stride, "monitoring.calibration_stride_steps")
+    lag = _override(monitoring_params, "seasonal_lag_steps")
+    if lag is None:
+        calibration = (monitoring_params.get("data_drift") or {}).get("calibration") or {}
+        min_windows = int(calibration.get("min_windows") or MIN_CALIBRATION_WINDOWS)
+        lag = _seasonal_lag(periods, recent, reference + recent + min_windows * stride, typical_length)
+    else:
+        lag = _positive_int(lag, "monitoring.seasonal_lag_steps")
+    return {"recent_window_steps": int(recent), "reference_window_steps": int(reference),
+            "seasonal_lag_steps": int(lag), "calibration_stride_steps": int(stride)}
 
-    Periods are kept once the longest series covers two of them, so a typical series may not reach back two
-    cycles of the longest before its recent window (NN5: 735 days keep the year, 2 x 365.25 + 56 do not fit);
-    the window then uses the longest period that fits, and never asks for more than a typical series has.
+
+def _reference_window(season_length: int, recent: int, typical_length: float | None) -> int:
+    """Two recent windows, at least one season; never more than a typical series has before its recent window.
+
+    The drift feature is a seasonal difference and its threshold is calibrated on the series' own earlier windows
+    of the same geometry, so the reference does not need to cover the longest cycle: a short one leaves room
+    for more calibration windows (and NN5's two years no longer take the whole history).
     """
-    budget = None if typical_length is None else int(typical_length) - recent
-    wanted = [MIN_CYCLES * p for p in periods if budget is None or MIN_CYCLES * p <= budget]
-    reference = max(math.ceil(max(wanted, default=0.0)), 4 * horizon)
-    if budget is not None:
-        reference = min(reference, max(budget, MIN_REFERENCE_STEPS))
+    reference = max(2 * recent, int(season_length), MIN_REFERENCE_STEPS)
+    if typical_length is not None:
+        reference = min(reference, max(int(typical_length) - recent, MIN_REFERENCE_STEPS))
     return int(reference)
+
+
+def _aligned_periods(periods: Sequence[float]) -> list[int]:
+    """Kept periods in whole steps, each rounded down to a whole multiple of the next shorter one.
+
+    A difference at the longer lag then also removes the shorter cycles: daily 7 and 364 (52 weeks: a lag of
+    365 days would compare Mondays with Tuesdays), hourly 24, 168 and 8736.
+    """
+    aligned: list[int] = []
+    for period in sorted(periods):
+        whole = int(round(period)) if not aligned else int(math.floor(period / aligned[-1]) * aligned[-1])
+        if whole >= 2 and whole not in aligned:
+            aligned.append(whole)
+    return aligned
+
+
+def _seasonal_lag(periods: Sequence[float], recent: int, calibration_span: int, typical_length: float | None) -> int:
+    """The smallest multiple of a kept period reaching past the recent window; the longest period whose lag a
+    typical series affords together with ``calibration_span`` (reference, recent and calibration windows)."""
+    lags = [period * math.ceil(recent / period) for period in _aligned_periods(periods)] or [recent]
+    if typical_length is None:
+        return int(lags[-1])
+    fitting = [lag for lag in lags if lag + calibration_span <= typical_length]
+    return int(fitting[-1] if fitting else lags[0])
 
 
 def profile_for_panel(panel: pd.DataFrame, panel_params: Mapping[str, Any],

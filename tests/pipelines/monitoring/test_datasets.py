@@ -9,6 +9,7 @@ from kedro.io import DatasetError
 
 from ts_kedro.datasets.alert_delivery import AlertDeliveryDataset
 from ts_kedro.datasets.evidently_workspace import EvidentlyWorkspaceDataset
+from ts_kedro.pipelines.monitoring.calibration import calibrate_drift_thresholds
 from ts_kedro.pipelines.monitoring.data_drift import detect_data_drift
 from ts_kedro.pipelines.monitoring.verdict import snapshots_for_workspace
 from ts_kedro.pipelines.monitoring.windows import build_drift_windows
@@ -119,7 +120,9 @@ def test_project_catalog_builds_both_delivery_datasets_from_the_shared_channels(
 
 @pytest.fixture(scope="module")
 def drift_snapshots(shifted_history, monitoring_params):
-    return detect_data_drift(*build_drift_windows(shifted_history, monitoring_params, PANEL), monitoring_params)[2]
+    thresholds = calibrate_drift_thresholds(shifted_history, monitoring_params, PANEL)
+    return detect_data_drift(*build_drift_windows(shifted_history, monitoring_params, PANEL), thresholds,
+                             monitoring_params)[2]
 
 
 def test_workspace_dataset_adds_each_save_to_one_project(tmp_path, drift_snapshots):

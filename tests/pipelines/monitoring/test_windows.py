@@ -1,8 +1,9 @@
-"""build_drift_windows on real M4 Hourly series."""
+"""build_drift_windows on real M4 Hourly series: windows and seasonal lag from the frequency profile."""
 from __future__ import annotations
 
 import pytest
 
+from ts_kedro.frequency import profile_for_panel
 from ts_kedro.pipelines.monitoring.errors import MonitoringConfigError
 from ts_kedro.pipelines.monitoring.windows import build_drift_windows
 
@@ -11,9 +12,23 @@ from .conftest import PANEL
 
 def test_windows_are_cut_per_series_and_feature(real_history, monitoring_params):
     reference, current = build_drift_windows(real_history, monitoring_params, PANEL)
-    assert reference.shape == (336, 8) and current.shape == (48, 8)
+    windows = profile_for_panel(real_history, PANEL, monitoring_params=monitoring_params).monitoring
+    recent, lag = windows["recent_window_steps"], windows["seasonal_lag_steps"]
+    # hourly, 748 hours: two horizons of reference, the seasonal difference a week back (past the recent window)
+    assert (recent, windows["reference_window_steps"], lag) == (PANEL["horizon"], 2 * PANEL["horizon"], 7 * 24)
+    assert reference.shape == (2 * recent, 8) and current.shape == (recent, 8)
     h1 = real_history[real_history["series_id"] == "H1"]["value"]
-    assert current["H1|value"].tolist() == h1.iloc[-48:].tolist()
-    assert current["H1|seasonal_diff"].iloc[0] == h1.iloc[-48] - h1.iloc[-72]
+    assert current["H1|value"].tolist() == h1.iloc[-recent:].tolist()
+    assert current["H1|seasonal_diff"].iloc[0] == h1.iloc[-recent] - h1.iloc[-recent - lag]
+    assert current["H1|seasonal_diff"].iloc[-1] == h1.iloc[-1] - h1.iloc[-1 - lag]
     with pytest.raises(MonitoringConfigError, match="shorten the windows"):
         build_drift_windows(real_history, {**monitoring_params, "reference_window_steps": 5000}, PANEL)
+
+
+def test_imputed_points_are_not_observations(real_history, monitoring_params):
+    history = real_history.copy()
+    last = history.index[history["series_id"] == "H1"][-1]
+    history.loc[last, "is_imputed"] = True
+    reference, current = build_drift_windows(history, monitoring_params, PANEL)
+    assert current["H1|value"].isna().tolist()[-1] and current["H1|seasonal_diff"].isna().tolist()[-1]
+    assert current["H103|value"].notna().all()

@@ -1,6 +1,7 @@
 """Data drift: Evidently's value-drift tests per series and feature, and on the pooled panel.
 
-Evidently is used here and in its workspace dataset (``ts_kedro.datasets.evidently_workspace``), nowhere else.
+Evidently is used here and in its workspace dataset (``ts_kedro.datasets.evidently_workspace``), nowhere else;
+``calibration`` scores earlier windows through ``drift_score``, the same Evidently test the report runs.
 """
 from __future__ import annotations
 
@@ -11,38 +12,53 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ts_kedro.forecasters.base import VALUE
-from ts_kedro.pipelines.monitoring.windows import SEPARATOR
+from ts_kedro.pipelines.monitoring.windows import SEASONAL_DIFF, SEPARATOR
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_METHOD = "wasserstein"
+
 
 def detect_data_drift(
-    drift_reference: pd.DataFrame, drift_current: pd.DataFrame, monitoring: dict[str, Any]
+    drift_reference: pd.DataFrame, drift_current: pd.DataFrame, drift_thresholds: dict[str, Any],
+    monitoring: dict[str, Any],
 ) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """Run Evidently's DataDriftPreset per series (one column per series and feature) and on the pooled panel.
 
-    A series counts as drifted when its target (``value``) drifted; feature drift is reported per feature.
+    Each column is tested against its calibrated threshold from ``drift_thresholds`` (the fixed ``threshold``
+    where it has none), so Evidently's own report, tests and snapshots say what the verdict acts on. A series
+    counts as drifted when its ``series_feature`` (default: the seasonal difference) drifted; every feature's
+    drift is reported.
 
     Args:
         drift_reference: reference window, one column ``<series_id>|<feature>`` each.
         drift_current: recent window, same columns.
-        monitoring: ``monitoring`` parameters (``data_drift``: method, threshold, panel_method, panel_threshold).
+        drift_thresholds: ``calibrate_drift_thresholds``' result.
+        monitoring: ``monitoring`` parameters (``data_drift``: method, threshold, series_feature, panel_method,
+            panel_threshold).
 
     Returns:
         ``data_drift`` (per-series and panel results), the per-series report as HTML, and both Evidently
         snapshots as JSON-safe dicts (``drift_snapshots``, for the Evidently workspace).
     """
     settings = monitoring.get("data_drift", {})
-    method, threshold = settings.get("method", "ks"), settings.get("threshold", 0.05)
-    series_snapshot = _run_drift_report(drift_reference, drift_current, method, threshold, "series_drift")
+    method, threshold, _ = drift_method(settings)
+    series_feature = settings.get("series_feature") or SEASONAL_DIFF
+    calibrated = {column: entry for column, entry in (drift_thresholds.get("columns") or {}).items()
+                  if column in drift_reference.columns}
+    series_snapshot = _run_drift_report(drift_reference, drift_current, method, threshold, "series_drift",
+                                        {column: entry["threshold"] for column, entry in calibrated.items()})
     columns = _column_results(series_snapshot, drift_reference, drift_current)
 
     per_series: dict[str, dict[str, Any]] = {}
     for column, result in columns.items():
         series_id, feature = column.split(SEPARATOR, 1)
+        entry = calibrated.get(column)
+        result["calibration"] = ({"windows": entry["windows"], "source": entry["source"]} if entry
+                                 else {"windows": 0, "source": "fixed"})
         per_series.setdefault(series_id, {})[feature] = result
-    drifted = sorted(s for s, features in per_series.items() if features.get(VALUE, {}).get("drifted"))
+    checked = {s: features for s, features in per_series.items() if series_feature in features}
+    drifted = sorted(s for s, features in checked.items() if features[series_feature]["drifted"])
     features = sorted({f for entry in per_series.values() for f in entry})
     feature_share = {f: float(np.mean([entry[f]["drifted"] for entry in per_series.values() if f in entry]))
                      for f in features}
@@ -52,17 +68,22 @@ def detect_data_drift(
     panel_snapshot = _run_drift_report(pooled_reference, pooled_current, panel_method, panel_threshold, "panel_drift")
     panel_columns = _column_results(panel_snapshot, pooled_reference, pooled_current)
 
+    sources = [entry["calibration"]["source"] for entry in columns.values()]
     data_drift = {
-        "n_series": len(per_series),
+        "n_series": len(checked),
         "drifted_series": drifted,
-        "drift_share": len(drifted) / len(per_series),
+        "drift_share": len(drifted) / len(checked) if checked else 0.0,
+        "series_feature": series_feature,
         "feature_drift_share": feature_share,
+        "calibration": {"method": method, "quantile": drift_thresholds.get("quantile"),
+                        "fixed_threshold": threshold,
+                        "columns_by_source": {s: sources.count(s) for s in sorted(set(sources))}},
         "panel_level": panel_columns,
         "series": per_series,
         "reference_rows": int(len(drift_reference)),
         "current_rows": int(len(drift_current)),
     }
-    logger.info("data drift: %d of %d series drifted (share %.2f)", len(drifted), len(per_series),
+    logger.info("data drift: %d of %d series drifted (share %.2f)", len(drifted), len(checked),
                 data_drift["drift_share"])
     html = series_snapshot.get_html_str(as_iframe=False)
     # JSON-safe (timestamps as ISO strings) so the catalog can persist them between Prefect tasks
@@ -71,6 +92,31 @@ def detect_data_drift(
         default=lambda value: value.isoformat() if hasattr(value, "isoformat") else str(value),
     ))
     return data_drift, html, snapshots
+
+
+def drift_method(settings: dict[str, Any]) -> tuple[str, float, bool]:
+    """``(method, fixed threshold, is a p-value)`` of ``monitoring.data_drift``: the threshold defaults to
+    Evidently's own default for the method."""
+    method = settings.get("method") or DEFAULT_METHOD
+    test = _stattest(method)
+    threshold = settings.get("threshold")
+    return method, float(test.default_threshold if threshold is None else threshold), "p_value" in test.display_name
+
+
+def drift_score(reference: np.ndarray, current: np.ndarray, method: str) -> float:
+    """Evidently's score of ``method`` for one column (the test ValueDrift runs, without its report widgets)."""
+    from evidently.legacy.core import ColumnType
+
+    reference, current = pd.Series(reference, dtype=float), pd.Series(current, dtype=float)
+    return float(_stattest(method)(reference, current, ColumnType.Numerical, None).drift_score)
+
+
+def _stattest(method: str):
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    probe = pd.Series(np.arange(30, dtype=float))  # numeric and many-valued: resolves a named test as is
+    return get_stattest(probe, probe, ColumnType.Numerical, method)
 
 
 def _standardise_pooled(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -88,12 +134,13 @@ def _standardise_pooled(reference: pd.DataFrame, current: pd.DataFrame) -> tuple
 
 
 def _run_drift_report(reference: pd.DataFrame, current: pd.DataFrame, method: str | None, threshold: float | None,
-                      name: str):
+                      name: str, per_column_threshold: dict[str, float] | None = None):
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     definition = DataDefinition(numerical_columns=list(reference.columns))
-    report = Report([DataDriftPreset(method=method, threshold=threshold)])
+    report = Report([DataDriftPreset(method=method, threshold=threshold,
+                                     per_column_threshold=per_column_threshold or None)])
     # Evidently's order is current first, then reference
     return report.run(Dataset.from_pandas(current, data_definition=definition),
                       Dataset.from_pandas(reference, data_definition=definition), name=name)

@@ -1,11 +1,15 @@
 """monitoring: history_primary_panel + last champion forecasts -> drift_summary (verdict), reports, alerts.
 
+Data drift: ``build_drift_windows`` cuts each series' features, ``calibrate_drift_thresholds`` scores the same
+features on the series' own earlier windows, ``detect_data_drift`` runs Evidently with those thresholds.
+
 Nodes are pure; the Evidently workspace (``evidently_workspace_runs``) and alert delivery
 (``alert_deliveries``) are datasets whose save does the writing and sending.
 """
 from kedro.pipeline import Node, Pipeline
 
 from ts_kedro.pipelines.monitoring.alert_rules import alerts_for_delivery, evaluate_monitoring_alerts
+from ts_kedro.pipelines.monitoring.calibration import calibrate_drift_thresholds
 from ts_kedro.pipelines.monitoring.data_drift import detect_data_drift
 from ts_kedro.pipelines.monitoring.performance import measure_performance_drift, select_previous_forecasts
 from ts_kedro.pipelines.monitoring.verdict import (
@@ -22,7 +26,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(build_drift_windows, ["history_primary_panel", "params:monitoring", "params:panel"],
                  ["drift_reference", "drift_current"], name="build_drift_windows_node"),
-            Node(detect_data_drift, ["drift_reference", "drift_current", "params:monitoring"],
+            Node(calibrate_drift_thresholds, ["history_primary_panel", "params:monitoring", "params:panel"],
+                 "drift_thresholds", name="calibrate_drift_thresholds_node"),
+            Node(detect_data_drift, ["drift_reference", "drift_current", "drift_thresholds", "params:monitoring"],
                  ["data_drift", "drift_report", "drift_snapshots"], name="detect_data_drift_node"),
             Node(select_previous_forecasts, "champion_forecast_versions", "previous_champion_forecasts",
                  name="select_previous_forecasts_node"),

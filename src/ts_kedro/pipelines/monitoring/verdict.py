@@ -11,6 +11,9 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
                     monitoring: dict[str, Any]) -> dict[str, Any]:
     """The drift verdict the Day-N flow acts on: ``drift`` is true when any threshold is crossed.
 
+    Data drift: the share of series whose monitored feature drifted beyond the threshold its own history
+    calibrated (``detect_data_drift``) exceeds ``thresholds.drift_share``.
+
     Args:
         data_drift: ``detect_data_drift``'s result.
         performance_drift: ``measure_performance_drift``'s result.
@@ -23,6 +26,7 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
     reasons = []
     if data_drift["drift_share"] > thresholds["drift_share"]:
         reasons.append(f"data drift: {len(data_drift['drifted_series'])} of {data_drift['n_series']} series drifted "
+                       f"in {data_drift.get('series_feature', 'value')} "
                        f"(share {data_drift['drift_share']:.2f} > {thresholds['drift_share']})")
     ratio = performance_drift.get("ratio") if performance_drift.get("available") else None
     if ratio is not None and ratio > thresholds["performance_ratio"]:
@@ -37,6 +41,7 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
         "drifted_series": data_drift["drifted_series"],
         "n_series": data_drift["n_series"],
         "feature_drift_share": data_drift["feature_drift_share"],
+        "calibration": data_drift.get("calibration"),
         "panel_level": data_drift["panel_level"],
         "performance_ratio": ratio,
         "performance": {k: v for k, v in performance_drift.items() if k != "per_series"},
