@@ -188,12 +188,14 @@ def test_targets_say_met_only_when_the_numbers_are_in(replay):
     every = [_row(c, retrain=c > 0) for c in range(5)]
     totals = {"product": replay.score_arm(good, changes, BATCH), "retrain_every": replay.score_arm(every, changes, BATCH),
               "never_retrain": replay.score_arm([_row(c) for c in range(5)], changes, BATCH)}
-    assert all(t["met"] for t in replay.targets(totals, store_200=0.7))
+    store = {"store_over_raw": 0.7, "cycles": 200, "n_series": 2, "store_bytes": 70, "raw_bytes": 100}
+    assert all(t["met"] for t in replay.targets(totals, store))
     # 3 % worse than retraining every cycle, a late flag, a harmful promotion, a false retrain, storage 3.5x
     bad = [_row(0, mase=1.03), _row(1, retrain=True, mase=1.03), _row(2, mase=1.03),
            _row(3, retrain=True, promoted=True, mase=1.5, counter=1.0), _row(4, drift=True, mase=1.03)]
     totals["product"] = replay.score_arm(bad, changes, BATCH)
-    assert not any(t["met"] for t in replay.targets(totals, store_200=3.5))
+    assert not any(t["met"] for t in replay.targets(totals, {**store, "store_over_raw": 3.5}))
+    assert not replay.targets(totals, {**store, "cycles": 20})[-1]["met"]  # fewer cycles than the target names
 
 
 def test_a_failed_cycle_is_counted_apart_and_decides_nothing(replay):
