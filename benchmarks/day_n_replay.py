@@ -911,10 +911,10 @@ def markdown(result: dict[str, Any], image: str) -> str:
     rows = {arm: {r["cycle"]: r for r in rs} for arm, rs in result["rows"].items()}
     arms = list(result["rows"])
     cycles = sorted(rows[arms[0]])
-    lines = [f"### {result['dataset']}: {result['n_series']} series, {result['cycles']} cycles of {result['batch_steps']} "
+    lines = [f"### {result.get('tag', result['dataset'])}: {result['n_series']} series, {result['cycles']} cycles of {result['batch_steps']} "
              f"steps (horizon {result['horizon']}, m = {result['season_length']}), families {result['families']}", "",
              f"Command ({result['date']}): `{result['command']}` ({result['wall_s'] / 60:.0f} min wall for all arms).",
-             "", f"![Day-N replay, {result['dataset']}]({image})", "",
+             "", f"![Day-N replay, {result.get('tag', result['dataset'])}]({image})", "",
              "Per cycle (product arm unless named; MASE / sMAPE: the forecasts live when the cycle's batch arrived, "
              "i.e. saved by the cycle before, scored on that batch):", "",
              "| cycle | injected (synthetic) | broken file | quarantined | drift | retrain | promoted | "
