@@ -55,10 +55,11 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -281,7 +282,7 @@ def monitoring_feasibility(day0: pd.DataFrame, stream: pd.DataFrame, freq: str, 
                                  monitoring_params=monitoring)
         need = profile.monitoring["reference_window_steps"] + profile.monitoring["recent_window_steps"]
         rows.append({"cycle": int(cycle), "window_steps": int(need), "periods": profile.seasonal_periods,
-                     "series_checked": int((history_rows >= need).sum()), "n_series": int(len(history_rows))})
+                     "series_checked": int((history_rows >= need).sum()), "n_series": len(history_rows)})
     return rows
 
 
@@ -330,9 +331,9 @@ def score_arm(rows: list[dict[str, Any]], changes: dict[int, str], batch_steps: 
     Returns:
         Counts (drift flags, retrains, promotions, rollbacks), false retrains (retrains in cycles that neither bring
         an injected change nor first flag one, split into those while an earlier change is still inside the
-        monitoring windows and the others), detection delay per change (cycles from the change to the first drift flag before the next
-        change; None: never flagged), promotions that raised the realized error, mean realized errors, latency
-        and the storage ratio at the end.
+        monitoring windows and the others), detection delay per change (cycles from the change to the first drift
+        flag before the next change; None: never flagged), promotions that raised the realized error, mean
+        realized errors, latency and the storage ratio at the end.
     """
     failed = [r["cycle"] for r in rows if r.get("failed")]
     day_n = [r for r in rows if r["cycle"] >= 1 and not r.get("failed")]
@@ -392,7 +393,8 @@ def score_arm(rows: list[dict[str, Any]], changes: dict[int, str], batch_steps: 
         "latency_s_no_retrain_mean": _mean(plain_latency),
         "store_bytes": last.get("store_bytes"),
         "raw_bytes": last.get("raw_bytes"),
-        "store_over_raw": (last["store_bytes"] / last["raw_bytes"]) if last.get("store_bytes") and last.get("raw_bytes") else None,
+        "store_over_raw": (last["store_bytes"] / last["raw_bytes"]
+                           if last.get("store_bytes") and last.get("raw_bytes") else None),
         # per cycle after the first Day-N cycle (which creates the store with the Day-0 panel)
         "store_growth_per_cycle": (stored[-1]["store_bytes"] - stored[0]["store_bytes"]) / span if span else None,
         "raw_growth_per_cycle": (stored[-1]["raw_bytes"] - stored[0]["raw_bytes"]) / span if span else None,
@@ -508,12 +510,13 @@ def project_source() -> Path:
 def source_description() -> dict[str, Any]:
     """Where the code under test came from: the path, and the commit when it is this repository's tree."""
     source = project_source()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=False).stdout.strip()
     if (source / "COMMIT").exists():  # written beside a snapshot: `git rev-parse HEAD > <snapshot>/COMMIT`
         return {"ts_kedro_from": str(source), "snapshot_of_commit": (source / "COMMIT").read_text().strip(),
                 "snapshot": True}
     changed = subprocess.run(["git", "status", "--porcelain", "--", "src", "conf"], cwd=ROOT, capture_output=True,
-                             text=True).stdout.strip()
+                             text=True, check=False).stdout.strip()
     return {"ts_kedro_from": str(source), "repository_head": commit,
             "snapshot": source != ROOT, "uncommitted_changes_in_src_or_conf": bool(changed) and source == ROOT}
 
@@ -561,7 +564,7 @@ def run_cycle(root: Path, arm: str, api_url: str, prefect_home: Path, freq: str,
     started = time.perf_counter()
     with open(log, "a") as handle:
         result = subprocess.run(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=handle, text=True,
-                                timeout=timeout)
+                                timeout=timeout, check=False)  # a failed cycle is read from its summary
         handle.write(result.stdout)
     wall = time.perf_counter() - started
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
@@ -660,7 +663,7 @@ def prepare_plan(args: argparse.Namespace) -> dict[str, Any]:
     from ts_kedro.frequency import derive_profile
 
     panel, freq, horizon = load_panel(args.dataset)
-    batch_steps = max(1, int(round(args.batch_horizons * horizon)))
+    batch_steps = max(1, round(args.batch_horizons * horizon))
     needed = args.min_day0_horizons * horizon + args.cycles * batch_steps
     series = choose_series(panel, args.series, needed, args.max_length, args.same_end)
     day0, stream = split_replay(panel, series, args.cycles, batch_steps, args.max_length)
@@ -807,7 +810,7 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": args.dataset, "tag": tag, "freq": plan["freq"], "horizon": plan["horizon"],
         "season_length": plan["season"], "series": plan["series"], "n_series": len(plan["series"]),
         "same_end": args.same_end, "cycles": args.cycles, "batch_steps": plan["batch_steps"],
-        "day0_rows": int(len(plan["day0"])),
+        "day0_rows": len(plan["day0"]),
         "day0_steps_per_series": {k: float(v) for k, v in plan["day0"].groupby(SERIES_ID).size().describe().items()},
         "max_length": args.max_length, "families": args.families or "shipped",
         "changes": {str(c): k for c, k in sorted(plan["changes"].items())},
@@ -911,12 +914,13 @@ def markdown(result: dict[str, Any], image: str) -> str:
     rows = {arm: {r["cycle"]: r for r in rs} for arm, rs in result["rows"].items()}
     arms = list(result["rows"])
     cycles = sorted(rows[arms[0]])
-    lines = [f"### {result.get('tag', result['dataset'])}: {result['n_series']} series, {result['cycles']} cycles of {result['batch_steps']} "
-             f"steps (horizon {result['horizon']}, m = {result['season_length']}), families {result['families']}", "",
+    lines = [(f"### {result.get('tag', result['dataset'])}: {result['n_series']} series, {result['cycles']} cycles of "
+              f"{result['batch_steps']} "
+             f"steps (horizon {result['horizon']}, m = {result['season_length']}), families {result['families']}"), "",
              f"Command ({result['date']}): `{result['command']}` ({result['wall_s'] / 60:.0f} min wall for all arms).",
              "", f"![Day-N replay, {result.get('tag', result['dataset'])}]({image})", "",
-             "Per cycle (product arm unless named; MASE / sMAPE: the forecasts live when the cycle's batch arrived, "
-             "i.e. saved by the cycle before, scored on that batch):", "",
+             ("Per cycle (product arm unless named; MASE / sMAPE: the forecasts live when the cycle's batch arrived, "
+             "i.e. saved by the cycle before, scored on that batch):"), "",
              "| cycle | injected (synthetic) | broken file | quarantined | drift | retrain | promoted | "
              + " | ".join(f"MASE {a}" for a in arms) + " | sMAPE product | wall s " + " / ".join(arms) + " | store / raw |",
              "|" + "---|" * (8 + len(arms) + 2)]
@@ -933,10 +937,10 @@ def markdown(result: dict[str, Any], image: str) -> str:
                      f"{_fmt(rows['product'].get(cycle - 1, {}).get('smape_next') if 'product' in rows else None, 2)} | "
                      + " / ".join(f"{rows[a][cycle]['latency_s']:.0f}" for a in arms) + f" | {_fmt(store, 2)} |")
     lines += ["", "Totals (MASE, sMAPE: means over the scored cycles; latency: mean Day-N cycle wall time):", "",
-              "| arm | MASE | sMAPE | failed cycles | drift flags | retrains | promotions | rollbacks | "
+              ("| arm | MASE | sMAPE | failed cycles | drift flags | retrains | promotions | rollbacks | "
               "retrains without a change | "
               "Day 0 s | cycle s (no retrain / retrain) | history store / raw at the end | data/ + MLflow at the end "
-              "(per cycle) |",
+              "(per cycle) |"),
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
         t = result["totals"][arm]
@@ -948,8 +952,8 @@ def markdown(result: dict[str, Any], image: str) -> str:
                      f"{_mb(t['project_bytes'])} (+{_mb(t['project_growth_per_cycle'])}) |")
     product = result["totals"].get("product")
     if product and product["promotion_checks"]:
-        lines += ["", "Promotions (product arm), realized error on the next batch: new champion vs the champion it "
-                  "replaced (its forecasts from the inference node on the same history):", "",
+        lines += ["", ("Promotions (product arm), realized error on the next batch: new champion vs the champion it "
+                  "replaced (its forecasts from the inference node on the same history):"), "",
                   "| cycle | MASE new | MASE replaced | sMAPE new | sMAPE replaced | raised |", "|---|---|---|---|---|---|"]
         for p in product["promotion_checks"]:
             lines.append(f"| {p['cycle']} | {_fmt(p['mase_new'])} | {_fmt(p['mase_old'])} | {_fmt(p['smape_new'], 2)} | "
@@ -964,8 +968,8 @@ def markdown(result: dict[str, Any], image: str) -> str:
 def summary_table(tags: list[str]) -> str:
     """One line per finished replay (product arm): changes and their detection delay, drift flags, retrains,
     promotions, failed cycles and the realized error; for short runs such as one change at a time."""
-    lines = ["| replay | cycles | changes (cycle: detection delay in cycles) | drift flags | retrains | retrains "
-             "without a change | promotions | failed cycles | MASE | sMAPE |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| replay | cycles | changes (cycle: detection delay in cycles) | drift flags | retrains | retrains "
+             "without a change | promotions | failed cycles | MASE | sMAPE |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for tag in tags:
         result = json.loads((RESULTS / f"day_n_replay_{tag}.json").read_text())
         changes = {int(c): k for c, k in result["changes"].items()}
