@@ -142,6 +142,35 @@ def test_panel_model_routes_choice_and_compares_with_champion(trained, small_pan
     assert same["comparable"] is False and "out of sample" in same["reason"]
 
 
+def test_series_that_end_at_different_times_are_compared_by_their_own_ends(small_panel):
+    """Real panels end series at different times (M4 Hourly does). A champion trained on each series up to its
+    last-window cutoff is out of sample on every series' window, though the earlier-ending series' cutoffs lie
+    before the panel's latest end (before: "not comparable" on every cycle, so no challenger could ever win)."""
+    ids = sorted(small_panel["series_id"].unique())
+    from_end = small_panel.groupby("series_id").cumcount(ascending=False)
+    cut = small_panel["series_id"].map({sid: 12 * i for i, sid in enumerate(ids)})  # ends 0, 12, 24 h earlier
+    ragged = small_panel[from_end >= cut].reset_index(drop=True)
+    backtests = {f: backtest_model(ragged, spec, PANEL_PARAMS, BACKTEST_PARAMS)[0] for f, spec in SPECS.items()}
+    candidates = nodes.build_candidate_backtests({"enabled": False}, PANEL_PARAMS, **backtests)
+    scores = nodes.score_candidates(candidates, ragged, PANEL_PARAMS)
+    stats = {f: fit_model(ragged, spec, PANEL_PARAMS)[2] for f, spec in SPECS.items()}
+    selection, _ = nodes.select_models(scores, SELECTION, **stats)
+    last = candidates[candidates["window"] == candidates["window"].max()]
+    cutoffs = last.groupby("series_id")["cutoff"].first()
+    assert cutoffs.nunique() == len(ids)  # the windows end at different times
+    history = ragged[ragged["timestamp"] <= ragged["series_id"].map(cutoffs)]
+    champion = nodes.build_panel_model(selection, PANEL_PARAMS, history,
+                                       **{f: fit_model(history, spec, PANEL_PARAMS)[0] for f, spec in SPECS.items()})
+    assert champion.metadata["series_data_end"] == {sid: str(end) for sid, end in cutoffs.items()}
+    comparison = nodes.compare_with_champion(candidates, selection, ragged, champion, PANEL_PARAMS)
+    assert comparison["comparable"] and comparison["n_series"] == len(ids)
+    assert comparison["n_series_not_comparable"] == 0
+    # a champion recorded before per-series ends existed: the panel's end for every series (conservative)
+    champion.metadata.pop("series_data_end")
+    old = nodes.compare_with_champion(candidates, selection, ragged, champion, PANEL_PARAMS)
+    assert old["comparable"] and old["n_series"] == 1 and old["n_series_not_comparable"] == len(ids) - 1
+
+
 def test_panel_model_without_ensemble_choice_ships_only_chosen_families(trained, small_panel):
     candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
     scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)

@@ -13,6 +13,8 @@ from ts_kedro.frequency import profile_for_panel
 
 logger = logging.getLogger(__name__)
 
+SERIES_DATA_END = "series_data_end"  # panel model metadata: each series' last training timestamp
+
 METRICS = ("rmse", "mae", "mape", "smape", "mase", "owa")
 ENSEMBLE = "ensemble"
 KEYS = ["series_id", "timestamp", "cutoff", "window"]
@@ -367,6 +369,8 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
         "overall_model": selection["overall_model"],
         "data_window_start": str(panel["timestamp"].min()),
         "data_window_end": str(panel["timestamp"].max()),
+        # each series' own end: a panel's series may end at different times (compare_with_champion needs them)
+        SERIES_DATA_END: {str(sid): str(end) for sid, end in panel.groupby("series_id")["timestamp"].max().items()},
         "n_series": int(panel["series_id"].nunique()),
         "unvalidated_series": list(selection.get("unvalidated_series", [])),
     }
@@ -438,23 +442,30 @@ def compare_with_champion(
     last_window = candidate_backtests["window"].max()
     challenger = _selected_backtest(candidate_backtests[candidate_backtests["window"] == last_window], selection["choice"])
     champion_end = pd.Timestamp(champion.metadata.get("data_window_end"))
-    comparable = challenger[challenger["series_id"].isin(champion.series_ids)]
-    if comparable.empty:
+    window = challenger[challenger["series_id"].isin(champion.series_ids)]
+    if window.empty:
         return {
             **record, "champion_exists": True, "comparable": False, "champion_data_end": str(champion_end),
             "reason": "none of the series in the recent window is served by the champion: nothing to compare",
         }
-    if comparable["cutoff"].min() < champion_end:
+    # Per series: its window is out of sample for the champion when it starts after that series' data ended
+    # at the champion's training (series of one panel may end at different times).
+    series_end = window["series_id"].map(champion_series_data_end(champion, window["series_id"].unique()))
+    unseen = window["cutoff"] >= series_end
+    if not unseen.any():
         # say what is missing: how much of the window the champion has not seen, and how much more is needed
-        steps = int(comparable.groupby("series_id").size().max())
-        new_steps = int((comparable["timestamp"] > champion_end).groupby(comparable["series_id"]).sum().min())
+        newer = window["timestamp"] > series_end
+        steps = int(window.groupby("series_id").size().max())
+        new_steps = int(newer.groupby(window["series_id"]).sum().min())
         return {
             **record, "champion_exists": True, "comparable": False, "champion_data_end": str(champion_end),
-            "new_points": int((comparable["timestamp"] > champion_end).sum()), "window_points": int(len(comparable)),
+            "new_points": int(newer.sum()), "window_points": int(len(window)),
             "reason": f"only {new_steps} of the recent window's {steps} steps per series are newer than the "
                       f"champion's data (which ends {champion_end}): the champion saw the rest, so the two cannot "
                       f"be compared out of sample until {steps - new_steps} more step(s) of new data arrive",
         }
+    comparable = window[unseen]
+    overlapping = sorted(set(window["series_id"]) - set(comparable["series_id"]))
     # The champion's configuration (families, hyperparameters, per-series choice) refitted on each series'
     # data up to the same cutoff the challenger's last window used: both forecast the window unseen.
     cutoffs = comparable.groupby("series_id")["cutoff"].first()
@@ -484,8 +495,22 @@ def compare_with_champion(
         "n_points": int(len(joined)),
         "n_series": int(joined["series_id"].nunique()),
         **_comparison_scores(challenger_scores, champion_scores, metric),
-        "reason": f"scored on the same {len(joined)} recent points of {joined['series_id'].nunique()} series",
+        "n_series_not_comparable": len(overlapping),
+        "reason": f"scored on the same {len(joined)} recent points of {joined['series_id'].nunique()} series"
+                  + (f"; {len(overlapping)} series left out: their window overlaps the champion's data"
+                     if overlapping else ""),
     }
+
+
+def champion_series_data_end(champion, series_ids) -> dict[str, pd.Timestamp]:
+    """Where each series' data ended when the champion was trained (its metadata ``series_data_end``).
+
+    A champion registered before the per-series ends were recorded has only the panel's ``data_window_end``, the
+    latest end of any series: used for every series (conservative: no window it may have seen counts as unseen).
+    """
+    panel_end = pd.Timestamp(champion.metadata.get("data_window_end"))
+    ends = champion.metadata.get(SERIES_DATA_END) or {}
+    return {sid: pd.Timestamp(ends[sid]) if sid in ends else panel_end for sid in series_ids}
 
 
 def _comparison_scores(challenger: dict, champion: dict, metric: str) -> dict:
