@@ -171,6 +171,24 @@ def test_series_that_end_at_different_times_are_compared_by_their_own_ends(small
     assert old["comparable"] and old["n_series"] == 1 and old["n_series_not_comparable"] == len(ids) - 1
 
 
+def test_the_champion_is_compared_as_it_serves_updated_not_refitted(trained, small_panel, monkeypatch):
+    """The champion forecasts the recent window from its own fitted state moved forward to the cutoff (Day N's
+    ``update``), so a retrain that keeps the configuration but re-estimates its parameters can win; refitting the
+    champion's configuration at the cutoff (as before) made such a challenger tie with it every time."""
+    from ts_kedro.registry.panel_model import SelectedPanelModel
+
+    candidates = nodes.build_candidate_backtests({"enabled": False}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    selection, _ = nodes.select_models(scores, SELECTION, **{f: t[2] for f, t in trained.items()})
+    cutoff = candidates.loc[candidates["window"] == candidates["window"].max(), "cutoff"].max()
+    older = small_panel[small_panel["timestamp"] <= cutoff - pd.Timedelta(hours=36)]  # 36 h before the cutoff
+    champion = nodes.build_panel_model(selection, PANEL_PARAMS, older,
+                                       **{f: fit_model(older, spec, PANEL_PARAMS)[0] for f, spec in SPECS.items()})
+    monkeypatch.setattr(SelectedPanelModel, "refit", lambda *a, **k: pytest.fail("the champion was refitted"))
+    comparison = nodes.compare_with_champion(candidates, selection, small_panel, champion, PANEL_PARAMS)
+    assert comparison["comparable"] and comparison["n_series"] == small_panel["series_id"].nunique()
+
+
 def test_panel_model_without_ensemble_choice_ships_only_chosen_families(trained, small_panel):
     candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
     scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)

@@ -427,10 +427,12 @@ def compare_with_champion(
     """Score the challenger (this selection) and the current champion on the same recent window.
 
     The recent window is the last backtest window: the challenger's forecasts there come from fits that
-    stop at the window's cutoff. The champion's configuration (its families, hyperparameters and
-    per-series choice) is refitted on the same data up to the same cutoffs and forecasts the same window,
-    so both are out of sample and scored on exactly the same (series, timestamp) pairs. A champion whose
-    own data reaches into the window (nothing new arrived since it was registered) is not comparable.
+    stop at the window's cutoff. The champion is scored as it serves on Day N: its fitted families are
+    conditioned on the same data up to the same cutoffs (``SelectedPanelModel.update``: state moved forward, no
+    parameter re-estimated) and forecast the same window, so both are out of sample and scored on exactly the
+    same (series, timestamp) pairs, and a retrain that keeps the configuration but re-estimates its parameters
+    can win. A series whose window the champion's own data reaches into (not enough new data since it was
+    registered) is left out; with none left, the two are not comparable.
 
     Returns:
         A comparison record: scores, the number of common points, and whether a champion exists.
@@ -466,14 +468,18 @@ def compare_with_champion(
         }
     comparable = window[unseen]
     overlapping = sorted(set(window["series_id"]) - set(comparable["series_id"]))
-    # The champion's configuration (families, hyperparameters, per-series choice) refitted on each series'
-    # data up to the same cutoff the challenger's last window used: both forecast the window unseen.
+    # The champion as it serves on Day N: its fitted families conditioned (``update``, no re-estimation) on each
+    # series' data up to the same cutoff the challenger's last window used, so both forecast the window unseen and
+    # a challenger with the same configuration wins when its re-estimated parameters forecast better.
     cutoffs = comparable.groupby("series_id")["cutoff"].first()
     train = panel[panel["series_id"].isin(cutoffs.index)]
     train = train[train["timestamp"] <= train["series_id"].map(cutoffs)]
-    refitted = champion.refit(train, note="comparison_cutoff")
-    horizon = min(int(comparable.groupby("series_id").size().max()), refitted.max_horizon)
-    champion_forecast = refitted.predict(
+    served = champion.update(train, note="comparison_cutoff")
+    if any(m.supports_covariates and m.known_covariates for m in served.family_models.values()):
+        after = panel[panel["series_id"].isin(cutoffs.index)]
+        served = served.with_future_covariates(after[after["timestamp"] > after["series_id"].map(cutoffs)])
+    horizon = min(int(comparable.groupby("series_id").size().max()), served.max_horizon)
+    champion_forecast = served.predict(
         series_ids=sorted(cutoffs.index), horizon=horizon, levels=panel_params["levels"]
     )
     value_columns = ["mean", *interval_columns(panel_params["levels"])]
