@@ -966,19 +966,24 @@ def markdown(result: dict[str, Any], image: str) -> str:
 
 
 def summary_table(tags: list[str]) -> str:
-    """One line per finished replay (product arm): changes and their detection delay, drift flags, retrains,
-    promotions, failed cycles and the realized error; for short runs such as one change at a time."""
-    lines = [("| replay | cycles | changes (cycle: detection delay in cycles) | drift flags | retrains | retrains "
-             "without a change | promotions | failed cycles | MASE | sMAPE |"), "|---|---|---|---|---|---|---|---|---|---|"]
+    """One line per finished replay (the product arm's decisions; the realized MASE of every arm that ran): the
+    code it ran, changes and their detection delay, drift flags, retrains, promotions, failed cycles."""
+    lines = [("| replay | code | cycles | changes (cycle: detection delay in cycles) | drift flags | retrains | retrains "
+              "without a change | promotions | failed cycles | MASE product / retrain_every / never_retrain |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for tag in tags:
         result = json.loads((RESULTS / f"day_n_replay_{tag}.json").read_text())
         changes = {int(c): k for c, k in result["changes"].items()}
-        t = score_arm(result["rows"]["product"], changes, result["batch_steps"])
+        totals = {arm: score_arm(rows, changes, result["batch_steps"]) for arm, rows in result["rows"].items()}
+        t = totals["product"]
         detection = ", ".join(f"{d['kind']}@{c}: {'missed' if d['delay'] is None else d['delay']}"
                               for c, d in t["detection"].items()) or "none"
-        lines.append(f"| `{tag}` | {t['cycles']} | {detection} | {t['drift_flags']} | {t['retrains']} | "
+        source = result.get("source", {})
+        code = (source.get("snapshot_of_commit") or source.get("repository_head") or "?")[:7]
+        errors = " / ".join(_fmt(totals[arm]["mase"]) if arm in totals else "–" for arm in ARMS)
+        lines.append(f"| `{tag}` | {code} | {t['cycles']} | {detection} | {t['drift_flags']} | {t['retrains']} | "
                      f"{len(t['false_retrains'])} of {t['cycles_without_change']} | {t['promotions']} | "
-                     f"{len(t['failed_cycles'])} | {_fmt(t['mase'])} | {_fmt(t['smape'], 2)} |")
+                     f"{len(t['failed_cycles'])} | {errors} |")
     return "\n".join(lines + [""])
 
 
@@ -1054,6 +1059,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", default=None, help="only rebuild tables and plots of these finished replays "
                         "(tags: m4_hourly, nn5_daily, m4_hourly_same_end, ...)")
     parser.add_argument("--summary", default=None, help="only print one line per finished replay (product arm)")
+    parser.add_argument("--summary-block", default="summary", help="docs block the --summary table goes to")
     parser.add_argument("--write-docs", action="store_true", help="write the blocks into docs/benchmarks.md")
     args = parser.parse_args(argv)
     args.argv = argv
@@ -1071,7 +1077,7 @@ def main(argv: list[str] | None = None) -> None:
         table = summary_table(args.summary.split(","))
         print(table)
         if args.write_docs:
-            write_docs({"summary": table})
+            write_docs({args.summary_block: table})
         return
     if args.report:
         report(args.report.split(","), args.write_docs)
