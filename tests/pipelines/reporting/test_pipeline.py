@@ -258,7 +258,10 @@ def test_project_catalog_logs_the_lightgbm_importance_to_the_mlflow_run(project_
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        with mlflow.start_run() as run:
+        # an explicit experiment: mlflow keeps the active experiment id of an earlier test in this process
+        # (kedro-mlflow sets one), and that id does not exist in this new store
+        experiment_id = MlflowClient(uri).create_experiment("lightgbm_importance")
+        with mlflow.start_run(experiment_id=experiment_id) as run:
             catalog.save(names[0], table)
             catalog.save(names[1], nodes_lightgbm.plot_lightgbm_importance(table, reporting))
     finally:
