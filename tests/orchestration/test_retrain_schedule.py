@@ -180,6 +180,21 @@ def test_the_cli_passes_retrain(monkeypatch, capsys):
     assert '"status": "completed"' in capsys.readouterr().out
 
 
+
+def test_the_cli_nests_dotted_params_as_kedro_run_does(monkeypatch, capsys):
+    """`--params panel.freq=D` overrides the `panel` parameters' freq (kedro run nests dotted keys); a literal
+    key "panel.freq" would be read by nothing and the run would keep the configured frequency silently."""
+    from ts_kedro.orchestration import __main__ as cli
+
+    calls = []
+    monkeypatch.setattr(flows, "ts_kedro_cycle", lambda **kwargs: calls.append(kwargs) or {"day": "day_n"})
+    assert cli.main(["cycle", "--params", "panel.freq=D", "panel.horizon=56", "monitoring={alpha: 0.01}"]) == 0
+    assert calls[0]["runtime_params"] == {"panel": {"freq": "D", "horizon": 56}, "monitoring": {"alpha": 0.01}}
+    with pytest.raises(SystemExit, match="panel.freq=D"):
+        cli.main(["cycle", "--params", "panel.freq"])
+    capsys.readouterr()
+
+
 # -- the kill-test hook (tests/orchestration/test_cycle_sigkill.py) ----------------------------------
 def test_pause_at_sleeps_only_at_the_named_step(monkeypatch):
     import time as time_module

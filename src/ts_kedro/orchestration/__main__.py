@@ -20,16 +20,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _runtime_params(pairs: list[str]) -> dict[str, Any]:
-    """`key=value` pairs, values parsed as YAML scalars like `kedro run --params` does."""
-    import yaml
+    """`key=value` pairs parsed as `kedro run --params` parses them: values as YAML, and a dotted key nested
+    (`panel.freq=D` -> `{"panel": {"freq": "D"}}`, merged into the `panel` parameters, not a new key
+    named "panel.freq" that nothing reads)."""
+    from omegaconf import OmegaConf
 
-    params = {}
+    dot_list = []
     for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"--params expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        params[key.strip()] = yaml.safe_load(value)
-    return params
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--params expects key=value (a dotted key for a nested parameter, e.g. "
+                             f"panel.freq=D), got {pair!r}")
+        dot_list.append(f"{key.strip()}={value}")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(dot_list)) if dot_list else {}
 
 
 def main(argv: list[str] | None = None) -> int:
