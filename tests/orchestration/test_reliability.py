@@ -146,6 +146,10 @@ def test_a_day_n_cycle_whose_batches_add_no_row_stops_after_ingestion(tmp_path, 
                                     "n_quarantined": 0, "n_ignored": 0},
                "drift_summary": {"drift": True, "reasons": ["standing verdict"]}}
     monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name: reports[name])
+    # the registry: one version (Day 0), no drift refit yet; tagging the retrain's version is recorded
+    monkeypatch.setattr(flows, "last_refit", lambda name: (1, datetime.now(timezone.utc)))
+    monkeypatch.setattr(flows, "last_drift_refit", lambda name: None)
+    monkeypatch.setattr(flows, "tag_refit_triggers", lambda name, previous, triggers: previous + 1)
     result = flows.ts_kedro_cycle.fn(project_path=str(tmp_path))
     assert ran == ["day_n"] and result["skipped_after_ingestion"] is True
     assert "48 duplicate rows" in result["reason"] and [s["pipeline"] for s in result["steps"]] == ["day_n"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
 from ts_kedro.orchestration import flows
@@ -99,6 +100,16 @@ def test_last_refit_reads_the_registry(tmp_path, monkeypatch):
         version, registered = flows.last_refit("m")
         assert version == 2 and registered == datetime.fromtimestamp(second.creation_timestamp / 1000, tz=timezone.utc)
         assert abs(datetime.now(timezone.utc) - registered) < timedelta(minutes=5)
+        # why a retrain refitted is a tag on the version it registered; only the newest version counts
+        assert flows.last_drift_refit("m") is None
+        assert flows.tag_refit_triggers("m", 2, ["drift"]) is None  # nothing newer than version 2: no tag
+        third = client.create_model_version("m", source=(tmp_path / "c").as_uri(),
+                                            tags={"meta.data_window_end": "2026-01-10 00:00:00"})
+        assert flows.tag_refit_triggers("m", 2, ["forced", "drift"]) == 3
+        assert client.get_model_version("m", third.version).tags[flows.REFIT_TRIGGERS_TAG] == "forced,drift"
+        assert flows.last_drift_refit("m") == {"version": 3, "data_window_end": "2026-01-10 00:00:00"}
+        client.create_model_version("m", source=(tmp_path / "d").as_uri())
+        assert flows.tag_refit_triggers("m", 3, ["schedule"]) == 4 and flows.last_drift_refit("m") is None
     finally:
         mlflow.set_tracking_uri(None)
 
@@ -124,12 +135,18 @@ def day_n_cycle(tmp_path, monkeypatch):
     monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name: reports[name])
     refits = {"m": (3, datetime.now(timezone.utc) - timedelta(days=40))}
     monkeypatch.setattr(flows, "last_refit", lambda name: refits.get(name))
+    # the registry's record of why the newest version was refitted (flows.last_drift_refit / tag_refit_triggers)
+    drift_refits: dict = {}
+    monkeypatch.setattr(flows, "last_drift_refit", lambda name: drift_refits.get(name))
+    monkeypatch.setattr(flows, "tag_refit_triggers",
+                        lambda name, previous, triggers: drift_refits.update(tagged=(previous, list(triggers))))
 
     def run(retrain: dict | None = None, **kwargs):
         state["cycle"] = CycleConfig(registered_model_name="m", retrain=RetrainConfig(**(retrain or {})))
         ran.clear()
         return flows.ts_kedro_cycle.fn(project_path=str(tmp_path), **kwargs)
 
+    run.drift_refits = drift_refits
     return run, ran, reports, refits
 
 
@@ -155,6 +172,56 @@ def test_cycle_without_drift_updates_unless_the_schedule_or_force_says_refit(day
     reports["drift_summary"] = {"drift": True, "reasons": ["level shift"]}
     result = run({"every": "30D"})
     assert result["retrain"]["triggers"] == ["drift"] and ran == ["day_n", "retrain", "inference"]
+
+
+
+def test_data_drift_that_a_drift_refit_answered_waits_for_the_reference_window(day_n_cycle):
+    """After a drift refit on data to E, data drift alone does not refit again until the reference window
+    (336 steps here) no longer reaches before E; performance drift, force and after_drift_refit: retrain do."""
+    run, ran, reports, refits = day_n_cycle
+    end = pd.Timestamp("2026-01-10 00:00")
+    drift = {"drift": True, "data_drift": True, "performance_drift": False, "reasons": ["data drift: 9 of 12"],
+             "windows": {"reference_steps": 336, "recent_steps": 48}}
+    reports.update(drift_summary=drift, **{"params:panel": {"freq": "h"}})
+    reports["ingestion_report"] = {"n_batches": 1, "rows_accepted": 48,
+                                   "history_end": {"a": str(end + pd.Timedelta(hours=96)), "b": str(end)}}
+
+    result = run()  # no drift refit recorded yet: the drift refits, and the new version is tagged "drift"
+    assert ran == ["day_n", "retrain", "inference"] and result["retrain"]["triggers"] == ["drift"]
+    assert run.drift_refits["tagged"] == (3, ["drift"])
+
+    run.drift_refits["m"] = {"version": 4, "data_window_end": str(end)}
+    result = run()
+    assert ran == ["day_n", "inference"] and result["retrain"]["retrain"] is False
+    waiting = result["retrain"]["waiting_after_drift_refit"]
+    assert waiting["steps_since"] == 96 and waiting["reference_steps"] == 336 and waiting["version"] == 4
+    assert "data drift refits again after 240 more steps" in result["retrain"]["reason"]
+
+    reports["ingestion_report"]["history_end"]["a"] = str(end + pd.Timedelta(hours=336))  # the window moved past
+    assert run()["retrain"]["triggers"] == ["drift"] and ran == ["day_n", "retrain", "inference"]
+
+    reports["ingestion_report"]["history_end"]["a"] = str(end + pd.Timedelta(hours=96))
+    reports["drift_summary"] = {**drift, "performance_drift": True}  # the champion itself is failing
+    assert run()["retrain"]["triggers"] == ["drift"]
+    reports["drift_summary"] = drift
+    assert run({"after_drift_refit": "retrain"})["retrain"]["triggers"] == ["drift"]
+    assert run(force_retrain=True)["retrain"]["triggers"] == ["forced"]
+    assert "persists since the drift refit of version 4" in run(force_retrain=True)["retrain"]["reason"]
+    with pytest.raises(OrchestrationConfigError, match="after_drift_refit"):
+        RetrainConfig(after_drift_refit="later")
+
+
+def test_persisting_drift_counts_steps_of_the_panel_frequency():
+    summary = {"data_drift": True, "windows": {"reference_steps": 8}}
+    refit = {"version": 2, "data_window_end": "2020-01-01"}
+    wait = flows.persisting_drift(summary, refit, {"a": "2020-07-01", "b": "2019-10-01"}, "MS")
+    assert wait == {"version": 2, "data_window_end": "2020-01-01", "steps_since": 6, "reference_steps": 8}
+    assert flows.persisting_drift(summary, refit, {"a": "2020-09-01"}, "MS") is None  # 8 months: moved past
+    assert flows.persisting_drift({**summary, "data_drift": False}, refit, {"a": "2020-07-01"}, "MS") is None
+    assert flows.persisting_drift({"data_drift": True}, refit, {"a": "2020-07-01"}, "MS") is None  # old summary
+    assert flows.persisting_drift(summary, None, {"a": "2020-07-01"}, "MS") is None
+    assert flows.steps_between("2026-03-02", "2026-03-09", "B") == 5  # business days: a Monday to a Monday
+    assert flows.steps_between("2026-03-09", "2026-03-02", "D") == 0
 
 
 def test_a_forced_refit_runs_after_a_batch_that_added_no_row_but_not_without_a_batch(day_n_cycle, tmp_path):

@@ -114,16 +114,22 @@ class RetrainConfig:
     registered model (the last full refit: Day 0 or a retrain, promoted or not) was registered at least this
     long ago, read from the MLflow registry. ``force``: every cycle refits while it is true (for one cycle,
     use ``python -m ts_kedro.orchestration cycle --retrain`` or the flow parameter ``force_retrain``).
+    ``after_drift_refit``: ``"wait"`` (default): after a refit that data drift triggered, data drift alone does
+    not refit again until the drift reference window has moved past that refit's data (the verdict and its
+    alerts still stand; performance drift, the schedule and force still refit); ``"retrain"``: every cycle with
+    drift refits.
     """
 
     every: str | None = None
     force: bool = False
+    after_drift_refit: str = "wait"
 
     def __post_init__(self) -> None:
         if self.every is not None:
             parse_duration(self.every, "orchestration.cycle.retrain.every")
         if not isinstance(self.force, bool):
             raise OrchestrationConfigError(f"orchestration.cycle.retrain.force must be true or false, got {self.force!r}")
+        _check_choice("cycle.retrain.after_drift_refit", self.after_drift_refit, ("wait", "retrain"))
 
     @property
     def interval(self) -> timedelta | None:

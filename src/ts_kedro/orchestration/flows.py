@@ -32,6 +32,8 @@ INCOMING_DATASET = "incoming_batches"  # the Day-N drop folder (conf/base/catalo
 # Why a Day-N cycle refits (summary["retrain"]["triggers"]): orchestration.cycle.retrain and drift_summary.
 RETRAIN_FORCED, RETRAIN_DRIFT, RETRAIN_SCHEDULE = "forced", "drift", "schedule"
 EVERY_KEY = "orchestration.cycle.retrain.every"
+# the tag on a registered version that says why a Day-N retrain refitted it ("drift", "schedule", "forced")
+REFIT_TRIGGERS_TAG = "ts_kedro.refit_triggers"
 
 
 def nothing_new(incoming: Path | None) -> str | None:
@@ -63,13 +65,8 @@ def nothing_accepted(ingestion_report: dict | None) -> str | None:
             "ignored file(s)); no retraining and no new forecasts: the champion and the latest forecasts stand")
 
 
-def last_refit(registered_model_name: str) -> tuple[int, datetime] | None:
-    """(version, registration time in UTC) of the newest version of ``registered_model_name``, or None.
-
-    Every full refit registers a version (Day 0 and every retrain, promoted or not), so this is when the
-    models were last refitted; the registry keeps it across restarts. Read with the MLflow URIs the
-    cycle configured (``_configure_tracking``).
-    """
+def _newest_version(registered_model_name: str):
+    """The newest registered version of ``registered_model_name`` (an MLflow ModelVersion), or None."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -81,8 +78,77 @@ def last_refit(registered_model_name: str) -> tuple[int, datetime] | None:
         raise
     if not versions:
         return None
-    newest = max(versions, key=lambda v: (int(v.creation_timestamp or 0), int(v.version)))
+    return max(versions, key=lambda v: (int(v.creation_timestamp or 0), int(v.version)))
+
+
+def last_refit(registered_model_name: str) -> tuple[int, datetime] | None:
+    """(version, registration time in UTC) of the newest version of ``registered_model_name``, or None.
+
+    Every full refit registers a version (Day 0 and every retrain, promoted or not), so this is when the
+    models were last refitted; the registry keeps it across restarts. Read with the MLflow URIs the
+    cycle configured (``_configure_tracking``).
+    """
+    newest = _newest_version(registered_model_name)
+    if newest is None:
+        return None
     return int(newest.version), datetime.fromtimestamp(int(newest.creation_timestamp) / 1000, tz=timezone.utc)
+
+
+def tag_refit_triggers(registered_model_name: str, previous_version: int | None, triggers: list[str]) -> int | None:
+    """Record on the version a Day-N retrain registered why it was refitted (tag ``REFIT_TRIGGERS_TAG``).
+
+    ``previous_version`` is the newest version before the retrain; when no newer one exists (the retrain
+    registered nothing) nothing is tagged. Returns the tagged version or None.
+    """
+    from mlflow import MlflowClient
+
+    newest = _newest_version(registered_model_name)
+    if newest is None or (previous_version is not None and int(newest.version) <= previous_version):
+        return None
+    MlflowClient().set_model_version_tag(registered_model_name, str(newest.version), REFIT_TRIGGERS_TAG,
+                                         ",".join(triggers))
+    return int(newest.version)
+
+
+def last_drift_refit(registered_model_name: str) -> dict[str, Any] | None:
+    """The newest version when data drift triggered its refit: ``{version, data_window_end}``; else None.
+
+    Only the newest version counts: a later refit on a schedule or forced is not a drift refit.
+    """
+    newest = _newest_version(registered_model_name)
+    if newest is None or RETRAIN_DRIFT not in (newest.tags or {}).get(REFIT_TRIGGERS_TAG, "").split(","):
+        return None
+    return {"version": int(newest.version), "data_window_end": (newest.tags or {}).get("meta.data_window_end")}
+
+
+def steps_between(start: Any, end: Any, freq: str) -> int:
+    """Whole steps of ``freq`` from ``start`` to ``end`` (0 when ``end`` is not later)."""
+    import pandas as pd
+
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    if end <= start:
+        return 0
+    return len(pd.date_range(start, end, freq=freq)) - 1
+
+
+def persisting_drift(drift_summary: dict[str, Any], drift_refit: dict[str, Any] | None,
+                     history_end: dict[str, Any] | None, freq: str) -> dict[str, Any] | None:
+    """Whether this cycle's data drift is the one a drift refit already answered: the wait, or None.
+
+    After data drift triggered a refit on data up to E, the drift reference window (``reference_steps`` before
+    the recent window) keeps holding data from before E, that is from before the change, until ``reference_steps``
+    new steps have arrived; until then the verdict compares the new regime with the old one and flags every
+    cycle. Returns ``{version, data_window_end, steps_since, reference_steps}`` while that holds, else None
+    (also when the summary, the refit or the ingestion report lacks what is needed: then drift refits as before).
+    """
+    reference_steps = (drift_summary.get("windows") or {}).get("reference_steps")
+    if (not drift_summary.get("data_drift") or drift_refit is None or not drift_refit.get("data_window_end")
+            or not reference_steps or not history_end):
+        return None
+    since = steps_between(drift_refit["data_window_end"], max(map(str, history_end.values())), freq)
+    if since >= int(reference_steps):
+        return None
+    return {**drift_refit, "steps_since": since, "reference_steps": int(reference_steps)}
 
 
 def decide_retrain(
@@ -92,6 +158,7 @@ def decide_retrain(
     every: str | None = None,
     refit: tuple[int, datetime] | None = None,
     now: datetime | None = None,
+    waiting: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Whether a Day-N cycle (one that accepted new rows) refits, and why.
 
@@ -102,6 +169,8 @@ def decide_retrain(
         every: ``orchestration.cycle.retrain.every`` (a duration such as ``"30D"``) or None.
         refit: ``last_refit(...)``: the newest registered version and when it was registered.
         now: the current time (UTC); default: now.
+        waiting: ``persisting_drift(...)`` when ``retrain.after_drift_refit`` is ``wait`` and no performance
+            drift was found: the drift is not a trigger this cycle.
 
     Returns:
         ``retrain`` (bool), ``triggers`` (a subset of ``forced``, ``drift``, ``schedule``, in that order),
@@ -113,7 +182,15 @@ def decide_retrain(
     if forced:
         triggers.append(RETRAIN_FORCED)
         notes.append("forced (orchestration.cycle.retrain.force, --retrain or force_retrain)")
-    if drift:
+    waited = None
+    if drift and waiting:
+        left = waiting["reference_steps"] - waiting["steps_since"]
+        waited = (f"data drift persists since the drift refit of version {waiting['version']} (data to "
+                  f"{waiting['data_window_end']}): the reference window still reaches before that refit's data "
+                  f"({waiting['steps_since']} of {waiting['reference_steps']} steps since), so it compares the new "
+                  f"data with the old regime; data drift refits again after {left} more steps "
+                  "(orchestration.cycle.retrain.after_drift_refit: wait)")
+    elif drift:
         triggers.append(RETRAIN_DRIFT)
         notes.append("drift (" + "; ".join(map(str, drift_reasons or [])) + ")")
     due_at = None
@@ -133,7 +210,9 @@ def decide_retrain(
             else:
                 schedule_note = f"the next scheduled refit is due at {due_at.isoformat()} ({since}, {EVERY_KEY}={every})"
     if triggers:
-        reason = "retrain: " + "; ".join(notes)
+        reason = "retrain: " + "; ".join(notes) + (f" ({waited})" if waited else "")
+    elif waited:
+        reason = f"no retrain: {waited}; not forced, {schedule_note}; the champion is updated with the new data"
     else:
         reason = (f"no retrain: no drift, not forced, {schedule_note}; the champion is updated with the new data "
                   "(no refit)")
@@ -141,6 +220,7 @@ def decide_retrain(
         "retrain": bool(triggers),
         "triggers": triggers,
         "reason": reason,
+        "waiting_after_drift_refit": waiting if drift and waiting else None,
         "last_refit_version": refit[0] if refit else None,
         "last_refit_at": refit[1].isoformat() if refit else None,
         "next_scheduled_at": due_at.isoformat() if due_at else None,
@@ -385,7 +465,8 @@ def ts_kedro_cycle(
     result: dict[str, Any] = {"day": day, "cycle_flow_run_id": str(prefect_runtime.flow_run.id), **steps[0],
                               "cleanup": cleanup}
     if day == DAY_N:
-        idle = nothing_accepted(_load_dataset(root, env, cycle.ingestion_report_dataset))
+        ingestion_report = _load_dataset(root, env, cycle.ingestion_report_dataset)
+        idle = nothing_accepted(ingestion_report)
         if idle and not forced:
             logger.info(idle)
             result.update(skipped_after_ingestion=True, reason=idle,
@@ -397,14 +478,24 @@ def ts_kedro_cycle(
         result["drift"] = bool(drift.get("drift"))
         result["drift_reasons"] = drift.get("reasons", [])
         every = cycle.retrain.every
+        waiting = None
+        if result["drift"] and cycle.retrain.after_drift_refit == "wait" and not drift.get("performance_drift"):
+            drift_refit = last_drift_refit(cycle.registered_model_name)
+            if drift_refit is not None:
+                freq = _load_dataset(root, env, "params:panel")["freq"]
+                waiting = persisting_drift(drift, drift_refit, (ingestion_report or {}).get("history_end"), freq)
+        refit = last_refit(cycle.registered_model_name) if every is not None else None
         result["retrain"] = decide_retrain(
-            result["drift"], result["drift_reasons"], forced=forced, every=every,
-            refit=last_refit(cycle.registered_model_name) if every is not None else None,
+            result["drift"], result["drift_reasons"], forced=forced, every=every, refit=refit, waiting=waiting,
         )
         logger.info("%s", result["retrain"]["reason"])
         if result["retrain"]["retrain"]:
+            before = refit if every is not None else last_refit(cycle.registered_model_name)
             logger.info("running '%s' (%s)", cycle.retrain_pipeline, ", ".join(result["retrain"]["triggers"]))
             steps.append(_run_step(cycle.retrain_pipeline, alerts_config, run))
+            # the registry remembers why this version was refitted (after_drift_refit reads it next cycles)
+            result["retrain"]["tagged_version"] = tag_refit_triggers(
+                cycle.registered_model_name, before[0] if before else None, result["retrain"]["triggers"])
         steps.append(_run_step(cycle.inference_pipeline, alerts_config, run))
     result["steps"] = [{"pipeline": name, **summary} for name, summary in zip(_step_names(day, cycle, result), steps)]
     return result

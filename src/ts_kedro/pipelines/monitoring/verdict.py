@@ -20,7 +20,8 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
         monitoring: ``monitoring`` parameters (``thresholds``).
 
     Returns:
-        ``drift_summary``: ``{drift, reasons, drift_share, drifted_series, performance_ratio, thresholds, ...}``.
+        ``drift_summary``: ``{drift, data_drift, performance_drift, windows, reasons, drift_share, drifted_series,
+        performance_ratio, thresholds, ...}``.
     """
     thresholds = monitoring["thresholds"]
     reasons = []
@@ -35,6 +36,11 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
                        f"(> {thresholds['performance_ratio']})")
     return {
         "drift": bool(reasons),
+        "data_drift": data_drift["drift_share"] > thresholds["drift_share"],
+        "performance_drift": ratio is not None and ratio > thresholds["performance_ratio"],
+        # the windows in steps: the Day-N flow waits this long after a drift refit (flows.persisting_drift)
+        "windows": {"reference_steps": data_drift.get("reference_rows"),
+                    "recent_steps": data_drift.get("current_rows")},
         "reasons": reasons,
         "checked_at": datetime.now(timezone.utc).isoformat(),
         "drift_share": data_drift["drift_share"],
