@@ -79,6 +79,9 @@ def test_day0_then_day_n_on_real_data(tmp_path, prefect_server, webhook_receiver
     assert [step["pipeline"] for step in day2["steps"]] == ["day_n", "retrain", "inference"]
     decisions = [json.loads(line) for line in (project / "data/08_reporting/promotion_history.jsonl").read_text().splitlines()]
     assert len(decisions) >= 2 and decisions[-1]["challenger_version"] > champion
+    # the registry records why that version was refitted (after_drift_refit reads it on the next cycles)
+    assert day2["retrain"]["triggers"] == ["drift"], day2["retrain"]
+    assert day2["retrain"]["tagged_version"] == decisions[-1]["challenger_version"], day2["retrain"]
     comparison_dir = sorted((project / "data/08_reporting/champion_comparison.json").iterdir())[-1]
     comparison = json.loads((comparison_dir / "champion_comparison.json").read_text())
     assert comparison["champion_exists"] and comparison["comparable"], comparison
