@@ -364,12 +364,14 @@ def panel_model_input_example(panel_model: SelectedPanelModel) -> pd.DataFrame:
 
 
 def panel_model_signature(panel_model: SelectedPanelModel):
-    """MLflow signature: ``series_id`` (str), ``horizon``, optional ``levels`` and optional recent observations
-    (``recent_timestamps``, ``recent_values``: lists) in; the long forecast frame out.
+    """MLflow signature: ``series_id`` (str), ``horizon``, optional ``levels``, optional recent observations
+    (``recent_timestamps``, ``recent_values``: lists) and optional covariates (``recent_covariates``,
+    ``future_covariates``: mappings of covariate name to list) in; the long forecast frame out.
 
     ``horizon`` and ``levels`` are declared ``any``: MLflow would otherwise cast them before the model
     sees them (``long`` turns 2.5, 2.9, true and "3" into integers, and an array column fails on rows
     without levels), so the model's own checks (an integer horizon, levels among the model's) decide.
+    ``any`` also passes a mapping (JSON object) through unchanged, which the covariate columns rely on.
     """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
@@ -382,6 +384,8 @@ def panel_model_signature(panel_model: SelectedPanelModel):
             ColSpec(AnyType(), "levels", required=False),
             ColSpec(AnyType(), "recent_timestamps", required=False),
             ColSpec(AnyType(), "recent_values", required=False),
+            ColSpec(AnyType(), "recent_covariates", required=False),
+            ColSpec(AnyType(), "future_covariates", required=False),
         ]
     )
     outputs = Schema(

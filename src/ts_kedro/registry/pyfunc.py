@@ -49,10 +49,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 import ts_kedro
-from ts_kedro.forecasters.base import SERIES_ID
+from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, ForecasterError
 from ts_kedro.registry.panel_model import (
     InferenceInputError,
     SelectedPanelModel,
+    _valid_horizon,
     panel_model_input_example,
     panel_model_signature,
 )
@@ -68,6 +69,8 @@ FOLLOW_ENV = "TS_KEDRO_SERVE_FOLLOW"
 RELOAD_SECONDS_ENV = "TS_KEDRO_SERVE_RELOAD_SECONDS"
 DEFAULT_RELOAD_SECONDS = 30.0
 RECENT_COLUMNS = ("recent_timestamps", "recent_values")
+RECENT_COVARIATES = "recent_covariates"
+FUTURE_COVARIATES = "future_covariates"
 MAX_RECENT_ENV = "TS_KEDRO_SERVE_MAX_RECENT_OBSERVATIONS"
 DEFAULT_MAX_RECENT = 10_000  # not a period: a request-size bound (each point is one filter step per family)
 _ALIAS_URI = re.compile(r"^models:/(?P<name>[^@/]+)@(?P<alias>[^@/]+)$")
@@ -217,40 +220,215 @@ def forecast_request(panel_model: SelectedPanelModel, request) -> pd.DataFrame:
         if len(horizons) != len(series_ids):
             duplicated = sorted(s for s, n in Counter(series_ids).items() if n > 1)[:10]
             raise InferenceInputError(f"series_id requested more than once: {duplicated}; ask for each series once")
-        recent = _recent_observations(request, series_ids)
-        if recent.empty:
-            return panel_model.predict(series_ids, horizon=horizons, levels=levels)
+        known, observed = covariates_read(panel_model)
+        _refuse_covariates_to_a_model_without(request, known, observed)
+        recent = _recent_observations(request, series_ids, [*known, *(c for c in observed if c not in known)])
+        plans = _future_plans(request, series_ids, known, panel_model.max_horizon)
         fresh_ids = list(dict.fromkeys(recent[SERIES_ID]))
-        unknown = [s for s in fresh_ids if s not in panel_model.choice]
+        if known:
+            _require_plans(request, series_ids, fresh_ids, plans, known)
+        conditioned = [s for s in series_ids if s in set(fresh_ids) or s in plans]
+        if not conditioned:
+            return panel_model.predict(series_ids, horizon=horizons, levels=levels)
+        unknown = [s for s in conditioned if s not in panel_model.choice]
         if unknown:
-            raise InferenceInputError(f"unknown series_id {unknown[:10]} with recent observations: this model "
-                                      f"serves {len(panel_model.choice)} series, e.g. {panel_model.series_ids[:5]}")
+            raise InferenceInputError(f"unknown series_id {unknown[:10]} with recent observations or covariates: this "
+                                      f"model serves {len(panel_model.choice)} series, e.g. {panel_model.series_ids[:5]}")
         # only the request's series are conditioned; the loaded model is never changed
-        updated = panel_model.restricted_to(fresh_ids).update(recent, refit_on_failure=False)
-        fresh = updated.predict(fresh_ids, horizon={s: horizons[s] for s in fresh_ids}, levels=levels)
-        stale_ids = [s for s in series_ids if s not in set(fresh_ids)]
-        parts = [fresh]
+        updated = panel_model.restricted_to(conditioned)
+        if not recent.empty:
+            updated = updated.update(recent, refit_on_failure=False)
+        parts = _conditioned_forecasts(updated, conditioned, horizons, plans, known, levels)
+        stale_ids = [s for s in series_ids if s not in set(conditioned)]
         if stale_ids:
             parts.append(panel_model.predict(stale_ids, horizon={s: horizons[s] for s in stale_ids}, levels=levels))
         order = {s: i for i, s in enumerate(series_ids)}
         result = pd.concat(parts, ignore_index=True)
         return result.sort_values(SERIES_ID, key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
-    except InferenceInputError as exc:
+    except (InferenceInputError, ForecasterError) as exc:
+        # a ForecasterError here comes from the request's own data (e.g. a plan a family cannot read): a 400
         raise _invalid(str(exc)) from exc
 
 
-def _recent_observations(request: pd.DataFrame, series_ids: list[str]) -> pd.DataFrame:
-    """The request's recent observations as a long frame (``series_id, timestamp, value``), validated."""
+def covariates_read(panel_model: SelectedPanelModel) -> tuple[list[str], list[str]]:
+    """The covariates the model's families read: (known in advance, observed), each a union over the families."""
+    known, observed = {}, {}
+    for model in panel_model.family_models.values():
+        if model.supports_covariates:
+            known.update(dict.fromkeys(model.known_covariates))
+            observed.update(dict.fromkeys(model.observed_covariates))
+    return list(known), [name for name in observed if name not in known]
+
+
+def _conditioned_forecasts(updated: SelectedPanelModel, conditioned: list[str], horizons: dict, plans: dict,
+                           known: list[str], levels) -> list[pd.DataFrame]:
+    """Forecasts of the conditioned series; with a plan, one group per horizon, each forecasting that far only.
+
+    A family forecasts all its series at the model's ``max_horizon`` (the h-step forecast is the head of it), so
+    a plan of ``horizon`` values must meet a model whose ``max_horizon`` is that horizon.
+    """
+    if not known:
+        return [updated.predict(conditioned, horizon={s: horizons[s] for s in conditioned}, levels=levels)]
+    checked = updated._resolve_horizons(conditioned, {s: horizons[s] for s in conditioned})  # 400 on a bad one
+    frame = _plan_frame(updated, plans)
+    groups: dict[int, list[str]] = {}
+    for series_id in conditioned:
+        groups.setdefault(checked[series_id], []).append(series_id)
+    parts = []
+    for horizon, ids in groups.items():
+        view = updated.restricted_to(ids).with_future_covariates(frame[frame[SERIES_ID].isin(ids)])
+        view = SelectedPanelModel(view.family_models, view.choice, view.ensemble_members, view.levels, horizon,
+                                  view.metadata)
+        parts.append(view.predict(ids, horizon=horizon, levels=levels))
+    return parts
+
+
+def _plan_frame(updated: SelectedPanelModel, plans: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """The plans as ``series_id, timestamp, <known covariates>`` on the model's grid, from each series' origin."""
+    frames = []
+    for series_id, values in plans.items():
+        families = [m for m in updated.family_models.values() if series_id in set(m.series_ids_)]
+        origin = max(m.last_timestamp_[series_id] for m in families)
+        steps = len(next(iter(values.values())))
+        stamps = pd.date_range(origin, periods=steps + 1, freq=families[0].freq)[1:]
+        frames.append(pd.DataFrame({SERIES_ID: series_id, TIMESTAMP: stamps, **values}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _sent(value) -> bool:
+    """A covariate cell that carries something (null and an empty mapping carry nothing)."""
+    return not _is_null(value) and not (isinstance(value, Mapping) and not value)
+
+
+def _refuse_covariates_to_a_model_without(request: pd.DataFrame, known: list[str], observed: list[str]) -> None:
+    if known or observed:
+        return
+    for column in (RECENT_COVARIATES, FUTURE_COVARIATES):
+        if column in request.columns:
+            rows = [row for row, value in enumerate(request[column].tolist()) if _sent(value)]
+            if rows:
+                raise InferenceInputError(
+                    f"request row {rows[0]} (series_id {str(request[SERIES_ID].iloc[rows[0]])!r}) sends {column} but "
+                    "this model reads no covariates (none of its families uses any): leave recent_covariates and "
+                    "future_covariates out")
+
+
+def _covariate_mapping(value, row: int, series_id: str, column: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise InferenceInputError(f"request row {row} (series_id {series_id!r}): {column} must be a mapping "
+                                  f"{{covariate name: list of numbers}}, got {type(value).__name__}")
+    return value
+
+
+def _covariate_values(values, row: int, series_id: str, column: str, name, length: int, exact: bool) -> np.ndarray:
+    """One covariate's list, checked: a list of finite numbers of ``length`` values (at least, unless ``exact``)."""
+    where = f"request row {row} (series_id {series_id!r}): {column}[{name!r}]"
+    as_list = _as_list(values)
+    if as_list is None:
+        raise InferenceInputError(f"{where} must be a list of numbers, got {type(values).__name__}")
+    if (len(as_list) != length) if exact else (len(as_list) < length):
+        wanted = (f"exactly {length} values, one per recent_values entry" if exact
+                  else f"at least {length} values (the row's horizon), one per step after the forecast origin")
+        raise InferenceInputError(f"{where} has {len(as_list)} values: send {wanted}")
+    as_list = as_list[:length]
+    bad = [v for v in as_list if isinstance(v, (bool, str, bytes)) or not _finite_number(v)]
+    if bad:
+        raise InferenceInputError(f"{where} must hold finite numbers, got {bad[:3]}")
+    return np.asarray(as_list, float)
+
+
+def _row_recent_covariates(raw, row: int, series_id: str, names: list[str], length: int) -> dict[str, np.ndarray]:
+    """The checked ``recent_covariates`` of one row that has recent observations (``names``: what the model reads)."""
+    if not names:
+        return {}
+    if not _sent(raw):
+        raise InferenceInputError(
+            f"request row {row} (series_id {series_id!r}): this model reads covariates {names}: with recent "
+            f"observations send recent_covariates, a mapping {{covariate: list of values aligned with recent_values}}")
+    mapping = _covariate_mapping(raw, row, series_id, RECENT_COVARIATES)
+    unknown = [name for name in mapping if name not in names]
+    if unknown:
+        raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_covariates name {unknown} that "
+                                  f"this model does not read; it reads {names}")
+    lacking = [name for name in names if name not in mapping]
+    if lacking:
+        raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_covariates lack covariate(s) "
+                                  f"{lacking}: send every covariate the model reads ({names}), one value per "
+                                  "recent_values entry")
+    return {name: _covariate_values(mapping[name], row, series_id, RECENT_COVARIATES, name, length, exact=True)
+            for name in names}
+
+
+def _future_plans(request: pd.DataFrame, series_ids: list[str], known: list[str],
+                  max_horizon: int) -> dict[str, dict[str, np.ndarray]]:
+    """``{series_id: {covariate: planned values}}`` of the rows that send ``future_covariates``, checked; each plan
+    holds the row's ``horizon`` first values (the steps right after the forecast origin)."""
+    if FUTURE_COVARIATES not in request.columns:
+        return {}
+    plans = {}
+    for row, (series_id, raw, horizon) in enumerate(zip(series_ids, request[FUTURE_COVARIATES].tolist(),
+                                                        request["horizon"].tolist())):
+        if not _sent(raw):
+            continue
+        if not known:
+            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): future_covariates sent, but this "
+                                      "model reads no covariates known in advance (only observed ones, used lagged): "
+                                      "send them in recent_covariates only")
+        mapping = _covariate_mapping(raw, row, series_id, FUTURE_COVARIATES)
+        unknown = [name for name in mapping if name not in known]
+        if unknown:
+            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): future_covariates name {unknown} "
+                                      f"that this model does not read as known in advance; it plans {known}")
+        lacking = [name for name in known if name not in mapping]
+        if lacking:
+            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): future_covariates lack "
+                                      f"covariate(s) {lacking}: send the plan of every covariate known in advance "
+                                      f"({known}), at least horizon values each")
+        if not _valid_horizon(horizon, max_horizon):
+            continue  # the horizon check names it
+        plans[series_id] = {name: _covariate_values(mapping[name], row, series_id, FUTURE_COVARIATES, name,
+                                                    int(horizon), exact=False) for name in known}
+    return plans
+
+
+def _require_plans(request: pd.DataFrame, series_ids: list[str], fresh_ids: list[str], plans: dict,
+                   known: list[str]) -> None:
+    """A row with recent observations moves the forecast origin past the stored plan: it must send a new one."""
+    sent = set()
+    if FUTURE_COVARIATES in request.columns:
+        sent = {s for s, raw in zip(series_ids, request[FUTURE_COVARIATES].tolist()) if _sent(raw)}
+    for series_id in fresh_ids:
+        if series_id not in plans and series_id not in sent:
+            row = series_ids.index(series_id)
+            raise InferenceInputError(
+                f"request row {row} (series_id {series_id!r}): this model reads covariates known in advance {known}: "
+                "with recent observations send future_covariates, a mapping {covariate: list of at least horizon "
+                "planned values for the steps after the last recent observation}")
+
+
+def _recent_observations(request: pd.DataFrame, series_ids: list[str], covariates: list[str] = ()) -> pd.DataFrame:
+    """The request's recent observations as a long frame (``series_id, timestamp, value, <covariates>``), validated.
+
+    ``covariates``: the covariates the model reads; every row with recent observations sends them
+    (``recent_covariates``), aligned with its ``recent_values``.
+    """
+    covariates = list(covariates)
+    empty = pd.DataFrame(columns=[SERIES_ID, TIMESTAMP, VALUE, *covariates])
     present = [column for column in RECENT_COLUMNS if column in request.columns]
+    raw_covariates = (request[RECENT_COVARIATES].tolist() if RECENT_COVARIATES in request.columns
+                      else [None] * len(request))
     if not present:
-        return pd.DataFrame(columns=[SERIES_ID, "timestamp", "value"])
+        _refuse_orphan_covariates(raw_covariates, series_ids, [None] * len(request))
+        return empty
     if len(present) == 1:
         raise InferenceInputError(f"request has {present[0]} without {set(RECENT_COLUMNS).difference(present).pop()}: "
                                   "send both lists, the same length, or neither")
     limit = _max_recent()
     frames, total = [], 0
-    for row, (series_id, stamps, values) in enumerate(zip(series_ids, request[RECENT_COLUMNS[0]].tolist(),
-                                                          request[RECENT_COLUMNS[1]].tolist())):
+    all_stamps = request[RECENT_COLUMNS[0]].tolist()
+    _refuse_orphan_covariates(raw_covariates, series_ids, all_stamps)
+    for row, (series_id, stamps, values, raw) in enumerate(zip(series_ids, all_stamps,
+                                                               request[RECENT_COLUMNS[1]].tolist(), raw_covariates)):
         if _is_null(stamps) and _is_null(values):
             continue
         if _is_null(stamps) or _is_null(values):
@@ -279,10 +457,20 @@ def _recent_observations(request: pd.DataFrame, series_ids: list[str]) -> pd.Dat
         if bad:
             raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_values must be finite "
                                       f"numbers, got {bad[:3]}")
-        frames.append(pd.DataFrame({SERIES_ID: series_id, "timestamp": parsed, "value": np.asarray(values, float)}))
+        covariate_values = _row_recent_covariates(raw, row, series_id, covariates, len(values))
+        frames.append(pd.DataFrame({SERIES_ID: series_id, TIMESTAMP: parsed, VALUE: np.asarray(values, float),
+                                    **covariate_values}))
     if not frames:
-        return pd.DataFrame(columns=[SERIES_ID, "timestamp", "value"])
+        return empty
     return pd.concat(frames, ignore_index=True)
+
+
+def _refuse_orphan_covariates(raw_covariates: list, series_ids: list[str], stamps: list) -> None:
+    for row, (raw, row_stamps) in enumerate(zip(raw_covariates, stamps)):
+        if _sent(raw) and _is_null(row_stamps):
+            raise InferenceInputError(f"request row {row} (series_id {series_ids[row]!r}): recent_covariates without "
+                                      "recent observations; send them with recent_timestamps and recent_values, "
+                                      "aligned with the values")
 
 
 def _as_list(value) -> list | None:
