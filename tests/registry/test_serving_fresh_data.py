@@ -146,3 +146,8 @@ def test_mlflow_models_serve_answers_with_forecasts_after_the_fresh_observations
         status, body = post(url, {"dataframe_records": bad.to_dict(orient="records")})
         assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE", body
         assert "recent_values must be finite numbers" in body["message"]
+        # covariates (a JSON object per row) reach the model through the signature; this model reads none
+        with_covariates = request.iloc[:1].assign(recent_covariates=[{"temperature": [20.0] * FRESH}])
+        status, body = post(url, {"dataframe_records": with_covariates.to_dict(orient="records")})
+        assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE", body
+        assert "sends recent_covariates but this model reads no covariates" in body["message"]
