@@ -15,6 +15,31 @@ Request columns (one row per series):
   them); the rest must continue its grid without gaps. At most ``TS_KEDRO_SERVE_MAX_RECENT_OBSERVATIONS``
   (default 10000) observations per request. Rows without them are answered from the trained data end.
 
+- ``recent_covariates`` and ``future_covariates`` (mappings, optional), for a model whose families read covariates
+  (``covariates_read``: the union of the families' ``known_covariates`` and ``observed_covariates``):
+
+  - ``recent_covariates``: ``{covariate: list of values aligned with recent_values}``, every covariate the model
+    reads (known in advance and observed), on every row with recent observations.
+  - ``future_covariates``: ``{known-in-advance covariate: list of planned values}`` for the steps right after the
+    forecast origin (the last recent observation, or the model's data end for that series), at least ``horizon``
+    values each (the rest is ignored), every known-in-advance covariate. Required on a row with recent
+    observations (the stored plan no longer covers the new horizon); on a row without them it replaces the
+    stored plan for that series.
+
+  Sent as JSON objects (``dataframe_records``/``dataframe_split``) or as dicts in a DataFrame's cells: the
+  signature declares both columns ``any``, which MLflow passes through unchanged. A model that reads no
+  covariates refuses them (400). The row is answered as the inference pipeline answers the same history and plan
+  (``SelectedPanelModel.update`` on the observations with their covariates, ``with_future_covariates`` on the
+  plan, ``predict``)::
+
+    {"dataframe_records": [{"series_id": "Agency_01/SKU_01", "horizon": 2,
+      "recent_timestamps": ["2017-01-01", "2017-02-01"], "recent_values": [40.93, 45.58],
+      "recent_covariates": {"price_actual": [1402.35, 1407.88], "discount_in_percent": [12.36, 13.14]},
+      "future_covariates": {"price_actual": [1400.58, 1271.65], "discount_in_percent": [12.74, 20.28]}}]}
+    -> {"predictions": [
+         {"series_id": "Agency_01/SKU_01", "timestamp": "2017-03-01T00:00:00", "mean": 54.0, ..., "model": "arima"},
+         {"series_id": "Agency_01/SKU_01", "timestamp": "2017-04-01T00:00:00", "mean": 53.3, ..., "model": "arima"}]}
+
 The response has one row per series and step: ``series_id, timestamp, mean, lo-L, hi-L..., model``.
 A request has at most one row per series the model serves; a longer one is refused at once (400).
 
