@@ -176,12 +176,14 @@ def test_cycle_without_drift_updates_unless_the_schedule_or_force_says_refit(day
 
 
 def test_data_drift_that_a_drift_refit_answered_waits_for_the_reference_window(day_n_cycle):
-    """After a drift refit on data to E, data drift alone does not refit again until the reference window
-    (336 steps here) no longer reaches before E; performance drift, force and after_drift_refit: retrain do."""
+    """After a drift refit on data to E, data drift alone does not refit again until the drift windows (reference
+    96 steps + seasonal lag 168 here: 264) no longer reach before E; performance drift, force and
+    after_drift_refit: retrain do."""
     run, ran, reports, refits = day_n_cycle
     end = pd.Timestamp("2026-01-10 00:00")
     drift = {"drift": True, "data_drift": True, "performance_drift": False, "reasons": ["data drift: 9 of 12"],
-             "windows": {"reference_steps": 336, "recent_steps": 48}}
+             "windows": {"reference_steps": 96, "recent_steps": 48, "seasonal_lag_steps": 168,
+                         "reach_steps": 264}}
     reports.update(drift_summary=drift, **{"params:panel": {"freq": "h"}})
     reports["ingestion_report"] = {"n_batches": 1, "rows_accepted": 48,
                                    "history_end": {"a": str(end + pd.Timedelta(hours=96)), "b": str(end)}}
@@ -194,10 +196,10 @@ def test_data_drift_that_a_drift_refit_answered_waits_for_the_reference_window(d
     result = run()
     assert ran == ["day_n", "inference"] and result["retrain"]["retrain"] is False
     waiting = result["retrain"]["waiting_after_drift_refit"]
-    assert waiting["steps_since"] == 96 and waiting["reference_steps"] == 336 and waiting["version"] == 4
-    assert "data drift refits again after 240 more steps" in result["retrain"]["reason"]
+    assert waiting["steps_since"] == 96 and waiting["reach_steps"] == 264 and waiting["version"] == 4
+    assert "data drift refits again after 168 more steps" in result["retrain"]["reason"]
 
-    reports["ingestion_report"]["history_end"]["a"] = str(end + pd.Timedelta(hours=336))  # the window moved past
+    reports["ingestion_report"]["history_end"]["a"] = str(end + pd.Timedelta(hours=264))  # the windows moved past
     assert run()["retrain"]["triggers"] == ["drift"] and ran == ["day_n", "retrain", "inference"]
 
     reports["ingestion_report"]["history_end"]["a"] = str(end + pd.Timedelta(hours=96))
@@ -212,10 +214,10 @@ def test_data_drift_that_a_drift_refit_answered_waits_for_the_reference_window(d
 
 
 def test_persisting_drift_counts_steps_of_the_panel_frequency():
-    summary = {"data_drift": True, "windows": {"reference_steps": 8}}
+    summary = {"data_drift": True, "windows": {"reach_steps": 8}}
     refit = {"version": 2, "data_window_end": "2020-01-01"}
     wait = flows.persisting_drift(summary, refit, {"a": "2020-07-01", "b": "2019-10-01"}, "MS")
-    assert wait == {"version": 2, "data_window_end": "2020-01-01", "steps_since": 6, "reference_steps": 8}
+    assert wait == {"version": 2, "data_window_end": "2020-01-01", "steps_since": 6, "reach_steps": 8}
     assert flows.persisting_drift(summary, refit, {"a": "2020-09-01"}, "MS") is None  # 8 months: moved past
     assert flows.persisting_drift({**summary, "data_drift": False}, refit, {"a": "2020-07-01"}, "MS") is None
     assert flows.persisting_drift({"data_drift": True}, refit, {"a": "2020-07-01"}, "MS") is None  # old summary

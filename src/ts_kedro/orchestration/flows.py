@@ -135,20 +135,21 @@ def persisting_drift(drift_summary: dict[str, Any], drift_refit: dict[str, Any] 
                      history_end: dict[str, Any] | None, freq: str) -> dict[str, Any] | None:
     """Whether this cycle's data drift is the one a drift refit already answered: the wait, or None.
 
-    After data drift triggered a refit on data up to E, the drift reference window (``reference_steps`` before
-    the recent window) keeps holding data from before E, that is from before the change, until ``reference_steps``
-    new steps have arrived; until then the verdict compares the new regime with the old one and flags every
-    cycle. Returns ``{version, data_window_end, steps_since, reference_steps}`` while that holds, else None
-    (also when the summary, the refit or the ingestion report lacks what is needed: then drift refits as before).
+    After data drift triggered a refit on data up to E, the verdict's reference window keeps holding data from
+    before E, that is from before the change, until ``reach_steps`` new steps have arrived (``drift_summary``'s
+    ``windows``: the reference window, plus the seasonal lag when the series feature is the seasonal difference,
+    which looks that far back); until then the verdict compares the new regime with the old one and flags drift
+    cycle after cycle. Returns ``{version, data_window_end, steps_since, reach_steps}`` while that holds, else
+    None (also when the summary, the refit or the ingestion report lacks what is needed: then drift refits).
     """
-    reference_steps = (drift_summary.get("windows") or {}).get("reference_steps")
+    reach = (drift_summary.get("windows") or {}).get("reach_steps")
     if (not drift_summary.get("data_drift") or drift_refit is None or not drift_refit.get("data_window_end")
-            or not reference_steps or not history_end):
+            or not reach or not history_end):
         return None
     since = steps_between(drift_refit["data_window_end"], max(map(str, history_end.values())), freq)
-    if since >= int(reference_steps):
+    if since >= int(reach):
         return None
-    return {**drift_refit, "steps_since": since, "reference_steps": int(reference_steps)}
+    return {**drift_refit, "steps_since": since, "reach_steps": int(reach)}
 
 
 def decide_retrain(
@@ -184,10 +185,10 @@ def decide_retrain(
         notes.append("forced (orchestration.cycle.retrain.force, --retrain or force_retrain)")
     waited = None
     if drift and waiting:
-        left = waiting["reference_steps"] - waiting["steps_since"]
+        left = waiting["reach_steps"] - waiting["steps_since"]
         waited = (f"data drift persists since the drift refit of version {waiting['version']} (data to "
-                  f"{waiting['data_window_end']}): the reference window still reaches before that refit's data "
-                  f"({waiting['steps_since']} of {waiting['reference_steps']} steps since), so it compares the new "
+                  f"{waiting['data_window_end']}): the drift windows still reach before that refit's data "
+                  f"({waiting['steps_since']} of {waiting['reach_steps']} steps since), so they compare the new "
                   f"data with the old regime; data drift refits again after {left} more steps "
                   "(orchestration.cycle.retrain.after_drift_refit: wait)")
     elif drift:

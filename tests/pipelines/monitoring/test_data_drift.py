@@ -45,14 +45,24 @@ def test_the_fixed_ks_test_flags_clean_real_batches(twelve_series, monitoring_pa
     before["data_drift"].update({"method": "ks", "threshold": 0.05, "series_feature": "value",
                                  "calibration": {"quantile": None}})
     before.update({"reference_window_steps": 2 * 7 * 24, "seasonal_lag_steps": 24})
-    verdicts = [_verdict(until_batch(twelve_series, back), before)[0]["drift"] for back in (3, 5)]
-    assert verdicts == [True, True]
+    summaries = [_verdict(until_batch(twelve_series, back), before)[0] for back in (3, 5)]
+    assert [summary["drift"] for summary in summaries] == [True, True]
+    # on the target itself a change leaves the windows once the reference window has passed it: no lag to add
+    assert summaries[0]["windows"]["reach_steps"] == summaries[0]["windows"]["reference_steps"] == 2 * 7 * 24
 
 
 def test_an_injected_level_shift_drifts(twelve_series, monitoring_params):
     shifted = shift_last_batch(twelve_series)
     summary, data_drift, html, snapshots = _verdict(shifted, monitoring_params)
     assert summary["drift"] is True and summary["drift_share"] > 0.5
+    assert summary["data_drift"] is True and summary["performance_drift"] is False
+    # the seasonal difference looks seasonal_lag_steps back: a change stays in the windows that much longer
+    geometry = calibrate_drift_thresholds(shifted, monitoring_params, PANEL)["windows"]
+    assert summary["windows"] == {
+        "reference_steps": geometry["reference_window_steps"], "recent_steps": geometry["recent_window_steps"],
+        "seasonal_lag_steps": geometry["seasonal_lag_steps"],
+        "reach_steps": geometry["reference_window_steps"] + geometry["seasonal_lag_steps"]}
+    assert data_drift["reference_rows"] == geometry["reference_window_steps"]
     assert summary["reasons"][0].startswith(f"data drift: {len(summary['drifted_series'])} of 12 series drifted")
     assert "<html" in html.lower() and set(snapshots) == {"series_drift", "panel_drift"}
     # Evidently's own ValueDrift ran each column against its calibrated threshold, and decided the flags

@@ -41,7 +41,7 @@ def calibrate_drift_thresholds(history_primary_panel: pd.DataFrame, monitoring: 
         panel: shared ``panel`` parameters.
 
     Returns:
-        ``drift_thresholds``: ``{method, quantile, fixed_threshold, columns: {"<series_id>|<feature>":
+        ``drift_thresholds``: ``{method, quantile, fixed_threshold, windows, columns: {"<series_id>|<feature>":
         {threshold, windows, source}}}``; ``columns`` is empty when ``calibration.quantile`` is null (the fixed
         threshold then applies to every column).
     """
@@ -49,16 +49,19 @@ def calibrate_drift_thresholds(history_primary_panel: pd.DataFrame, monitoring: 
     calibration = settings.get("calibration") or {}
     method, fixed, is_p_value = drift_method(settings)
     quantile = calibration.get("quantile")
-    result = {"method": method, "quantile": quantile, "fixed_threshold": fixed, "p_value": is_p_value, "columns": {}}
+    profile = drift_profile(history_primary_panel, monitoring, panel)
+    geometry = profile.monitoring
+    # the windows' geometry in steps, for the verdict (how far back a change stays inside them)
+    windows = {key: int(geometry[key]) for key in ("reference_window_steps", "recent_window_steps",
+                                                   "seasonal_lag_steps")}
+    result = {"method": method, "quantile": quantile, "fixed_threshold": fixed, "p_value": is_p_value,
+              "windows": windows, "columns": {}}
     if quantile is None:
         return result
     if not 0 < float(quantile) <= 1:
         raise MonitoringConfigError(f"monitoring.data_drift.calibration.quantile must be in (0, 1], got {quantile}")
     min_windows = int(calibration.get("min_windows") or 1)
     max_windows = int(calibration.get("max_windows") or 0) or None
-
-    profile = drift_profile(history_primary_panel, monitoring, panel)
-    geometry = profile.monitoring
     scores: dict[str, list[float]] = {}
     for series_id, features in series_features(history_primary_panel, profile):
         before = features.iloc[:-geometry["recent_window_steps"]]

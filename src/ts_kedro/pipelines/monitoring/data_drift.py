@@ -74,6 +74,7 @@ def detect_data_drift(
         "drifted_series": drifted,
         "drift_share": len(drifted) / len(checked) if checked else 0.0,
         "series_feature": series_feature,
+        "windows": drift_thresholds.get("windows"),
         "feature_drift_share": feature_share,
         "calibration": {"method": method, "quantile": drift_thresholds.get("quantile"),
                         "fixed_threshold": threshold,

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ts_kedro.pipelines.monitoring.windows import SEASONAL_DIFF
+
 
 def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any],
                     monitoring: dict[str, Any]) -> dict[str, Any]:
@@ -38,9 +40,7 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
         "drift": bool(reasons),
         "data_drift": data_drift["drift_share"] > thresholds["drift_share"],
         "performance_drift": ratio is not None and ratio > thresholds["performance_ratio"],
-        # the windows in steps: the Day-N flow waits this long after a drift refit (flows.persisting_drift)
-        "windows": {"reference_steps": data_drift.get("reference_rows"),
-                    "recent_steps": data_drift.get("current_rows")},
+        "windows": _windows(data_drift),
         "reasons": reasons,
         "checked_at": datetime.now(timezone.utc).isoformat(),
         "drift_share": data_drift["drift_share"],
@@ -53,6 +53,20 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
         "performance": {k: v for k, v in performance_drift.items() if k != "per_series"},
         "thresholds": thresholds,
     }
+
+
+def _windows(data_drift: dict[str, Any]) -> dict[str, Any]:
+    """The verdict's windows in steps, and ``reach_steps``: how many steps after a change the reference window's
+    series feature can still hold data from before it (the reference window, plus the seasonal lag when the
+    feature is the seasonal difference). The Day-N flow waits that long after a drift refit before data drift
+    alone refits again (``flows.persisting_drift``)."""
+    geometry = data_drift.get("windows") or {}
+    reference = geometry.get("reference_window_steps", data_drift.get("reference_rows"))
+    lag = geometry.get("seasonal_lag_steps") if data_drift.get("series_feature") == SEASONAL_DIFF else 0
+    return {"reference_steps": reference, "recent_steps": geometry.get("recent_window_steps",
+                                                                        data_drift.get("current_rows")),
+            "seasonal_lag_steps": geometry.get("seasonal_lag_steps"),
+            "reach_steps": None if reference is None or lag is None else int(reference) + int(lag)}
 
 
 def drift_summary_for_tracking(drift_summary: dict[str, Any]) -> dict[str, Any]:
