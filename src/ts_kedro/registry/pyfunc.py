@@ -338,10 +338,19 @@ def _refuse_covariates_to_a_model_without(request: pd.DataFrame, known: list[str
                     "future_covariates out")
 
 
-def _covariate_mapping(value, row: int, series_id: str, column: str) -> Mapping:
+def _covariate_mapping(value, row: int, series_id: str, column: str, names: list[str], unknown_note: str,
+                       lacking_note: str) -> Mapping:
+    """One row's ``column`` cell checked: a mapping naming exactly the covariates ``names``."""
+    where = f"request row {row} (series_id {series_id!r})"
     if not isinstance(value, Mapping):
-        raise InferenceInputError(f"request row {row} (series_id {series_id!r}): {column} must be a mapping "
-                                  f"{{covariate name: list of numbers}}, got {type(value).__name__}")
+        raise InferenceInputError(f"{where}: {column} must be a mapping {{covariate name: list of numbers}}, got "
+                                  f"{type(value).__name__}")
+    unknown = [name for name in value if name not in names]
+    if unknown:
+        raise InferenceInputError(f"{where}: {column} name {unknown} that this model does not read{unknown_note}")
+    lacking = [name for name in names if name not in value]
+    if lacking:
+        raise InferenceInputError(f"{where}: {column} lack covariate(s) {lacking}: {lacking_note}")
     return value
 
 
@@ -370,16 +379,8 @@ def _row_recent_covariates(raw, row: int, series_id: str, names: list[str], leng
         raise InferenceInputError(
             f"request row {row} (series_id {series_id!r}): this model reads covariates {names}: with recent "
             f"observations send recent_covariates, a mapping {{covariate: list of values aligned with recent_values}}")
-    mapping = _covariate_mapping(raw, row, series_id, RECENT_COVARIATES)
-    unknown = [name for name in mapping if name not in names]
-    if unknown:
-        raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_covariates name {unknown} that "
-                                  f"this model does not read; it reads {names}")
-    lacking = [name for name in names if name not in mapping]
-    if lacking:
-        raise InferenceInputError(f"request row {row} (series_id {series_id!r}): recent_covariates lack covariate(s) "
-                                  f"{lacking}: send every covariate the model reads ({names}), one value per "
-                                  "recent_values entry")
+    mapping = _covariate_mapping(raw, row, series_id, RECENT_COVARIATES, names, f"; it reads {names}",
+                                 f"send every covariate the model reads ({names}), one value per recent_values entry")
     return {name: _covariate_values(mapping[name], row, series_id, RECENT_COVARIATES, name, length, exact=True)
             for name in names}
 
@@ -399,16 +400,10 @@ def _future_plans(request: pd.DataFrame, series_ids: list[str], known: list[str]
             raise InferenceInputError(f"request row {row} (series_id {series_id!r}): future_covariates sent, but this "
                                       "model reads no covariates known in advance (only observed ones, used lagged): "
                                       "send them in recent_covariates only")
-        mapping = _covariate_mapping(raw, row, series_id, FUTURE_COVARIATES)
-        unknown = [name for name in mapping if name not in known]
-        if unknown:
-            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): future_covariates name {unknown} "
-                                      f"that this model does not read as known in advance; it plans {known}")
-        lacking = [name for name in known if name not in mapping]
-        if lacking:
-            raise InferenceInputError(f"request row {row} (series_id {series_id!r}): future_covariates lack "
-                                      f"covariate(s) {lacking}: send the plan of every covariate known in advance "
-                                      f"({known}), at least horizon values each")
+        mapping = _covariate_mapping(raw, row, series_id, FUTURE_COVARIATES, known,
+                                     f" as known in advance; it plans {known}",
+                                     f"send the plan of every covariate known in advance ({known}), at least horizon "
+                                     "values each")
         if not _valid_horizon(horizon, max_horizon):
             continue  # the horizon check names it
         plans[series_id] = {name: _covariate_values(mapping[name], row, series_id, FUTURE_COVARIATES, name,
