@@ -39,8 +39,10 @@ size against the raw data. Results: ``benchmarks/results/day_n_replay_<dataset>.
 The storage target is measured by ``benchmarks/history_store_growth.py`` on the whole panel (200 cycles of one
 step per series, ``--store-cycles``); the replay itself reports its own store, raw data and ``data/`` + MLflow
 sizes per cycle. To run a committed state while others edit the tree, put a snapshot first on PYTHONPATH:
-``git archive --prefix=snap/ HEAD src conf pyproject.toml | tar -x -C /tmp/s && git rev-parse HEAD > /tmp/s/snap/COMMIT``
-then ``PYTHONPATH=/tmp/s/snap/src`` (its conf/ is what the arms copy).
+``SNAPSHOT=$(mktemp -d) && git archive --prefix=snap/ HEAD src conf pyproject.toml | tar -x -C "$SNAPSHOT" &&
+git rev-parse HEAD > "$SNAPSHOT/snap/COMMIT"`` then ``PYTHONPATH=$SNAPSHOT/snap/src`` (its conf/ is what the arms
+copy). The results record such a path as ``$SNAPSHOT/snap`` and a ``--workdir`` outside the project as
+``$WORKDIR``: machine paths stay out of the committed records.
 """
 from __future__ import annotations
 
@@ -513,12 +515,32 @@ def source_description() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                             check=False).stdout.strip()
     if (source / "COMMIT").exists():  # written beside a snapshot: `git rev-parse HEAD > <snapshot>/COMMIT`
-        return {"ts_kedro_from": str(source), "snapshot_of_commit": (source / "COMMIT").read_text().strip(),
+        return {"ts_kedro_from": _portable(source), "snapshot_of_commit": (source / "COMMIT").read_text().strip(),
                 "snapshot": True}
     changed = subprocess.run(["git", "status", "--porcelain", "--", "src", "conf"], cwd=ROOT, capture_output=True,
                              text=True, check=False).stdout.strip()
-    return {"ts_kedro_from": str(source), "repository_head": commit,
+    return {"ts_kedro_from": _portable(source), "repository_head": commit,
             "snapshot": source != ROOT, "uncommitted_changes_in_src_or_conf": bool(changed) and source == ROOT}
+
+
+def _portable(path: Path) -> str:
+    """``path`` as the committed records write it: relative inside the project, ``$SNAPSHOT/snap`` for a
+    snapshot's root (see the module docstring), else ``$WORKDIR`` (a working folder outside the project)."""
+    path = Path(path).resolve()
+    if path.is_relative_to(ROOT):
+        return str(path.relative_to(ROOT)) or "."
+    return "$SNAPSHOT/snap" if (path / "COMMIT").exists() else "$WORKDIR"
+
+
+def _portable_argv(argv: list[str]) -> list[str]:
+    """The command line with the ``--workdir`` value made portable (``_portable``)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--workdir" and i + 1 < len(out):
+            out[i + 1] = _portable(Path(out[i + 1]))
+        elif arg.startswith("--workdir="):
+            out[i] = "--workdir=" + _portable(Path(arg.split("=", 1)[1]))
+    return out
 
 
 def base_monitoring() -> dict[str, Any]:
@@ -819,8 +841,9 @@ def replay(args: argparse.Namespace) -> dict[str, Any]:
                       "noise_factor": NOISE_FACTOR, "seed": args.seed},
         "monitoring_feasibility": plan["feasibility"], "parallel_arms": args.parallel_arms,
         "source": source_description(),
-        "command": " ".join([*([f"PYTHONPATH={project_source() / 'src'}"] if project_source() != ROOT else []),
-                             "nice -n 10 .venv/bin/python benchmarks/day_n_replay.py", *args.argv]),
+        "command": " ".join([*([f"PYTHONPATH={_portable(project_source())}/src"] if project_source() != ROOT else []),
+                             *([f"nice -n {os.nice(0)}"] if os.nice(0) > 0 else []),  # the niceness it ran at
+                             ".venv/bin/python benchmarks/day_n_replay.py", *_portable_argv(args.argv)]),
         "wall_s": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
         "store_200_cycles": measure_store_growth(args.dataset, args.store_cycles, work) if args.store_cycles else None,
         "rows": rows, "totals": totals,
