@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.stallion_sample import stallion_sample
 from ts_kedro.forecasters import ForecasterError, build_forecaster, get_forecaster_class
 from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE
 
@@ -24,14 +25,7 @@ FAST_PROPHET = {"n_jobs": 1, "uncertainty_samples": 50}
 @pytest.fixture(scope="module")
 def stallion(shared_data) -> pd.DataFrame:
     """Three real series with positive volumes (2013-01 .. 2017-12), the two price covariates and a weather one."""
-    raw = pd.read_parquet(shared_data / "stallion_covariates" / "stallion.parquet")
-    raw = raw.assign(**{SERIES_ID: raw["agency"].astype(str) + "/" + raw["sku"].astype(str),
-                        TIMESTAMP: pd.to_datetime(raw["date"]).astype("datetime64[ns]"),
-                        VALUE: raw["volume"].astype(float)})
-    positive = raw.groupby(SERIES_ID, observed=True)[VALUE].min()
-    keep = sorted(positive[positive > 0].index)[:3]
-    panel = raw[raw[SERIES_ID].isin(keep)][[SERIES_ID, TIMESTAMP, VALUE, *KNOWN, *OBSERVED]]
-    return panel.astype({c: float for c in KNOWN + OBSERVED}).sort_values([SERIES_ID, TIMESTAMP]).reset_index(drop=True)
+    return stallion_sample(shared_data, KNOWN + OBSERVED)
 
 
 def split(panel: pd.DataFrame, end: str) -> tuple[pd.DataFrame, pd.DataFrame]:

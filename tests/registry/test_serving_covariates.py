@@ -19,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from tests.stallion_sample import stallion_sample
 from ts_kedro.forecasters import build_forecaster
 from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE
 from ts_kedro.pipelines.inference import nodes as inference_nodes
@@ -35,15 +36,7 @@ FAST_ARIMA = {"n_jobs": 1, "max_p": 1, "max_q": 1, "seasonality": "fourier"}
 @pytest.fixture(scope="module")
 def stallion(shared_data) -> pd.DataFrame:
     """Three real series with positive volumes (2013-01 .. 2017-12) and the two price covariates."""
-    raw = pd.read_parquet(shared_data / "stallion_covariates" / "stallion.parquet")
-    raw = raw.assign(**{SERIES_ID: raw["agency"].astype(str) + "/" + raw["sku"].astype(str),
-                        TIMESTAMP: pd.to_datetime(raw["date"]).astype("datetime64[ns]"),
-                        VALUE: raw["volume"].astype(float)})
-    positive = raw.groupby(SERIES_ID, observed=True)[VALUE].min()
-    keep = sorted(positive[positive > 0].index)[:3]
-    panel = raw[raw[SERIES_ID].isin(keep)][[SERIES_ID, TIMESTAMP, VALUE, *KNOWN]]
-    panel = panel.astype({SERIES_ID: str, **{c: float for c in KNOWN}})
-    return panel.sort_values([SERIES_ID, TIMESTAMP]).reset_index(drop=True)
+    return stallion_sample(shared_data, KNOWN)
 
 
 def _between(panel: pd.DataFrame, start, end) -> pd.DataFrame:
