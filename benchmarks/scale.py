@@ -25,7 +25,11 @@ forecast only, no backtest, no selection.
     nice -n 10 .venv/bin/python benchmarks/scale.py --sizes 1000 --modes local,dask
     nice -n 10 .venv/bin/python benchmarks/scale.py --sizes 10000 --modes local --no-statsforecast
 
-Output: ``benchmarks/results/scale_<size>_<mode>.json`` and a markdown table on stdout for docs/benchmarks.md.
+statsforecast runs the peers of the chosen families only (SeasonalNaive, AutoETS, AutoTheta for ``seasonal_naive``,
+``ets``, ``theta``), so a ``--families seasonal_naive`` run compares like with like.
+
+Output: ``benchmarks/results/scale_<size>_<mode>.json`` (``..._<families>.json`` for other than the default fast
+families; each names the commit it measured) and a markdown table on stdout for docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from matrix import _watch_memory  # noqa: E402  (the same memory sampling as the benchmark matrix)
+from matrix import _watch_memory
 
 SOURCES = {  # name -> (file under ../shared/data, panel.freq, panel.horizon): M3's own frequencies and horizons
     "m3_yearly": ("m3/M3_yearly_train_long.csv", "YS", 6),  # dataset fact (M3 yearly horizon)
@@ -144,21 +148,29 @@ def run_cycle(workdir: Path, day0: pd.DataFrame, drop: pd.DataFrame, freq: str, 
     return result
 
 
-def statsforecast_child(panel_csv: str, freq: str, horizon: int, season: int) -> None:
-    """(In its own process) statsforecast's fast models on the Day-0 panel: fit + one forecast."""
+def statsforecast_child(panel_csv: str, freq: str, horizon: int, season: int, families: str = FAST_FAMILIES) -> None:
+    """(In its own process) statsforecast's peers of ``families`` on the Day-0 panel: fit + one forecast."""
     from statsforecast import StatsForecast
     from statsforecast.models import AutoETS, AutoTheta, SeasonalNaive
 
     panel = pd.read_csv(panel_csv, parse_dates=["timestamp"], dtype={"series_id": str})
     panel = panel.rename(columns={"series_id": "unique_id", "timestamp": "ds", "value": "y"})
-    models = [SeasonalNaive(season_length=season), AutoETS(season_length=season), AutoTheta(season_length=season)]
+    peers = {"seasonal_naive": SeasonalNaive, "ets": AutoETS, "theta": AutoTheta}
+    models = [peers[name](season_length=season) for name in families.split(",") if name in peers]
     StatsForecast(models=models, freq=freq, n_jobs=-1).forecast(df=panel, h=horizon, level=[80, 95])
 
 
-def run_statsforecast(workdir: Path, freq: str, horizon: int, season: int) -> dict:
+def run_statsforecast(workdir: Path, freq: str, horizon: int, season: int, families: str) -> dict:
     command = [sys.executable, __file__, "--statsforecast-child", str(workdir / "train.csv"), freq, str(horizon),
-               str(season)]
+               str(season), families]
     return measured(command, workdir, {**os.environ}, "statsforecast.log")
+
+
+def _commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), so a result names the code it measured."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "src") else "")
 
 
 def markdown(results: list[dict]) -> str:
@@ -180,7 +192,7 @@ def markdown(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--statsforecast-child":
-        statsforecast_child(argv[1], argv[2], int(argv[3]), int(argv[4]))
+        statsforecast_child(argv[1], argv[2], int(argv[3]), int(argv[4]), *argv[5:6])
         return
     from ts_kedro.frequency import season_length_for
 
@@ -213,10 +225,12 @@ def main(argv: list[str] | None = None) -> None:
                       "points": len(day0), "cores": os.cpu_count(), "load_avg_at_start": os.getloadavg()[0],
                       **run_cycle(workdir, day0, drop, freq, horizon, args.families)}
             if not statsforecast_done:
-                result["statsforecast"] = run_statsforecast(workdir, freq, horizon, season)
+                result["statsforecast"] = run_statsforecast(workdir, freq, horizon, season, args.families)
                 statsforecast_done = True
             result["load_avg_at_end"] = os.getloadavg()[0]
-            (results_dir / f"scale_{n_series}_{mode}.json").write_text(json.dumps(result, indent=2))
+            result["commit"] = _commit()
+            suffix = "" if args.families == FAST_FAMILIES else "_" + args.families.replace(",", "+")
+            (results_dir / f"scale_{n_series}_{mode}{suffix}.json").write_text(json.dumps(result, indent=2))
             print(json.dumps(result), flush=True)
             results.append(result)
     print(markdown(results))
