@@ -160,3 +160,78 @@ def test_workspace_dataset_refuses_what_is_not_snapshots(tmp_path):
     with pytest.raises(DatasetError, match="name: snapshot dict"):
         dataset.save([{"name": "series_drift"}])
     assert not (tmp_path / "r.json").exists()
+
+
+def test_workspace_retention_keeps_the_newest_saves_and_never_a_run_it_did_not_add(tmp_path, drift_snapshots):
+    """keep_last=2 over four saves: the first two saves' snapshots go, a run added by hand stays, and a record
+    written before retention existed (only the last save's ids) counts as one save."""
+    from evidently.core.report import Snapshot
+    from evidently.ui.workspace import Workspace
+
+    def dataset(keep_last=2):
+        return EvidentlyWorkspaceDataset(path=str(tmp_path / "workspace"), project="drift probe",
+                                         filepath=str(tmp_path / "runs.json"), keep_last=keep_last)
+
+    tagged = snapshots_for_workspace(drift_snapshots, {"drift": False})
+    dataset(keep_last=None).save(tagged)
+    first = dataset().load()
+    # the record as datasets before retention wrote it: the last save's ids only
+    (tmp_path / "runs.json").write_text(json.dumps({k: first[k] for k in ("workspace", "project_id", "snapshot_ids")}))
+    workspace = Workspace(str(tmp_path / "workspace"))
+    by_hand = str(workspace.add_run(first["project_id"], Snapshot.load_dict(tagged["panel_drift"]),
+                                    name="added by hand").id)
+
+    dataset().save(tagged)
+    second = dataset().load()
+    assert second["deleted_snapshot_ids"] == [] and len(second["retained_runs"]) == 2
+    dataset().save(tagged)
+    third = dataset().load()
+    assert sorted(third["deleted_snapshot_ids"]) == sorted(first["snapshot_ids"].values())
+    dataset().save(tagged)
+    fourth = dataset().load()
+    assert sorted(fourth["deleted_snapshot_ids"]) == sorted(second["snapshot_ids"].values())
+
+    left = {str(i) for i in workspace.list_runs(first["project_id"])}
+    assert left == {by_hand, *third["snapshot_ids"].values(), *fourth["snapshot_ids"].values()}
+    assert [run["snapshot_ids"] for run in fourth["retained_runs"]] == [third["snapshot_ids"], fourth["snapshot_ids"]]
+    assert not list(tmp_path.glob("runs.json.partial"))
+
+
+def test_workspace_retention_skips_a_recorded_snapshot_already_gone(tmp_path, drift_snapshots):
+    """A save killed after deleting but before rewriting its record names deleted snapshots: the next save skips
+    them instead of failing."""
+    from evidently.ui.workspace import Workspace
+
+    dataset = EvidentlyWorkspaceDataset(path=str(tmp_path / "workspace"), project="p",
+                                        filepath=str(tmp_path / "runs.json"), keep_last=1)
+    tagged = snapshots_for_workspace(drift_snapshots, {"drift": True})
+    dataset.save(tagged)
+    first = dataset.load()
+    workspace = Workspace(str(tmp_path / "workspace"))
+    workspace.delete_run(first["project_id"], first["snapshot_ids"]["series_drift"])
+    dataset.save(tagged)
+    assert dataset.load()["deleted_snapshot_ids"] == [first["snapshot_ids"]["panel_drift"]]
+    assert len(workspace.list_runs(first["project_id"])) == 2
+
+
+@pytest.mark.parametrize("keep_last", [0, -1, 2.5, True, "10"])
+def test_workspace_refuses_a_bad_keep_last(tmp_path, keep_last):
+    with pytest.raises(DatasetError, match="keep_last must be null or an integer >= 1"):
+        EvidentlyWorkspaceDataset(path=str(tmp_path), project="p", filepath=str(tmp_path / "r.json"),
+                                  keep_last=keep_last)
+
+
+def test_project_catalog_bounds_the_workspace_and_logs_the_full_report_only_on_drift(project_root):
+    from kedro.config import OmegaConfigLoader
+    from kedro.io import DataCatalog
+
+    from ts_kedro.settings import CONFIG_LOADER_ARGS
+
+    config = OmegaConfigLoader(conf_source=str(project_root / "conf"), **CONFIG_LOADER_ARGS)
+    catalog = DataCatalog.from_config(config["catalog"])
+    assert catalog.get("evidently_workspace_runs")._keep_last >= 1
+    # kedro-mlflow's MlflowArtifactDataset builds a subclass of the wrapped dataset that carries artifact_path
+    assert not hasattr(catalog.get("drift_report"), "artifact_path")
+    assert catalog.get("drift_report_artifact").artifact_path == "monitoring"
+    assert config["catalog"]["drift_report_artifact"]["type"] == "kedro_mlflow.io.artifacts.MlflowArtifactDataset"
+    assert config["parameters"]["monitoring"]["tracking"]["drift_report"] == "on_drift"

@@ -13,6 +13,7 @@ from ts_kedro.pipelines.monitoring.calibration import calibrate_drift_thresholds
 from ts_kedro.pipelines.monitoring.data_drift import detect_data_drift
 from ts_kedro.pipelines.monitoring.performance import measure_performance_drift, select_previous_forecasts
 from ts_kedro.pipelines.monitoring.verdict import (
+    drift_report_for_tracking,
     drift_summary_for_tracking,
     monitoring_metrics,
     snapshots_for_workspace,
@@ -39,6 +40,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                  name="summarise_drift_node"),
             Node(drift_summary_for_tracking, "drift_summary", "drift_summary_artifact",
                  name="drift_summary_for_tracking_node"),
+            Node(drift_report_for_tracking, ["drift_report", "drift_summary", "params:monitoring"],
+                 "drift_report_artifact", name="drift_report_for_tracking_node"),
             Node(monitoring_metrics, ["drift_summary", "ingestion_report"], "monitoring_metrics",
                  name="monitoring_metrics_node"),
             Node(snapshots_for_workspace, ["drift_snapshots", "drift_summary"], "evidently_workspace_runs",

@@ -6,7 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from ts_kedro.pipelines.monitoring.errors import MonitoringConfigError
 from ts_kedro.pipelines.monitoring.windows import SEASONAL_DIFF
+
+DRIFT_REPORT_TRACKING = ("on_drift", "always", "never")
 
 
 def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any],
@@ -72,6 +75,38 @@ def _windows(data_drift: dict[str, Any]) -> dict[str, Any]:
 def drift_summary_for_tracking(drift_summary: dict[str, Any]) -> dict[str, Any]:
     """The verdict again, as the MLflow artifact of this run (the versioned copy stays on disk)."""
     return drift_summary
+
+
+def drift_report_for_tracking(drift_report: str, drift_summary: dict[str, Any], monitoring: dict[str, Any]) -> str:
+    """What this run logs to MLflow as ``monitoring/drift_report.html``: Evidently's report, or a short note.
+
+    Evidently's HTML report carries its 3.5 MB JavaScript bundle plus about 0.1 MB per series, and a Day-N
+    cycle writes one every time: logged on every cycle, an hourly schedule adds over 40 GB of MLflow artifacts
+    a year for a dozen series (docs/benchmarks.md, Day-N replay finding 7). ``monitoring.tracking.drift_report``
+    says when the whole report goes to the run:
+
+    - ``on_drift`` (default): only on cycles whose verdict is drift, the ones a person opens;
+    - ``always``: every cycle; ``never``: no cycle.
+
+    Other cycles log a note of a few hundred bytes saying where the full picture is: the verdict with every
+    column's score and threshold (``monitoring/drift_summary_latest.json`` of the same run) and the snapshot in
+    the Evidently workspace. ``data/08_reporting/drift_report.html`` always holds the latest full report.
+    """
+    mode = (monitoring.get("tracking") or {}).get("drift_report", "on_drift")
+    if mode not in DRIFT_REPORT_TRACKING:
+        raise MonitoringConfigError(f"monitoring.tracking.drift_report must be one of {DRIFT_REPORT_TRACKING}, "
+                                    f"got {mode!r} (conf/*/parameters_monitoring.yml)")
+    drift = bool(drift_summary["drift"])
+    if mode == "always" or (mode == "on_drift" and drift):
+        return drift_report
+    verdict = "drift" if drift else "no drift"
+    return ("<!doctype html><meta charset=\"utf-8\"><title>ts_kedro drift report not logged</title>\n"
+            f"<p>Verdict of this cycle: <b>{verdict}</b> (drift share {drift_summary.get('drift_share', 0):.2f}, "
+            f"checked at {drift_summary.get('checked_at', 'unknown')}). Evidently's full report was not logged "
+            f"to this run (<code>monitoring.tracking.drift_report: {mode}</code>).</p>\n"
+            "<p>Every column's score and threshold: <code>monitoring/drift_summary_latest.json</code> of this run. "
+            "The Evidently snapshots of the cycle: <code>evidently ui --workspace "
+            "data/08_reporting/evidently_workspace</code> (tags <code>drift</code> / <code>no_drift</code>).</p>\n")
 
 
 def monitoring_metrics(drift_summary: dict[str, Any], ingestion_report: dict[str, Any]) -> dict[str, dict[str, float]]:
