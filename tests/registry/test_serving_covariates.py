@@ -247,3 +247,49 @@ def test_the_logged_model_takes_covariate_mappings_through_its_signature(logged,
     assert status == 400 and "future_covariates lack covariate(s) ['discount_in_percent']" in body, body
     with pytest.raises(MlflowException, match="future_covariates lack covariate"):
         logged.predict(pd.DataFrame(bad))
+
+
+# Prophet (one add_regressor per covariate) and the global LightGBM family (covariates as known-in-advance
+# features of every origin-horizon row) read the same two price covariates; light settings keep the fits quick.
+OTHER_FAMILIES = {
+    "prophet": {"uncertainty_samples": 50, "seed": 0, "n_jobs": 1},
+    "lightgbm": {"horizon": HORIZON, "n_estimators": 50, "n_jobs": 1, "seed": 0},
+}
+
+
+@pytest.mark.parametrize("family", sorted(OTHER_FAMILIES))
+def test_prophet_and_lightgbm_are_served_on_fresh_data_with_their_covariates(family, stallion, monkeypatch):
+    """The same contract as ARIMA's: recent observations with their covariates and the new plan give the
+    inference pipeline's forecast, the plan is read, and the loaded model is left as it was."""
+    day0 = stallion[stallion[TIMESTAMP] < DAY0_END]
+    plan = _between(stallion, DAY0_END, pd.Timestamp(DAY0_END) + pd.DateOffset(months=HORIZON))[
+        [SERIES_ID, TIMESTAMP, *KNOWN]]
+    forecaster = build_forecaster({"class": family, "hyperparameters": {**OTHER_FAMILIES[family],
+                                                                        "known_covariates": KNOWN}},
+                                  freq="MS", season_length=12).fit(day0).set_future_covariates(plan)
+    ids = sorted(day0[SERIES_ID].unique())
+    model = SelectedPanelModel({family: forecaster}, {sid: family for sid in ids}, [], [80, 95], HORIZON,
+                               {"data_window_end": str(day0[TIMESTAMP].max())}).warm_up()
+    assert covariates_read(model) == (KNOWN, [])
+    before = forecast_request(model, pd.DataFrame({SERIES_ID: ids, "horizon": HORIZON}))
+
+    served = forecast_request(model, _request(stallion, ids))
+    assert (served.groupby(SERIES_ID)[TIMESTAMP].min() == pd.Timestamp(FRESH_END)).all()
+    monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: model)
+    history = stallion[stallion[TIMESTAMP] < FRESH_END].reset_index(drop=True)
+    new_plan = _between(stallion, FRESH_END, pd.Timestamp(FRESH_END) + pd.DateOffset(months=HORIZON))[
+        [SERIES_ID, TIMESTAMP, *KNOWN]]
+    pipeline, _ = inference_nodes.forecast_with_champion(
+        history, {"registered_model_name": "m", "conditioning": "update"},
+        {"freq": "MS", "horizon": HORIZON, "levels": [80, 95]}, future_covariates=new_plan)
+    pd.testing.assert_frame_equal(served, pipeline[served.columns].reset_index(drop=True), rtol=1e-6)
+
+    # the plan is read: halving the planned price moves the forecast of some series
+    cheaper = _request(stallion, ids)
+    cheaper["future_covariates"] = [{**p, "price_actual": [v * 0.5 for v in p["price_actual"]]}
+                                    for p in cheaper["future_covariates"]]
+    moved = (forecast_request(model, cheaper)["mean"] - served["mean"]).abs().max()
+    assert moved > 1e-3 * served["mean"].abs().mean()
+
+    after = forecast_request(model, pd.DataFrame({SERIES_ID: ids, "horizon": HORIZON}))
+    pd.testing.assert_frame_equal(after, before)
