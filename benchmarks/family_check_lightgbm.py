@@ -1,4 +1,4 @@
-"""Family check of the global LightGBM forecaster on M4 Hourly and M3 monthly: accuracy, coverage, wall time.
+"""Family check of the global LightGBM forecaster on M4 Hourly and M3 (monthly, quarterly, yearly): accuracy, coverage, wall time.
 
 One engine: the family is backtested, fitted and calibrated by the training pipeline's own nodes
 (``pipelines.training.nodes.backtest_model`` and ``fit_model``, with the frequency profile of the panel), then
@@ -12,6 +12,8 @@ subset     files (../shared/data)                          freq  h     m
 =========  ==============================================  ====  ====  ==
 hourly     m4_hourly/Hourly-{train,test}-long.csv          h     48    24
 monthly    m3/M3_monthly_{train,test}_long.csv             MS    18    12
+quarterly  m3/M3_quarterly_{train,test}_long.csv           QS    8     4
+yearly     m3/M3_yearly_{train,test}_long.csv              YS    6     1
 =========  ==============================================  ====  ====  ==
 
     .venv/bin/python benchmarks/family_check_lightgbm.py hourly                # all 414 series
@@ -40,6 +42,10 @@ SUBSETS = {
                "freq": "h", "horizon": 48, "m": 24},  # dataset fact
     "monthly": {"train": "m3/M3_monthly_train_long.csv", "test": "m3/M3_monthly_test_long.csv",
                 "freq": "MS", "horizon": 18, "m": 12},  # dataset fact
+    "quarterly": {"train": "m3/M3_quarterly_train_long.csv", "test": "m3/M3_quarterly_test_long.csv",
+                  "freq": "QS", "horizon": 8, "m": 4},  # dataset fact
+    "yearly": {"train": "m3/M3_yearly_train_long.csv", "test": "m3/M3_yearly_test_long.csv",
+               "freq": "YS", "horizon": 6, "m": 1},  # dataset fact
 }
 LEVELS = [80, 95]
 

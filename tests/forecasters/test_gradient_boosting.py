@@ -57,3 +57,26 @@ def test_known_covariate_needs_future_values_and_names_the_first_missing_one(sma
     with pytest.raises(ForecasterError, match=f"promo.*{sid}.*{model.future_index(sid, 24)[5]}"):
         model.set_future_covariates(gap).predict(24, [80])
     assert len(model.set_future_covariates(future).predict(24, [80])) == 24 * 3
+
+
+def test_seasonal_diff_scaling_keeps_enough_history_for_update_and_predict(small_panel):
+    """``scaling: seasonal_diff`` reads max(m, horizon) seasonal differences before the origin: the history a fitted
+    model keeps (and moves forward on update) must give the rows the whole series gives."""
+    from ts_kedro.pipelines.feature_engineering.model_input import origin_rows
+
+    rank = small_panel.groupby("series_id").cumcount(ascending=False)
+    # the daily period only, so the scale window (48 differences, 72 values) is the longest reach of any feature
+    model = LightGBMForecaster(freq="h", season_length=24, horizon=48, scaling="seasonal_diff",  # calendar fact
+                               seasonal_periods=[24], **HYPER).fit(small_panel[rank >= 10].reset_index(drop=True))
+    assert model.spec_.scale_window == 48 and model.spec_.history_needed == 48 + 24
+    model.update(small_panel[rank < 10].reset_index(drop=True))
+    x, level, scale, ids = model.forecast_rows(48)
+    sid = ids[0]
+    group = small_panel[small_panel["series_id"] == sid]
+    values = group["value"].to_numpy(float)
+    stamps = pd.DatetimeIndex(group["timestamp"]).append(model.future_index(sid, 48))
+    expected = origin_rows(values, stamps, np.full(48, values.size - 1), np.arange(1, 49), model.spec_)
+    np.testing.assert_allclose(x[:48], expected[0])
+    np.testing.assert_allclose(scale[:48], expected[2])
+    with pytest.raises(ForecasterError, match="scaling must be level or seasonal_diff"):
+        LightGBMForecaster(freq="h", season_length=24, horizon=48, scaling="mase")  # calendar fact

@@ -10,8 +10,10 @@ What (the design of the M5 winners and of Nixtla's mlforecast, in its direct for
 - Multi-horizon strategy: direct with the horizon as a feature. One model serves every step; it never feeds a
   forecast back (no recursion), and each step's quantiles are learnt on the same rows as its mean.
 - Per-series scaling: each row is centred on the mean of the last season before its origin and divided by
-  the mean absolute value of that season, so one tree serves series of any size and level; the forecast is
-  mapped back with the same two numbers.
+  a scale taken at the origin, so one tree serves series of any size and level; the forecast is mapped back
+  with the same two numbers. ``scaling: level`` divides by the mean absolute value of that season;
+  ``seasonal_diff`` by the mean absolute seasonal difference of the last max(m, horizon) steps (MASE's scale,
+  taken locally), so a smooth series with small seasonal changes is not forecast on a coarse axis.
 - Row budget: a panel with more than ``max_training_rows`` pairs keeps a random, seeded share of them.
 - Intervals: one quantile booster per bound of every level in ``interval_levels``; a requested level between
   or outside the trained ones is read off a normal approximation of the nearest trained level. The training
@@ -56,7 +58,7 @@ class LightGBMForecaster(Forecaster):
     ``num_leaves``, ``min_data_in_leaf``, ``feature_fraction``, ``max_training_rows``, ``calendar_features``,
     ``known_covariates`` / ``observed_covariates`` (panel column names, see docs/data_contract.md; null: the
     covariates ``data_processing.source.covariates`` declares of that kind, filled in by the training pipeline),
-    ``n_jobs`` (LightGBM threads, default 1, -1 = all cores), ``device`` (cpu|gpu), ``seed``.
+    ``scaling`` (``level`` | ``seasonal_diff``, see the module docstring), ``n_jobs`` (LightGBM threads, default 1, -1 = all cores), ``device`` (cpu|gpu), ``seed``.
     """
 
     name = "lightgbm"
@@ -68,15 +70,16 @@ class LightGBMForecaster(Forecaster):
                  objective: str = "l2", n_estimators: int = 300, learning_rate: float = 0.05, num_leaves: int = 63,
                  min_data_in_leaf: int = 50, feature_fraction: float = 0.9, max_training_rows: int = 300_000,
                  calendar_features: bool = True, known_covariates: list[str] | None = None,
-                 observed_covariates: list[str] | None = None, n_jobs: int = 1, device: str = "cpu",
-                 seed: int = 0):
+                 observed_covariates: list[str] | None = None, scaling: str = "seasonal_diff", n_jobs: int = 1,
+                 device: str = "cpu", seed: int = 0):
         interval_levels = list(DEFAULT_INTERVAL_LEVELS) if interval_levels is None else [int(v) for v in interval_levels]
         super().__init__(freq, season_length, horizon=horizon, seasonal_periods=seasonal_periods,
                          interval_levels=interval_levels, objective=objective, n_estimators=n_estimators,
                          learning_rate=learning_rate, num_leaves=num_leaves, min_data_in_leaf=min_data_in_leaf,
                          feature_fraction=feature_fraction, max_training_rows=max_training_rows,
                          calendar_features=calendar_features, known_covariates=known_covariates,
-                         observed_covariates=observed_covariates, n_jobs=n_jobs, device=device, seed=seed)
+                         observed_covariates=observed_covariates, scaling=scaling, n_jobs=n_jobs, device=device,
+                         seed=seed)
         if horizon is None:
             raise ForecasterError("lightgbm: horizon (the trained number of steps) is required; build_forecaster "
                                   "passes the panel horizon")
@@ -86,6 +89,8 @@ class LightGBMForecaster(Forecaster):
             raise ForecasterError(f"lightgbm: interval_levels must lie strictly between 0 and 100, got {interval_levels}")
         if objective not in ("l2", "l1"):
             raise ForecasterError(f"lightgbm: objective must be l2 (mean) or l1 (median), got {objective!r}")
+        if scaling not in ("level", "seasonal_diff"):
+            raise ForecasterError(f"lightgbm: scaling must be level or seasonal_diff, got {scaling!r}")
         if device not in ("cpu", "gpu", "cuda"):
             raise ForecasterError(f"lightgbm: device must be cpu, gpu or cuda, got {device!r}")
         for key, value in (("n_estimators", n_estimators), ("num_leaves", num_leaves),
@@ -109,6 +114,7 @@ class LightGBMForecaster(Forecaster):
         clash = sorted(set(self.known_covariates) & set(self.observed_covariates))
         if clash:
             raise ForecasterError(f"lightgbm: covariates {clash} are declared both known_in_advance and observed")
+        self.scaling = scaling
         self.n_jobs, self.device, self.seed = int(n_jobs), device, int(seed)
 
     # -- sizes -------------------------------------------------------------------------------------------------
@@ -142,7 +148,8 @@ class LightGBMForecaster(Forecaster):
         return OriginFeatureSpec(freq=self.freq, horizon=self.horizon, season_length=self.season_length,
                                  periods=integer_periods, calendar_features=tuple(names),
                                  known_covariates=tuple(self.known_covariates),
-                                 observed_covariates=tuple(self.observed_covariates))
+                                 observed_covariates=tuple(self.observed_covariates),
+                                 scaling=getattr(self, "scaling", "level"))
 
     def _check_covariates(self, panel: pd.DataFrame) -> None:
         missing = [c for c in (*self.known_covariates, *self.observed_covariates) if c not in panel.columns]

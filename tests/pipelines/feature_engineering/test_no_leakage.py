@@ -69,21 +69,22 @@ def test_the_in_sample_decomposition_does_look_ahead(long_hourly_panel, setup):
 
 
 # -- origin-horizon rows of the global direct models (model_input.origin_rows, the lightgbm family's input) --------
-def _origin_spec():
+def _origin_spec(scaling="level"):
     from ts_kedro.pipelines.feature_engineering.model_input import OriginFeatureSpec
 
     # the hourly profile of these series: season 24, weekly period 168, hour/weekday calendar terms
     return OriginFeatureSpec(freq="h", horizon=48, season_length=24, periods=(24, 168),  # calendar fact
-                             calendar_features=("hour", "weekday"))
+                             calendar_features=("hour", "weekday"), scaling=scaling)
 
 
+@pytest.mark.parametrize("scaling", ["level", "seasonal_diff"])
 @pytest.mark.parametrize("t0", [200, 505, 699])
-def test_origin_rows_before_t0_do_not_depend_on_values_from_t0_on(long_hourly_panel, t0):
+def test_origin_rows_before_t0_do_not_depend_on_values_from_t0_on(long_hourly_panel, t0, scaling):
     """Every feature (and the row's level and scale) of an origin before t0 is unchanged when values from t0 on are
     multiplied by 100; the targets of rows whose target lies at or after t0 do change (the test can fail)."""
     from ts_kedro.pipelines.feature_engineering.model_input import origin_rows, training_pairs
 
-    spec = _origin_spec()
+    spec = _origin_spec(scaling)
     perturbed_panel, _ = _perturb_from(long_hourly_panel, t0)
     for (sid, group), (_, changed) in zip(long_hourly_panel.groupby("series_id"), perturbed_panel.groupby("series_id")):
         values, altered = group["value"].to_numpy(float), changed["value"].to_numpy(float)
@@ -105,11 +106,12 @@ def test_origin_rows_before_t0_do_not_depend_on_values_from_t0_on(long_hourly_pa
             assert not np.allclose(y0, y1, equal_nan=True)
 
 
-def test_origin_rows_are_the_same_from_a_history_cut_after_their_target(long_hourly_panel):
+@pytest.mark.parametrize("scaling", ["level", "seasonal_diff"])
+def test_origin_rows_are_the_same_from_a_history_cut_after_their_target(long_hourly_panel, scaling):
     """Per-origin scaling: a backtest on a truncated panel sees exactly the rows the whole history gives."""
     from ts_kedro.pipelines.feature_engineering.model_input import origin_rows, training_pairs
 
-    spec = _origin_spec()
+    spec = _origin_spec(scaling)
     group = long_hourly_panel[long_hourly_panel["series_id"] == long_hourly_panel["series_id"].iloc[0]]
     values, stamps = group["value"].to_numpy(float), pd.DatetimeIndex(group["timestamp"])
     cut = 600
@@ -118,3 +120,19 @@ def test_origin_rows_are_the_same_from_a_history_cut_after_their_target(long_hou
     truncated = origin_rows(values[:cut], stamps[:cut], origins, horizons, spec)
     for a, b in zip(whole, truncated):
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_seasonal_diff_scale_is_the_mean_absolute_seasonal_difference_of_its_window():
+    """Hand-checkable: m = 2, horizon 3, so the window holds the last 3 seasonal differences that exist."""
+    from ts_kedro.pipelines.feature_engineering.model_input import OriginFeatureSpec, origin_rows
+
+    spec = OriginFeatureSpec(freq="D", horizon=3, season_length=2, periods=(2,), calendar_features=(),
+                             scaling="seasonal_diff")
+    values = np.array([1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0])
+    stamps = pd.date_range("2026-01-01", periods=values.size + 3, freq="D")
+    # |y[t] - y[t-2]| for t = 2..7: 3, 6, 4, 0, 0, 0
+    _, level, scale, _ = origin_rows(values, stamps, np.array([1, 2, 3, 4, 7]), np.ones(5, int), spec)
+    fallback_1 = (1.0 + 2.0) / 2  # origin 1: no difference yet -> mean |y| of the last season
+    np.testing.assert_allclose(scale, [fallback_1, 3.0, (3 + 6) / 2, (3 + 6 + 4) / 3, 8.0])  # o=7: zeros -> |y|
+    np.testing.assert_allclose(level, [1.5, 3.0, 6.0, 8.0, 8.0])
+    assert spec.scale_window == 3 and spec.history_needed == 5

@@ -8,9 +8,13 @@ quantile models trained on the same rows).
 Leak-free by construction: every feature of a row is computed from ``y[..o]`` (values up to and including the
 origin), from the target's timestamp (calendar terms) or from covariates declared known in advance at the
 target's time; an observed covariate enters only through its value at the origin or earlier. The per-row
-scaling is also taken at the origin (``level``: the mean of the last ``level_window`` values; ``scale``: their
-mean absolute value), so a row is the same whether it is built from the whole history or from a history cut
-right after its target: a backtest on a truncated panel sees exactly these rows (``tests`` check it).
+scaling is also taken at the origin (``level``: the mean of the last ``level_window`` values; ``scale``, with
+``scaling: level``: their mean absolute value; with ``scaling: seasonal_diff``: the mean absolute seasonal
+difference ``|y[t] - y[t-m]|`` over the last ``scale_window`` = max(m, horizon) steps, the in-sample scale of
+MASE taken locally, so the trees learn in MASE units), so a row is the same whether it is built from the whole
+history or from a history cut right after its target: a backtest on a truncated panel sees exactly these rows
+(``tests`` check it). A scale of zero falls back to the mean absolute value of the last season, then of the
+history so far, then 1.
 
 Features (all on the scaled axis ``(y - level) / scale``):
 
@@ -37,6 +41,8 @@ import pandas as pd
 
 from . import calendar
 
+SCALINGS = ("level", "seasonal_diff")
+
 
 @dataclass(frozen=True)
 class OriginFeatureSpec:
@@ -52,21 +58,27 @@ class OriginFeatureSpec:
     calendar_features: tuple[str, ...]
     known_covariates: tuple[str, ...] = ()
     observed_covariates: tuple[str, ...] = ()
+    scaling: str = "level"  # level | seasonal_diff (see the module docstring)
     lags: tuple[int, ...] = field(init=False)
     windows: tuple[int, ...] = field(init=False)
     level_window: int = field(init=False)
+    scale_window: int = field(init=False)
 
     def __post_init__(self):
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}")
         m = max(int(self.season_length), 1)
         longer = tuple(p for p in self.periods if p > m)
         object.__setattr__(self, "lags", tuple(range(1, m + 1)) + longer)
         object.__setattr__(self, "windows", tuple(w for w in (m, *longer) if w >= 2))
         object.__setattr__(self, "level_window", m)
+        object.__setattr__(self, "scale_window", max(m, int(self.horizon)) if self.scaling == "seasonal_diff" else m)
 
     @property
     def history_needed(self) -> int:
         """Values before the forecast origin that any feature reads (older ones never matter)."""
-        return max([*self.lags, *self.windows, *self.periods, self.level_window])
+        scale_reach = self.scale_window + max(int(self.season_length), 1) if self.scaling == "seasonal_diff" else 0
+        return max([*self.lags, *self.windows, *self.periods, self.level_window, scale_reach])
 
     def feature_names(self) -> list[str]:
         names = ["horizon", *(f"lag_{k}" for k in self.lags), *(f"seasonal_{p}" for p in self.periods)]
@@ -114,6 +126,8 @@ def origin_rows(values: np.ndarray, timestamps: pd.DatetimeIndex, origins: np.nd
     # a window of zeros (intermittent demand): the mean absolute value of the whole history so far, else 1
     expanding = padded_abs[origins + 1] / (origins + 1)
     scale = np.where(scale > 0, scale, np.where(expanding > 0, expanding, 1.0))
+    if spec.scaling == "seasonal_diff":
+        scale = _seasonal_diff_scale(values, origins, max(int(spec.season_length), 1), spec.scale_window, scale)
 
     def scaled_at(positions: np.ndarray) -> np.ndarray:
         inside = (positions >= 0) & (positions < values.size)
@@ -146,6 +160,19 @@ def origin_rows(values: np.ndarray, timestamps: pd.DatetimeIndex, origins: np.nd
         columns.append(np.asarray(covariates[name], float)[origins])
     features = np.column_stack(columns) if columns else np.empty((origins.size, 0))
     return features, level, scale, targets
+
+
+def _seasonal_diff_scale(values: np.ndarray, origins: np.ndarray, m: int, window: int,
+                         fallback: np.ndarray) -> np.ndarray:
+    """Mean ``|y[t] - y[t-m]|`` over t in (o - window, o] (the differences that exist), per origin o; where there is
+    none, or all are zero, ``fallback``."""
+    diffs = np.abs(values[m:] - values[:-m]) if values.size > m else np.empty(0)
+    cumulative = np.r_[0.0, np.cumsum(diffs)]
+    high = np.clip(origins - m + 1, 0, diffs.size)  # differences of t <= o: positions [.., high) of diffs
+    low = np.clip(high - window, 0, None)
+    count = high - low
+    mean = np.where(count > 0, (cumulative[high] - cumulative[low]) / np.maximum(count, 1), 0.0)
+    return np.where(mean > 0, mean, fallback)
 
 
 def training_pairs(n_obs: int, spec: OriginFeatureSpec, keep_probability: float,
