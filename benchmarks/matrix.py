@@ -245,13 +245,17 @@ def run_peers(train: pd.DataFrame, horizon: int, freq: str, season: int, periods
 
 
 def benchmark(name: str, every: int, limit: int | None, families: str | None, workroot: Path,
-              peers: list[str] | None = None) -> dict:
-    """One dataset: the kedro run on its training part, the peers on the same cleaned panel, all scored."""
+              peers: list[str] | None = None, tag: str | None = None) -> dict:
+    """One dataset: the kedro run on its training part, the peers on the same cleaned panel, all scored.
+
+    ``tag`` names a variant (e.g. other families): its working folder and result file get ``_<tag>``, so the
+    shipped configuration's results are not overwritten."""
     loader, freq, horizon, published = DATASETS[name]
     train, test = subset(*loader(), every, limit)
-    print(f"{name}: {train['series_id'].nunique()} series, kedro run ...", flush=True)
-    ours = run_kedro(workroot / name, train, freq, horizon, families)
-    test.to_csv(workroot / name / "test.csv", index=False)  # for benchmarks/selection_replay.py --test
+    label = f"{name}_{tag}" if tag else name
+    print(f"{label}: {train['series_id'].nunique()} series, kedro run ...", flush=True)
+    ours = run_kedro(workroot / label, train, freq, horizon, families)
+    test.to_csv(workroot / label / "test.csv", index=False)  # for benchmarks/selection_replay.py --test
     # The panel the pipeline trained on (gaps regularised and imputed, quarantined series out): the peers get
     # the same, and it is the in-sample part of every scaled measure.
     panel = ours["panel"]
@@ -264,14 +268,14 @@ def benchmark(name: str, every: int, limit: int | None, families: str | None, wo
     for peer, (forecast, wall) in run_peers(panel[["series_id", "timestamp", "value"]], horizon, freq, season,
                                             list(profile["seasonal_periods"]), only=peers).items():
         rows[peer] = {**score(forecast, test, panel, season, LEVELS), "wall_s": wall}
-    result = {"dataset": name, "freq": freq, "horizon": horizon, "season_length": season,
+    result = {"dataset": name, "tag": tag, "freq": freq, "horizon": horizon, "season_length": season,
               "n_series": int(train["series_id"].nunique()), "n_kept": int(panel["series_id"].nunique()),
               "every": every, "published": published, "families": families or "shipped",
               "selection": {k: ours[k] for k in ("choice_counts", "overall_model", "ensemble_members")},
               "scores": rows}
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
+    (out / f"{label}.json").write_text(json.dumps(result, indent=2, default=float))
     return result
 
 
@@ -319,6 +323,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "data" / "benchmarks")
     parser.add_argument("--peers", default=None, help="only these peers, e.g. autoets,autotheta,mstl (default: all; "
                         "seasonal_naive always runs)")
+    parser.add_argument("--tag", default=None, help="variant name: results go to benchmarks/results/<dataset>_<tag>.json")
     parser.add_argument("--summary", default=None, help="only print the joint table of these finished datasets")
     args = parser.parse_args(argv)
     if args.summary:
@@ -329,7 +334,7 @@ def main(argv=None) -> None:
     families = args.families or ("seasonal_naive,arima,ets,theta,intermittent" if args.quick else None)
     for name in args.datasets.split(","):
         peers = args.peers.split(",") if args.peers else None
-        print(markdown(benchmark(name, args.every, limit, families, args.workdir, peers)), flush=True)
+        print(markdown(benchmark(name, args.every, limit, families, args.workdir, peers, args.tag)), flush=True)
 
 
 if __name__ == "__main__":
