@@ -75,6 +75,12 @@ def test_anomaly_report_holds_history_flags_and_unexpected_actuals(day0, reporti
     assert (report["source"] == "actuals").sum() == summary["n_actuals_anomalies"]
     assert summary["n_actuals_anomalies"] >= summary["n_outside_interval"] > 0
     assert set(report["source"]) == {"history", "actuals"}
+    flagged_row = panel.loc[10, "series_id"]
+    assert summary["per_series"][flagged_row]["history"] == 1
+    assert summary["per_series"] == {  # the counts, by their definition
+        sid: {source: int(((report["series_id"] == sid) & (report["source"] == source)).sum())
+              for source in ("history", "actuals")} for sid in sorted(report["series_id"].unique())}
+    assert list(summary["per_series"]) == sorted(summary["per_series"])
 
 
 def test_prediction_plot_draws_every_series_with_anomalies(day0, reporting, tmp_path):

@@ -93,13 +93,18 @@ def build_anomaly_report(primary_panel: pd.DataFrame, candidate_backtests: pd.Da
         "n_outside_interval": int(scored["outside_interval"].sum()),
         "n_residual_outliers": int(scored["residual_outlier"].sum()),
         "outside_interval_share": float(scored["outside_interval"].mean()) if len(scored) else 0.0,
-        "per_series": {
-            str(sid): {"history": int((report["series_id"].eq(sid) & report["source"].eq("history")).sum()),
-                       "actuals": int((report["series_id"].eq(sid) & report["source"].eq("actuals")).sum())}
-            for sid in sorted(report["series_id"].unique())
-        },
+        "per_series": _counts_per_series(report),
     }
     return report, summary
+
+
+def _counts_per_series(report: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """``{series: {"history": n, "actuals": n}}`` for the series with a flagged point, in one group-by (a filter
+    per series was quadratic: 100,000 series spent most of an hour here)."""
+    counts = report.groupby(["series_id", "source"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=["history", "actuals"], fill_value=0)
+    return {str(sid): {"history": int(row["history"]), "actuals": int(row["actuals"])}
+            for sid, row in sorted(counts.iterrows(), key=lambda item: str(item[0]))}
 
 
 # -- plots --------------------------------------------------------------------------------------------------------
