@@ -304,6 +304,8 @@ class LightGBMForecaster(Forecaster):
                                   f"hyperparameter horizon >= {horizon}")
         if self.known_covariates and future_covariates is None:
             future_covariates = getattr(self, "future_covariates_", None)
+        plans = ({} if future_covariates is None or not self.known_covariates else
+                 {sid: rows.set_index(TIMESTAMP) for sid, rows in future_covariates.groupby(SERIES_ID, sort=False)})
         rows, levels, scales, ids = [], [], [], []
         for sid in self.fitted_series_ids_:
             values = self.history_[sid]
@@ -312,7 +314,7 @@ class LightGBMForecaster(Forecaster):
             stamps = past.append(future)
             covariates = {name: np.r_[v, np.full(horizon, np.nan)] for name, v in self.covariate_history_[sid].items()}
             for name in self.known_covariates:
-                covariates[name][values.size:] = _future_values(future_covariates, sid, name, future)
+                covariates[name][values.size:] = _future_values(plans.get(sid), sid, name, future)
             origins = np.full(horizon, values.size - 1)
             x, level, scale, _ = origin_rows(values, stamps, origins, np.arange(1, horizon + 1), self.spec_, covariates)
             rows.append(x)
@@ -397,15 +399,14 @@ def _threads(n_jobs: int) -> int:
     return max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
 
 
-def _future_values(future_covariates: pd.DataFrame | None, series_id, name: str,
-                   future: pd.DatetimeIndex) -> np.ndarray:
-    """``name`` of ``series_id`` at every ``future`` timestamp; a clear error at the first one missing."""
-    if future_covariates is None or name not in future_covariates:
+def _future_values(plan: pd.DataFrame | None, series_id, name: str, future: pd.DatetimeIndex) -> np.ndarray:
+    """``name`` of ``series_id`` at every ``future`` timestamp from that series' plan (indexed by timestamp; grouped
+    once per call of ``forecast_rows``, not filtered per series); a clear error at the first one missing."""
+    if plan is None or name not in plan:
         raise ForecasterError(f"lightgbm: known-in-advance covariate {name!r} has no future values for series "
                               f"{series_id!r} (first missing timestamp {future[0]}); provide future_covariates "
                               "covering the horizon")
-    rows = future_covariates[future_covariates[SERIES_ID] == series_id].set_index(TIMESTAMP)[name]
-    values = rows.reindex(future)
+    values = plan[name].reindex(future)
     if values.isna().any():
         first = future[int(np.flatnonzero(values.isna().to_numpy())[0])]
         raise ForecasterError(f"lightgbm: future_covariates lack covariate {name!r} for series {series_id!r} at "
