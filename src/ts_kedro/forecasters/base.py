@@ -186,7 +186,8 @@ class Forecaster(abc.ABC):
         fitted series) is narrowed to the kept series, everything else is shared. Serving uses it to update and
         forecast the few series of a request without touching the rest of the panel.
         """
-        keep = [sid for sid in self.series_ids_ if sid in set(series_ids)]
+        wanted = set(series_ids)
+        keep = [sid for sid in self.series_ids_ if sid in wanted]
         unknown = sorted(set(series_ids) - set(self.series_ids_), key=str)
         if unknown:
             raise ForecasterError(f"{self.name}: series {unknown[:10]} were not fitted by this model")

@@ -87,10 +87,11 @@ class SelectedPanelModel:
         if ENSEMBLE in self.choice.values() and not self.ensemble_members:
             raise PanelModelError("some series chose 'ensemble' but ensemble_members is empty")
 
+        fitted = {name: set(model.series_ids_) for name, model in self.family_models.items()}  # once, not per series
         for series_id, family in self.choice.items():
             needed = self.ensemble_members if family == ENSEMBLE else [family]
             for member in needed:
-                if series_id not in set(self.family_models[member].series_ids_):
+                if series_id not in fitted[member]:
                     raise PanelModelError(
                         f"series {series_id!r} is routed to {family!r} but family {member!r} was not fitted on it"
                     )

@@ -252,7 +252,8 @@ def forecast_request(panel_model: SelectedPanelModel, request) -> pd.DataFrame:
         fresh_ids = list(dict.fromkeys(recent[SERIES_ID]))
         if known:
             _require_plans(request, series_ids, fresh_ids, plans, known)
-        conditioned = [s for s in series_ids if s in set(fresh_ids) or s in plans]
+        fresh = set(fresh_ids)
+        conditioned = [s for s in series_ids if s in fresh or s in plans]
         if not conditioned:
             return panel_model.predict(series_ids, horizon=horizons, levels=levels)
         unknown = [s for s in conditioned if s not in panel_model.choice]
@@ -264,7 +265,8 @@ def forecast_request(panel_model: SelectedPanelModel, request) -> pd.DataFrame:
         if not recent.empty:
             updated = updated.update(recent, refit_on_failure=False)
         parts = _conditioned_forecasts(updated, conditioned, horizons, plans, known, levels)
-        stale_ids = [s for s in series_ids if s not in set(conditioned)]
+        conditioned_set = set(conditioned)
+        stale_ids = [s for s in series_ids if s not in conditioned_set]
         if stale_ids:
             parts.append(panel_model.predict(stale_ids, horizon={s: horizons[s] for s in stale_ids}, levels=levels))
         order = {s: i for i, s in enumerate(series_ids)}
@@ -311,8 +313,9 @@ def _conditioned_forecasts(updated: SelectedPanelModel, conditioned: list[str], 
 def _plan_frame(updated: SelectedPanelModel, plans: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
     """The plans as ``series_id, timestamp, <known covariates>`` on the model's grid, from each series' origin."""
     frames = []
+    fitted = [(m, set(m.series_ids_)) for m in updated.family_models.values()]
     for series_id, values in plans.items():
-        families = [m for m in updated.family_models.values() if series_id in set(m.series_ids_)]
+        families = [m for m, ids in fitted if series_id in ids]
         origin = max(m.last_timestamp_[series_id] for m in families)
         steps = len(next(iter(values.values())))
         stamps = pd.date_range(origin, periods=steps + 1, freq=families[0].freq)[1:]

@@ -78,7 +78,8 @@ def forecast_with_champion(
     mode = _conditioning(inference)
     champion = load_champion_model(inference["registered_model_name"], inference.get("tracking_uri"))
     loaded = time.perf_counter()
-    served = [s for s in champion.series_ids if s in set(history_primary_panel[SERIES_ID])]
+    in_history = set(history_primary_panel[SERIES_ID])  # built once: inside the comprehension it is per series
+    served = [s for s in champion.series_ids if s in in_history]
     if not served:
         raise StaleChampionError("the champion serves none of the history's series: retrain (Day 0) first")
     history = history_primary_panel[history_primary_panel[SERIES_ID].isin(served)]

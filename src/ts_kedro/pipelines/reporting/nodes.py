@@ -35,7 +35,8 @@ def select_report_series(primary_panel: pd.DataFrame, reporting: dict[str, Any])
     available = sorted(primary_panel["series_id"].unique())
     wanted = reporting.get("series")
     if wanted:
-        unknown = [s for s in wanted if s not in set(available)]
+        known = set(available)
+        unknown = [s for s in wanted if s not in known]
         if unknown:
             raise InterpretabilityError(
                 f"reporting.series in conf/base/parameters_reporting.yml names {unknown}, which are not in "
