@@ -61,11 +61,15 @@ def confidence_scores(
     choice = dict(selection.get("choice") or {})
     overall = selection.get("overall_model")
     scale = panel.groupby("series_id")["value"].apply(lambda v: float(np.abs(v).mean()))
+    # each series' chosen model's rows, grouped once (a filter per series is quadratic in the panel size)
+    chosen_model = candidate_backtests["series_id"].map(choice).fillna(overall)
+    chosen = candidate_backtests[candidate_backtests["model"] == chosen_model].dropna(subset=["actual"])
+    by_series = dict(tuple(chosen.groupby("series_id", sort=False)))
+    empty = chosen.iloc[:0]
     rows = []
     for series_id in scale.index:
         model = choice.get(series_id, overall)
-        points = candidate_backtests[(candidate_backtests["series_id"] == series_id)
-                                     & (candidate_backtests["model"] == model)].dropna(subset=["actual"])
+        points = by_series.get(series_id, empty)
         if points.empty:
             raise InterpretabilityError(
                 f"series {series_id!r}: no backtest rows of its chosen model {model!r} in candidate_backtests; "
