@@ -29,7 +29,7 @@ statsforecast runs the peers of the chosen families only (SeasonalNaive, AutoETS
 ``ets``, ``theta``), so a ``--families seasonal_naive`` run compares like with like.
 
 Output: ``benchmarks/results/scale_<size>_<mode>.json`` (``..._<families>.json`` for other than the default fast
-families; each names the commit it measured) and a markdown table on stdout for docs/benchmarks.md.
+families; each names the commit it measured and whether src/ or conf/ had uncommitted changes) and a markdown table on stdout for docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from day_n_replay import source_description  # the commit (or snapshot) measured, and uncommitted changes
 from matrix import _watch_memory
 
 SOURCES = {  # name -> (file under ../shared/data, panel.freq, panel.horizon): M3's own frequencies and horizons
@@ -166,13 +167,6 @@ def run_statsforecast(workdir: Path, freq: str, horizon: int, season: int, famil
     return measured(command, workdir, {**os.environ}, "statsforecast.log")
 
 
-def _commit() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes), so a result names the code it measured."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--", "src") else "")
-
-
 def markdown(results: list[dict]) -> str:
     head = ("| series | mode | Day 0 wall s | Day 0 CPU s/series | Day 0 peak RSS MB (largest process / tree) | "
             "Day N wall s | Day N CPU s/series | Day N peak RSS MB (largest / tree) | statsforecast wall s | "
@@ -228,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
                 result["statsforecast"] = run_statsforecast(workdir, freq, horizon, season, args.families)
                 statsforecast_done = True
             result["load_avg_at_end"] = os.getloadavg()[0]
-            result["commit"] = _commit()
+            result["source"] = source_description()
             suffix = "" if args.families == FAST_FAMILIES else "_" + args.families.replace(",", "+")
             (results_dir / f"scale_{n_series}_{mode}{suffix}.json").write_text(json.dumps(result, indent=2))
             print(json.dumps(result), flush=True)

@@ -43,12 +43,35 @@ def _between(panel: pd.DataFrame, start, end) -> pd.DataFrame:
     return panel[(panel[TIMESTAMP] >= start) & (panel[TIMESTAMP] < end)].reset_index(drop=True)
 
 
+def _plan_after(stallion: pd.DataFrame, start: str) -> pd.DataFrame:
+    """The real price covariates of the HORIZON months from ``start``: the plan a forecast from there reads."""
+    return _between(stallion, start, pd.Timestamp(start) + pd.DateOffset(months=HORIZON))[[SERIES_ID, TIMESTAMP, *KNOWN]]
+
+
+def _pipeline_forecast(model: SelectedPanelModel, stallion: pd.DataFrame, monkeypatch) -> pd.DataFrame:
+    """What the inference pipeline forecasts with ``model`` as champion: ``update`` on the history to FRESH_END,
+    the plan of the months after it, ``predict``."""
+    monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: model)
+    history = stallion[stallion[TIMESTAMP] < FRESH_END].reset_index(drop=True)
+    forecasts, _ = inference_nodes.forecast_with_champion(
+        history, {"registered_model_name": "m", "conditioning": "update"},
+        {"freq": "MS", "horizon": HORIZON, "levels": [80, 95]}, future_covariates=_plan_after(stallion, FRESH_END))
+    return forecasts
+
+
+def _with_planned_price(request: pd.DataFrame, factor: float) -> pd.DataFrame:
+    """``request`` with every row's planned price multiplied by ``factor``."""
+    changed = request.copy()
+    changed["future_covariates"] = [{**plan, "price_actual": [p * factor for p in plan["price_actual"]]}
+                                    for plan in changed["future_covariates"]]
+    return changed
+
+
 @pytest.fixture(scope="module")
 def panel_model(stallion) -> SelectedPanelModel:
     """ARIMA with the price covariates, a seasonal naive without, and their median; the plan for 2017-01..06."""
     day0 = stallion[stallion[TIMESTAMP] < DAY0_END]
-    plan = _between(stallion, DAY0_END, pd.Timestamp(DAY0_END) + pd.DateOffset(months=HORIZON))[
-        [SERIES_ID, TIMESTAMP, *KNOWN]]
+    plan = _plan_after(stallion, DAY0_END)
     arima = build_forecaster({"class": "arima", "hyperparameters": {**FAST_ARIMA, "known_covariates": KNOWN}},
                              freq="MS", season_length=12).fit(day0).set_future_covariates(plan)
     naive = build_forecaster({"class": "seasonal_naive", "hyperparameters": {}}, freq="MS", season_length=12).fit(day0)
@@ -90,20 +113,11 @@ def test_recent_observations_with_covariates_give_the_inference_pipelines_foreca
     assert len(served) == HORIZON * len(panel_model.series_ids)
 
     # the inference pipeline's path: update on the history, the new horizon's plan, predict
-    monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: panel_model)
-    history = stallion[stallion[TIMESTAMP] < FRESH_END].reset_index(drop=True)
-    plan = _between(stallion, FRESH_END, pd.Timestamp(FRESH_END) + pd.DateOffset(months=HORIZON))[
-        [SERIES_ID, TIMESTAMP, *KNOWN]]
-    pipeline, _ = inference_nodes.forecast_with_champion(
-        history, {"registered_model_name": "m", "conditioning": "update"},
-        {"freq": "MS", "horizon": HORIZON, "levels": [80, 95]}, future_covariates=plan)
+    pipeline = _pipeline_forecast(panel_model, stallion, monkeypatch)
     pd.testing.assert_frame_equal(served, pipeline[served.columns].reset_index(drop=True))
 
     # the plan is read: a lower planned price changes the ARIMA forecast (and only the ARIMA-served series)
-    cheaper = _request(stallion, panel_model.series_ids)
-    cheaper["future_covariates"] = [{**plan, "price_actual": [p * 0.8 for p in plan["price_actual"]]}
-                                    for plan in cheaper["future_covariates"]]
-    changed = forecast_request(panel_model, cheaper)
+    changed = forecast_request(panel_model, _with_planned_price(_request(stallion, panel_model.series_ids), 0.8))
     moved = (changed["mean"] - served["mean"]).abs().groupby(served[SERIES_ID]).max()
     arima_id, naive_id, _ = panel_model.series_ids
     assert moved[arima_id] > 1e-3 * served["mean"].abs().mean() and moved[naive_id] == 0
@@ -262,8 +276,7 @@ def test_prophet_and_lightgbm_are_served_on_fresh_data_with_their_covariates(fam
     """The same contract as ARIMA's: recent observations with their covariates and the new plan give the
     inference pipeline's forecast, the plan is read, and the loaded model is left as it was."""
     day0 = stallion[stallion[TIMESTAMP] < DAY0_END]
-    plan = _between(stallion, DAY0_END, pd.Timestamp(DAY0_END) + pd.DateOffset(months=HORIZON))[
-        [SERIES_ID, TIMESTAMP, *KNOWN]]
+    plan = _plan_after(stallion, DAY0_END)
     forecaster = build_forecaster({"class": family, "hyperparameters": {**OTHER_FAMILIES[family],
                                                                         "known_covariates": KNOWN}},
                                   freq="MS", season_length=12).fit(day0).set_future_covariates(plan)
@@ -275,20 +288,12 @@ def test_prophet_and_lightgbm_are_served_on_fresh_data_with_their_covariates(fam
 
     served = forecast_request(model, _request(stallion, ids))
     assert (served.groupby(SERIES_ID)[TIMESTAMP].min() == pd.Timestamp(FRESH_END)).all()
-    monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: model)
-    history = stallion[stallion[TIMESTAMP] < FRESH_END].reset_index(drop=True)
-    new_plan = _between(stallion, FRESH_END, pd.Timestamp(FRESH_END) + pd.DateOffset(months=HORIZON))[
-        [SERIES_ID, TIMESTAMP, *KNOWN]]
-    pipeline, _ = inference_nodes.forecast_with_champion(
-        history, {"registered_model_name": "m", "conditioning": "update"},
-        {"freq": "MS", "horizon": HORIZON, "levels": [80, 95]}, future_covariates=new_plan)
+    pipeline = _pipeline_forecast(model, stallion, monkeypatch)
     pd.testing.assert_frame_equal(served, pipeline[served.columns].reset_index(drop=True), rtol=1e-6)
 
     # the plan is read: halving the planned price moves the forecast of some series
-    cheaper = _request(stallion, ids)
-    cheaper["future_covariates"] = [{**p, "price_actual": [v * 0.5 for v in p["price_actual"]]}
-                                    for p in cheaper["future_covariates"]]
-    moved = (forecast_request(model, cheaper)["mean"] - served["mean"]).abs().max()
+    moved = (forecast_request(model, _with_planned_price(_request(stallion, ids), 0.5))["mean"]
+             - served["mean"]).abs().max()
     assert moved > 1e-3 * served["mean"].abs().mean()
 
     after = forecast_request(model, pd.DataFrame({SERIES_ID: ids, "horizon": HORIZON}))

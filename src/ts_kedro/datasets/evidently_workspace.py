@@ -10,8 +10,9 @@ to the project ``project`` of the workspace folder ``path``, creating the projec
 ``{workspace, project_id, snapshot_ids: {name: id}, retained_runs, deleted_snapshot_ids}`` to ``filepath``.
 ``load()`` returns that record; the snapshots themselves are read with ``evidently ui --workspace <path>``.
 
-Retention: a snapshot costs about 0.1 MB per series (the per-series drift snapshot of 12 series is 1.1 MB, of
-414 about 38 MB), and a Day-N cycle adds one per run, so an unbounded workspace grows without limit. With
+Retention: a run's per-series drift snapshot measured 1.1 MB for 12 series (about 0.09 MB per series, so some
+38 MB for 414 by extrapolation; docs/benchmarks.md, Day-N replay finding 7), and every Day-N cycle adds one, so
+an unbounded workspace grows without limit. With
 ``keep_last: N`` the workspace keeps the snapshots of the newest N saves of this dataset and deletes older
 ones; ``null`` keeps all. Only snapshots this dataset added and recorded (``retained_runs``, oldest first) are
 ever deleted: runs added by hand or by another project are never touched. A save killed part way leaves at

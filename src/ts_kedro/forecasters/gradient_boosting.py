@@ -89,8 +89,10 @@ class LightGBMForecaster(Forecaster):
             raise ForecasterError(f"lightgbm: interval_levels must lie strictly between 0 and 100, got {interval_levels}")
         if objective not in ("l2", "l1"):
             raise ForecasterError(f"lightgbm: objective must be l2 (mean) or l1 (median), got {objective!r}")
-        if scaling not in ("level", "seasonal_diff"):
-            raise ForecasterError(f"lightgbm: scaling must be level or seasonal_diff, got {scaling!r}")
+        from ts_kedro.pipelines.feature_engineering.model_input import SCALINGS  # as _spec: not at import time
+
+        if scaling not in SCALINGS:
+            raise ForecasterError(f"lightgbm: scaling must be {' or '.join(SCALINGS)}, got {scaling!r}")
         if device not in ("cpu", "gpu", "cuda"):
             raise ForecasterError(f"lightgbm: device must be cpu, gpu or cuda, got {device!r}")
         for key, value in (("n_estimators", n_estimators), ("num_leaves", num_leaves),

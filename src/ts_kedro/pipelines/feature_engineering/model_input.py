@@ -77,7 +77,7 @@ class OriginFeatureSpec:
     @property
     def history_needed(self) -> int:
         """Values before the forecast origin that any feature reads (older ones never matter)."""
-        scale_reach = self.scale_window + max(int(self.season_length), 1) if self.scaling == "seasonal_diff" else 0
+        scale_reach = self.scale_window + self.level_window if self.scaling == "seasonal_diff" else 0  # window + lag m
         return max([*self.lags, *self.windows, *self.periods, self.level_window, scale_reach])
 
     def feature_names(self) -> list[str]:
@@ -127,7 +127,7 @@ def origin_rows(values: np.ndarray, timestamps: pd.DatetimeIndex, origins: np.nd
     expanding = padded_abs[origins + 1] / (origins + 1)
     scale = np.where(scale > 0, scale, np.where(expanding > 0, expanding, 1.0))
     if spec.scaling == "seasonal_diff":
-        scale = _seasonal_diff_scale(values, origins, max(int(spec.season_length), 1), spec.scale_window, scale)
+        scale = _seasonal_diff_scale(values, origins, spec.level_window, spec.scale_window, scale)  # lag m
 
     def scaled_at(positions: np.ndarray) -> np.ndarray:
         inside = (positions >= 0) & (positions < values.size)

@@ -101,7 +101,7 @@ def build_anomaly_report(primary_panel: pd.DataFrame, candidate_backtests: pd.Da
 
 def _counts_per_series(report: pd.DataFrame) -> dict[str, dict[str, int]]:
     """``{series: {"history": n, "actuals": n}}`` for the series with a flagged point, in one group-by (a filter
-    per series was quadratic: 100,000 series spent most of an hour here)."""
+    per series is quadratic: a 100,000-series run was stopped after 28 minutes in it, docs/benchmarks.md "Scale")."""
     counts = report.groupby(["series_id", "source"]).size().unstack(fill_value=0)
     counts = counts.reindex(columns=["history", "actuals"], fill_value=0)
     return {str(sid): {"history": int(row["history"]), "actuals": int(row["actuals"])}
