@@ -169,3 +169,39 @@ def test_with_future_covariates_gives_the_new_plan_to_the_covariate_families_onl
     expected = new_plan[new_plan["series_id"] == first]["price"].to_numpy()[:48]
     assert served["mean"].to_numpy() == pytest.approx(expected)
     assert model.predict([first], horizon=48)["mean"].to_numpy() == pytest.approx(expected / 2)
+
+
+def test_ensemble_calibration_adjusts_the_ensemble_series_only_and_survives_derived_models(panel_model, families,
+                                                                                          small_panel):
+    """``ensemble_calibration`` (evaluation.conformal.ensemble_adjustments) moves the median's bounds by q times
+    the width at each step; series served by one family keep that family's intervals; every model derived from
+    this one (restricted_to, refit, with_future_covariates, a pickle round trip) keeps it; a pickle from before the attribute
+    existed still predicts, uncalibrated."""
+    first, second, third = panel_model.series_ids
+    q = {80: [-0.1] * 48, 95: [0.5] * 48}
+    calibrated = panel_model.derived(ensemble_calibration={"method": "test", "levels": q})
+    plain, adjusted = panel_model.predict(horizon=3), calibrated.predict(horizon=3)
+    mine = adjusted["series_id"] == third
+    pd.testing.assert_frame_equal(plain[~mine], adjusted[~mine])
+    before, after = plain[mine], adjusted[mine]
+    for level, share in ((80, -0.1), (95, 0.5)):
+        width = before[f"hi-{level}"] - before[f"lo-{level}"]
+        np.testing.assert_allclose(after[f"lo-{level}"], before[f"lo-{level}"] - share * width)
+        np.testing.assert_allclose(after[f"hi-{level}"], before[f"hi-{level}"] + share * width)
+    np.testing.assert_allclose(after["mean"], before["mean"])
+    assert (after["lo-80"] <= after["mean"]).all() and (after["mean"] <= after["hi-80"]).all()
+    # a narrowing never crosses the median: the bound stops at the mean
+    crossing = panel_model.derived(ensemble_calibration={"levels": {80: [-0.45] * 48}}).predict([third], horizon=3)
+    np.testing.assert_allclose(crossing["lo-80"], crossing["mean"])
+
+    derived = [calibrated.restricted_to([third]), calibrated.refit(small_panel),
+               calibrated.with_future_covariates(small_panel.iloc[:0]), pickle.loads(pickle.dumps(calibrated))]
+    for model in derived:
+        assert model.ensemble_calibration == calibrated.ensemble_calibration
+    pd.testing.assert_frame_equal(derived[0].predict([third], horizon=3).reset_index(drop=True),
+                                  adjusted[mine].reset_index(drop=True))
+
+    old = pickle.loads(pickle.dumps(panel_model))
+    del old.__dict__["ensemble_calibration"]  # as pickled before this attribute existed
+    pd.testing.assert_frame_equal(old.predict(horizon=3), plain)
+    assert old.derived().ensemble_calibration is None

@@ -103,12 +103,16 @@ def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     return float(scores[rank - 1])
 
 
-def apply_adjustments(forecast: pd.DataFrame, adjustments: dict, scales: dict[str, float]) -> pd.DataFrame:
-    """Widen (or narrow) each ``lo-L``/``hi-L`` of a forecast by ``q_{L,h}`` times its width at that step."""
+def apply_adjustments(forecast: pd.DataFrame, adjustments: dict, scales: dict[str, float],
+                      by: Sequence[str] = (SERIES_ID,)) -> pd.DataFrame:
+    """Widen (or narrow) each ``lo-L``/``hi-L`` of a forecast by ``q_{L,h}`` times its width at that step.
+
+    ``by``: the columns of one forecast path (a backtest's ``series_id, window``); rows in time order within it.
+    """
     if not adjustments or not adjustments.get("levels"):
         return forecast
     forecast = forecast.copy()
-    step = forecast.groupby(SERIES_ID, sort=False).cumcount().to_numpy()
+    step = forecast.groupby(list(by), sort=False).cumcount().to_numpy()
     scale = forecast[SERIES_ID].astype(str).map(scales).fillna(0.0).to_numpy(float)
     for level, per_step in adjustments["levels"].items():
         level = int(level)
@@ -120,3 +124,43 @@ def apply_adjustments(forecast: pd.DataFrame, adjustments: dict, scales: dict[st
         forecast[f"lo-{level}"] = lo - q * unit
         forecast[f"hi-{level}"] = hi + q * unit
     return forecast
+
+
+def ensemble_adjustments(member_backtests: dict[str, pd.DataFrame], member_calibrations: dict[str, dict | None],
+                         panel: pd.DataFrame, season_length: int, levels: Sequence[int]) -> dict:
+    """Conformal adjustments of the median ensemble, on top of its members' own calibration.
+
+    The ensemble serves the median of its members' calibrated intervals. Each member covers about L on its
+    backtest, but the median of the intervals covers more (the median forecast errs less than each member while
+    its interval is as wide as theirs; M3 monthly test part: 89 % and 99.5 % for 80 % and 95 %). So the members'
+    adjustments are applied to their backtest rows, the ensemble's backtest is their median, exactly as it
+    would have been served, and ``conformal_adjustments`` learns the ensemble's own ``q`` from it (mostly
+    negative: it narrows). The members' adjustments were learnt on the same rows, which makes this second
+    stage's input slightly optimistic for the members; the ensemble's coverage is then nominal on the backtest.
+
+    Args:
+        member_backtests: each member's backtest (``series_id, timestamp, cutoff, window, mean, lo-L, hi-L,
+            actual``), aligned on the same series, windows and steps.
+        member_calibrations: each member's ``interval_calibration_`` (None: served uncalibrated).
+        panel, season_length, levels: as for ``conformal_adjustments``.
+    """
+    keys = [SERIES_ID, TIMESTAMP, "cutoff", "window"]
+    values = ["mean", *[f"{side}-{int(level)}" for level in levels for side in ("lo", "hi")]]
+    nonnegative = panel.groupby(SERIES_ID)[VALUE].min() >= 0  # as Forecaster.predict: lower bounds stay >= 0
+    calibrated = []
+    for member, frame in member_backtests.items():
+        frame = frame.sort_values([SERIES_ID, "window", TIMESTAMP], kind="stable")
+        adjustments = member_calibrations.get(member)
+        if adjustments:
+            frame = apply_adjustments(frame, adjustments, {}, by=(SERIES_ID, "window"))
+            floor = frame[SERIES_ID].map(nonnegative).fillna(False).to_numpy(bool)
+            for level in levels:
+                frame[f"lo-{int(level)}"] = np.where(floor, np.maximum(frame[f"lo-{int(level)}"], 0.0),
+                                                     frame[f"lo-{int(level)}"])
+        calibrated.append(frame[[*keys, *values, "actual"]])
+    stacked = pd.concat(calibrated, ignore_index=True)
+    median = stacked.groupby(keys, sort=False).agg({**{c: "median" for c in values}, "actual": "first"}).reset_index()
+    result = conformal_adjustments(median, panel, season_length, levels)
+    result["method"] = "cqr_scaled_pooled_on_calibrated_median"
+    result["members"] = sorted(member_backtests)
+    return result

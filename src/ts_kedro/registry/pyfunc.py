@@ -304,8 +304,7 @@ def _conditioned_forecasts(updated: SelectedPanelModel, conditioned: list[str], 
     parts = []
     for horizon, ids in groups.items():
         view = updated.restricted_to(ids).with_future_covariates(frame[frame[SERIES_ID].isin(ids)])
-        view = SelectedPanelModel(view.family_models, view.choice, view.ensemble_members, view.levels, horizon,
-                                  view.metadata)
+        view = view.derived(max_horizon=horizon)
         parts.append(view.predict(ids, horizon=horizon, levels=levels))
     return parts
 

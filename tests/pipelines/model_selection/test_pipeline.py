@@ -346,3 +346,26 @@ def test_unknown_ensemble_preference_is_named():
     with pytest.raises(nodes.SelectionError, match="ensemble.preference"):
         nodes.select_models(scores, {**SELECTION, "primary_metric": "mae", "ensemble": {"preference": "sometimes"}},
                             **STATS)
+
+
+def test_panel_model_calibrates_the_served_ensemble_on_its_backtest(trained, small_panel):
+    """With calibrated members and ``backtest.calibrate_intervals``, the ensemble's intervals get their own
+    conformal adjustment (learnt on the members' calibrated backtest median), recorded in the metadata."""
+    import copy
+
+    candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS,
+                                                 **{f: t[0] for f, t in trained.items()})
+    models = {f: copy.deepcopy(t[1]).calibrate_intervals(t[0], small_panel) for f, t in trained.items()}
+    selection = {"primary_metric": "smape", "selected_score": 0.0, "overall_model": "ensemble",
+                 "choice": {s: "ensemble" for s in small_panel["series_id"].unique()},
+                 "ensemble_members": sorted(models)}
+    on = nodes.build_panel_model(selection, PANEL_PARAMS, small_panel, candidates, {"calibrate_intervals": True}, **models)
+    off = nodes.build_panel_model(selection, PANEL_PARAMS, small_panel, candidates, {"calibrate_intervals": False}, **models)
+    assert off.ensemble_calibration is None and "ensemble_interval_calibration" not in off.metadata
+    assert on.ensemble_calibration["members"] == sorted(models)
+    assert set(on.metadata["ensemble_interval_calibration"]) == {"80", "95"}
+    assert len(on.ensemble_calibration["levels"][80]) == PANEL_PARAMS["horizon"]
+    served_on, served_off = on.predict(), off.predict()
+    pd.testing.assert_series_equal(served_on["mean"], served_off["mean"])
+    assert not np.allclose(served_on["hi-95"], served_off["hi-95"])
+    assert (served_on["lo-95"] <= served_on["lo-80"]).all() and (served_on["hi-80"] <= served_on["hi-95"]).all()

@@ -355,8 +355,16 @@ def selection_report_markdown(selection: dict, report: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.DataFrame, **family_models: Forecaster):
-    """Bundle the fitted families the selection needs into one servable panel model."""
+def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.DataFrame,
+                      candidate_backtests: pd.DataFrame | None = None, backtest_params: dict[str, Any] | None = None,
+                      **family_models: Forecaster):
+    """Bundle the fitted families the selection needs into one servable panel model.
+
+    With ``backtest.calibrate_intervals`` (default on) and a served ensemble, the ensemble's intervals get their
+    own conformal adjustment, learnt on its backtest over its members' calibrated intervals
+    (``evaluation.conformal.ensemble_adjustments``).
+    """
+    from ts_kedro.evaluation.conformal import ensemble_adjustments
     from ts_kedro.registry.panel_model import SelectedPanelModel
 
     needed = set(selection["choice"].values()) - {ENSEMBLE}
@@ -374,6 +382,17 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
         "n_series": int(panel["series_id"].nunique()),
         "unvalidated_series": list(selection.get("unvalidated_series", [])),
     }
+    calibration = None
+    calibrate = (backtest_params or {}).get("calibrate_intervals", True)
+    if uses_ensemble and calibrate and candidate_backtests is not None and list(panel_params["levels"]):
+        models = {m: family_models[m] for m in members}
+        if any(getattr(model, "interval_calibration_", None) for model in models.values()):
+            calibration = ensemble_adjustments(
+                {m: candidate_backtests[candidate_backtests["model"] == m] for m in members},
+                {m: getattr(model, "interval_calibration_", None) for m, model in models.items()},
+                panel, int(models[members[0]].season_length), list(panel_params["levels"]))
+            metadata["ensemble_interval_calibration"] = {
+                str(level): [round(q, 4) for q in per_step] for level, per_step in calibration["levels"].items()}
     return SelectedPanelModel(
         family_models={name: family_models[name] for name in sorted(needed)},
         choice=selection["choice"],
@@ -381,6 +400,7 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
         levels=list(panel_params["levels"]),
         max_horizon=int(panel_params["horizon"]),
         metadata=metadata,
+        ensemble_calibration=calibration,
     )
 
 

@@ -62,6 +62,8 @@ def create_pipeline(families: list[str] | None = None, **kwargs) -> Pipeline:
                     "selection": "model_selection",
                     "panel_params": "params:panel",
                     "panel": "primary_panel",
+                    "candidate_backtests": "candidate_backtests",
+                    "backtest_params": "params:backtest",
                     **{family: f"{family}.model" for family in families},
                 },
                 outputs="panel_model",

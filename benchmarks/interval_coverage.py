@@ -1,0 +1,96 @@
+"""Coverage of every family's and the selected model's intervals on a panel's test part, from a finished run.
+
+Reads a Day-0 run folder written by ``benchmarks/matrix.py`` (``data/benchmarks/<dataset>[_<tag>]``: its
+``test.csv``, the families' ``07_model_output/<family>/forecasts.parquet``, ``candidate_backtests``, the pickled
+``panel_model`` and ``model_selection.json``) and prints, per family and for the selected model, the 80 % and 95 %
+coverage and MSIS on the test part, and the raw (uncalibrated) coverage on the backtest. Nothing is refitted.
+
+``--rebuild`` also rebuilds the panel model with the current ``build_panel_model`` from the run's own fitted
+families and candidate backtests, so a change to how the served model forms its intervals (the ensemble's own
+conformal adjustment) is measured on the same forecasts it would have served:
+
+    .venv/bin/python benchmarks/interval_coverage.py data/benchmarks/m3_monthly --rebuild
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LEVELS = (80, 95)
+
+
+def _latest(path: Path) -> Path:
+    """A versioned Kedro dataset's newest file (or the path itself when not versioned)."""
+    if path.is_dir():
+        return sorted(p / path.name for p in path.iterdir() if (p / path.name).exists())[-1]
+    return path
+
+
+def scores(forecast: pd.DataFrame, actual: pd.DataFrame, history: pd.DataFrame, season_length: int) -> dict:
+    """Mean over series of coverage-L and MSIS-L (M4's definition, scaled by the in-sample seasonal MAE)."""
+    frame = forecast.merge(actual, on=["series_id", "timestamp"])
+    scale = {}
+    for series_id, group in history.sort_values("timestamp").groupby("series_id"):
+        values = group["value"].to_numpy(float)
+        lag = season_length if len(values) > season_length else 1
+        scale[series_id] = float(np.mean(np.abs(values[lag:] - values[:-lag]))) or 1.0
+    out = {"n_points": int(len(frame))}
+    for level in LEVELS:
+        lo, hi, y = frame[f"lo-{level}"], frame[f"hi-{level}"], frame["value"]
+        alpha = 1 - level / 100
+        penalty = (hi - lo) + 2 / alpha * ((lo - y).clip(lower=0) + (y - hi).clip(lower=0))
+        out[f"coverage-{level}"] = float(((y >= lo) & (y <= hi)).groupby(frame["series_id"]).mean().mean())
+        out[f"msis-{level}"] = float((penalty / frame["series_id"].map(scale)).groupby(frame["series_id"]).mean().mean())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a matrix.py run folder (data/benchmarks/<dataset>...)")
+    parser.add_argument("--rebuild", action="store_true", help="also serve from a panel model rebuilt by the current code")
+    args = parser.parse_args()
+    data = args.run_dir / "data"
+    test = pd.read_csv(args.run_dir / "test.csv", parse_dates=["timestamp"], dtype={"series_id": str})
+    history = pd.read_parquet(data / "03_primary" / "primary_panel.parquet")
+    profile = json.loads((data / "08_reporting" / "frequency_profile.json").read_text())
+    season = int(profile["season_length"])
+    rows = {}
+    backtests = pd.read_parquet(_latest(data / "07_model_output" / "candidate_backtests.parquet"))
+    for family_dir in sorted(p for p in (data / "07_model_output").iterdir() if (p / "forecasts.parquet").exists()):
+        forecast = pd.read_parquet(_latest(family_dir / "forecasts.parquet"))
+        rows[family_dir.name] = scores(forecast, test, history, season)
+    for model, frame in backtests.groupby("model"):
+        raw = frame.rename(columns={"actual": "value"})
+        inside = {lv: ((raw["value"] >= raw[f"lo-{lv}"]) & (raw["value"] <= raw[f"hi-{lv}"])) for lv in LEVELS}
+        rows.setdefault(model, {}).update(
+            {f"backtest_raw_coverage-{lv}": float(inside[lv].groupby(raw["series_id"]).mean().mean()) for lv in LEVELS})
+    panel_model = pickle.loads(_latest(data / "06_models" / "panel_model.pkl").read_bytes())
+    rows["selected (as served by the run)"] = scores(panel_model.predict(), test, history, season)
+    if args.rebuild:
+        from ts_kedro.pipelines.model_selection.nodes import build_panel_model
+
+        selection = json.loads((data / "08_reporting" / "model_selection.json").read_text())
+        params = {"levels": list(panel_model.levels), "horizon": int(panel_model.max_horizon)}
+        rebuilt = build_panel_model(selection, params, history, backtests, {"calibrate_intervals": True},
+                                    **panel_model.family_models)
+        rows["selected (rebuilt by the current code)"] = scores(rebuilt.predict(), test, history, season)
+    print(f"{args.run_dir.name}: overall {panel_model.metadata.get('overall_model')}, members "
+          f"{panel_model.ensemble_members}, season length {season}")
+    print("| model | coverage-80 | coverage-95 | MSIS-80 | MSIS-95 | backtest raw coverage-80 / 95 |")
+    print("|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        test_part = (f"{row['coverage-80']:.3f} | {row['coverage-95']:.3f} | {row['msis-80']:.2f} | {row['msis-95']:.2f}"
+                     if "coverage-80" in row else "– | – | – | –")
+        raw = (f"{row['backtest_raw_coverage-80']:.3f} / {row['backtest_raw_coverage-95']:.3f}"
+               if "backtest_raw_coverage-80" in row else "–")
+        print(f"| {name} | {test_part} | {raw} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
