@@ -563,7 +563,8 @@ def prepare_arm(root: Path, arm: str, day0: pd.DataFrame) -> Path:
     (root / "data" / "01_raw" / "day0.csv").write_text(_csv(day0[[SERIES_ID, TIMESTAMP, VALUE]]))
     if arm == "never_retrain":
         monitoring = base_monitoring()
-        monitoring["thresholds"] = {**monitoring["thresholds"], "drift_share": 1.0, "performance_ratio": float("inf")}
+        monitoring["thresholds"] = {**monitoring["thresholds"], "drift_share": 1.0, "performance_ratio": float("inf"),
+                                    "interval_p_value": None}
         (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump({"monitoring": monitoring}))
     return root
 

@@ -108,9 +108,47 @@ def measure_performance_drift(
     ratio = realized / backtest if backtest > 0 else float("inf")
     logger.info("performance: realized %s %.4g vs backtest %.4g (ratio %.3f) on %d series", metric, realized,
                 backtest, ratio, len(per_series))
+    counted = joined[joined[SERIES_ID].astype(str).isin(per_series)]
+    exceedance = interval_exceedance(counted.merge(previous_forecasts.drop(columns="mean"), on=[SERIES_ID, TIMESTAMP]))
     return {"available": True, "metric": metric, "realized": realized, "backtest": backtest, "ratio": ratio,
             "n_series": len(per_series), "n_points": int(sum(e["n_points"] for e in per_series.values())),
-            "per_series": per_series}
+            "interval_exceedance": exceedance, "per_series": per_series}
+
+
+def interval_exceedance(rows: pd.DataFrame) -> dict[str, Any]:
+    """How often the new actuals fell outside the champion's intervals, against what their level allows.
+
+    The intervals are conformally calibrated on the champion's backtest (``evaluation.conformal``), so on data
+    like the backtest's an actual leaves the L % interval with probability about ``1 - L/100`` at every step,
+    whatever the frequency, scale or family. A change the model has not seen (a level shift, a new trend, more
+    noise, a moved seasonal shape) raises that rate for most series at once. The points of one series are
+    correlated (one forecast path), so the test is across series: per series the share of its points outside,
+    then a one-sided t-test of the mean share against ``1 - L/100`` (series are taken as independent).
+
+    Args:
+        rows: ``series_id, value`` (the actual) and the forecast's ``lo-L``/``hi-L`` columns, observed points only.
+
+    Returns:
+        ``{"L": {"expected", "rate" (mean over series of the share outside), "n_series", "p_value"}}`` for every
+        level the forecasts carry (``p_value`` None with fewer than 2 series).
+    """
+    from scipy import stats
+
+    levels = sorted(int(c.split("-", 1)[1]) for c in rows.columns if c.startswith("lo-") and f"hi-{c[3:]}" in rows)
+    result = {}
+    for level in levels:
+        outside = ((rows[VALUE] < rows[f"lo-{level}"]) | (rows[VALUE] > rows[f"hi-{level}"])).astype(float)
+        shares = outside.groupby(rows[SERIES_ID]).mean().to_numpy(float)
+        expected = 1 - level / 100
+        p_value = None
+        if len(shares) >= 2:
+            if np.std(shares) == 0:  # every series the same share: the sign decides
+                p_value = 0.0 if shares.mean() > expected else 1.0
+            else:
+                p_value = float(stats.ttest_1samp(shares, expected, alternative="greater").pvalue)
+        result[str(level)] = {"expected": expected, "rate": float(shares.mean()) if len(shares) else None,
+                              "n_series": int(len(shares)), "p_value": p_value}
+    return result
 
 
 def _realized(metric: str, actual: np.ndarray, forecast: np.ndarray, insample: np.ndarray, season: int) -> float:

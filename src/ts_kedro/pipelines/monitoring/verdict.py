@@ -39,10 +39,14 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
         reasons.append(f"performance drift: realized {performance_drift['metric']} {performance_drift['realized']:.4g} "
                        f"is {ratio:.2f}x the backtest {performance_drift['backtest']:.4g} "
                        f"(> {thresholds['performance_ratio']})")
+    intervals = _interval_verdict(performance_drift, thresholds)
+    if intervals:
+        reasons.append(intervals)
     return {
         "drift": bool(reasons),
         "data_drift": data_drift["drift_share"] > thresholds["drift_share"],
-        "performance_drift": ratio is not None and ratio > thresholds["performance_ratio"],
+        "performance_drift": (ratio is not None and ratio > thresholds["performance_ratio"]) or bool(intervals),
+        "interval_drift": bool(intervals),
         "windows": _windows(data_drift),
         "reasons": reasons,
         "checked_at": datetime.now(timezone.utc).isoformat(),
@@ -56,6 +60,28 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
         "performance": {k: v for k, v in performance_drift.items() if k != "per_series"},
         "thresholds": thresholds,
     }
+
+
+def _interval_verdict(performance_drift: dict[str, Any], thresholds: dict[str, Any]) -> str | None:
+    """The reason, when the new actuals left the champion's calibrated intervals significantly too often.
+
+    ``thresholds.interval_p_value`` (null: off) is the test's size over all levels together (Bonferroni: each
+    level's p-value is multiplied by the number of levels); ``thresholds.interval_excess`` is the least excess
+    over the nominal rate that counts, so a large panel does not flag a miscalibration of a point or two.
+    """
+    alpha = thresholds.get("interval_p_value")
+    if alpha is None or not performance_drift.get("available"):
+        return None
+    excess = float(thresholds.get("interval_excess") or 0.0)
+    levels = performance_drift.get("interval_exceedance") or {}
+    tested = {level: entry for level, entry in levels.items() if entry.get("p_value") is not None}
+    for level, entry in sorted(tested.items(), key=lambda item: item[1]["p_value"]):
+        p_value = min(1.0, entry["p_value"] * len(tested))
+        if p_value < float(alpha) and entry["rate"] >= entry["expected"] + excess:
+            return (f"performance drift: the new actuals left the champion's {level} % interval at {entry['rate']:.2f} "
+                    f"of points (expected {entry['expected']:.2f}, at least {excess:.2f} more counts; "
+                    f"{entry['n_series']} series, one-sided t-test p = {p_value:.2g} < {alpha})")
+    return None
 
 
 def _windows(data_drift: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE
