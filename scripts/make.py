@@ -82,7 +82,10 @@ def ensure_browser() -> None:
 def test(extra: list[str]) -> None:
     install()
     ensure_browser()
-    _sh(PY, "-m", "pytest", *(extra or ["tests"]))
+    # two pytest-xdist workers (the CI machine has 2 cores): most of the suite's time is single-threaded (imports
+    # of every Day-N process, pandas, one-thread LSTM), so two files at a time nearly halve it. A file's tests stay
+    # together and in order (--dist loadfile): the SIGKILL tests build on each other.
+    _sh(PY, "-m", "pytest", *(extra or ["-n", "2", "--dist", "loadfile", "tests"]))
 
 
 def main(argv: list[str]) -> None:
