@@ -276,3 +276,27 @@ def test_project_catalog_logs_the_lightgbm_importance_to_the_mlflow_run(project_
     logged = {a.path for folder in ("importance", "plots") for a in client.list_artifacts(run.info.run_id, folder)}
     assert logged == {"importance/lightgbm_feature_importance.csv", "plots/lightgbm_feature_importance.png"}
     assert (tmp_path / "data/08_reporting/plots/lightgbm_feature_importance.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_per_series_charts_draw_only_the_worst_series_when_asked(day0, reporting, tmp_path):
+    """At 100,000 series one bar and label per series does not render: the charts keep the worst
+    ``max_series_shown`` (the error chart by sMAPE, the confidence chart by confidence), all when null."""
+    backtests, selection = day0["candidate_backtests"], day0["selection"]
+    n_series = backtests["series_id"].nunique()
+    assert n_series > 2
+    everything = nodes.plot_error_analysis(backtests, selection, {**reporting, "max_series_shown": None})
+    assert len(everything.axes[1].patches) == n_series and "every series" in everything.axes[1].get_title()
+    two = nodes.plot_error_analysis(backtests, selection, {**reporting, "max_series_shown": 2})
+    drawn = [tick.get_text() for tick in two.axes[1].get_xticklabels()]
+    heights = {tick.get_text(): patch.get_height() for tick, patch in zip(everything.axes[1].get_xticklabels(),
+                                                                          everything.axes[1].patches)}
+    assert drawn == sorted(heights, key=heights.get, reverse=True)[:2]  # the two worst
+    assert f"the 2 worst of {n_series} series" in two.axes[1].get_title()
+    assert _saved_png(two, tmp_path, "errors.png").startswith(PNG_MAGIC)
+
+    confidence = nodes.compute_confidence(backtests, selection, day0["panel"], PANEL_PARAMS)
+    figure = nodes.plot_confidence(confidence, {**reporting, "max_series_shown": 2})
+    lowest = confidence.sort_values("confidence")["series_id"].head(2).tolist()
+    assert [tick.get_text() for tick in figure.axes[0].get_xticklabels()] == lowest
+    assert f"the 2 least confident of {len(confidence)} series" in figure.axes[0].get_title()
+    assert figure.get_size_inches()[0] < 20  # sized for what it draws, not for the whole panel

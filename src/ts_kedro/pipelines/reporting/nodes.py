@@ -46,6 +46,8 @@ def select_report_series(primary_panel: pd.DataFrame, reporting: dict[str, Any])
     return available[: int(reporting["n_series"])]
 
 
+DEFAULT_MAX_SERIES_SHOWN = 60  # when reporting.max_series_shown is absent (conf/base sets it)
+
 def chosen_backtests(candidate_backtests: pd.DataFrame, selection: dict) -> pd.DataFrame:
     """The backtest rows of each series' chosen model (the champion of that series)."""
     require_columns(candidate_backtests, ["model", "series_id", "timestamp", "cutoff", "window", "mean", "actual"],
@@ -236,8 +238,23 @@ def _with_steps(candidate_backtests: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def plot_error_analysis(candidate_backtests: pd.DataFrame, selection: dict) -> Figure:
-    """Backtest errors by horizon step, by series, by model family, and the residual distribution."""
+def _shown_series(reporting: dict[str, Any] | None) -> int | None:
+    """How many series a per-series bar chart draws (``reporting.max_series_shown``; None: all).
+
+    One bar and one tick label per series does not scale: at 100,000 series the error-by-series chart sat in
+    matplotlib's layout for over 10 minutes and the confidence chart asked for a figure 35,000 inches wide.
+    """
+    shown = (reporting or {}).get("max_series_shown", DEFAULT_MAX_SERIES_SHOWN)
+    return None if shown is None else int(shown)
+
+
+def plot_error_analysis(candidate_backtests: pd.DataFrame, selection: dict,
+                        reporting: dict[str, Any] | None = None) -> Figure:
+    """Backtest errors by horizon step, by series, by model family, and the residual distribution.
+
+    The error-by-series chart draws the ``reporting.max_series_shown`` worst series (all when null); the other
+    three panels use every series.
+    """
     frame = _with_steps(candidate_backtests)
     models = sorted(frame["model"].unique())
     figure, axes = new_figure(2, 2, 14, 9)
@@ -253,10 +270,13 @@ def plot_error_analysis(candidate_backtests: pd.DataFrame, selection: dict) -> F
     champion = _with_steps(champion)
     per_series = champion.groupby("series_id").agg(smape=("sape", "mean"), model=("model", "first"))
     per_series = per_series.sort_values("smape", ascending=False)
+    total, shown = len(per_series), _shown_series(reporting)
+    per_series = per_series.head(shown) if shown is not None else per_series
     ax.bar(range(len(per_series)), per_series["smape"],
            color=[model_colour(m, models.index(m) if m in models else 0) for m in per_series["model"]])
     ax.set_xticks(range(len(per_series)), per_series.index, rotation=90, fontsize=7)
-    ax.set(ylabel="sMAPE (%)", title="Error by series (champion of each series; colour = model)")
+    which = f"the {len(per_series)} worst of {total} series" if len(per_series) < total else "every series"
+    ax.set(ylabel="sMAPE (%)", title=f"Error by series ({which}: champion of each series; colour = model)")
 
     ax = axes[1, 0]
     per_model_series = frame.groupby(["model", "series_id"])["sape"].mean()
@@ -310,9 +330,12 @@ def plot_model_comparison(candidate_scores: pd.DataFrame, panel: dict[str, Any])
     return figure
 
 
-def plot_confidence(confidence: pd.DataFrame) -> Figure:
-    """Per-series confidence with its two factors, calibration and sharpness."""
+def plot_confidence(confidence: pd.DataFrame, reporting: dict[str, Any] | None = None) -> Figure:
+    """Per-series confidence with its two factors, calibration and sharpness: the ``reporting.max_series_shown``
+    least confident series (all when null; the CSV ``forecasts_with_confidence`` has every series)."""
     ordered = confidence.sort_values("confidence")
+    total, shown = len(ordered), _shown_series(reporting)
+    ordered = ordered.head(shown) if shown is not None else ordered
     figure, axes = new_figure(1, 1, max(8, 0.35 * len(ordered) + 2), 4.5)
     ax = axes[0, 0]
     x = np.arange(len(ordered))
@@ -322,7 +345,8 @@ def plot_confidence(confidence: pd.DataFrame) -> Figure:
     ax.set_xticks(x, ordered["series_id"], rotation=90, fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8)
-    ax.set_title("Forecast confidence per series = calibration x sharpness (bar colour = champion model)")
+    which = f"the {len(ordered)} least confident of {total} series" if len(ordered) < total else "every series"
+    ax.set_title(f"Forecast confidence per series = calibration x sharpness ({which}; bar colour = champion model)")
     return figure
 
 
