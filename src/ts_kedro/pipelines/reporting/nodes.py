@@ -242,7 +242,7 @@ def _shown_series(reporting: dict[str, Any] | None) -> int | None:
     """How many series a per-series bar chart draws (``reporting.max_series_shown``; None: all).
 
     One bar and one tick label per series does not scale: at 100,000 series the error-by-series chart sat in
-    matplotlib's layout for over 10 minutes and the confidence chart asked for a figure 35,000 inches wide.
+    matplotlib for over 10 minutes and the confidence chart would have been 35,000 inches wide (0.35 per series).
     """
     shown = (reporting or {}).get("max_series_shown", DEFAULT_MAX_SERIES_SHOWN)
     return None if shown is None else int(shown)
