@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -60,6 +61,39 @@ def _isolated_mlflow(monkeypatch, tmp_path):
             mlflow.end_run()
     except ImportError:
         pass
+
+
+def _drop_shadowing_paths() -> bool:
+    """Remove ``sys.path`` entries holding a ts_kedro package other than the installed one; True if any."""
+    import ts_kedro
+
+    installed = Path(ts_kedro.__file__).resolve().parent
+    shadowing = [entry for entry in sys.path
+                 if (Path(entry or ".") / "ts_kedro").is_dir() and (Path(entry or ".") / "ts_kedro").resolve() != installed]
+    for entry in shadowing:
+        sys.path.remove(entry)
+    return bool(shadowing)
+
+
+@pytest.fixture(autouse=True)
+def _no_shadowing_ts_kedro():
+    """MLflow's pyfunc loader prepends a model's shipped code folder (a partial ts_kedro copy) to ``sys.path``
+    for good, also from module-scoped fixtures. Process pools started later in the same pytest process (joblib's
+    loky workers inherit ``sys.path``) then import ts_kedro from that copy and fail ("No module named
+    ts_kedro.forecasters.ets"). Which test runs after which depends on how pytest-xdist spreads the files, so
+    before and after every test such entries are dropped, and loky's reusable workers started with them retired."""
+    _clean_sys_path()
+    yield
+    _clean_sys_path()
+
+
+def _clean_sys_path() -> None:
+    if _drop_shadowing_paths():
+        from joblib.externals.loky import reusable_executor
+
+        executor = reusable_executor._executor
+        if executor is not None:
+            executor.shutdown(wait=True, kill_workers=True)
 
 
 @pytest.fixture(scope="session")
