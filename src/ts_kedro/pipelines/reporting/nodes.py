@@ -23,6 +23,7 @@ from ts_kedro.interpretability.errors import require_columns
 from .figures import concise_dates, model_colour, new_figure, note_figure
 
 logger = logging.getLogger(__name__)
+DEFAULT_MAX_SERIES_SHOWN = 60  # when reporting.max_series_shown is absent (conf/base sets it)
 
 
 # -- shared inputs ------------------------------------------------------------------------------------------------
@@ -45,8 +46,6 @@ def select_report_series(primary_panel: pd.DataFrame, reporting: dict[str, Any])
         return list(wanted)
     return available[: int(reporting["n_series"])]
 
-
-DEFAULT_MAX_SERIES_SHOWN = 60  # when reporting.max_series_shown is absent (conf/base sets it)
 
 def chosen_backtests(candidate_backtests: pd.DataFrame, selection: dict) -> pd.DataFrame:
     """The backtest rows of each series' chosen model (the champion of that series)."""
