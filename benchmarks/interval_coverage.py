@@ -3,7 +3,8 @@
 Reads a Day-0 run folder written by ``benchmarks/matrix.py`` (``data/benchmarks/<dataset>[_<tag>]``: its
 ``test.csv``, the families' ``07_model_output/<family>/forecasts.parquet``, ``candidate_backtests``, the pickled
 ``panel_model`` and ``model_selection.json``) and prints, per family and for the selected model, the 80 % and 95 %
-coverage and MSIS on the test part, and the raw (uncalibrated) coverage on the backtest. Nothing is refitted.
+coverage and MSIS on the test part (``selection_replay.score``, as the matrix scores), and the raw
+(uncalibrated) coverage on the backtest from the run's own ``candidate_scores``. Nothing is refitted.
 
 ``--rebuild`` also rebuilds the panel model with the current ``build_panel_model`` from the run's own fitted
 families and candidate backtests, so a change to how the served model forms its intervals (the ensemble's own
@@ -19,10 +20,14 @@ import pickle
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-LEVELS = (80, 95)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from selection_replay import score  # noqa: E402  (the matrix's scoring: coverage and M4's MSIS per series)
+
+LEVELS = [80, 95]
 
 
 def _latest(path: Path) -> Path:
@@ -30,24 +35,6 @@ def _latest(path: Path) -> Path:
     if path.is_dir():
         return sorted(p / path.name for p in path.iterdir() if (p / path.name).exists())[-1]
     return path
-
-
-def scores(forecast: pd.DataFrame, actual: pd.DataFrame, history: pd.DataFrame, season_length: int) -> dict:
-    """Mean over series of coverage-L and MSIS-L (M4's definition, scaled by the in-sample seasonal MAE)."""
-    frame = forecast.merge(actual, on=["series_id", "timestamp"])
-    scale = {}
-    for series_id, group in history.sort_values("timestamp").groupby("series_id"):
-        values = group["value"].to_numpy(float)
-        lag = season_length if len(values) > season_length else 1
-        scale[series_id] = float(np.mean(np.abs(values[lag:] - values[:-lag]))) or 1.0
-    out = {"n_points": int(len(frame))}
-    for level in LEVELS:
-        lo, hi, y = frame[f"lo-{level}"], frame[f"hi-{level}"], frame["value"]
-        alpha = 1 - level / 100
-        penalty = (hi - lo) + 2 / alpha * ((lo - y).clip(lower=0) + (y - hi).clip(lower=0))
-        out[f"coverage-{level}"] = float(((y >= lo) & (y <= hi)).groupby(frame["series_id"]).mean().mean())
-        out[f"msis-{level}"] = float((penalty / frame["series_id"].map(scale)).groupby(frame["series_id"]).mean().mean())
-    return out
 
 
 def main() -> None:
@@ -64,14 +51,14 @@ def main() -> None:
     backtests = pd.read_parquet(_latest(data / "07_model_output" / "candidate_backtests.parquet"))
     for family_dir in sorted(p for p in (data / "07_model_output").iterdir() if (p / "forecasts.parquet").exists()):
         forecast = pd.read_parquet(_latest(family_dir / "forecasts.parquet"))
-        rows[family_dir.name] = scores(forecast, test, history, season)
-    for model, frame in backtests.groupby("model"):
-        raw = frame.rename(columns={"actual": "value"})
-        inside = {lv: ((raw["value"] >= raw[f"lo-{lv}"]) & (raw["value"] <= raw[f"hi-{lv}"])) for lv in LEVELS}
+        rows[family_dir.name] = score(forecast, test, history, season, LEVELS)
+    # the run's own backtest scores (model_selection's score_candidates: per series, raw intervals)
+    candidate_scores = pd.read_parquet(data / "08_reporting" / "candidate_scores.parquet")
+    for model, frame in candidate_scores.groupby("model"):
         rows.setdefault(model, {}).update(
-            {f"backtest_raw_coverage-{lv}": float(inside[lv].groupby(raw["series_id"]).mean().mean()) for lv in LEVELS})
+            {f"backtest_raw_coverage-{lv}": float(frame[f"coverage-{lv}"].mean()) for lv in LEVELS})
     panel_model = pickle.loads(_latest(data / "06_models" / "panel_model.pkl").read_bytes())
-    rows["selected (as served by the run)"] = scores(panel_model.predict(), test, history, season)
+    rows["selected (as served by the run)"] = score(panel_model.predict(), test, history, season, LEVELS)
     if args.rebuild:
         from ts_kedro.pipelines.model_selection.nodes import build_panel_model
 
@@ -79,7 +66,7 @@ def main() -> None:
         params = {"levels": list(panel_model.levels), "horizon": int(panel_model.max_horizon)}
         rebuilt = build_panel_model(selection, params, history, backtests, {"calibrate_intervals": True},
                                     **panel_model.family_models)
-        rows["selected (rebuilt by the current code)"] = scores(rebuilt.predict(), test, history, season)
+        rows["selected (rebuilt by the current code)"] = score(rebuilt.predict(), test, history, season, LEVELS)
     print(f"{args.run_dir.name}: overall {panel_model.metadata.get('overall_model')}, members "
           f"{panel_model.ensemble_members}, season length {season}")
     print("| model | coverage-80 | coverage-95 | MSIS-80 | MSIS-95 | backtest raw coverage-80 / 95 |")

@@ -18,7 +18,7 @@ injected changes (it imports that script's data functions), with a champion in p
 A drift verdict on a clean batch is a false alarm; on a changed batch a detection. The error-ratio rule
 (``thresholds.performance_ratio``, realized MASE over the backtest's) is counted beside it.
 
-    TQDM_DISABLE=1 nice -n 10 .venv/bin/python benchmarks/interval_drift_check.py --alphas 0.01,0.02,0.05  # 5 panels, ~3 min
+    TQDM_DISABLE=1 nice -n 10 .venv/bin/python benchmarks/interval_drift_check.py --alphas 0.01,0.02,0.05  # 5 panels, < 3 min
     nice -n 10 .venv/bin/python benchmarks/interval_drift_check.py --datasets nn5_daily --families theta
     .venv/bin/python benchmarks/interval_drift_check.py --report
 

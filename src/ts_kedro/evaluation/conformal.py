@@ -26,7 +26,7 @@ guarantee holds for the pool, not for each series.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -126,6 +126,17 @@ def apply_adjustments(forecast: pd.DataFrame, adjustments: dict, scales: dict[st
     return forecast
 
 
+def apply_calibration(forecast: pd.DataFrame, adjustments: dict, scales: dict[str, float],
+                      nonnegative: Mapping[str, bool], by: Sequence[str] = (SERIES_ID,)) -> pd.DataFrame:
+    """``apply_adjustments``, then every lower bound of a series that ``nonnegative`` marks (its history never
+    went below zero) kept at zero or above: how a calibrated forecast is served, by a family or the ensemble."""
+    forecast = apply_adjustments(forecast, adjustments, scales, by=by)
+    floor = forecast[SERIES_ID].map(nonnegative).fillna(False).to_numpy(bool)
+    for column in [c for c in forecast.columns if c.startswith("lo-")]:
+        forecast[column] = np.where(floor, np.maximum(forecast[column], 0.0), forecast[column])
+    return forecast
+
+
 def ensemble_adjustments(member_backtests: dict[str, pd.DataFrame], member_calibrations: dict[str, dict | None],
                          panel: pd.DataFrame, season_length: int, levels: Sequence[int]) -> dict:
     """Conformal adjustments of the median ensemble, on top of its members' own calibration.
@@ -152,11 +163,7 @@ def ensemble_adjustments(member_backtests: dict[str, pd.DataFrame], member_calib
         frame = frame.sort_values([SERIES_ID, "window", TIMESTAMP], kind="stable")
         adjustments = member_calibrations.get(member)
         if adjustments:
-            frame = apply_adjustments(frame, adjustments, {}, by=(SERIES_ID, "window"))
-            floor = frame[SERIES_ID].map(nonnegative).fillna(False).to_numpy(bool)
-            for level in levels:
-                frame[f"lo-{int(level)}"] = np.where(floor, np.maximum(frame[f"lo-{int(level)}"], 0.0),
-                                                     frame[f"lo-{int(level)}"])
+            frame = apply_calibration(frame, adjustments, {}, nonnegative, by=(SERIES_ID, "window"))
         calibrated.append(frame[[*keys, *values, "actual"]])
     stacked = pd.concat(calibrated, ignore_index=True)
     median = stacked.groupby(keys, sort=False).agg({**{c: "median" for c in values}, "actual": "first"}).reset_index()

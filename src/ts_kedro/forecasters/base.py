@@ -332,13 +332,9 @@ class Forecaster(abc.ABC):
             forecast = forecast.sort_values(SERIES_ID, key=lambda s: s.map(order), kind="stable")
         calibration = getattr(self, "interval_calibration_", None)
         if calibration and levels:
-            from ts_kedro.evaluation.conformal import apply_adjustments
+            from ts_kedro.evaluation.conformal import apply_calibration
 
-            forecast = apply_adjustments(forecast, calibration, self.calibration_scales_)
-            nonnegative = forecast[SERIES_ID].map(self.nonnegative_series_).fillna(False).to_numpy(bool)
-            for level in levels:
-                forecast[f"lo-{level}"] = np.where(nonnegative, np.maximum(forecast[f"lo-{level}"], 0.0),
-                                                   forecast[f"lo-{level}"])
+            forecast = apply_calibration(forecast, calibration, self.calibration_scales_, self.nonnegative_series_)
         return _finalise_forecast(forecast, levels)
 
     def inherit_calibration(self, source: "Forecaster") -> "Forecaster":

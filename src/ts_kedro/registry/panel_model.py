@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,8 @@ class _ServedTable:
     frame: pd.DataFrame
     starts: np.ndarray
     position: dict
+
+
 # guards the per-object forecast cache; one lock for all objects (a model object has no lock of its own to
 # pickle, and older pickles have none)
 _CACHE_LOCK = threading.Lock()
@@ -330,20 +332,16 @@ class SelectedPanelModel:
         calibration = getattr(self, "ensemble_calibration", None)  # older pickles lack it
         if not calibration or not calibration.get("levels"):
             return median
-        from ts_kedro.evaluation.conformal import apply_adjustments
+        from ts_kedro.evaluation.conformal import apply_calibration
 
         models = [self.family_models[m] for m in members]
         scales: dict[str, float] = {}
         for model in reversed(models):  # the first member that has a series' scale gives it
             scales.update(getattr(model, "calibration_scales_", None) or {})
-        adjusted = apply_adjustments(median, calibration, scales)
-        ids = adjusted[SERIES_ID]
-        nonnegative = np.ones(len(adjusted), dtype=bool)
-        for model in models:
-            nonnegative &= ids.map(getattr(model, "nonnegative_series_", None) or {}).fillna(False).to_numpy(bool)
-        for level in self.levels:
-            adjusted[f"lo-{level}"] = np.where(nonnegative, np.maximum(adjusted[f"lo-{level}"], 0.0),
-                                               adjusted[f"lo-{level}"])
+        # a series' lower bounds stay at zero or above when every member keeps them so
+        nonnegative = {s: all((getattr(model, "nonnegative_series_", None) or {}).get(s, False) for model in models)
+                       for s in series_ids}
+        adjusted = apply_calibration(median, calibration, scales, nonnegative)
         # as every family's forecast: a narrowing never crosses the mean, and wider levels contain narrower ones
         return _finalise_forecast(adjusted, self.levels)
 
@@ -422,7 +420,6 @@ def _valid_horizon(value, max_horizon: int) -> bool:
     except (TypeError, ValueError):
         return False
     return math.isfinite(as_float) and as_float == int(as_float) and 1 <= as_float <= max_horizon
-
 
 
 def panel_model_input_example(panel_model: SelectedPanelModel) -> pd.DataFrame:

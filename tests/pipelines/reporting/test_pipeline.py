@@ -97,8 +97,8 @@ def test_prediction_plot_draws_every_series_with_anomalies(day0, reporting, tmp_
     assert _saved_png(figure, tmp_path, "pva.png").startswith(PNG_MAGIC)
 
 
-def test_error_analysis_and_model_comparison_cover_every_candidate(day0, tmp_path):
-    figure = nodes.plot_error_analysis(day0["candidate_backtests"], day0["selection"])
+def test_error_analysis_and_model_comparison_cover_every_candidate(day0, reporting, tmp_path):
+    figure = nodes.plot_error_analysis(day0["candidate_backtests"], day0["selection"], reporting)
     assert len(figure.axes) == 4
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert labels == ["ensemble", "seasonal_naive", "weekly_naive"]

@@ -75,7 +75,8 @@ def measure_performance_drift(
     actuals = history_primary_panel
     if "is_imputed" in actuals:
         actuals = actuals[~actuals["is_imputed"]]
-    joined = previous_forecasts[[SERIES_ID, TIMESTAMP, "mean"]].merge(
+    bounds = [c for c in previous_forecasts.columns if c.startswith(("lo-", "hi-"))]  # for the interval test
+    joined = previous_forecasts[[SERIES_ID, TIMESTAMP, "mean", *bounds]].merge(
         actuals[[SERIES_ID, TIMESTAMP, VALUE]], on=[SERIES_ID, TIMESTAMP])
     season = profile.season_length
     per_series = {}
@@ -108,8 +109,7 @@ def measure_performance_drift(
     ratio = realized / backtest if backtest > 0 else float("inf")
     logger.info("performance: realized %s %.4g vs backtest %.4g (ratio %.3f) on %d series", metric, realized,
                 backtest, ratio, len(per_series))
-    counted = joined[joined[SERIES_ID].astype(str).isin(per_series)]
-    exceedance = interval_exceedance(counted.merge(previous_forecasts.drop(columns="mean"), on=[SERIES_ID, TIMESTAMP]))
+    exceedance = interval_exceedance(joined[joined[SERIES_ID].astype(str).isin(per_series)])
     return {"available": True, "metric": metric, "realized": realized, "backtest": backtest, "ratio": ratio,
             "n_series": len(per_series), "n_points": int(sum(e["n_points"] for e in per_series.values())),
             "interval_exceedance": exceedance, "per_series": per_series}

@@ -23,7 +23,6 @@ from ts_kedro.interpretability.errors import require_columns
 from .figures import concise_dates, model_colour, new_figure, note_figure
 
 logger = logging.getLogger(__name__)
-DEFAULT_MAX_SERIES_SHOWN = 60  # when reporting.max_series_shown is absent (conf/base sets it)
 
 
 # -- shared inputs ------------------------------------------------------------------------------------------------
@@ -237,18 +236,17 @@ def _with_steps(candidate_backtests: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _shown_series(reporting: dict[str, Any] | None) -> int | None:
+def _shown_series(reporting: dict[str, Any]) -> int | None:
     """How many series a per-series bar chart draws (``reporting.max_series_shown``; None: all).
 
     One bar and one tick label per series does not scale: at 100,000 series the error-by-series chart sat in
     matplotlib for over 10 minutes and the confidence chart would have been 35,000 inches wide (0.35 per series).
     """
-    shown = (reporting or {}).get("max_series_shown", DEFAULT_MAX_SERIES_SHOWN)
+    shown = reporting["max_series_shown"]
     return None if shown is None else int(shown)
 
 
-def plot_error_analysis(candidate_backtests: pd.DataFrame, selection: dict,
-                        reporting: dict[str, Any] | None = None) -> Figure:
+def plot_error_analysis(candidate_backtests: pd.DataFrame, selection: dict, reporting: dict[str, Any]) -> Figure:
     """Backtest errors by horizon step, by series, by model family, and the residual distribution.
 
     The error-by-series chart draws the ``reporting.max_series_shown`` worst series (all when null); the other
@@ -329,7 +327,7 @@ def plot_model_comparison(candidate_scores: pd.DataFrame, panel: dict[str, Any])
     return figure
 
 
-def plot_confidence(confidence: pd.DataFrame, reporting: dict[str, Any] | None = None) -> Figure:
+def plot_confidence(confidence: pd.DataFrame, reporting: dict[str, Any]) -> Figure:
     """Per-series confidence with its two factors, calibration and sharpness: the ``reporting.max_series_shown``
     least confident series (all when null; the CSV ``forecasts_with_confidence`` has every series)."""
     ordered = confidence.sort_values("confidence")
