@@ -29,6 +29,15 @@ def trim_missing_edges(series: pd.DataFrame) -> pd.DataFrame:
     return series.iloc[observed[0]: observed[-1] + 1]
 
 
+def within_observed_edges(series_ids: pd.Series, values: pd.Series) -> np.ndarray:
+    """Per row of a panel grouped by series: whether it lies between its series' first and last observed
+    value (``trim_missing_edges`` for every series at once)."""
+    observed = values.notna()
+    from_start = observed.groupby(series_ids, sort=False).cumsum()
+    from_end = observed[::-1].groupby(series_ids[::-1], sort=False).cumsum()[::-1]
+    return ((from_start > 0) & (from_end > 0)).to_numpy()
+
+
 def reindex_series(series: pd.DataFrame, freq: str) -> pd.DataFrame:
     """One series on its complete grid; timestamps that had no row get NaN values."""
     index = regular_index(series[TIMESTAMP].iloc[0], series[TIMESTAMP].iloc[-1], freq)
@@ -72,7 +81,7 @@ def impute_column(column: pd.Series, series_ids: pd.Series, method: str, season_
     if method == "ffill":
         filled = grouped.ffill()
     elif method == "linear":
-        filled = grouped.transform(interpolate_linear)
+        filled = _interpolate_by_series(column, series_ids)
     elif method == "seasonal":
         filled = _seasonal_fill(column, series_ids, season_length)
     else:
@@ -81,8 +90,18 @@ def impute_column(column: pd.Series, series_ids: pd.Series, method: str, season_
         )
     # What the method cannot reach (ffill before the first value, seasonal without any season neighbour)
     # falls back to linear interpolation within the series, so no NaN is left behind.
-    if filled.isna().any():
-        filled = filled.groupby(series_ids, sort=False).transform(interpolate_linear)
+    return _interpolate_by_series(filled, series_ids)
+
+
+def _interpolate_by_series(column: pd.Series, series_ids: pd.Series) -> pd.Series:
+    """``interpolate_linear`` within each series that has a NaN; the others are returned as they are (one
+    call per series, gapless ones included, took 5 s for 20,000 series)."""
+    missing = column.isna()
+    if not missing.any():
+        return column
+    touched = series_ids.isin(pd.unique(series_ids[missing]))
+    filled = column.copy()
+    filled[touched] = column[touched].groupby(series_ids[touched], sort=False).transform(interpolate_linear)
     return filled
 
 
@@ -96,7 +115,7 @@ def _robust_z(residual: pd.Series, values: pd.Series, series_ids: pd.Series, sca
     centred = residual - residual.groupby(series_ids, sort=False).transform("median")
     mad = centred.abs().groupby(series_ids, sort=False).transform("median") / _MAD_TO_SD
     by_series = values.groupby(series_ids, sort=False)
-    spread = by_series.transform(lambda v: v.quantile(0.75) - v.quantile(0.25))
+    spread = by_series.transform("quantile", 0.75) - by_series.transform("quantile", 0.25)
     scale = np.maximum(mad, scale_floor * spread)
     return (centred / scale.where(scale > 0)).fillna(0.0)
 
@@ -111,7 +130,8 @@ def seasonal_median_residual(
     """
     window = season_length + 1 if season_length % 2 == 0 else season_length
     grouped = values.groupby(series_ids, sort=False)
-    trend = grouped.transform(lambda v: v.rolling(window, center=True, min_periods=1).median())
+    # One grouped rolling pass (per-series lambdas took 20 s for 20,000 series); same windows and values.
+    trend = grouped.rolling(window, center=True, min_periods=1).median().droplevel(0).reindex(values.index)
     detrended = values - trend
     by_series = detrended.groupby(series_ids, sort=False)
     shifted = np.column_stack([by_series.shift(k * season_length).to_numpy()

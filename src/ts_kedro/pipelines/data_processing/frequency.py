@@ -21,6 +21,38 @@ def grid_positions(timestamps: pd.DatetimeIndex, offset: BaseOffset) -> np.ndarr
     return None if (positions < 0).any() else positions
 
 
+_DAY_NS = 86_400 * 10**9
+
+
+def unit_steps(series_start: np.ndarray, timestamps: np.ndarray, offset: BaseOffset) -> np.ndarray | None:
+    """Whether each row lies exactly one ``offset`` step after the row before it, in the same series.
+
+    The panel-wide form of ``grid_positions`` for the common case (rows sorted by series and time;
+    ``series_start`` marks each series' first row, which is always False). A series whose later rows are all
+    True is gapless and on the grid through its first timestamp. None where no cheap panel-wide grid exists
+    (multiples of calendar offsets such as ``2MS``, calendar offsets with times of day): callers then go
+    series by series.
+
+    Args:
+        series_start: bool per row, True at each series' first row.
+        timestamps: int64 nanoseconds per row.
+        offset: the panel frequency.
+    """
+    if len(timestamps) == 0:
+        return np.zeros(0, dtype=bool)
+    if isinstance(offset, Tick):
+        steps = np.diff(timestamps) == pd.Timedelta(offset).value
+        return np.r_[False, steps] & ~series_start
+    if offset.n != 1 or (timestamps % _DAY_NS).any():
+        return None
+    first, last = pd.Timestamp(int(timestamps.min())), pd.Timestamp(int(timestamps.max()))
+    grid = pd.date_range(offset.rollback(first), last, freq=offset).asi8
+    positions = np.searchsorted(grid, timestamps)
+    on = grid[np.minimum(positions, len(grid) - 1)] == timestamps
+    steps = (np.diff(positions) == 1) & on[1:] & on[:-1]
+    return np.r_[False, steps] & ~series_start
+
+
 def on_grid(timestamps: pd.DatetimeIndex, anchor: pd.Timestamp, offset: BaseOffset) -> np.ndarray:
     """Whether each timestamp lies on the ``offset`` grid through ``anchor`` (e.g. a series' first timestamp)."""
     if isinstance(offset, Tick):
@@ -90,6 +122,65 @@ def infer_series_frequency(timestamps: pd.DatetimeIndex, expected: str) -> dict:
     result |= {"longest_gap_steps": int(diffs[longest]), "span_steps": int(positions[-1] - positions[0]),
                "longest_gap_after": str(timestamps[longest])}
     return result
+
+
+def series_bounds(series_ids: np.ndarray) -> np.ndarray:
+    """Row positions where each series starts, plus the row count at the end (rows grouped by series)."""
+    if len(series_ids) == 0:
+        return np.zeros(1, dtype=np.int64)
+    return np.r_[np.flatnonzero(np.r_[True, series_ids[1:] != series_ids[:-1]]), len(series_ids)]
+
+
+def gapless_series(bounds: np.ndarray, timestamps: np.ndarray, offset: BaseOffset) -> np.ndarray:
+    """Per series (``bounds`` from ``series_bounds``): at least 2 rows, each one ``offset`` step after the last.
+
+    Such a series is its own complete grid; everything else (gaps, times off the grid, offsets ``unit_steps``
+    cannot vectorise, rows out of time order) is False and is handled series by series.
+    """
+    starts = bounds[:-1]
+    series_start = np.zeros(len(timestamps), dtype=bool)
+    series_start[starts] = True
+    unit = unit_steps(series_start, timestamps, offset)
+    if unit is None or len(starts) == 0:
+        return np.zeros(len(starts), dtype=bool)
+    broken = (~unit & ~series_start).astype(np.int64)
+    return (np.add.reduceat(broken, starts) == 0) & (np.diff(bounds) >= 2)
+
+
+def panel_frequencies(series_ids: pd.Series, timestamps: pd.Series, expected: str) -> dict[str, dict]:
+    """``infer_series_frequency`` of every series, ``{series_id: facts}`` in sorted id order.
+
+    Gapless series on the grid (nearly every series of a real panel) are answered from panel-wide arrays:
+    per series only ``pd.infer_freq`` remains, and it is computed once per (first timestamp, length), which
+    fixes the timestamps of such a series. The others go through ``infer_series_frequency`` one by one. The
+    answers are the same either way; one call per series took 17 s for 20,000 series.
+    """
+    offset = to_offset(expected)
+    ids = series_ids.to_numpy()
+    stamps = timestamps.to_numpy("datetime64[ns]").view("i8")
+    bounds = series_bounds(ids)
+    grouped_in_order = len(bounds) - 1 == len(pd.unique(ids)) and bool(
+        (np.diff(stamps)[ids[1:] == ids[:-1]] > 0).all())
+    if not grouped_in_order:  # not sorted by series and time: the plain way
+        return {str(sid): infer_series_frequency(pd.DatetimeIndex(group), expected)
+                for sid, group in timestamps.groupby(series_ids, sort=True)}
+    gapless = gapless_series(bounds, stamps, offset)
+    inferred: dict[tuple[int, int], str | None] = {}
+    results = {}
+    for k, (first, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        index = pd.DatetimeIndex(stamps[first:end].view("datetime64[ns]"))
+        if not gapless[k]:
+            results[str(ids[first])] = infer_series_frequency(index, expected)
+            continue
+        length = int(end - first)
+        key = (int(stamps[first]), length)
+        if key not in inferred:
+            inferred[key] = pd.infer_freq(index) if length >= 3 else None
+        results[str(ids[first])] = {
+            "expected_freq": offset.freqstr, "inferred_freq": inferred[key] or offset.freqstr, "fault": None,
+            "details": None, "longest_gap_steps": 1, "span_steps": length - 1, "longest_gap_after": str(index[0]),
+        }
+    return dict(sorted(results.items()))
 
 
 def regular_index(first: pd.Timestamp, last: pd.Timestamp, freq: str) -> pd.DatetimeIndex:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from pandas.tseries.frequencies import to_offset
 
 from ts_kedro.datasets import CSVChunkSource
 from ts_kedro.pipelines.data_processing.cleaning import (
@@ -12,12 +14,15 @@ from ts_kedro.pipelines.data_processing.cleaning import (
     impute_column,
     reindex_series,
     trim_missing_edges,
+    within_observed_edges,
 )
 from ts_kedro.pipelines.data_processing.errors import DataProcessingConfigError, SeriesQualityError
 from ts_kedro.pipelines.data_processing.frequency import (
     DEFAULT_MAX_GAP_SPAN_FACTOR,
     gap_beyond_span,
-    infer_series_frequency,
+    gapless_series,
+    panel_frequencies,
+    series_bounds,
 )
 from ts_kedro.pipelines.data_processing.quality import gap_statistics, markdown_table, series_profile
 from ts_kedro.pipelines.data_processing.schema import (
@@ -97,10 +102,7 @@ def infer_frequency(validated_panel: pd.DataFrame, panel: dict[str, Any]) -> dic
     Returns:
         ``{series_id: {expected_freq, inferred_freq, fault, details}}``; ``fault`` is None when the series fits.
     """
-    return {
-        str(series_id): infer_series_frequency(pd.DatetimeIndex(timestamps), panel["freq"])
-        for series_id, timestamps in validated_panel.groupby(SERIES_ID, sort=True)[TIMESTAMP]
-    }
+    return panel_frequencies(validated_panel[SERIES_ID], validated_panel[TIMESTAMP], panel["freq"])
 
 
 def screen_series(
@@ -174,15 +176,28 @@ def regularise_index(screened_panel: pd.DataFrame, panel: dict[str, Any]) -> pd.
     """Put every series on its complete ``panel.freq`` grid, from its first to its last observed value.
 
     Missing timestamps become rows with NaN values (explicit gaps); missing values at the edges are cut off
-    (there is nothing to impute them from) and counted in the quality report.
+    (there is nothing to impute them from) and counted in the quality report. Series that are already
+    gapless after the cut keep their rows as they are (panel-wide arrays); only the others are reindexed one
+    by one (one reindex per series took 28 s for 20,000 series).
     """
-    pieces = []
-    for series_id, series in screened_panel.groupby(SERIES_ID, sort=True):
+    columns = [SERIES_ID, TIMESTAMP, *[c for c in screened_panel.columns if c not in (SERIES_ID, TIMESTAMP)]]
+    trimmed = screened_panel[within_observed_edges(screened_panel[SERIES_ID], screened_panel[VALUE])]
+    ids = trimmed[SERIES_ID].to_numpy()
+    bounds = series_bounds(ids)
+    gapless = gapless_series(bounds, trimmed[TIMESTAMP].to_numpy("datetime64[ns]").view("i8"),
+                             to_offset(panel["freq"]))
+    rows_gapless = np.repeat(gapless, np.diff(bounds))
+    pieces = [trimmed[rows_gapless]]
+    # Series the cut emptied (all missing) go the per-series way too, which fails on them as before.
+    emptied = ~screened_panel[SERIES_ID].isin(pd.unique(ids))
+    for series_id, series in pd.concat([trimmed[~rows_gapless], screened_panel[emptied]]).groupby(SERIES_ID, sort=True):
         regular = reindex_series(trim_missing_edges(series), panel["freq"])
         regular[SERIES_ID] = series_id
         pieces.append(regular)
-    regular_panel = pd.concat(pieces, ignore_index=True)
-    return regular_panel[[SERIES_ID, TIMESTAMP, *[c for c in screened_panel.columns if c not in (SERIES_ID, TIMESTAMP)]]]
+    regular_panel = pd.concat(pieces, ignore_index=True)[columns]
+    if not regular_panel[SERIES_ID].is_monotonic_increasing:
+        regular_panel = regular_panel.sort_values(SERIES_ID, kind="stable", ignore_index=True)
+    return regular_panel
 
 
 def impute_missing(regular_panel: pd.DataFrame, panel: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
