@@ -80,12 +80,17 @@ def measure_performance_drift(
         actuals[[SERIES_ID, TIMESTAMP, VALUE]], on=[SERIES_ID, TIMESTAMP])
     season = profile.season_length
     per_series = {}
+    # Each series' rows of the history, found in one pass (a mask over the whole history per series was
+    # quadratic in the panel size); row order kept, so the in-sample values are the same.
+    history_rows = history_primary_panel.groupby(SERIES_ID, sort=False).indices
+    history_times = history_primary_panel[TIMESTAMP].to_numpy()
+    history_values = history_primary_panel[VALUE].to_numpy()
     for series_id, rows in joined.groupby(SERIES_ID, sort=True):
         if len(rows) < min_points:
             continue
         first = rows[TIMESTAMP].min()
-        insample = history_primary_panel.loc[(history_primary_panel[SERIES_ID] == series_id)
-                                             & (history_primary_panel[TIMESTAMP] < first), VALUE].to_numpy()
+        mine = history_rows[series_id]
+        insample = history_values[mine[history_times[mine] < first.to_datetime64()]]
         actual, forecast = rows[VALUE].to_numpy(), rows["mean"].to_numpy()
         if metric == "owa":
             # OWA against seasonal naive from the same history, as the selection's backtest OWA was computed
