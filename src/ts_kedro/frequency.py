@@ -352,3 +352,35 @@ def profile_for_panel(panel: pd.DataFrame, panel_params: Mapping[str, Any],
     """``derive_profile`` with the lengths (observed values per series) of a long panel."""
     lengths = panel.groupby("series_id", sort=False)["value"].count() if len(panel) else None
     return derive_profile(panel_params, lengths, backtest_params, monitoring_params)
+
+
+_DAY_NS = pd.Timedelta(days=1).value  # calendar offsets' grids are at midnight
+
+
+def unit_steps(series_start: np.ndarray, timestamps: np.ndarray, offset: pd.DateOffset) -> np.ndarray | None:
+    """Whether each row lies exactly one ``offset`` step after the row before it, in the same series.
+
+    The panel-wide form of ``grid_positions`` for the common case (rows sorted by series and time;
+    ``series_start`` marks each series' first row, which is always False). A series whose later rows are all
+    True is gapless and on the grid through its first timestamp. None where no cheap panel-wide grid exists
+    (multiples of calendar offsets such as ``2MS``, calendar offsets with times of day): callers then go
+    series by series.
+
+    Args:
+        series_start: bool per row, True at each series' first row.
+        timestamps: int64 nanoseconds per row.
+        offset: the panel frequency.
+    """
+    if len(timestamps) == 0:
+        return np.zeros(0, dtype=bool)
+    if isinstance(offset, pd_offsets.Tick):
+        steps = np.diff(timestamps) == pd.Timedelta(offset).value
+        return np.r_[False, steps] & ~series_start
+    if offset.n != 1 or (timestamps % _DAY_NS).any():
+        return None
+    first, last = pd.Timestamp(int(timestamps.min())), pd.Timestamp(int(timestamps.max()))
+    grid = pd.date_range(offset.rollback(first), last, freq=offset).asi8
+    positions = np.searchsorted(grid, timestamps)
+    on = grid[np.minimum(positions, len(grid) - 1)] == timestamps
+    steps = (np.diff(positions) == 1) & on[1:] & on[:-1]
+    return np.r_[False, steps] & ~series_start

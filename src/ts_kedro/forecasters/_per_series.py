@@ -30,7 +30,16 @@ logger = logging.getLogger(__name__)
 def split_series(panel: pd.DataFrame) -> dict[str, np.ndarray]:
     """Values of each series in time order, keyed by ``series_id`` (first-appearance order kept)."""
     ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
-    return {sid: group[VALUE].to_numpy(dtype=float) for sid, group in ordered.groupby(SERIES_ID, sort=False)}
+    return _split_rows(ordered[SERIES_ID].to_numpy(), ordered[VALUE].to_numpy(dtype=float))
+
+
+def _split_rows(ids: np.ndarray, rows: np.ndarray) -> dict:
+    """``rows`` cut where ``ids`` (grouped) changes, keyed by id: one pass, where a pandas group-by cost
+    about 80 us per series (1.6 s of a 20,000-series update)."""
+    if len(ids) == 0:
+        return {}
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return dict(zip(ids[starts], np.split(rows, starts[1:])))
 
 
 def split_covariates(panel: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray | None]:
@@ -39,8 +48,7 @@ def split_covariates(panel: pd.DataFrame, columns: Sequence[str]) -> dict[str, n
     ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
     if not columns:
         return {sid: None for sid in ordered[SERIES_ID].unique()}
-    return {sid: group[list(columns)].to_numpy(dtype=float)
-            for sid, group in ordered.groupby(SERIES_ID, sort=False)}
+    return _split_rows(ordered[SERIES_ID].to_numpy(), ordered[list(columns)].to_numpy(dtype=float))
 
 
 def resolve_n_jobs(n_jobs: int, n_tasks: int) -> int:
@@ -174,14 +182,28 @@ def normal_quantile(level: int) -> float:
     return float(norm.ppf(0.5 + level / 200.0))
 
 
-def forecast_frame(series_id: str, timestamps: pd.DatetimeIndex, mean: np.ndarray,
-                   bounds: dict[int, tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
-    """One series' forecast in the interface's column layout (``lo-L``/``hi-L`` for each level).
+def forecast_rows(series_id: str, timestamps: pd.DatetimeIndex, mean: np.ndarray,
+                  bounds: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple:
+    """One series' forecast as arrays, for ``concat_forecasts`` (families collect these per series)."""
+    return series_id, timestamps, mean, bounds
 
-    Built from one dict of columns: adding the bounds one column at a time cost about 1.5 ms per series
-    (a quarter of an hour for one predict over 100,000 series)."""
-    columns = {SERIES_ID: series_id, TIMESTAMP: timestamps, "mean": np.asarray(mean, float)}
-    for level, (lo, hi) in bounds.items():
-        columns[f"lo-{level}"] = np.asarray(lo, float)
-        columns[f"hi-{level}"] = np.asarray(hi, float)
+
+def concat_forecasts(parts: Sequence[tuple]) -> pd.DataFrame:
+    """The forecasts of ``forecast_rows`` as one frame in the interface's column layout, series in ``parts``
+    order (``lo-L``/``hi-L`` for each level, in the first part's level order).
+
+    One frame built from concatenated arrays: a DataFrame per series and a concat over them cost about
+    0.7 ms per series (12 s of a seasonal-naive predict over 20,000 series).
+    """
+    if not parts:
+        raise ValueError("no series forecast to assemble")
+    lengths = np.fromiter((len(part[1]) for part in parts), dtype=np.int64, count=len(parts))
+    # dtype inferred from the ids as a per-series frame would (object for strings, shared per series)
+    ids = pd.Series([part[0] for part in parts]).repeat(lengths).to_numpy()
+    stamps = np.concatenate([pd.DatetimeIndex(part[1]).as_unit("ns").asi8 for part in parts]).view("datetime64[ns]")
+    columns = {SERIES_ID: ids, TIMESTAMP: stamps,
+               "mean": np.concatenate([np.asarray(part[2], float) for part in parts])}
+    for level in parts[0][3]:
+        for side, name in ((0, "lo"), (1, "hi")):
+            columns[f"{name}-{level}"] = np.concatenate([np.asarray(part[3][level][side], float) for part in parts])
     return pd.DataFrame(columns)

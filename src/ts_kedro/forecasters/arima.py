@@ -76,7 +76,8 @@ import numpy as np
 import pandas as pd
 
 from ts_kedro.forecasters._per_series import (
-    forecast_frame,
+    concat_forecasts,
+    forecast_rows,
     map_series,
     normal_quantile,
     split_covariates,
@@ -272,8 +273,8 @@ class ArimaForecaster(Forecaster):
             # the plan is required whenever the model reads covariates, even for a series that left them all out
             plan = self.future_covariate_values(series_id, index) if self.known_covariates else None
             mean, bounds = _forecast_one_series(state, horizon, levels, plan)
-            frames.append(forecast_frame(series_id, index, mean, bounds))
-        return pd.concat(frames, ignore_index=True)
+            frames.append(forecast_rows(series_id, index, mean, bounds))
+        return concat_forecasts(frames)
 
 
 # -- seasonal part --------------------------------------------------------------------------------------------

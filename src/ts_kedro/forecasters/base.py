@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import functools
 from collections.abc import Sequence
 
 import logging
@@ -173,8 +174,8 @@ class Forecaster(abc.ABC):
         if not own.empty:
             updated._update(own)
         updated.last_timestamp_ = updated.last_timestamp_.copy()
-        for series_id, end in ordered.groupby(SERIES_ID, sort=False)[TIMESTAMP].max().items():
-            updated.last_timestamp_[series_id] = end
+        ends = ordered.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()
+        updated.last_timestamp_.loc[ends.index] = ends.to_numpy()
         updated.n_updated_observations_ = getattr(self, "n_updated_observations_", 0) + len(ordered)
         self.__dict__.update(updated.__dict__)
         return self
@@ -288,8 +289,17 @@ class Forecaster(abc.ABC):
         return state
 
     def _check_continuation(self, ordered: pd.DataFrame) -> None:
-        """Every series' new timestamps must be the next steps of the grid after its last fitted timestamp."""
-        for series_id, group in ordered.groupby(SERIES_ID, sort=False):
+        """Every series' new timestamps must be the next steps of the grid after its last fitted timestamp.
+
+        Checked on panel-wide arrays first (one ``date_range`` per series took 9 s for 20,000 series); the
+        series that fail it, or every series where the grid has no panel-wide form, are checked one by one,
+        which also words the error.
+        """
+        suspects = _continuation_suspects(ordered, self.last_timestamp_, self.freq)
+        if suspects is not None and not suspects:
+            return
+        rows = ordered if suspects is None else ordered[ordered[SERIES_ID].isin(suspects)]
+        for series_id, group in rows.groupby(SERIES_ID, sort=False):
             stamps = pd.DatetimeIndex(group[TIMESTAMP])
             expected = pd.date_range(self.last_timestamp_[series_id], periods=len(stamps) + 1, freq=self.freq)[1:]
             if not np.array_equal(stamps.as_unit("ns").asi8, expected.as_unit("ns").asi8):  # any datetime unit
@@ -366,8 +376,7 @@ class Forecaster(abc.ABC):
 
     # -- helpers for subclasses ----------------------------------------------------------------
     def future_index(self, series_id, horizon: int) -> pd.DatetimeIndex:
-        start = self.last_timestamp_[series_id]
-        return pd.date_range(start, periods=horizon + 1, freq=self.freq)[1:]
+        return _future_index(self.last_timestamp_[series_id], int(horizon), self.freq)
 
     @abc.abstractmethod
     def _fit(self, panel: pd.DataFrame) -> None: ...
@@ -414,3 +423,33 @@ def _finalise_forecast(forecast: pd.DataFrame, levels: list[int]) -> pd.DataFram
         forecast[f"lo-{wide}"] = np.minimum(forecast[f"lo-{wide}"], forecast[f"lo-{narrow}"])
         forecast[f"hi-{wide}"] = np.maximum(forecast[f"hi-{wide}"], forecast[f"hi-{narrow}"])
     return forecast[[SERIES_ID, TIMESTAMP, "mean", *interval_columns(levels)]]
+
+
+@functools.lru_cache(maxsize=4096)
+def _future_index(last: pd.Timestamp, horizon: int, freq: str) -> pd.DatetimeIndex:
+    """The ``horizon`` grid steps after ``last``; cached, as series of a panel mostly share their last timestamp
+    (one ``date_range`` per series cost 4 s of a 20,000-series predict). A DatetimeIndex is immutable."""
+    return pd.date_range(last, periods=horizon + 1, freq=freq)[1:]
+
+
+def _continuation_suspects(ordered: pd.DataFrame, last_timestamp: pd.Series, freq: str) -> set | None:
+    """Series of ``ordered`` (sorted by series and time) whose new timestamps do not all continue the grid
+    right after their ``last_timestamp``, checked panel-wide; None when the grid has no panel-wide form."""
+    from pandas.tseries.frequencies import to_offset
+
+    from ts_kedro.frequency import unit_steps
+
+    ids = ordered[SERIES_ID].to_numpy()
+    new_series = np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, dtype=bool)
+    firsts = np.flatnonzero(new_series)
+    # each series' rows preceded by its last fitted timestamp: one chain per series to check step by step
+    chain_ids = np.insert(ids, firsts, ids[firsts])
+    anchors = pd.DatetimeIndex(last_timestamp.reindex(ids[firsts]).to_numpy()).as_unit("ns").asi8
+    stamps = pd.DatetimeIndex(ordered[TIMESTAMP]).as_unit("ns").asi8
+    chain = np.insert(stamps, firsts, anchors)
+    chain_start = np.zeros(len(chain), dtype=bool)
+    chain_start[firsts + np.arange(len(firsts))] = True
+    steps = unit_steps(chain_start, chain, to_offset(freq))
+    if steps is None:
+        return None
+    return set(chain_ids[~steps & ~chain_start])

@@ -6,6 +6,8 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset, Tick
 
+from ts_kedro.frequency import unit_steps
+
 
 def grid_positions(timestamps: pd.DatetimeIndex, offset: BaseOffset) -> np.ndarray | None:
     """Step number of each timestamp on the ``offset`` grid that starts at the first one; None if any is off it."""
@@ -19,38 +21,6 @@ def grid_positions(timestamps: pd.DatetimeIndex, offset: BaseOffset) -> np.ndarr
         return None
     positions = pd.date_range(timestamps[0], timestamps[-1], freq=offset).get_indexer(timestamps)
     return None if (positions < 0).any() else positions
-
-
-_DAY_NS = 86_400 * 10**9
-
-
-def unit_steps(series_start: np.ndarray, timestamps: np.ndarray, offset: BaseOffset) -> np.ndarray | None:
-    """Whether each row lies exactly one ``offset`` step after the row before it, in the same series.
-
-    The panel-wide form of ``grid_positions`` for the common case (rows sorted by series and time;
-    ``series_start`` marks each series' first row, which is always False). A series whose later rows are all
-    True is gapless and on the grid through its first timestamp. None where no cheap panel-wide grid exists
-    (multiples of calendar offsets such as ``2MS``, calendar offsets with times of day): callers then go
-    series by series.
-
-    Args:
-        series_start: bool per row, True at each series' first row.
-        timestamps: int64 nanoseconds per row.
-        offset: the panel frequency.
-    """
-    if len(timestamps) == 0:
-        return np.zeros(0, dtype=bool)
-    if isinstance(offset, Tick):
-        steps = np.diff(timestamps) == pd.Timedelta(offset).value
-        return np.r_[False, steps] & ~series_start
-    if offset.n != 1 or (timestamps % _DAY_NS).any():
-        return None
-    first, last = pd.Timestamp(int(timestamps.min())), pd.Timestamp(int(timestamps.max()))
-    grid = pd.date_range(offset.rollback(first), last, freq=offset).asi8
-    positions = np.searchsorted(grid, timestamps)
-    on = grid[np.minimum(positions, len(grid) - 1)] == timestamps
-    steps = (np.diff(positions) == 1) & on[1:] & on[:-1]
-    return np.r_[False, steps] & ~series_start
 
 
 def on_grid(timestamps: pd.DatetimeIndex, anchor: pd.Timestamp, offset: BaseOffset) -> np.ndarray:
