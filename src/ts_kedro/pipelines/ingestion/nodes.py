@@ -12,7 +12,7 @@ import pandas as pd
 from ts_kedro.pipelines.data_processing.errors import DataProcessingConfigError, SchemaError
 from ts_kedro.pipelines.data_processing.frequency import on_grid
 from ts_kedro.pipelines.data_processing.nodes import validate_schema
-from ts_kedro.pipelines.data_processing.schema import SERIES_ID, TIMESTAMP, VALUE, quote
+from ts_kedro.pipelines.data_processing.schema import SERIES_ID, TIMESTAMP, quote
 from ts_kedro.pipelines.ingestion.batch_files import UnexpectedFile
 from ts_kedro.pipelines.ingestion.retention import retention_policy
 
@@ -83,6 +83,42 @@ def _first_rows(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     return rows.astype(object).where(rows.notna(), None).to_dict(orient="records")
 
 
+def _continuity_screen(new_rows: pd.DataFrame, history_start: pd.Series, history_end: pd.Series, step,
+                       settings: dict[str, Any]) -> tuple[dict[str, int], set]:
+    """``check_continuity``'s per-series rules on panel-wide arrays: the missing steps before each known
+    series' first new row (``gaps``, in series order) and the series that may break a rule (unknown, early,
+    off the grid, a gap above ``max_gap_steps``), which alone are then checked and worded one by one.
+
+    One pandas selection per series took 25 s for 20,000 series; timestamps on a calendar grid and gap
+    lengths are computed once per distinct value, as a batch holds few distinct timestamps.
+    """
+    if new_rows.empty:
+        return {}, set()
+    ids, stamps = new_rows[SERIES_ID], new_rows[TIMESTAMP]
+    known = ids.isin(history_end.index).to_numpy()
+    starts = ids.map(history_start)
+    early = known & (stamps < starts).to_numpy()
+    anchors = starts.where(known, new_rows.groupby(SERIES_ID, sort=False)[TIMESTAMP].transform("min"))
+    if isinstance(step, pd.tseries.offsets.Tick):
+        off = ((stamps.to_numpy("datetime64[ns]").view("i8") - anchors.to_numpy("datetime64[ns]").view("i8"))
+               % pd.Timedelta(step).value) != 0
+    else:  # on_grid ignores the anchor for calendar offsets
+        on_offset = {stamp: step.is_on_offset(stamp) for stamp in stamps.unique()}
+        off = ~stamps.map(on_offset).to_numpy(dtype=bool)
+    firsts = new_rows.groupby(SERIES_ID, sort=True)[TIMESTAMP].min()
+    ends = history_end.reindex(firsts.index)
+    after = firsts[(firsts > ends).to_numpy()]
+    spans: dict[tuple, int] = {}
+    gaps = {}
+    for series_id, first_new in after.items():
+        key = (ends[series_id], first_new)
+        if key not in spans:
+            spans[key] = len(pd.date_range(ends[series_id], first_new, freq=step)) - 2
+        gaps[series_id] = int(spans[key])
+    suspects = set(ids[~known | early | off]) | {sid for sid, n in gaps.items() if n > settings["max_gap_steps"]}
+    return gaps, suspects
+
+
 def check_continuity(
     batch: pd.DataFrame, history: pd.DataFrame, freq: str, settings: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any], list[dict[str, Any]]]:
@@ -135,8 +171,8 @@ def check_continuity(
                        f"value, first at {rows[TIMESTAMP].iloc[0]}; history is never rewritten: send only new "
                        "timestamps, or correct the history through a Day-0 rerun",
             "first_rows": _first_rows(rows[columns], limit)})
-    gaps = {}
-    for series_id, rows in new_rows.groupby(SERIES_ID, sort=True):
+    gaps, suspects = _continuity_screen(new_rows, history_start, history_end, step, settings)
+    for series_id, rows in new_rows[new_rows[SERIES_ID].isin(suspects)].groupby(SERIES_ID, sort=True):
         if series_id not in history_end.index:
             if settings["new_series_policy"] == "quarantine":
                 violations.append({
