@@ -26,17 +26,6 @@ from ts_kedro.interpretability.errors import InterpretabilityError, require_colu
 logger = logging.getLogger(__name__)
 
 
-def _calibration(coverage: float, nominal: float) -> float:
-    return float(max(0.0, 1.0 - abs(coverage - nominal) / max(nominal, 1.0 - nominal)))
-
-
-def _relative_width(width: float, scale: float) -> float:
-    # a constant-zero series has scale 0: a zero-width interval is perfectly sharp, any positive width infinitely wide
-    if scale > 0:
-        return width / scale
-    return 0.0 if width == 0 else np.inf
-
-
 def confidence_scores(
     candidate_backtests: pd.DataFrame, selection: dict, panel: pd.DataFrame, levels: Sequence[int]
 ) -> pd.DataFrame:
@@ -60,38 +49,43 @@ def confidence_scores(
     require_columns(panel, ["series_id", "value"], "primary_panel")
     choice = dict(selection.get("choice") or {})
     overall = selection.get("overall_model")
-    scale = panel.groupby("series_id")["value"].apply(lambda v: float(np.abs(v).mean()))
-    # each series' chosen model's rows, grouped once (a filter per series is quadratic in the panel size)
+    ids = panel["series_id"]
+    scale = panel["value"].abs().groupby(ids).mean()  # sorted ids, as the rows are
+    # the chosen model's rows of every series, reduced by group-bys over all rows at once (a pandas frame per
+    # series held 100,000 frames in memory and took minutes)
     chosen_model = candidate_backtests["series_id"].map(choice).fillna(overall)
     chosen = candidate_backtests[candidate_backtests["model"] == chosen_model].dropna(subset=["actual"])
-    by_series = dict(tuple(chosen.groupby("series_id", sort=False)))
-    empty = chosen.iloc[:0]
-    rows = []
-    for series_id in scale.index:
-        model = choice.get(series_id, overall)
-        points = by_series.get(series_id, empty)
-        if points.empty:
-            raise InterpretabilityError(
-                f"series {series_id!r}: no backtest rows of its chosen model {model!r} in candidate_backtests; "
-                "rerun model_selection so that selection and backtests come from the same run"
-            )
-        row = {"series_id": series_id, "model": model, "n_points": len(points)}
-        actual = points["actual"].to_numpy(float)
-        calibrations, widths = [], []
-        for level in levels:
-            lo, hi = points[f"lo-{level}"].to_numpy(float), points[f"hi-{level}"].to_numpy(float)
-            coverage = float(np.mean((actual >= lo) & (actual <= hi)))
-            calibration = _calibration(coverage, level / 100)
-            width = _relative_width(float(np.mean(hi - lo)), scale[series_id])
-            row.update({f"coverage-{level}": coverage, f"calibration-{level}": calibration,
+    by_series = chosen["series_id"]
+    n_points = by_series.value_counts().reindex(scale.index)
+    if n_points.isna().any():
+        series_id = n_points.index[n_points.isna()][0]
+        raise InterpretabilityError(
+            f"series {series_id!r}: no backtest rows of its chosen model {choice.get(series_id, overall)!r} in "
+            "candidate_backtests; rerun model_selection so that selection and backtests come from the same run"
+        )
+    columns = {"series_id": scale.index.to_numpy(), "model": [choice.get(s, overall) for s in scale.index],
+               "n_points": n_points.to_numpy(np.int64)}
+    actual = chosen["actual"].to_numpy(float)
+    scale_values = scale.to_numpy(float)
+    calibrations, widths = [], []
+    for level in levels:
+        lo, hi = chosen[f"lo-{level}"].to_numpy(float), chosen[f"hi-{level}"].to_numpy(float)
+        inside = pd.Series(((actual >= lo) & (actual <= hi)).astype(float), index=chosen.index)
+        coverage = inside.groupby(by_series).mean().reindex(scale.index).to_numpy(float)
+        nominal = level / 100
+        calibration = np.maximum(0.0, 1.0 - np.abs(coverage - nominal) / max(nominal, 1.0 - nominal))
+        mean_width = pd.Series(hi - lo, index=chosen.index).groupby(by_series).mean().reindex(scale.index).to_numpy(float)
+        # a constant-zero series has scale 0: a zero-width interval is perfectly sharp, any positive width infinitely wide
+        with np.errstate(divide="ignore", invalid="ignore"):
+            width = np.where(scale_values > 0, mean_width / scale_values, np.where(mean_width == 0, 0.0, np.inf))
+        columns.update({f"coverage-{level}": coverage, f"calibration-{level}": calibration,
                         f"relative_width-{level}": width})
-            calibrations.append(calibration)
-            widths.append(width)
-        row["calibration"] = float(np.mean(calibrations))
-        row["sharpness"] = float(1.0 / (1.0 + np.mean(widths)))
-        row["confidence"] = row["calibration"] * row["sharpness"]
-        rows.append(row)
-    scores = pd.DataFrame(rows)
+        calibrations.append(calibration)
+        widths.append(width)
+    columns["calibration"] = np.mean(calibrations, axis=0)
+    columns["sharpness"] = 1.0 / (1.0 + np.mean(widths, axis=0))
+    columns["confidence"] = columns["calibration"] * columns["sharpness"]
+    scores = pd.DataFrame(columns)
     logger.info("confidence: %d series, median %.3f (min %.3f, max %.3f)", len(scores),
                 scores["confidence"].median(), scores["confidence"].min(), scores["confidence"].max())
     return scores
