@@ -166,14 +166,20 @@ def _watch_memory(process: subprocess.Popen, every_s: float = 0.5) -> tuple[floa
     return peak_one, peak_tree
 
 
-def run_kedro(workdir: Path, train: pd.DataFrame, freq: str, horizon: int, families: str | None) -> dict:
-    """The Day-0 pipeline in ``workdir`` (its own conf copy, data/ and MLflow store); its forecasts and costs."""
+def run_kedro(workdir: Path, train: pd.DataFrame, freq: str, horizon: int, families: str | None,
+              extra_params: str = "", prepare=None) -> dict:
+    """The Day-0 pipeline in ``workdir`` (its own conf copy, data/ and MLflow store); its forecasts and costs.
+
+    ``extra_params`` are appended to ``--params`` (``key=value,...``); ``prepare(workdir)`` may edit the conf copy
+    before the run (``stallion_selected.py`` declares covariates that way)."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     shutil.copytree(ROOT / "conf", workdir / "conf")
     shutil.copy(ROOT / "pyproject.toml", workdir / "pyproject.toml")
     (workdir / "src").mkdir()  # the project is installed; Kedro only checks that a source folder exists
+    if prepare is not None:
+        prepare(workdir)
     raw = workdir / "train.csv"
     train.to_csv(raw, index=False)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db",
@@ -181,7 +187,7 @@ def run_kedro(workdir: Path, train: pd.DataFrame, freq: str, horizon: int, famil
     if families:
         env["TS_KEDRO_FAMILIES"] = families
     command = [str(Path(sys.executable).parent / "kedro"), "run", "--params",
-               f"raw_panel_path={raw},panel.freq={freq},panel.horizon={horizon}"]
+               f"raw_panel_path={raw},panel.freq={freq},panel.horizon={horizon}" + (f",{extra_params}" if extra_params else "")]
     started = time.perf_counter()
     with open(workdir / "run.log", "w") as log:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
