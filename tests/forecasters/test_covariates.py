@@ -114,7 +114,9 @@ def test_arima_is_a_regression_with_arima_errors_in_every_variant(seasonality, s
     differenced like the series and integrated back with it (a level effect, not a one-step pulse)."""
     series = stallion[stallion[SERIES_ID] == stallion[SERIES_ID].iloc[0]]
     history, plan = split(series, "2017-07-01")
-    model = build("arima", known_covariates=["price_actual"], seasonality=seasonality, max_sarima_season=12)
+    # unbounded effect (covariate_effect_margin null): the regression's own linear arithmetic is what is checked
+    model = build("arima", known_covariates=["price_actual"], seasonality=seasonality, max_sarima_season=12,
+                  covariate_effect_margin=None)
     model.fit(history.drop(columns=OBSERVED))
     state = model.fitted_[model.series_ids_[0]]
     assert state.covariates and state.log_scale and state.seasonal["method"] == seasonality
@@ -171,3 +173,39 @@ def test_arima_coefficients_name_the_covariate_terms(fitted):
 
     terms = set(arima_coefficients(fitted["arima"])["term"])
     assert set(KNOWN) <= terms and not {"x1", "x2"} & terms
+
+
+ALL_KNOWN = ["price_regular", "price_actual", "discount_in_percent"]
+
+
+def test_arima_bounds_the_joint_covariate_effect_of_a_plan_beyond_the_history(shared_data):
+    """Real Stallion series Agency_11/SKU_03 (volume about 200): in 2016-07 its discount jumped from about 6 % to
+    22 %. Its three nearly collinear price covariates gave ARIMA forecasts of order 1e7 when the plan was
+    extrapolated linearly; bounded to the effects the history's rows had, the forecast stays at the series'
+    scale. A row whose effect lies inside that range is left as it is."""
+    from ts_kedro.forecasters.arima import _bounded_effect
+
+    raw = pd.read_parquet(shared_data / "stallion_covariates" / "stallion.parquet")
+    raw = raw[(raw["agency"].astype(str) == "Agency_11") & (raw["sku"].astype(str) == "SKU_03")]
+    panel = pd.DataFrame({SERIES_ID: "Agency_11/SKU_03", TIMESTAMP: pd.to_datetime(raw["date"]).astype("datetime64[ns]"),
+                          VALUE: raw["volume"].astype(float),
+                          **{c: raw[c].astype(float) for c in ALL_KNOWN}}).sort_values(TIMESTAMP, ignore_index=True)
+    history = panel[panel[TIMESTAMP] < "2016-07-01"].reset_index(drop=True)
+    plan = panel[(panel[TIMESTAMP] >= "2016-07-01") & (panel[TIMESTAMP] < "2017-01-01")]
+    model = build("arima", known_covariates=ALL_KNOWN, seasonality="auto").fit(history)
+    model.set_future_covariates(plan[[SERIES_ID, TIMESTAMP, *ALL_KNOWN]])
+    forecast = model.predict(HORIZON, [80])
+    assert np.isfinite(forecast["mean"]).all()
+    assert forecast["mean"].max() < 5 * history[VALUE].max()
+    assert forecast["hi-80"].max() < 20 * history[VALUE].max()
+
+    state = model.fitted_["Agency_11/SKU_03"]
+    if state.covariates:  # the bound itself: inside rows unchanged, outside rows shrunk onto the edge
+        result = state.statsmodels_model().filter(state.params)
+        names = list(result.model.exog_names)[-state.exog.shape[1]:]
+        beta = np.array([dict(zip(result.model.param_names, result.params))[n] for n in names])
+        seen = state.exog @ beta
+        inside = state.exog[[int(np.argmin(np.abs(seen - np.median(seen))))]]
+        np.testing.assert_array_equal(_bounded_effect(result, state.exog, inside), inside)
+        beyond = inside * 0 + state.exog[[int(np.argmax(seen))]] * 100
+        assert np.isclose((_bounded_effect(result, state.exog, beyond) @ beta)[0], seen.max())
