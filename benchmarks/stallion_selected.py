@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=6)
     parser.add_argument("--every", type=int, default=1, help="every N-th series (sorted ids); 7 gives 50 of 350")
     parser.add_argument("--workroot", default=str(ROOT / "benchmarks" / "_stallion_work"))
+    parser.add_argument("--only", choices=["without", "with"], help="run one variant (results file gets the suffix)")
     args = parser.parse_args()
     panel = load(None)
     keep = sorted(panel[SERIES_ID].unique())[::args.every]
@@ -77,10 +78,13 @@ def main() -> None:
     train, test = panel[rank >= args.horizon].reset_index(drop=True), panel[rank < args.horizon].reset_index(drop=True)
     results = {}
     for variant, covariates in VARIANTS.items():
+        if args.only and args.only != ("with" if covariates else "without"):
+            continue
         workdir = Path(args.workroot) / ("with" if covariates else "without")
         results[variant] = run_variant(workdir, train, test, covariates, args.horizon)
         print(variant, json.dumps(results[variant]), flush=True)
-    out = ROOT / "benchmarks" / "results" / f"stallion_selected_every{args.every}.json"
+    suffix = f"_{args.only}_only" if args.only else ""
+    out = ROOT / "benchmarks" / "results" / f"stallion_selected_every{args.every}{suffix}.json"
     out.write_text(json.dumps({"series": len(keep), "horizon": args.horizon, "results": results}, indent=2))
     print(pd.DataFrame(results).T.to_string())
 
