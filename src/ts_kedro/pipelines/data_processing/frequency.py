@@ -23,12 +23,16 @@ def grid_positions(timestamps: pd.DatetimeIndex, offset: BaseOffset) -> np.ndarr
     return None if (positions < 0).any() else positions
 
 
-def on_grid(timestamps: pd.DatetimeIndex, anchor: pd.Timestamp, offset: BaseOffset) -> np.ndarray:
-    """Whether each timestamp lies on the ``offset`` grid through ``anchor`` (e.g. a series' first timestamp)."""
+def on_grid(timestamps: pd.DatetimeIndex, anchor, offset: BaseOffset) -> np.ndarray:
+    """Whether each timestamp lies on the ``offset`` grid through ``anchor`` (e.g. its series' first timestamp):
+    one anchor for all, or one per timestamp (a panel's rows, each with its series' anchor). Calendar offsets
+    ignore the anchor; they are asked once per distinct timestamp (a panel repeats few)."""
     if isinstance(offset, Tick):
         step = pd.Timedelta(offset).value
-        return ((timestamps.asi8 - pd.Timestamp(anchor).value) % step) == 0
-    return np.array([offset.is_on_offset(ts) for ts in timestamps], dtype=bool)
+        anchors = pd.DatetimeIndex(np.atleast_1d(np.asarray(anchor, dtype="datetime64[ns]"))).asi8
+        return ((timestamps.asi8 - anchors) % step) == 0
+    flags = {stamp: offset.is_on_offset(stamp) for stamp in timestamps.unique()}
+    return np.fromiter((flags[stamp] for stamp in timestamps), dtype=bool, count=len(timestamps))
 
 
 # A series whose longest gap is more than this many times the span of the rest of it is quarantined as
