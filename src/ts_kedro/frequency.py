@@ -354,6 +354,13 @@ def profile_for_panel(panel: pd.DataFrame, panel_params: Mapping[str, Any],
     return derive_profile(panel_params, lengths, backtest_params, monitoring_params)
 
 
+def series_bounds(series_ids: np.ndarray) -> np.ndarray:
+    """Row positions where each series starts, plus the row count at the end (rows grouped by series)."""
+    if len(series_ids) == 0:
+        return np.zeros(1, dtype=np.int64)
+    return np.r_[np.flatnonzero(np.r_[True, series_ids[1:] != series_ids[:-1]]), len(series_ids)]
+
+
 _DAY_NS = pd.Timedelta(days=1).value  # calendar offsets' grids are at midnight
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ts_kedro.forecasters import ForecasterError, get_forecaster_class
-from ts_kedro.forecasters._per_series import concat_forecasts, forecast_rows, split_series
+from ts_kedro.forecasters._per_series import concat_forecasts, SeriesForecast, split_series
 from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, _continuation_suspects
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
@@ -34,7 +34,7 @@ def test_concat_forecasts_equals_per_series_frames(ids):
         stamps = pd.date_range(f"2020-0{k + 1}-01", periods=k + 2, freq="MS")
         mean = rng.normal(size=len(stamps))
         bounds = {80: (mean - 1, mean + 1), 95: (mean - 2, mean + 2)}
-        parts.append(forecast_rows(sid, stamps, mean, bounds))
+        parts.append(SeriesForecast(sid, stamps, mean, bounds))
         columns = {SERIES_ID: sid, TIMESTAMP: stamps, "mean": mean}
         for level, (lo, hi) in bounds.items():
             columns[f"lo-{level}"], columns[f"hi-{level}"] = lo, hi

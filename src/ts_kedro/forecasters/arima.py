@@ -79,8 +79,8 @@ import numpy as np
 import pandas as pd
 
 from ts_kedro.forecasters._per_series import (
+    SeriesForecast,
     concat_forecasts,
-    forecast_rows,
     map_series,
     normal_quantile,
     split_covariates,
@@ -282,7 +282,7 @@ class ArimaForecaster(Forecaster):
             plan = self.future_covariate_values(series_id, index) if self.known_covariates else None
             mean, bounds = _forecast_one_series(state, horizon, levels, plan,
                                                 getattr(self, "covariate_effect_margin", None))  # older pickles: none
-            frames.append(forecast_rows(series_id, index, mean, bounds))
+            frames.append(SeriesForecast(series_id, index, mean, bounds))
         return concat_forecasts(frames)
 
 

@@ -437,11 +437,10 @@ def _continuation_suspects(ordered: pd.DataFrame, last_timestamp: pd.Series, fre
     right after their ``last_timestamp``, checked panel-wide; None when the grid has no panel-wide form."""
     from pandas.tseries.frequencies import to_offset
 
-    from ts_kedro.frequency import unit_steps
+    from ts_kedro.frequency import series_bounds, unit_steps
 
     ids = ordered[SERIES_ID].to_numpy()
-    new_series = np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, dtype=bool)
-    firsts = np.flatnonzero(new_series)
+    firsts = series_bounds(ids)[:-1]
     # each series' rows preceded by its last fitted timestamp: one chain per series to check step by step
     chain_ids = np.insert(ids, firsts, ids[firsts])
     anchors = pd.DatetimeIndex(last_timestamp.reindex(ids[firsts]).to_numpy()).as_unit("ns").asi8

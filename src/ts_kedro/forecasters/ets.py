@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ts_kedro.forecasters._per_series import concat_forecasts, forecast_rows, map_series, split_series
+from ts_kedro.forecasters._per_series import concat_forecasts, SeriesForecast, map_series, split_series
 from ts_kedro.forecasters.base import Forecaster, ForecasterError
 from ts_kedro.frequency import effective_season_length
 
@@ -267,6 +267,6 @@ class ETSForecaster(Forecaster):
         # refiltering is cheap: in-process unless there are many series
         n_jobs = self.n_jobs if len(items) > 50 else 1
         outputs = map_series(_predict_one_series, items, n_jobs, desc="ets predict")
-        frames = [forecast_rows(sid, self.future_index(sid, horizon), mean, bounds)
+        frames = [SeriesForecast(sid, self.future_index(sid, horizon), mean, bounds)
                   for sid, (mean, bounds) in zip(self.fitted_series_ids_, outputs)]
         return concat_forecasts(frames)

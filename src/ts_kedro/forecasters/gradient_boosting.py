@@ -40,7 +40,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from ts_kedro.forecasters._per_series import concat_forecasts, forecast_rows, normal_quantile
+from ts_kedro.forecasters._per_series import SeriesForecast, concat_forecasts, normal_quantile
 from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, Forecaster, ForecasterError
 
 logger = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ class LightGBMForecaster(Forecaster):
         for index, sid in enumerate(self.fitted_series_ids_):
             rows = slice(index * horizon, (index + 1) * horizon)
             bounds = {level_: tuple(b[rows] for b in self._bounds(level_, mean, quantiles)) for level_ in levels}
-            frames.append(forecast_rows(sid, self.future_index(sid, horizon), mean[rows], bounds))
+            frames.append(SeriesForecast(sid, self.future_index(sid, horizon), mean[rows], bounds))
         return concat_forecasts(frames)
 
     def _bounds(self, level: int, mean: np.ndarray, quantiles: Mapping[str, np.ndarray]):

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ts_kedro.forecasters._per_series import concat_forecasts, forecast_rows
+from ts_kedro.forecasters._per_series import SeriesForecast, concat_forecasts
 from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, Forecaster, ForecasterError
 
 logger = logging.getLogger(__name__)
@@ -324,7 +324,7 @@ class LSTMForecaster(Forecaster):
             bounds = {level: (_interpolate_quantile(predicted[i], probabilities, 0.5 - level / 200),
                               _interpolate_quantile(predicted[i], probabilities, 0.5 + level / 200))
                       for level in levels}
-            frames.append(forecast_rows(sid, self.future_index(sid, horizon), mean, bounds))
+            frames.append(SeriesForecast(sid, self.future_index(sid, horizon), mean, bounds))
         logger.info("lstm: predicted %d series in %.2f s", len(ids), time.perf_counter() - started)
         return concat_forecasts(frames)
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ts_kedro.forecasters._per_series import concat_forecasts, forecast_rows, map_series
+from ts_kedro.forecasters._per_series import SeriesForecast, concat_forecasts, map_series
 from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, Forecaster, ForecasterError
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ class ProphetForecaster(Forecaster):
                 future[self.known_covariates] = self.future_covariate_values(sid, future["ds"])
             items.append((self.models_[sid], future, levels, self.uncertainty_samples, self.seed))
         results = map_series(_predict_one_series, items, self.n_jobs, desc="prophet predict")
-        frames = [forecast_rows(sid, pd.DatetimeIndex(future["ds"]), mean, bounds)
+        frames = [SeriesForecast(sid, pd.DatetimeIndex(future["ds"]), mean, bounds)
                   for sid, (_, future, *_), (mean, bounds) in zip(self.fitted_series_ids_, items, results)]
         logger.info("prophet: predicted %d series in %.2f s", len(frames), time.perf_counter() - started)
         return concat_forecasts(frames)

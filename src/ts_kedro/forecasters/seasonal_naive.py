@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ts_kedro.forecasters._per_series import concat_forecasts, forecast_rows, normal_quantile, split_series
+from ts_kedro.forecasters._per_series import SeriesForecast, concat_forecasts, normal_quantile, split_series
 from ts_kedro.forecasters.base import Forecaster
 from ts_kedro.frequency import effective_season_length
 
@@ -64,5 +64,5 @@ class SeasonalNaive(Forecaster):
             mean = self.last_season_[series_id][steps % m]
             scale = self.sigma_[series_id] * season_growth
             bounds = {lvl: (mean - normal_quantile(lvl) * scale, mean + normal_quantile(lvl) * scale) for lvl in levels}
-            frames.append(forecast_rows(series_id, self.future_index(series_id, horizon), mean, bounds))
+            frames.append(SeriesForecast(series_id, self.future_index(series_id, horizon), mean, bounds))
         return concat_forecasts(frames)

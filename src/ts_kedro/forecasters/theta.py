@@ -68,7 +68,7 @@ import numpy as np
 import pandas as pd
 
 from ts_kedro.evaluation.metrics import is_seasonal, multiplicative_seasonal_indices
-from ts_kedro.forecasters._per_series import concat_forecasts, forecast_rows, map_series, normal_quantile, split_series
+from ts_kedro.forecasters._per_series import SeriesForecast, concat_forecasts, map_series, normal_quantile, split_series
 from ts_kedro.forecasters.base import Forecaster, ForecasterError
 
 logger = logging.getLogger(__name__)
@@ -365,5 +365,5 @@ class ThetaForecaster(Forecaster):
             mean, scale, factor = theta_forecast(self.fitted_[series_id], horizon, self.theta)
             bounds = {level: ((mean - normal_quantile(level) * scale) * factor,
                               (mean + normal_quantile(level) * scale) * factor) for level in levels}
-            frames.append(forecast_rows(series_id, self.future_index(series_id, horizon), mean * factor, bounds))
+            frames.append(SeriesForecast(series_id, self.future_index(series_id, horizon), mean * factor, bounds))
         return concat_forecasts(frames)

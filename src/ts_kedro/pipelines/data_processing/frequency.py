@@ -6,7 +6,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 from pandas.tseries.offsets import BaseOffset, Tick
 
-from ts_kedro.frequency import unit_steps
+from ts_kedro.frequency import series_bounds, unit_steps
 
 
 def grid_positions(timestamps: pd.DatetimeIndex, offset: BaseOffset) -> np.ndarray | None:
@@ -96,13 +96,6 @@ def infer_series_frequency(timestamps: pd.DatetimeIndex, expected: str) -> dict:
     result |= {"longest_gap_steps": int(diffs[longest]), "span_steps": int(positions[-1] - positions[0]),
                "longest_gap_after": str(timestamps[longest])}
     return result
-
-
-def series_bounds(series_ids: np.ndarray) -> np.ndarray:
-    """Row positions where each series starts, plus the row count at the end (rows grouped by series)."""
-    if len(series_ids) == 0:
-        return np.zeros(1, dtype=np.int64)
-    return np.r_[np.flatnonzero(np.r_[True, series_ids[1:] != series_ids[:-1]]), len(series_ids)]
 
 
 def gapless_series(bounds: np.ndarray, timestamps: np.ndarray, offset: BaseOffset) -> np.ndarray:

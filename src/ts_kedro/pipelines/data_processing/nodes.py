@@ -22,7 +22,6 @@ from ts_kedro.pipelines.data_processing.frequency import (
     gap_beyond_span,
     gapless_series,
     panel_frequencies,
-    series_bounds,
 )
 from ts_kedro.pipelines.data_processing.quality import gap_statistics, markdown_table, series_profile
 from ts_kedro.pipelines.data_processing.schema import (
@@ -43,7 +42,7 @@ from ts_kedro.pipelines.data_processing.schema import (
     to_frame,
 )
 
-from ts_kedro.frequency import MIN_SERIES_LENGTH, profile_for_panel
+from ts_kedro.frequency import MIN_SERIES_LENGTH, profile_for_panel, series_bounds
 
 logger = logging.getLogger(__name__)
 
