@@ -200,12 +200,13 @@ def test_arima_bounds_the_joint_covariate_effect_of_a_plan_beyond_the_history(sh
     assert forecast["hi-80"].max() < 20 * history[VALUE].max()
 
     state = model.fitted_["Agency_11/SKU_03"]
-    if state.covariates:  # the bound itself: inside rows unchanged, outside rows shrunk onto the edge
-        result = state.statsmodels_model().filter(state.params)
-        names = list(result.model.exog_names)[-state.exog.shape[1]:]
-        beta = np.array([dict(zip(result.model.param_names, result.params))[n] for n in names])
-        seen = state.exog @ beta
-        inside = state.exog[[int(np.argmin(np.abs(seen - np.median(seen))))]]
-        np.testing.assert_array_equal(_bounded_effect(result, state.exog, inside), inside)
-        beyond = inside * 0 + state.exog[[int(np.argmax(seen))]] * 100
-        assert np.isclose((_bounded_effect(result, state.exog, beyond) @ beta)[0], seen.max())
+    assert state.covariates  # the series regresses on them (that is what exploded)
+    # the bound itself: a row inside the history's effects unchanged, one beyond them shrunk onto the edge
+    result = state.statsmodels_model().filter(state.params)
+    names = list(result.model.exog_names)[-state.exog.shape[1]:]
+    beta = np.array([dict(zip(result.model.param_names, result.params))[n] for n in names])
+    seen = state.exog @ beta
+    inside = state.exog[[int(np.argmin(np.abs(seen - np.median(seen))))]]
+    np.testing.assert_array_equal(_bounded_effect(result, state.exog, inside), inside)
+    beyond = state.exog[[int(np.argmax(seen))]] * 100
+    assert np.isclose((_bounded_effect(result, state.exog, beyond) @ beta)[0], seen.max())
