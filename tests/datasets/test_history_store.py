@@ -200,3 +200,25 @@ def test_compact_rewrites_the_file_atomically_and_keeps_every_row(tmp_path, pane
     pd.testing.assert_frame_equal(store.batches(), before_batches)
     store.save(panel.assign(timestamp=panel["timestamp"] + pd.Timedelta(days=365)))  # still appendable
     assert len(store.batches()) == len(before_batches) + 1
+
+
+def test_series_range_loads_one_partition_of_series_and_series_rows_plans_it(tmp_path, panel):
+    path = str(tmp_path / "history.duckdb")
+    with_missing = panel.copy()
+    first_id = sorted(panel["series_id"].unique())[0]
+    last_row = with_missing.index[with_missing["series_id"] == first_id][-1]
+    with_missing.loc[last_row, "value"] = float("nan")  # a stored row without a value: not in the observed span
+    DuckDBHistoryDataset(path).save(with_missing)
+    ids = sorted(panel["series_id"].unique())
+    middle = DuckDBHistoryDataset(path, series_range=[ids[1], ids[2]]).load()
+    expected = with_missing[with_missing["series_id"].isin(ids[1:3])].sort_values(["series_id", "timestamp"])
+    pd.testing.assert_frame_equal(middle.astype({"series_id": str}), expected.reset_index(drop=True).astype({"series_id": str}),
+                                  check_dtype=False)
+    assert set(DuckDBHistoryDataset(path, series_range=[None, ids[0]]).load()["series_id"]) == {ids[0]}
+    assert set(DuckDBHistoryDataset(path, series_range=[ids[3], None]).load()["series_id"]) == {ids[3]}
+    rows = DuckDBHistoryDataset(path).series_rows()
+    assert rows.index.tolist() == ids and rows["rows"].tolist() == panel.groupby("series_id").size().loc[ids].tolist()
+    first = with_missing[with_missing["series_id"] == first_id]
+    assert rows.loc[first_id, "last"] == first["timestamp"].iloc[-2]  # the last row has no value
+    with pytest.raises(DatasetError, match="series_range must be"):
+        DuckDBHistoryDataset(path, series_range="N1")

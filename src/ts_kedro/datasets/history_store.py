@@ -23,7 +23,11 @@ saved) or only the new rows: the rows whose (series_id, timestamp) are not store
 one transaction (a process killed during the save leaves the store as it was). Saving the same data again adds
 nothing, so a retried cycle stores its batch exactly once. A stored row with a different value is refused
 (``DatasetError``): the history is append-only; a revision is a data problem for ingestion's quarantine.
-``load()`` returns the history (``as_of_batch``: as it was after that batch) sorted by series and time.
+``load()`` returns the history (``as_of_batch``: as it was after that batch) sorted by series and time;
+``series_range: [first, last]`` narrows it to the series whose ids lie in that closed range (string order, either
+end null for open): one partition of a partition-by-partition run (``ts_kedro.orchestration.partitioned``), read
+by the query itself so memory follows the partition. ``series_rows()`` gives the rows and observed span per
+series that partitioning is planned from.
 
 Migration: with ``migrate_from`` (the old versioned Parquet folder ``history_panel.parquet``), the first load or
 save finds no DuckDB file but Parquet versions there, and imports the newest version first
@@ -78,11 +82,14 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         as_of_batch: ``load`` returns the history as it was after this batch (None: all batches).
         migrate_from: versioned Parquet history folder imported (newest version) when the DuckDB file is missing.
         missing_ok: ``load`` returns an empty frame when there is no store (and nothing to migrate) yet.
+        series_range: ``[first, last]`` series ids (inclusive, string order; null: open end): ``load`` returns
+            only those series.
         metadata: free (kedro-viz layer and the like).
     """
 
     def __init__(self, filepath: str, as_of_batch: int | None = None, migrate_from: str | None = None,
-                 missing_ok: bool = False, metadata: dict[str, Any] | None = None):
+                 missing_ok: bool = False, series_range: list[str | None] | None = None,
+                 metadata: dict[str, Any] | None = None):
         self.filepath = Path(filepath)
         self.migrate_from = Path(migrate_from) if migrate_from else None
         self.missing_ok = bool(missing_ok)
@@ -90,6 +97,10 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
             raise DatasetError(f"{type(self).__name__}: as_of_batch must be null or a batch id >= 1, got "
                                f"{as_of_batch!r}")
         self.as_of_batch = None if as_of_batch is None else int(as_of_batch)
+        if series_range is not None and (isinstance(series_range, str) or len(series_range) != 2):
+            raise DatasetError(f"{type(self).__name__}: series_range must be [first, last] (either may be null), "
+                               f"got {series_range!r}")
+        self.series_range = None if series_range is None else [None if v is None else str(v) for v in series_range]
         self.metadata = metadata
 
     # -- Kedro interface ----------------------------------------------------------------------------------------
@@ -103,11 +114,39 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                                "(Day-N ingestion, or migrate_versioned_parquet for an existing Parquet history)")
         with self._connect(read_only=True) as connection:
             columns = self._columns(connection)
-            where = "" if self.as_of_batch is None else f"WHERE batch_id <= {self.as_of_batch}"
+            where, parameters = self._where()
             frame = connection.execute(
                 f"SELECT {', '.join(_quoted(c) for c in columns)} FROM observations {where} "
-                "ORDER BY series_id, timestamp").df()
+                "ORDER BY series_id, timestamp", parameters).df()
         return frame
+
+    def series_rows(self) -> pd.DataFrame:
+        """Per series (index: id, string order): stored ``rows``, and the ``first`` and ``last`` timestamps with a
+        value, as of ``as_of_batch``, within ``series_range``."""
+        with self._connect(read_only=True) as connection:
+            self._columns(connection)
+            where, parameters = self._where()
+            counts = connection.execute(
+                "SELECT CAST(series_id AS VARCHAR) AS series_id, count(*) AS rows, "
+                "min(timestamp) FILTER (WHERE value IS NOT NULL AND NOT isnan(value)) AS first, "
+                "max(timestamp) FILTER (WHERE value IS NOT NULL AND NOT isnan(value)) AS last "
+                f"FROM observations {where} GROUP BY 1 ORDER BY 1", parameters).df()
+        return counts.set_index("series_id")
+
+    def _where(self) -> tuple[str, list[Any]]:
+        conditions, parameters = [], []
+        if self.as_of_batch is not None:
+            conditions.append("batch_id <= ?")
+            parameters.append(self.as_of_batch)
+        if self.series_range is not None:
+            first, last = self.series_range
+            if first is not None:
+                conditions.append("CAST(series_id AS VARCHAR) >= ?")
+                parameters.append(first)
+            if last is not None:
+                conditions.append("CAST(series_id AS VARCHAR) <= ?")
+                parameters.append(last)
+        return ("WHERE " + " AND ".join(conditions) if conditions else ""), parameters
 
     def save(self, data: pd.DataFrame) -> None:
         self._migrate_if_needed()
@@ -120,7 +159,7 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self.filepath), "as_of_batch": self.as_of_batch,
                 "migrate_from": None if self.migrate_from is None else str(self.migrate_from),
-                "missing_ok": self.missing_ok}
+                "missing_ok": self.missing_ok, "series_range": self.series_range}
 
     def _parquet_versions(self) -> list[Path]:
         root = self.migrate_from
