@@ -2,6 +2,10 @@
 
     python -m ts_kedro.orchestration run --pipeline data_processing [--grouping node] [--task-runner thread]
     python -m ts_kedro.orchestration cycle [--retrain]
+    python -m ts_kedro.orchestration partitioned --pipeline data_processing|inference [--rows-per-partition N]
+
+partitioned runs the pipeline one chunk of whole series at a time (memory follows the chunk; see
+ts_kedro.orchestration.partitioned), in this process, without Prefect.
 
 --retrain refits on this cycle (Day N) whatever drift and orchestration.cycle.retrain.every say.
 The last line printed is the flow's JSON summary; the exit status is 1 when the flow run failed.
@@ -53,7 +57,28 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cmd.add_argument("--retrain", action="store_true",
                              help="refit on this cycle whatever drift and orchestration.cycle.retrain.every say")
+    part = sub.add_parser("partitioned")
+    part.add_argument("--project-path", default=None)
+    part.add_argument("--env", default=None)
+    part.add_argument("--params", nargs="*", default=[], metavar="KEY=VALUE")
+    part.add_argument("--pipeline", required=True, choices=["data_processing", "inference"])
+    part.add_argument("--rows-per-partition", type=int, default=None,
+                      help="rows per partition (whole series); default orchestration.partitioned.rows_per_partition")
+    part.add_argument("--keep-partitions", action="store_true", default=None,
+                      help="keep the partition files under orchestration.partitioned.work_dir")
     args = parser.parse_args(argv)
+    if args.command == "partitioned":
+        from ts_kedro.orchestration.partitioned import run_partitioned
+
+        try:
+            summary = run_partitioned(args.pipeline, project_path=args.project_path, env=args.env,
+                                      runtime_params=_runtime_params(args.params) or None,
+                                      rows_per_partition=args.rows_per_partition, keep_partitions=args.keep_partitions)
+        except Exception as err:
+            print(json.dumps({"status": "failed", "error": f"{type(err).__name__}: {err}"}))
+            return 1
+        print(json.dumps({"status": "completed", **summary}, default=str))
+        return 0
 
     from ts_kedro.orchestration.flows import ts_kedro_cycle
     from ts_kedro.orchestration.kedro_prefect import run_kedro_pipeline

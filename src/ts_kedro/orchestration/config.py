@@ -242,6 +242,29 @@ class PerSeriesConfig:
 
 
 @dataclass(frozen=True)
+class PartitionedConfig:
+    """Partition-by-partition runs (``python -m ts_kedro.orchestration partitioned``; see
+    ``ts_kedro.orchestration.partitioned``): rows per partition (whole series), where partitions are written."""
+
+    rows_per_partition: int = 2_000_000
+    work_dir: str = "data/02_intermediate/_partitions"
+    keep_partitions: bool = False
+
+    def __post_init__(self) -> None:
+        value = self.rows_per_partition
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OrchestrationConfigError(
+                f"orchestration.partitioned.rows_per_partition must be a positive integer, got {value!r}")
+        if not isinstance(self.work_dir, str) or not self.work_dir.strip():
+            raise OrchestrationConfigError(
+                f"orchestration.partitioned.work_dir must be a folder path, got {self.work_dir!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PartitionedConfig:
+        return cls(**_known_keys(cls, values, "orchestration.partitioned"))
+
+
+@dataclass(frozen=True)
 class OrchestrationConfig:
     """The whole `orchestration` block."""
 
@@ -250,6 +273,7 @@ class OrchestrationConfig:
     deployment: DeploymentConfig
     alerts: AlertConfig
     per_series: PerSeriesConfig = field(default_factory=PerSeriesConfig)
+    partitioned: PartitionedConfig = field(default_factory=PartitionedConfig)
 
     @classmethod
     def from_dict(cls, block: dict[str, Any]) -> OrchestrationConfig:
@@ -258,7 +282,8 @@ class OrchestrationConfig:
         deployment = DeploymentConfig.from_dict(block.pop("deployment", None) or {})
         alerts = AlertConfig.from_dict(block.pop("alerts", None) or {})
         per_series = PerSeriesConfig.from_dict(block.pop("per_series", None) or {})
-        return cls(PipelineRunConfig.from_dict(block), cycle, deployment, alerts, per_series)
+        partitioned = PartitionedConfig.from_dict(block.pop("partitioned", None) or {})
+        return cls(PipelineRunConfig.from_dict(block), cycle, deployment, alerts, per_series, partitioned)
 
 
 def load_orchestration_config(project_path: Path | str, env: str | None = None) -> OrchestrationConfig:
