@@ -73,9 +73,13 @@ def _session_run(root: Path, params: dict, **run_args) -> None:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    import mlflow
+
     bootstrap_project(root)
     with KedroSession.create(project_path=root, runtime_params=params) as session:
         session.run(**run_args)
+    while mlflow.active_run():  # kedro-mlflow leaves its run active in this process; the next session is its own
+        mlflow.end_run()
 
 
 def _snapshot(data: Path) -> dict:
@@ -184,3 +188,40 @@ def test_partitioned_inference_forecasts_what_the_whole_run_forecasts(project, m
     assert merged["rows"] == whole_summary["rows"] and merged["new_steps"] == whole_summary["new_steps"] == 100
     assert merged["forecast_start"] == whole_summary["forecast_start"]
     assert (data / "08_reporting" / "inference_alerts.json").exists()  # the tail ran on the joined summary
+
+
+FEATURES = {"feature_panel": "04_feature/feature_panel.parquet",
+            "series_decomposition": "04_feature/series_decomposition.parquet",
+            "feature_manifest": "04_feature/feature_manifest.json",
+            "lightgbm_model_input": "05_model_input/lightgbm_model_input.parquet"}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_partitioned_feature_engineering_writes_what_the_whole_run_writes(case, project, tmp_path, monkeypatch):
+    """Features per partition of the primary panel (a Parquet filter on the series range); the lightgbm family's
+    origin-horizon rows, sampled across all series, are built once from the whole panel after the partitions."""
+    from ts_kedro.orchestration.partitioned import run_partitioned
+
+    monkeypatch.setenv("TS_KEDRO_FAMILIES", "seasonal_naive,lightgbm")
+    make_raw, freq, horizon, extra = CASES[case]
+    params = {"raw_panel_path": str(make_raw(tmp_path / f"{case}.csv")), "panel": {"freq": freq, "horizon": horizon},
+              "data_processing": extra}
+    _session_run(project, params, pipeline_name="data_processing")
+    _session_run(project, params, pipeline_name="feature_engineering")
+    data = project / "data"
+    whole = {name: (data / relative).read_bytes() if relative.endswith(".json") else pd.read_parquet(data / relative)
+             for name, relative in FEATURES.items()}
+    for relative in FEATURES.values():
+        (data / relative).unlink()
+
+    summary = run_partitioned("feature_engineering", project_path=project, runtime_params=params,
+                              rows_per_partition=150)
+    assert summary["partitions"] >= 3 and set(summary["outputs"]) == {"feature_panel", "series_decomposition",
+                                                                      "feature_manifest"}
+    for name, relative in FEATURES.items():
+        if relative.endswith(".json"):
+            assert json.loads((data / relative).read_bytes()) == json.loads(whole[name]), name
+        else:
+            frame = pd.read_parquet(data / relative)
+            pd.testing.assert_frame_equal(frame.astype({"series_id": str}), whole[name].astype({"series_id": str}))
+            assert frame.attrs == whole[name].attrs, name

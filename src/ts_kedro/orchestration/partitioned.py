@@ -1,7 +1,7 @@
-"""Partition-by-partition runs: data processing (Day 0) and inference (Day N) one chunk of series at a time.
+"""Partition-by-partition runs: data processing and features (Day 0) and inference (Day N), a chunk of series at a time.
 
 Why: a Kedro node receives its input whole, so ``kedro run`` holds the whole panel in memory, several times
-over inside data processing. Every step of these two stages works series by series, so the panel can be cut
+over inside data processing. Every step of these stages works series by series, so the panel can be cut
 into partitions of whole series, each run through the **same Kedro nodes** with the same parameters, and the
 partitions' outputs joined afterwards: peak memory then follows the partition, not the panel
 (``benchmarks/partitioned_memory.py`` measures it).
@@ -11,6 +11,10 @@ How, for ``pipeline``:
 - ``data_processing``: the raw CSV (``raw_panel``) is read twice in bounded chunks: once for the series ids and
   their observed values (the plan), once to copy each row, as text, into its partition's CSV. Partitions are
   ranges of series ids in string order, balanced by rows; a series never spans two.
+- ``feature_engineering``: the primary panel (Parquet) is read partition by partition through a Parquet filter
+  on the series range. The feature families' origin-horizon rows (``<family>_model_input``, e.g. lightgbm) are
+  then built once from the whole panel (their row budget samples origins across all series, and training reads
+  them whole anyway).
 - ``inference``: the history store (``history_panel``, DuckDB) is read partition by partition through its
   ``series_range`` (a query); each partition goes through the history's data processing (namespace
   ``history``) and the champion's forecast node. The rest of the inference pipeline (metrics to MLflow,
@@ -18,8 +22,9 @@ How, for ``pipeline``:
   (appending a batch) is not partitioned: it reads the whole stored history.
 
 The frequency profile depends on the panel's lengths (kept seasonal periods, LSTM lookback), so it is derived
-once from the plan (observed values per series of the whole raw file, or stored rows per series of the history)
-and pinned as ``panel.*`` runtime parameters for every partition: no partition derives its own.
+once from the plan (each series' span on the grid in the raw file or the history store; values per series of
+the primary panel) and pinned as ``panel.*`` runtime parameters for every partition: no partition derives its
+own. The calendar features (chosen from the longest series' span) are pinned the same way.
 
 Outputs: each persisted output of the partition pipeline is written per partition under
 ``<work_dir>/<pipeline>/part-NNNN/`` and joined into its catalog entry only after every partition succeeded
@@ -48,7 +53,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-PARTITIONED_PIPELINES = ("data_processing", "inference")
+PARTITIONED_PIPELINES = ("data_processing", "feature_engineering", "inference")
 
 
 class PartitionedRunError(RuntimeError):
@@ -134,6 +139,47 @@ def plan_csv(source, id_column: str, timestamp_column: str, target_column: str, 
             else pd.DataFrame(columns=["min", "max"]))
     lengths = grid_lengths(span["min"], span["max"], freq).reindex(counts.index, fill_value=0)
     return plan_partitions(counts.astype(np.int64), rows_per_partition, lengths)
+
+
+def plan_parquet(filepath: str, rows_per_partition: int, batch_rows: int = 1_000_000
+                 ) -> tuple[PartitionPlan, pd.Timedelta | None]:
+    """Rows and observed values per series of a canonical panel Parquet file (``primary_panel``), read
+    ``batch_rows`` rows at a time and three columns only, and the longest series' span (first to last row). The
+    observed counts are what the profile of that panel counts (``profile_for_panel``: values per series), and
+    the span is what the calendar features are chosen from, so both pins are the whole run's exactly."""
+    import pyarrow.parquet as pq
+
+    rows: list[pd.Series] = []
+    observed: list[pd.Series] = []
+    spans: list[pd.DataFrame] = []
+    for batch in pq.ParquetFile(filepath).iter_batches(batch_size=batch_rows,
+                                                       columns=["series_id", "timestamp", "value"]):
+        frame = batch.to_pandas()
+        ids = frame["series_id"].astype(str)
+        rows.append(ids.value_counts(sort=False))
+        observed.append(ids[frame["value"].notna()].value_counts(sort=False))
+        spans.append(frame["timestamp"].groupby(ids, sort=False).agg(["min", "max"]))
+    if not rows:
+        raise PartitionedRunError(f"{filepath} holds no rows: nothing to partition")
+    counts = pd.concat(rows).groupby(level=0, sort=False).sum()
+    values = pd.concat(observed).groupby(level=0, sort=False).sum().reindex(counts.index, fill_value=0)
+    span = pd.concat(spans).groupby(level=0, sort=False).agg({"min": "min", "max": "max"})
+    longest = (span["max"] - span["min"]).max() if len(span) else None
+    return plan_partitions(counts.astype(np.int64), rows_per_partition, values.astype(np.int64)), longest
+
+
+def pinned_feature_params(feature_params: dict[str, Any], freq: str, longest_span: pd.Timedelta | None
+                          ) -> dict[str, Any]:
+    """The calendar features the whole panel's longest series supports (``_calendar_spec``'s rule), unless
+    configured: a partition of short series would otherwise drop the yearly terms."""
+    from ts_kedro.pipelines.feature_engineering import calendar
+
+    settings = feature_params.get("calendar") or {}
+    if settings.get("features") is not None or longest_span is None:
+        return {}
+    features = calendar.select_features(freq, longest_span + calendar.step_length(freq),
+                                        float(settings.get("min_cycles", 2)))
+    return {"calendar": {"features": list(features)}}
 
 
 def grid_lengths(first: pd.Series, last: pd.Series, freq: str) -> pd.Series:
@@ -247,7 +293,10 @@ def partition_catalog_config(config: dict[str, dict[str, Any]], outputs: set[str
     """The catalog configuration of one partition: ``source_name`` updated with ``source_override``, and every
     persisted output moved into ``part_dir`` (unversioned). An output that is not a file cannot be joined: refused."""
     config = copy.deepcopy(config)
-    config[source_name] = {**config[source_name], **source_override}
+    entry = config[source_name]
+    config[source_name] = {**entry, **{key: {**entry[key], **value} if isinstance(value, dict)
+                                       and isinstance(entry.get(key), dict) else value
+                                       for key, value in source_override.items()}}
     for name in sorted(outputs):
         entry = config.get(name)
         if entry is None:  # a memory dataset between nodes of the partition
@@ -358,6 +407,20 @@ def merge_quality_reports(reports: list[dict[str, Any]], source_file: str,
     return {"summary": summary, "series": rows}, render_quality_table(summary, rows)
 
 
+def merge_feature_manifests(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """One feature manifest: the feature groups and spec must be the partitions' same ones (the spec is derived
+    from the pinned profile); rows left NaN are summed."""
+    first = manifests[0]
+    for k, manifest in enumerate(manifests[1:], start=1):
+        for key in ("groups", "features", "spec", "target"):
+            if manifest.get(key) != first.get(key):
+                raise PartitionedRunError(f"feature partition {k} derived other {key} than partition 0 "
+                                          f"({manifest.get(key)!r} vs {first.get(key)!r}): the partitions cannot "
+                                          "be joined; set the feature_engineering parameters explicitly")
+    nan_rows = {group: int(sum(m["nan_rows"].get(group, 0) for m in manifests)) for group in first["nan_rows"]}
+    return {**first, "nan_rows": nan_rows}
+
+
 def merge_inference_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """One inference summary: counts and seconds summed, the forecast span's ends, refitted families joined."""
     merged = dict(summaries[0])
@@ -394,7 +457,14 @@ def _stages() -> dict[str, PartitionedStage]:
     def inference_tail(pipelines: dict) -> Any:
         return pipelines["inference"] - pipelines["inference"].to_outputs("champion_forecasts", "inference_summary")
 
+    def features_part(pipelines: dict) -> Any:
+        return pipelines["feature_engineering"] - _model_input_nodes(pipelines)
+
     return {
+        "feature_engineering": PartitionedStage(
+            source="primary_panel", partition_nodes=features_part, tail_nodes=_model_input_nodes,
+            joins={"feature_panel": "parquet", "series_decomposition": "parquet",
+                   "feature_manifest": "feature_manifest"}),
         "data_processing": PartitionedStage(
             source="raw_panel", partition_nodes=lambda pipelines: pipelines["data_processing"],
             tail_nodes=lambda pipelines: Pipeline([]),
@@ -406,6 +476,15 @@ def _stages() -> dict[str, PartitionedStage]:
                    "history_future_covariates": "frames", "champion_forecasts": "frames",
                    "inference_summary": "inference_summary"}),
     }
+
+
+def _model_input_nodes(pipelines: dict) -> Any:
+    """The feature families' origin-horizon rows (``<family>_model_input``): built once from the whole panel,
+    because their row budget samples origins across all series, and training reads them whole anyway."""
+    from kedro.pipeline import Pipeline
+
+    fe = pipelines["feature_engineering"]
+    return Pipeline([node for node in fe.nodes if any(out.endswith("_model_input") for out in node.outputs)])
 
 
 def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: str | None = None,
@@ -425,6 +504,7 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
     from ts_kedro.orchestration.config import load_orchestration_config
     from ts_kedro.orchestration.per_series_cluster import per_series_cluster
 
+    pinned_features: dict[str, Any] = {}
     if pipeline not in PARTITIONED_PIPELINES:
         raise PartitionedRunError(f"pipeline {pipeline!r} cannot run partition by partition; choose one of "
                                   f"{list(PARTITIONED_PIPELINES)}")
@@ -442,7 +522,8 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
     with KedroSession.create(project_path=project_path, env=env, runtime_params=runtime_params) as session:
         context = session.load_context()
         params = context.params
-        source = context.catalog.get(stage.source)  # one access: the catalog property builds a new catalog
+        catalog_now = context.catalog  # one access: the catalog property builds a new catalog each time
+        source = catalog_now.get(stage.source)
         work_dir = project_path / settings.work_dir / pipeline
         if work_dir.exists():
             shutil.rmtree(work_dir)
@@ -457,6 +538,11 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
                                           "null): nothing to partition; use kedro run --pipeline data_processing")
             plan = plan_csv(lazy, spec.id_column, spec.timestamp_column, spec.target_column, spec.timestamp_format,
                             str(params["panel"]["freq"]), chunk_size, rows_per_partition)
+        elif pipeline == "feature_engineering":
+            path = str(catalog_now.to_config()[0][stage.source]["filepath"])
+            plan, longest_span = plan_parquet(path, rows_per_partition)
+            pinned_features = pinned_feature_params(params.get("feature_engineering") or {},
+                                                    str(params["panel"]["freq"]), longest_span)
         else:
             counts = source.series_rows()
             plan = plan_partitions(counts["rows"], rows_per_partition,
@@ -470,12 +556,15 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
         csvs = split_csv(lazy, spec.id_column, plan, work_dir / "raw", chunk_size)
         part_sources = [{"filepath": str(path)} for path in csvs]
         original_lines = OriginalLines(lazy, csvs)
+    elif pipeline == "feature_engineering":
+        part_sources = [{"load_args": {"filters": [("series_id", ">=", first), ("series_id", "<=", last)]}}
+                        for first, last in zip(plan.firsts, plan.lasts)]
     else:
         part_sources = [{"series_range": [first, last]} for first, last in zip(plan.firsts, plan.lasts)]
     split = time.perf_counter()
 
     # 2. every partition through the same nodes, with the pinned profile
-    runtime_params = _with_pinned(runtime_params, pinned)
+    runtime_params = _with_pinned(runtime_params, {"panel": pinned, "feature_engineering": pinned_features})
     partitions: list[dict[str, Any]] = []
     with KedroSession.create(project_path=project_path, env=env, runtime_params=runtime_params) as session:
         project_catalog = session.load_context().catalog  # a property that builds a new catalog on each access
@@ -522,7 +611,8 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
         # 3. join into the catalog's own entries
         part_dirs = [work_dir / f"part-{k:04d}" for k in range(plan.count)]
         written = _join_outputs(stage, persisted, config, part_dirs, project_catalog,
-                                source_file=str(config[stage.source].get("filepath", stage.source)),
+                                source_attrs={"source_file": str(config[stage.source]["filepath"])}
+                                if pipeline == "data_processing" else None,
                                 original_lines=original_lines,
                                 limit=int(params.get("data_processing", {}).get("max_reported_rows", 5)))
     joined = time.perf_counter()
@@ -536,16 +626,24 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
         shutil.rmtree(work_dir, ignore_errors=True)
     return {"pipeline": pipeline, "partitions": plan.count, "series": int(len(plan.observed)),
             "rows": int(sum(plan.rows)), "rows_per_partition": rows_per_partition, "pinned_panel": pinned,
+            "pinned_features": pinned_features,
             "plan_seconds": round(planned - started, 3), "split_seconds": round(split - planned, 3),
             "partition_seconds": round(ran - split, 3), "join_seconds": round(joined - ran, 3),
             "total_seconds": round(time.perf_counter() - started, 3), "per_partition": partitions,
             "outputs": written, "work_dir": str(work_dir) if keep else None}
 
 
-def _with_pinned(runtime_params: dict[str, Any], pinned: dict[str, Any]) -> dict[str, Any]:
+def _with_pinned(runtime_params: dict[str, Any], pinned: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The runtime parameters with the pinned values added where the user's own runtime parameters set none."""
+    def merge(target: dict[str, Any], values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                merge(target.setdefault(key, {}), value)
+            else:
+                target.setdefault(key, value)
+
     params = copy.deepcopy(runtime_params)
-    panel = params.setdefault("panel", {})
-    panel.update({key: value for key, value in pinned.items() if key not in panel})
+    merge(params, {key: value for key, value in pinned.items() if value})
     return params
 
 
@@ -567,7 +665,7 @@ def _source_note(override: dict[str, Any]) -> str:
 
 
 def _join_outputs(stage: PartitionedStage, persisted: set[str], config: dict[str, dict[str, Any]],
-                  part_dirs: list[Path], catalog, source_file: str,
+                  part_dirs: list[Path], catalog, source_attrs: dict[str, Any] | None,
                   original_lines: Callable[[int, list[int]], list[int]] | None = None, limit: int = 5) -> list[str]:
     """Join each persisted output of the partitions into its catalog entry (see the module docstring)."""
     def part_files(name: str) -> list[Path]:
@@ -583,19 +681,22 @@ def _join_outputs(stage: PartitionedStage, persisted: set[str], config: dict[str
         if how == "parquet":
             if config[name].get("versioned"):
                 raise PartitionedRunError(f"{name} is versioned: join it as frames, not streamed")
-            concat_parquet(files, Path(str(config[name]["filepath"])), {"source_file": source_file})
+            concat_parquet(files, Path(str(config[name]["filepath"])), source_attrs)
         elif how == "frames":
             catalog.save(name, pd.concat([pd.read_parquet(f) for f in files], ignore_index=True))
         elif how == "json_list":
             catalog.save(name, [entry for f in files for entry in json.loads(f.read_text())])
         elif how == "quality_report":
-            quality_report = merge_quality_reports([json.loads(f.read_text()) for f in files], source_file,
+            quality_report = merge_quality_reports([json.loads(f.read_text()) for f in files],
+                                                   (source_attrs or {}).get("source_file", ""),
                                                    original_lines, limit)
             catalog.save(name, quality_report[0])
         elif how == "quality_table":
             if quality_report is None:
                 raise PartitionedRunError("data_quality_table needs data_quality_report joined first")
             catalog.save(name, quality_report[1])
+        elif how == "feature_manifest":
+            catalog.save(name, merge_feature_manifests([json.loads(f.read_text()) for f in files]))
         elif how == "inference_summary":
             catalog.save(name, merge_inference_summaries([json.loads(f.read_text()) for f in files]))
         else:
