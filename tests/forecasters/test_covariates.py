@@ -210,3 +210,43 @@ def test_arima_bounds_the_joint_covariate_effect_of_a_plan_beyond_the_history(sh
     np.testing.assert_array_equal(_bounded_effect(result, state.exog, inside), inside)
     beyond = state.exog[[int(np.argmax(seen))]] * 100
     assert np.isclose((_bounded_effect(result, state.exog, beyond) @ beta)[0], seen.max())
+
+
+def test_prophet_bounds_the_joint_regressor_effect_of_a_plan_beyond_the_history(shared_data):
+    """The same real series and jump as ARIMA's bound test, through Prophet's regressors: each plan row's joint
+    effect is kept within the effects of the history's rows (a row inside them is left as it is), and the
+    forecast of the jumped plan stays within the effects the history saw; null margin keeps the plan as it is."""
+    from prophet.serialize import model_from_json
+    from prophet.utilities import regressor_coefficients
+
+    from ts_kedro.forecasters.prophet import _bounded_plan
+
+    raw = pd.read_parquet(shared_data / "stallion_covariates" / "stallion.parquet")
+    raw = raw[(raw["agency"].astype(str) == "Agency_11") & (raw["sku"].astype(str) == "SKU_03")]
+    panel = pd.DataFrame({SERIES_ID: "Agency_11/SKU_03", TIMESTAMP: pd.to_datetime(raw["date"]).astype("datetime64[ns]"),
+                          VALUE: raw["volume"].astype(float),
+                          **{c: raw[c].astype(float) for c in ALL_KNOWN}}).sort_values(TIMESTAMP, ignore_index=True)
+    history = panel[panel[TIMESTAMP] < "2016-07-01"].reset_index(drop=True)
+    plan = panel[(panel[TIMESTAMP] >= "2016-07-01") & (panel[TIMESTAMP] < "2017-01-01")]
+    bounded = build("prophet", known_covariates=ALL_KNOWN).fit(history)
+    unbounded = build("prophet", known_covariates=ALL_KNOWN, covariate_effect_margin=None).fit(history)
+    for model in (bounded, unbounded):
+        model.set_future_covariates(plan[[SERIES_ID, TIMESTAMP, *ALL_KNOWN]])
+    prophet = model_from_json(bounded.models_["Agency_11/SKU_03"])
+    assert list(prophet.extra_regressors)  # the series regresses on them
+
+    coefficients = regressor_coefficients(prophet)
+    names, coef, center = coefficients["regressor"].tolist(), coefficients["coef"].to_numpy(), coefficients["center"].to_numpy()
+    seen = (history[names].to_numpy() - center) @ coef
+    future = pd.DataFrame({"ds": plan[TIMESTAMP].to_numpy(), **{n: plan[n].to_numpy() for n in names}})
+    effect = (_bounded_plan(prophet, future, 0.0)[names].to_numpy() - center) @ coef
+    assert effect.min() >= seen.min() - 1e-9 and effect.max() <= seen.max() + 1e-9
+    planned = (future[names].to_numpy() - center) @ coef
+    inside = (planned >= seen.min()) & (planned <= seen.max())
+    np.testing.assert_allclose(effect[inside], planned[inside])
+    assert not inside.all()  # the jumped discount lies beyond the history's effects
+    pd.testing.assert_frame_equal(_bounded_plan(prophet, future, None), future)
+
+    capped, free = bounded.predict(HORIZON, [80]), unbounded.predict(HORIZON, [80])
+    assert np.isfinite(capped["mean"]).all() and not np.allclose(capped["mean"], free["mean"])
+    assert np.abs(capped["mean"] - history[VALUE].mean()).max() <= np.abs(free["mean"] - history[VALUE].mean()).max()

@@ -44,13 +44,16 @@ class ProphetForecaster(Forecaster):
     history (a dummy that never fired) is left out: its coefficient would rest on the prior alone. The forecast
     reads the plan over the horizon (``set_future_covariates``); an update carries the new points' covariate
     values. Covariates not known in advance have no values over the horizon and are ignored
-    (``ignored_covariates_``).
+    (``ignored_covariates_``). A plan beyond what the history saw is bounded as ARIMA's is: per forecast row, the
+    joint effect of the regressors (``sum coef * (x - center)``, per regressor mode) is kept within the range of
+    the effects of the history's rows, widened by ``covariate_effect_margin`` times that range on each side (null:
+    unbounded); the row's plan is shrunk towards the regressors' centres to get there (``_bounded_plan``).
 
     Hyperparameters: ``seasonalities``, ``seasonality_mode`` (auto|additive|multiplicative), ``changepoint_prior_scale``,
     ``seasonality_prior_scale``, ``holidays_country`` (e.g. "US", None = no holidays),
     ``uncertainty_samples`` (draws for the intervals), ``seed``, ``n_jobs`` (-1 = all cores), ``known_covariates``
     (panel columns known in advance; None: the training pipeline fills in the covariates declared
-    ``known_in_advance``, empty: none).
+    ``known_in_advance``, empty: none), ``covariate_effect_margin`` (0.0; null: plans are not bounded).
 
     Series shorter than ``min_length`` (two seasons, at least three points) are served by ``fallback`` (ETS).
     Measurements: ``benchmarks/family_check_prophet_lstm.py``.
@@ -64,12 +67,18 @@ class ProphetForecaster(Forecaster):
                  seasonalities: dict[str, bool] | None = None, seasonality_mode: str = "auto",
                  changepoint_prior_scale: float = 0.05, seasonality_prior_scale: float = 10.0,
                  holidays_country: str | None = None, uncertainty_samples: int = 200, seed: int = 0,
-                 n_jobs: int = -1, known_covariates: list[str] | None = None):
+                 n_jobs: int = -1, known_covariates: list[str] | None = None,
+                 covariate_effect_margin: float | None = 0.0):
         super().__init__(freq, season_length, seasonalities=seasonalities, seasonality_mode=seasonality_mode,
                          changepoint_prior_scale=changepoint_prior_scale,
                          seasonality_prior_scale=seasonality_prior_scale, holidays_country=holidays_country,
                          uncertainty_samples=uncertainty_samples, seed=seed, n_jobs=n_jobs,
-                         known_covariates=known_covariates)
+                         known_covariates=known_covariates, covariate_effect_margin=covariate_effect_margin)
+        if covariate_effect_margin is not None and (isinstance(covariate_effect_margin, bool)
+                                                    or float(covariate_effect_margin) < 0):
+            raise ForecasterError(f"prophet: covariate_effect_margin must be null or >= 0, got "
+                                  f"{covariate_effect_margin!r}")
+        self.covariate_effect_margin = None if covariate_effect_margin is None else float(covariate_effect_margin)
         if seasonality_mode not in ("auto", "additive", "multiplicative"):
             raise ForecasterError(f"prophet: seasonality_mode must be auto, additive or multiplicative, "
                                   f"got {seasonality_mode!r}")
@@ -149,7 +158,8 @@ class ProphetForecaster(Forecaster):
             future = pd.DataFrame({"ds": self.future_index(sid, horizon)})
             if self.known_covariates:  # the plan, even for a series whose covariates were all constant
                 future[self.known_covariates] = self.future_covariate_values(sid, future["ds"])
-            items.append((self.models_[sid], future, levels, self.uncertainty_samples, self.seed))
+            items.append((self.models_[sid], future, levels, self.uncertainty_samples, self.seed,
+                          getattr(self, "covariate_effect_margin", None)))  # older pickles: unbounded, as fitted
         results = map_series(_predict_one_series, items, self.n_jobs, desc="prophet predict")
         frames = [SeriesForecast(sid, pd.DatetimeIndex(future["ds"]), mean, bounds)
                   for sid, (_, future, *_), (mean, bounds) in zip(self.fitted_series_ids_, items, results)]
@@ -273,12 +283,46 @@ def _update_one_series(model_json: str, new_history: pd.DataFrame) -> str:
     return model_to_json(model)
 
 
-def _predict_one_series(model_json: str, future: pd.DataFrame, levels: list[int], n_samples: int, seed: int):
-    """Point forecast and interval bounds at ``future["ds"]`` (with the planned values of any regressor)."""
+def _bounded_plan(model, future: pd.DataFrame, margin: float | None) -> pd.DataFrame:
+    """The plan's regressor rows, shrunk towards the regressors' centres so that each row's joint effect
+    (``sum coef_j * (x_j - center_j)`` over the regressors of one mode) stays within the range of the effects of
+    the history's rows, widened by ``margin`` times that range on each side; None: the plan as it is.
+
+    Same reason as ARIMA's ``_bounded_effect``: a linear regression extrapolates without bound, and nearly
+    collinear covariates (prices and a discount derived from them) have large coefficients of opposite signs
+    that only the history's combinations cancel, so the joint effect is bounded, not each covariate.
+    """
+    if margin is None or not model.extra_regressors:
+        return future
+    from prophet.utilities import regressor_coefficients
+
+    coefficients = regressor_coefficients(model)
+    future = future.copy()
+    for _, group in coefficients.groupby("regressor_mode"):
+        names = group["regressor"].tolist()
+        coef, center = group["coef"].to_numpy(float), group["center"].to_numpy(float)
+        std = np.array([model.extra_regressors[name]["std"] for name in names], float)
+        mu = np.array([model.extra_regressors[name]["mu"] for name in names], float)
+        seen = (model.history[names].to_numpy(float) * std + mu - center) @ coef  # the history is standardised
+        plan = future[names].to_numpy(float) - center
+        effect = plan @ coef
+        span = margin * (seen.max() - seen.min())
+        bounded = np.clip(effect, seen.min() - span, seen.max() + span)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.where(effect != 0, bounded / effect, 1.0)
+        future[names] = center + plan * factor[:, None]
+    return future
+
+
+def _predict_one_series(model_json: str, future: pd.DataFrame, levels: list[int], n_samples: int, seed: int,
+                        effect_margin: float | None = None):
+    """Point forecast and interval bounds at ``future["ds"]`` (with the planned values of any regressor,
+    bounded by ``_bounded_plan``)."""
     _quiet_stan_logging()
     from prophet.serialize import model_from_json
 
     model = model_from_json(model_json)
+    future = _bounded_plan(model, future, effect_margin)
     model.uncertainty_samples = 0  # the point forecast needs no sampling
     mean = model.predict(future)["yhat"].to_numpy()
     bounds = {}
