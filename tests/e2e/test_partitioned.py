@@ -163,7 +163,8 @@ def test_partitioned_inference_forecasts_what_the_whole_run_forecasts(project, m
     champion = SelectedPanelModel({"seasonal_naive": model}, {s: "seasonal_naive" for s in model.series_ids_}, [],
                                   [80, 95], 48, {"primary_metric": "smape", "selected_score": 9.0,
                                                  "data_window_end": str(day0["timestamp"].max())})
-    monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: champion)
+    loads = []
+    monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: loads.append(name) or champion)
     DuckDBHistoryDataset(str(project / "data" / "02_intermediate" / "history.duckdb")).save(
         panel[position < 700].reset_index(drop=True))  # 100 new points per series since the champion's fit
     params = {"panel": {"freq": "h", "horizon": 48}}
@@ -176,7 +177,9 @@ def test_partitioned_inference_forecasts_what_the_whole_run_forecasts(project, m
                                       / "champion_forecasts.parquet")
     whole_summary = json.loads((data / "08_reporting" / "inference_summary.json").read_text())
 
+    loads.clear()
     summary = run_partitioned("inference", project_path=project, runtime_params=params, rows_per_partition=3000)
+    assert len(loads) == 1  # the registry is read once for all partitions
     versions = sorted((data / "07_model_output" / "champion_forecasts.parquet").iterdir())
     assert summary["partitions"] >= 5 and len(versions) == 2
     forecasts = pd.read_parquet(versions[-1] / "champion_forecasts.parquet")

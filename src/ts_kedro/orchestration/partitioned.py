@@ -17,7 +17,7 @@ How, for ``pipeline``:
   them whole anyway).
 - ``inference``: the history store (``history_panel``, DuckDB) is read partition by partition through its
   ``series_range`` (a query); each partition goes through the history's data processing (namespace
-  ``history``) and the champion's forecast node. The rest of the inference pipeline (metrics to MLflow,
+  ``history``) and the champion's forecast node (the champion is read from the registry once for all partitions). The rest of the inference pipeline (metrics to MLflow,
   latency alerts) then runs once, in a normal Kedro session, on the joined summary. Day-N ingestion itself
   (appending a batch) is not partitioned: it reads the whole stored history.
 
@@ -44,9 +44,10 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -582,7 +583,7 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
         unjoined = persisted - set(stage.joins)
         if unjoined:
             raise PartitionedRunError(f"outputs {sorted(unjoined)} of the partitioned {pipeline} have no join rule")
-        with per_series_cluster(orchestration.per_series, lazy=True):
+        with per_series_cluster(orchestration.per_series, lazy=True), _champion_loaded_once(pipeline):
             for k, override in enumerate(part_sources):
                 part_dir = work_dir / f"part-{k:04d}"
                 part_config = partition_catalog_config(config, persisted, part_dir, stage.source, override)
@@ -631,6 +632,31 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
             "partition_seconds": round(ran - split, 3), "join_seconds": round(joined - ran, 3),
             "total_seconds": round(time.perf_counter() - started, 3), "per_partition": partitions,
             "outputs": written, "work_dir": str(work_dir) if keep else None}
+
+
+@contextmanager
+def _champion_loaded_once(pipeline: str) -> Iterator[None]:
+    """During a partitioned inference, every partition forecasts with the champion loaded by the first one (the
+    registry is read once, not once per partition). Safe to share: ``update``, ``refit`` and
+    ``with_future_covariates`` work on copies and leave the loaded model as it was."""
+    if pipeline != "inference":
+        yield
+        return
+    from ts_kedro.pipelines.inference import nodes
+
+    original = nodes.load_champion_model
+    loaded: dict[tuple[str, str | None], Any] = {}
+
+    def load_once(name: str, tracking_uri: str | None = None) -> Any:
+        if (name, tracking_uri) not in loaded:
+            loaded[(name, tracking_uri)] = original(name, tracking_uri)
+        return loaded[(name, tracking_uri)]
+
+    nodes.load_champion_model = load_once
+    try:
+        yield
+    finally:
+        nodes.load_champion_model = original
 
 
 def _with_pinned(runtime_params: dict[str, Any], pinned: dict[str, dict[str, Any]]) -> dict[str, Any]:
