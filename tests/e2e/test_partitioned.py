@@ -228,3 +228,31 @@ def test_partitioned_feature_engineering_writes_what_the_whole_run_writes(case, 
             frame = pd.read_parquet(data / relative)
             pd.testing.assert_frame_equal(frame.astype({"series_id": str}), whole[name].astype({"series_id": str}))
             assert frame.attrs == whole[name].attrs, name
+
+
+def test_a_semicolon_decimal_comma_file_is_partitioned_in_its_own_format(project, tmp_path):
+    """`load_args: {sep: ";", decimal: ","}` (a European export of the M3 monthly sample): the partition files keep
+    the format their rows are read with; row-skipping load_args are refused with the reason."""
+    import yaml
+
+    from ts_kedro.orchestration.partitioned import PartitionedRunError, run_partitioned
+
+    raw = pd.read_csv(_planted_m3_monthly(tmp_path / "planted.csv"), dtype=str, keep_default_na=False)
+    raw["value"] = raw["value"].str.replace(".", ",", regex=False)
+    raw.to_csv(tmp_path / "european.csv", sep=";", index=False)
+    entry = {"type": "ts_kedro.datasets.CSVChunkSourceDataset", "filepath": str(tmp_path / "european.csv"),
+             "load_args": {"sep": ";", "decimal": ","}}
+    (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"raw_panel": entry}))
+    params = {"panel": {"freq": "MS", "horizon": 18},
+              "data_processing": {"duplicate_policy": "keep_first", "non_numeric_policy": "coerce"}}
+    _session_run(project, params, pipeline_name="data_processing")
+    whole = _snapshot(project / "data")
+    run_partitioned("data_processing", project_path=project, runtime_params=params, rows_per_partition=150)
+    parted = _snapshot(project / "data")
+    pd.testing.assert_frame_equal(parted["primary_panel"][0], whole["primary_panel"][0])
+    assert json.loads(parted["data_quality_report"])["series"] == json.loads(whole["data_quality_report"])["series"]
+
+    entry["load_args"]["skiprows"] = 0
+    (project / "conf" / "local" / "catalog.yml").write_text(yaml.safe_dump({"raw_panel": entry}))
+    with pytest.raises(PartitionedRunError, match=r"load_args \['skiprows'\] change which lines are rows"):
+        run_partitioned("data_processing", project_path=project, runtime_params=params, rows_per_partition=150)

@@ -205,6 +205,9 @@ def grid_lengths(first: pd.Series, last: pd.Series, freq: str) -> pd.Series:
     return out
 
 
+_ROW_SKIPPING_ARGS = {"skiprows", "skipfooter", "header", "names", "comment", "nrows", "skip_blank_lines"}
+
+
 def split_csv(source, id_column: str, plan: PartitionPlan, out_dir: Path, chunk_size: int) -> list[Path]:
     """Copy each data row, as text, into the CSV of its partition (the header line first, byte for byte).
 
@@ -215,8 +218,14 @@ def split_csv(source, id_column: str, plan: PartitionPlan, out_dir: Path, chunk_
     """
     from ts_kedro.pipelines.data_processing.schema import _SURPLUS
 
+    refused = sorted(set(source.read_args) & _ROW_SKIPPING_ARGS)
+    if refused:
+        raise PartitionedRunError(f"raw_panel load_args {refused} change which lines are rows: a partitioned run copies "
+                                  "the header line and every data row, so it cannot keep them; remove them from the "
+                                  "catalog entry (or run kedro run --pipeline data_processing)")
     out_dir.mkdir(parents=True, exist_ok=True)
     sep = source._separator
+    quotechar = str(source.read_args.get("quotechar", '"'))
     encoding = source._encoding
     with source._open() as handle:
         header_line = handle.readline().decode(encoding).rstrip("\r\n")
@@ -232,7 +241,7 @@ def split_csv(source, id_column: str, plan: PartitionPlan, out_dir: Path, chunk_
             parts = plan.assign(chunk[id_column].to_numpy(object))
             normal = chunk.loc[~long_rows, [c for c in chunk.columns if c not in present]]
             for k, rows in normal.groupby(parts[~long_rows], sort=True):
-                rows.to_csv(files[k], header=False, index=False, sep=sep, lineterminator="\n")
+                rows.to_csv(files[k], header=False, index=False, sep=sep, quotechar=quotechar, lineterminator="\n")
                 row_files[k].write(rows.index.to_numpy(np.int64).tobytes())
             if long_rows.any():
                 for k, rows in chunk.loc[long_rows].groupby(parts[long_rows], sort=True):
@@ -240,7 +249,7 @@ def split_csv(source, id_column: str, plan: PartitionPlan, out_dir: Path, chunk_
                         while values and values[-1] == "":
                             values.pop()
                         pd.DataFrame([values]).to_csv(files[k], header=False, index=False, sep=sep,
-                                                      lineterminator="\n")
+                                                      quotechar=quotechar, lineterminator="\n")
                         row_files[k].write(np.int64(number).tobytes())
     finally:
         for handle in files + row_files:
