@@ -15,6 +15,9 @@ The partitioned outputs are compared with the whole run's (primary panel, featur
 
     nice -n 5 .venv/bin/python benchmarks/partitioned_memory.py --sizes 10000,40000 --rows-per-partition 500000
 
+``--rerun-inference`` measures the partitioned inference again in the folders of an earlier ``--day-n`` run (after
+a change to inference) and compares its forecasts with that run's whole-panel forecasts (the first version).
+
 Output: ``benchmarks/results/partitioned_memory_<source>_<sizes>.json`` and a markdown table on stdout for docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -93,6 +96,24 @@ def run_size(n_series: int, source: str, rows_per_partition: int, day_n: bool, w
     return result
 
 
+def rerun_inference(n_series: int, source: str, rows_per_partition: int, workroot: Path) -> dict:
+    """The partitioned inference again in an earlier ``--day-n`` run's folder; forecasts against its whole run's."""
+    _, freq, horizon = SOURCES[source]
+    workdir = workroot / f"partitioned_{source}_{n_series}"
+    raw = workdir / "data" / "01_raw" / "panel.csv"
+    params = f"raw_panel_path={raw},panel.freq={freq},panel.horizon={horizon}"
+    command = [PYTHON, "-m", "ts_kedro.orchestration", "partitioned", "--rows-per-partition", str(rows_per_partition),
+               "--params", *params.split(","), "--pipeline", "inference"]
+    result = {"source": source, "n_series": n_series,
+              "inference_partitioned": measured(command, workdir, _env(workdir, "seasonal_naive"),
+                                                "inference_partitioned_rerun.log")}
+    versions = sorted((workdir / "data" / "07_model_output" / "champion_forecasts.parquet").iterdir())
+    whole, again = (pd.read_parquet(v / "champion_forecasts.parquet").astype({"series_id": str})
+                    for v in (versions[0], versions[-1]))
+    result["forecasts_equal"] = bool(whole.equals(again))
+    return result
+
+
 def markdown(results: list[dict]) -> str:
     lines = ["| series | rows | raw CSV MB | partitions | step | whole: wall s / peak MB | partitioned: wall s / peak MB | equal |",
              "|---|---|---|---|---|---|---|---|"]
@@ -114,8 +135,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", default="m3_monthly", choices=sorted(SOURCES))
     parser.add_argument("--rows-per-partition", type=int, default=500_000)
     parser.add_argument("--day-n", action="store_true", help="also Day 0 (seasonal naive), ingestion and inference")
+    parser.add_argument("--rerun-inference", action="store_true",
+                        help="only the partitioned inference again, in the folders of an earlier --day-n run")
     parser.add_argument("--workroot", default=str(ROOT / "benchmarks" / "_scale_work"))
     args = parser.parse_args(argv)
+    if args.rerun_inference:
+        results = [rerun_inference(int(size), args.source, args.rows_per_partition, Path(args.workroot))
+                   for size in args.sizes.split(",")]
+        out = ROOT / "benchmarks" / "results" / f"partitioned_inference_rerun_{args.source}_{args.sizes.replace(',', '_')}.json"
+        out.write_text(json.dumps({"measured": source_description(), "results": results}, indent=2))
+        for r in results:
+            print(f"| {r['n_series']:,} | {r['inference_partitioned']['wall_s']} / "
+                  f"{r['inference_partitioned']['peak_rss_mb_max_process']:,} | {r['forecasts_equal']} |")
+        return
     results = [run_size(int(size), args.source, args.rows_per_partition, args.day_n, Path(args.workroot))
                for size in args.sizes.split(",")]
     out = ROOT / "benchmarks" / "results" / f"partitioned_memory_{args.source}_{args.sizes.replace(',', '_')}.json"

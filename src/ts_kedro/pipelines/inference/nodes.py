@@ -82,6 +82,10 @@ def forecast_with_champion(
     served = [s for s in champion.series_ids if s in in_history]
     if not served:
         raise StaleChampionError("the champion serves none of the history's series: retrain (Day 0) first")
+    if len(served) < len(champion.series_ids):
+        # a part of the panel (a partition, or series gone from the history): condition and forecast a view of
+        # those series only, not a deep copy of every series' state (``restricted_to``, as serving does)
+        champion = champion.restricted_to(served)
     history = history_primary_panel[history_primary_panel[SERIES_ID].isin(served)]
     covariates = [c for c in history.columns if c not in (SERIES_ID, TIMESTAMP, VALUE, IS_IMPUTED, IS_ANOMALY)]
     history = history[[SERIES_ID, TIMESTAMP, VALUE, *covariates]].reset_index(drop=True)
