@@ -440,8 +440,12 @@ def ts_kedro_cycle(
     root = resolve_project_path(project_path)
     cycle = load_orchestration_config(root, env).cycle
     env = env or cycle.env
+    # each start-up step is logged: a cycle once hung here for 15 minutes in the test suite without saying where
+    logger.info("cycle start-up: crashing stale Prefect runs, removing old intermediates")
     cleanup = clean_up_after_killed_runs(root, env)
+    logger.info("cycle start-up: configuring MLflow tracking")
     incoming = _configure_tracking(root, env)
+    logger.info("cycle start-up: repairing and reading the registry")
     day, pipeline_name = choose_cycle_pipeline(cycle)
     forced = bool(force_retrain) or cycle.retrain.force
     skipped = nothing_new(incoming) if day == DAY_N else None
