@@ -7,8 +7,8 @@ and, on a smaller panel since the old code was quadratic there, monitoring's per
 current code, and on an older commit for the "before" figures:
 
     .venv/bin/python benchmarks/panel_wide_steps.py --series 20000
-    git archive --prefix=before/ 34a4fd1 src conf | tar -x -C /tmp
-    PYTHONPATH=/tmp/before/src .venv/bin/python benchmarks/panel_wide_steps.py --series 20000
+    mkdir -p benchmarks/_scale_work && git archive --prefix=before/ 34a4fd1 src conf | tar -x -C benchmarks/_scale_work
+    PYTHONPATH=benchmarks/_scale_work/before/src .venv/bin/python benchmarks/panel_wide_steps.py --series 20000
 """
 from __future__ import annotations
 
