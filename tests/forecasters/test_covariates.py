@@ -178,13 +178,9 @@ def test_arima_coefficients_name_the_covariate_terms(fitted):
 ALL_KNOWN = ["price_regular", "price_actual", "discount_in_percent"]
 
 
-def test_arima_bounds_the_joint_covariate_effect_of_a_plan_beyond_the_history(shared_data):
-    """Real Stallion series Agency_11/SKU_03 (volume about 200): in 2016-07 its discount jumped from about 6 % to
-    22 %. Its three nearly collinear price covariates gave ARIMA forecasts of order 1e7 when the plan was
-    extrapolated linearly; bounded to the effects the history's rows had, the forecast stays at the series'
-    scale. A row whose effect lies inside that range is left as it is."""
-    from ts_kedro.forecasters.arima import _bounded_effect
-
+def _jumped_discount_series(shared_data) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Real Stallion Agency_11/SKU_03 with its three price covariates: the history to 2016-06 and the six months
+    from 2016-07, when its discount jumped from about 6 % to 22 % (the plan)."""
     raw = pd.read_parquet(shared_data / "stallion_covariates" / "stallion.parquet")
     raw = raw[(raw["agency"].astype(str) == "Agency_11") & (raw["sku"].astype(str) == "SKU_03")]
     panel = pd.DataFrame({SERIES_ID: "Agency_11/SKU_03", TIMESTAMP: pd.to_datetime(raw["date"]).astype("datetime64[ns]"),
@@ -192,6 +188,17 @@ def test_arima_bounds_the_joint_covariate_effect_of_a_plan_beyond_the_history(sh
                           **{c: raw[c].astype(float) for c in ALL_KNOWN}}).sort_values(TIMESTAMP, ignore_index=True)
     history = panel[panel[TIMESTAMP] < "2016-07-01"].reset_index(drop=True)
     plan = panel[(panel[TIMESTAMP] >= "2016-07-01") & (panel[TIMESTAMP] < "2017-01-01")]
+    return history, plan
+
+
+def test_arima_bounds_the_joint_covariate_effect_of_a_plan_beyond_the_history(shared_data):
+    """Real Stallion series Agency_11/SKU_03 (volume about 200): in 2016-07 its discount jumped from about 6 % to
+    22 %. Its three nearly collinear price covariates gave ARIMA forecasts of order 1e7 when the plan was
+    extrapolated linearly; bounded to the effects the history's rows had, the forecast stays at the series'
+    scale. A row whose effect lies inside that range is left as it is."""
+    from ts_kedro.forecasters.arima import _bounded_effect
+
+    history, plan = _jumped_discount_series(shared_data)
     model = build("arima", known_covariates=ALL_KNOWN, seasonality="auto").fit(history)
     model.set_future_covariates(plan[[SERIES_ID, TIMESTAMP, *ALL_KNOWN]])
     forecast = model.predict(HORIZON, [80])
@@ -221,13 +228,7 @@ def test_prophet_bounds_the_joint_regressor_effect_of_a_plan_beyond_the_history(
 
     from ts_kedro.forecasters.prophet import _bounded_plan
 
-    raw = pd.read_parquet(shared_data / "stallion_covariates" / "stallion.parquet")
-    raw = raw[(raw["agency"].astype(str) == "Agency_11") & (raw["sku"].astype(str) == "SKU_03")]
-    panel = pd.DataFrame({SERIES_ID: "Agency_11/SKU_03", TIMESTAMP: pd.to_datetime(raw["date"]).astype("datetime64[ns]"),
-                          VALUE: raw["volume"].astype(float),
-                          **{c: raw[c].astype(float) for c in ALL_KNOWN}}).sort_values(TIMESTAMP, ignore_index=True)
-    history = panel[panel[TIMESTAMP] < "2016-07-01"].reset_index(drop=True)
-    plan = panel[(panel[TIMESTAMP] >= "2016-07-01") & (panel[TIMESTAMP] < "2017-01-01")]
+    history, plan = _jumped_discount_series(shared_data)
     bounded = build("prophet", known_covariates=ALL_KNOWN).fit(history)
     unbounded = build("prophet", known_covariates=ALL_KNOWN, covariate_effect_margin=None).fit(history)
     for model in (bounded, unbounded):

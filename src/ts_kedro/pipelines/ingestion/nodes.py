@@ -179,22 +179,20 @@ def check_continuity(
                 "first_rows": _first_rows(rows, limit)})
             continue
         anchor = history_start[series_id] if known else rows[TIMESTAMP].min()
-        before = rows[early[rows.index].to_numpy()]
-        if len(before):
-            violations.append({
-                "rule": "before_history_start", "series_id": series_id,
-                "message": f"{len(before)} row(s) of series {quote(series_id)} lie before its history start "
-                           f"{anchor}, first at {before[TIMESTAMP].min()}: the history only grows forward; "
-                           "check the batch's timestamps, or rebuild the history from a Day-0 file that has them",
-                "first_rows": _first_rows(before, limit)})
-        outside = rows[off[rows.index].to_numpy()]
-        if len(outside):
-            violations.append({
-                "rule": "off_grid", "series_id": series_id,
-                "message": f"{len(outside)} row(s) of series {quote(series_id)} are off its {step.freqstr!r} grid "
-                           f"through {anchor}, first at {outside[TIMESTAMP].min()}; send timestamps on the grid "
-                           "(panel.freq)",
-                "first_rows": _first_rows(outside, limit)})
+        for rule, mask, fault, remedy in (
+            ("before_history_start", early, f"lie before its history start {anchor}",
+             ": the history only grows forward; check the batch's timestamps, or rebuild the history from a Day-0 "
+             "file that has them"),
+            ("off_grid", off, f"are off its {step.freqstr!r} grid through {anchor}",
+             "; send timestamps on the grid (panel.freq)"),
+        ):
+            flagged = rows[mask[rows.index].to_numpy()]
+            if len(flagged):
+                violations.append({
+                    "rule": rule, "series_id": series_id,
+                    "message": f"{len(flagged)} row(s) of series {quote(series_id)} {fault}, first at "
+                               f"{flagged[TIMESTAMP].min()}{remedy}",
+                    "first_rows": _first_rows(flagged, limit)})
         if gaps.get(series_id, 0) > settings["max_gap_steps"]:
             violations.append({
                 "rule": "gap", "series_id": series_id,
