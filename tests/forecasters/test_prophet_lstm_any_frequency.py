@@ -207,3 +207,45 @@ def test_prophet_auto_mode_is_additive_for_series_with_non_positive_values(quart
     assert np.isfinite(forecast[["mean", "lo-95", "hi-95"]].to_numpy()).all()
     modes = {sid: json.loads(model.models_[sid])["seasonality_mode"] for sid in ("ausbeer", "centred")}
     assert modes == {"ausbeer": "multiplicative", "centred": "additive"}
+
+
+def test_lstm_precision_is_checked_and_reduced_precision_is_refused_on_cpu(monthly):
+    """``precision`` (mixed precision) is a CUDA setting: an unknown value fails at construction, fp16/bf16 on a
+    CPU run fails before any training with the parameter named (torch's CPU LSTM has no such kernel here)."""
+    panel, freq, horizon = monthly
+    lstm_class = get_forecaster_class("lstm")
+    with pytest.raises(ForecasterError, match="precision must be one of"):
+        lstm_class(freq=freq, horizon=horizon, precision="half")
+    for precision in ("fp16", "bf16"):
+        model = lstm_class(freq=freq, horizon=horizon, **{**TINY_LSTM, "precision": precision})
+        with pytest.raises(ForecasterError, match=f"precision='{precision}' needs a CUDA device.*precision: fp32"):
+            model.fit(panel)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="mixed precision runs on CUDA only (no CUDA device here)")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_lstm_mixed_precision_on_cuda_keeps_fp32_weights_and_serves_on_cpu(monthly, precision):
+    """On a GPU: a mixed-precision fit keeps fp32 weights, forecasts like the fp32 fit, and predicts on CPU."""
+    import torch
+
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    panel, freq, horizon = monthly
+    settings = {**TINY_LSTM, "max_epochs": 20, "device": "auto"}
+    reference = build_forecaster({"class": "lstm", "hyperparameters": settings}, freq=freq, horizon=horizon).fit(panel)
+    mixed = build_forecaster({"class": "lstm", "hyperparameters": {**settings, "precision": precision}},
+                             freq=freq, horizon=horizon).fit(panel)
+    assert all(v.dtype == np.float32 for state in mixed.state_dicts_ for v in state.values())
+    ours, theirs = mixed.predict(horizon, LEVELS), reference.predict(horizon, LEVELS)
+    assert np.isfinite(ours["mean"]).all()
+    scale = float(panel[VALUE].abs().mean())
+    assert float((ours["mean"] - theirs["mean"]).abs().mean()) / scale < 0.05
+    mixed.device = "cpu"  # served on a CPU machine: fp32 there, same forecasts up to kernel rounding
+    on_cpu = mixed.predict(horizon, LEVELS)
+    assert np.allclose(on_cpu["mean"], ours["mean"], rtol=1e-2)

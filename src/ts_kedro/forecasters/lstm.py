@@ -35,6 +35,14 @@ Design (why, in short):
   training/predicting (previous global torch settings are restored afterwards).
 - A seed ensemble (``n_models``, default 3; members seeded seed, seed+1, ...; quantiles averaged): single
   networks trained on a few tens of series differ noticeably from seed to seed, the ensemble removes most of it.
+- Mixed precision on CUDA (``precision``: ``fp32`` default, ``fp16`` or ``bf16``): the forward passes run under
+  ``torch.autocast`` and fp16 training scales the loss (``torch.amp.GradScaler``) so small gradients do not
+  underflow; the weights, the optimiser state and the pinball loss stay fp32, so a model trained in mixed precision
+  is saved, loaded and served like any other (its predictions on CPU run fp32). Not the default, and refused on
+  CPU with a clear error: torch's CPU LSTM (oneDNN) has no fp16/bf16 kernel on CPUs without AVX-512 (this project's
+  CI machines fail with "could not create a primitive descriptor"), and whether it keeps accuracy has not been
+  measured on a GPU yet (``benchmarks/lstm_device.py`` measures it: CPU fp32 against CUDA fp32 / fp16 / bf16 on the
+  same data). bf16 needs cuDNN >= 9.13 for the LSTM kernel (older builds raise "not implemented for 'BFloat16'").
 - Picklable: the fitted state is the members' state_dicts as numpy arrays plus the last window of every series.
 - No covariates (``supports_covariates`` False): a panel's covariate columns are ignored and recorded in
   ``ignored_covariates_``. Why not yet: the network's inputs are a public contract (``window_inputs`` /
@@ -61,6 +69,8 @@ from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, Forecaster, F
 
 logger = logging.getLogger(__name__)
 
+PRECISIONS = ("fp32", "fp16", "bf16")
+
 class LSTMForecaster(Forecaster):
     """One LSTM trained on windows of all series; see the module docstring for the design.
 
@@ -69,7 +79,8 @@ class LSTMForecaster(Forecaster):
     ``batch_size``, ``lr``, ``max_epochs``, ``patience``, ``max_windows_per_series``, ``interval_levels``,
     ``calendar_features`` (use the calendar terms that vary at the panel's frequency), ``epochs_without_validation``
     (fixed epochs when no series affords a validation window), ``n_models`` (seed ensemble size: members seeded
-    ``seed``, ``seed+1``, ...; quantiles averaged), ``seed``, ``device`` (auto|cpu|cuda), ``num_threads``.
+    ``seed``, ``seed+1``, ...; quantiles averaged), ``seed``, ``device`` (auto|cpu|cuda), ``num_threads``, ``precision`` (fp32|fp16|bf16: mixed precision
+    on CUDA, see the module docstring).
     """
 
     name = "lstm"
@@ -80,14 +91,14 @@ class LSTMForecaster(Forecaster):
                  batch_size: int = 256, lr: float = 3e-3, max_epochs: int = 40, patience: int = 5,
                  max_windows_per_series: int = 200, interval_levels: list[int] | None = None,
                  calendar_features: bool = True, epochs_without_validation: int = 10, n_models: int = 3,
-                 seed: int = 0, device: str = "auto", num_threads: int = 1):
+                 seed: int = 0, device: str = "auto", num_threads: int = 1, precision: str = "fp32"):
         interval_levels = [50, 80, 90, 95, 99] if interval_levels is None else [int(v) for v in interval_levels]
         super().__init__(freq, season_length, horizon=horizon, input_size=input_size, hidden_size=hidden_size,
                          num_layers=num_layers, dropout=dropout, batch_size=batch_size, lr=lr,
                          max_epochs=max_epochs, patience=patience, max_windows_per_series=max_windows_per_series,
                          interval_levels=interval_levels, calendar_features=calendar_features,
                          epochs_without_validation=epochs_without_validation, n_models=n_models, seed=seed,
-                         device=device, num_threads=num_threads)
+                         device=device, num_threads=num_threads, precision=precision)
         m = self.season_length
         if input_size is not None and (int(input_size) < m or int(input_size) % m):
             raise ForecasterError(f"lstm: input_size={input_size} must be a positive multiple of season_length="
@@ -97,6 +108,8 @@ class LSTMForecaster(Forecaster):
                                   "the panel horizon")
         if device not in ("auto", "cpu", "cuda"):
             raise ForecasterError(f"lstm: device must be auto, cpu or cuda, got {device!r}")
+        if precision not in PRECISIONS:
+            raise ForecasterError(f"lstm: precision must be one of {list(PRECISIONS)}, got {precision!r}")
         if any(not 0 < v < 100 for v in interval_levels):
             raise ForecasterError(f"lstm: interval_levels must lie strictly between 0 and 100, got {interval_levels}")
         if min(int(horizon), int(hidden_size), int(num_layers), int(batch_size), int(max_epochs), int(n_models),
@@ -115,6 +128,7 @@ class LSTMForecaster(Forecaster):
         self.epochs_without_validation = int(epochs_without_validation)
         self.n_models = int(n_models)
         self.seed, self.device, self.num_threads = int(seed), device, int(num_threads)
+        self.precision = precision
 
     def fit(self, panel: pd.DataFrame) -> "LSTMForecaster":
         # the lookback decides min_length, which the base class needs before it splits off the fallback series
@@ -202,6 +216,8 @@ class LSTMForecaster(Forecaster):
             raise ForecasterError(f"lstm: predict_scaled expects tokens (n, seasons, features) and last_season "
                                   f"(n, {self.season_length}); got {tokens.shape} and {last_season.shape}")
         device = self._resolve_device()
+        # a model trained in mixed precision predicts in fp32 on a CPU machine (its weights are fp32)
+        autocast = self._autocast(device) if device == "cuda" else contextlib.nullcontext
         # older pickles hold a single network as state_dict_
         states = getattr(self, "state_dicts_", None) or [self.state_dict_]
         members = []
@@ -214,8 +230,10 @@ class LSTMForecaster(Forecaster):
                 with torch.no_grad():
                     for start in range(0, len(tokens), self.batch_size):
                         chunk = slice(start, start + self.batch_size)
-                        outputs.append(network(torch.as_tensor(tokens[chunk], device=device),
-                                               torch.as_tensor(last_season[chunk], device=device)).cpu().numpy())
+                        with autocast():
+                            predicted = network(torch.as_tensor(tokens[chunk], device=device),
+                                                torch.as_tensor(last_season[chunk], device=device))
+                        outputs.append(predicted.float().cpu().numpy())
                 members.append(np.concatenate(outputs) if outputs else
                                np.empty((0, self.horizon, len(self.quantiles)), np.float32))
         return np.sort(np.mean(members, axis=0), axis=-1)
@@ -230,8 +248,9 @@ class LSTMForecaster(Forecaster):
         self.calendar_names_ = self._select_calendar(panel)
         series = _series_arrays(panel, self.calendar_names_)
         train, valid = self._windows(series)
-        logger.info("lstm: %d training and %d validation windows from %d series on %s, %d member(s)",
-                    len(train[0]), len(valid[0]), len(series), device, self.n_models)
+        self._autocast(device)  # a reduced precision on CPU fails here, before any work
+        logger.info("lstm: %d training and %d validation windows from %d series on %s (%s), %d member(s)",
+                    len(train[0]), len(valid[0]), len(series), device, self._precision(), self.n_models)
         self.state_dicts_: list[dict[str, np.ndarray]] = []
         self.history_: list[list[dict]] = []
         self.best_epochs_: list[int] = []
@@ -252,9 +271,12 @@ class LSTMForecaster(Forecaster):
         """Train one network from seed ``seed``; return its best-epoch weights (numpy, CPU) and loss history."""
         import torch
 
+        autocast = self._autocast(device)
         with _torch_determinism(seed, self.num_threads):
             network = self._network().to(device)
             optimiser = torch.optim.Adam(network.parameters(), lr=self.lr)
+            # fp16 only: the loss is scaled so that small gradients survive; a no-op for fp32 and bf16
+            scaler = torch.amp.GradScaler("cuda") if self._precision() == "fp16" else None
             quantiles = torch.tensor(self.quantiles, dtype=torch.float32, device=device)
             train_t = [torch.as_tensor(a, device=device) for a in train]
             valid_t = [torch.as_tensor(a, device=device) for a in valid]
@@ -270,13 +292,22 @@ class LSTMForecaster(Forecaster):
                 train_loss = 0.0
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start:start + self.batch_size]
-                    loss = _pinball(network(train_t[0][batch], train_t[1][batch]), train_t[2][batch], quantiles)
+                    with autocast():
+                        predicted = network(train_t[0][batch], train_t[1][batch])
+                    loss = _pinball(predicted.float(), train_t[2][batch], quantiles)
                     optimiser.zero_grad()
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-                    optimiser.step()
+                    if scaler is None:
+                        loss.backward()
+                        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+                        optimiser.step()
+                    else:
+                        scaler.scale(loss).backward()
+                        scaler.unscale_(optimiser)  # clip the true gradients
+                        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+                        scaler.step(optimiser)  # skipped when the scaled gradients overflowed
+                        scaler.update()
                     train_loss += loss.detach().item() * len(batch)
-                valid_loss = self._evaluate(network, valid_t, quantiles) if validated else float("nan")
+                valid_loss = self._evaluate(network, valid_t, quantiles, autocast) if validated else float("nan")
                 history.append({"epoch": epoch, "train_loss": train_loss / len(order), "valid_loss": valid_loss})
                 epochs.set_postfix(train=f"{train_loss / len(order):.4f}", valid=f"{valid_loss:.4f}")
                 if not validated:
@@ -349,6 +380,24 @@ class LSTMForecaster(Forecaster):
             return ["hour", "weekday"] if self.calendar_features else []
         return list(names)
 
+    def _precision(self) -> str:
+        return getattr(self, "precision", "fp32")  # models pickled before precision existed trained in fp32
+
+    def _autocast(self, device: str):
+        """A factory of the forward passes' autocast context: a no-op for fp32, ``torch.autocast`` on CUDA."""
+        import torch
+
+        precision = self._precision()
+        if precision == "fp32":
+            return contextlib.nullcontext
+        if device != "cuda":
+            raise ForecasterError(
+                f"lstm: precision={precision!r} needs a CUDA device, and this run is on {device}: torch's CPU LSTM "
+                "has no reduced-precision kernel on most CPUs; set the lstm hyperparameter precision: fp32 (or leave "
+                "it out) on CPU machines")
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        return lambda: torch.autocast(device_type="cuda", dtype=dtype)
+
     def _resolve_device(self) -> str:
         import torch
 
@@ -400,7 +449,7 @@ class LSTMForecaster(Forecaster):
         targets = (windows[:, L:] / scale[:, None]).astype(np.float32)
         return inputs[0], inputs[1], targets
 
-    def _evaluate(self, network, tensors, quantiles) -> float:
+    def _evaluate(self, network, tensors, quantiles, autocast=contextlib.nullcontext) -> float:
         import torch
 
         network.eval()
@@ -408,7 +457,9 @@ class LSTMForecaster(Forecaster):
         with torch.no_grad():
             for start in range(0, len(tensors[0]), self.batch_size):
                 chunk = slice(start, start + self.batch_size)
-                loss = _pinball(network(tensors[0][chunk], tensors[1][chunk]), tensors[2][chunk], quantiles)
+                with autocast():
+                    predicted = network(tensors[0][chunk], tensors[1][chunk])
+                loss = _pinball(predicted.float(), tensors[2][chunk], quantiles)
                 total += float(loss) * len(tensors[0][chunk])
         return total / len(tensors[0])
 
