@@ -193,6 +193,95 @@ def test_partitioned_inference_forecasts_what_the_whole_run_forecasts(project, m
     assert (data / "08_reporting" / "inference_alerts.json").exists()  # the tail ran on the joined summary
 
 
+def _day_n_project(root: Path, day0: pd.DataFrame, stored: pd.DataFrame, batches: dict[str, pd.DataFrame]) -> Path:
+    """A project copy with the Day-0 validated panel, a history store holding ``stored``, and batch files."""
+    from ts_kedro.datasets.history_store import DuckDBHistoryDataset
+
+    project = make_project_copy(root, n_series=None)
+    data = project / "data"
+    (data / "02_intermediate").mkdir(parents=True, exist_ok=True)
+    day0.to_parquet(data / "02_intermediate" / "validated_panel.parquet")
+    DuckDBHistoryDataset(str(data / "02_intermediate" / "history.duckdb")).save(stored)
+    incoming = data / "01_raw" / "incoming"
+    incoming.mkdir(parents=True)
+    for name, frame in batches.items():
+        frame.to_csv(incoming / f"{name}.csv", index=False, date_format="%Y-%m-%d %H:%M:%S")
+    return project
+
+
+def test_bounded_ingestion_then_partitioned_inference_equal_the_whole_day_n(tmp_path, monkeypatch, m4_sample_panel):
+    """``partitioned --pipeline ingestion`` checks the batches against the store by query (the history is never
+    loaded whole, nor the Day-0 panel) and stores, archives and quarantines what the whole ingestion does; the
+    partitioned inference after it gives the whole Day N's history panel and forecasts."""
+    from ts_kedro.datasets.deferred_parquet import DeferrableParquetDataset
+    from ts_kedro.datasets.history_store import DuckDBHistoryDataset
+    from ts_kedro.forecasters.seasonal_naive import SeasonalNaive
+    from ts_kedro.orchestration.partitioned import run_partitioned
+    from ts_kedro.pipelines.inference import nodes as inference_nodes
+    from ts_kedro.registry.panel_model import SelectedPanelModel
+
+    panel = m4_sample_panel[["series_id", "timestamp", "value"]].sort_values(["series_id", "timestamp"])
+    position = panel.groupby("series_id").cumcount()
+    day0 = panel[position < 600].reset_index(drop=True)
+    model = SeasonalNaive(freq="h", season_length=24).fit(day0)
+    champion = SelectedPanelModel({"seasonal_naive": model}, {s: "seasonal_naive" for s in model.series_ids_}, [],
+                                  [80, 95], 48, {"primary_metric": "smape", "selected_score": 9.0,
+                                                 "data_window_end": str(day0["timestamp"].max())})
+    monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: champion)
+    first = panel[(position >= 650) & (position < 680)]
+    conflict = panel[position == 640].head(2).assign(value=lambda f: f["value"] + 1)  # synthetic revision
+    batches = {"2026-01-01_a": first, "2026-01-01_b": panel[(position >= 680) & (position < 700)],
+               "2026-01-01_c": conflict}
+    stored = panel[position < 650].reset_index(drop=True)
+    for key in [k for k in os.environ if k.startswith("MLFLOW_") and k != "MLFLOW_ENABLE_TELEMETRY"]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("TS_KEDRO_FAMILIES", "seasonal_naive,ets,theta")
+    params = {"panel": {"freq": "h", "horizon": 48}}
+    results = {}
+    for mode in ("whole", "bounded"):
+        project = _day_n_project(tmp_path / mode, day0, stored, batches)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project}/mlflow.db")
+        monkeypatch.setenv("TS_KEDRO_CONF_SOURCE", str(project / "conf"))
+        monkeypatch.chdir(project)
+        loads = []
+        store_load, parquet_load = DuckDBHistoryDataset.load, DeferrableParquetDataset.load
+        monkeypatch.setattr(DuckDBHistoryDataset, "load",
+                            lambda self: loads.append(("history", self.load_as)) or store_load(self))
+        monkeypatch.setattr(DeferrableParquetDataset, "load",
+                            lambda self: loads.append(("validated_panel", self.deferred)) or parquet_load(self))
+        if mode == "whole":
+            _session_run(project, params, pipeline_name="ingestion")
+            _session_run(project, params, pipeline_name="inference")
+        else:
+            summary = run_partitioned("ingestion", project_path=project, runtime_params=params)
+            assert summary["n_accepted"] == 2 and summary["n_quarantined"] == 1 and "inference" in summary["next"]
+            assert ("history", "frame") not in loads and ("validated_panel", False) not in loads, loads
+            run_partitioned("inference", project_path=project, runtime_params=params, rows_per_partition=3000)
+        monkeypatch.setattr(DuckDBHistoryDataset, "load", store_load)
+        monkeypatch.setattr(DeferrableParquetDataset, "load", parquet_load)
+        data = project / "data"
+        report = json.loads((data / "08_reporting" / "ingestion_report.json").read_text())
+        forecasts = sorted((data / "07_model_output" / "champion_forecasts.parquet").iterdir())[-1]
+        results[mode] = {
+            "history": DuckDBHistoryDataset(str(data / "02_intermediate" / "history.duckdb")).load(),
+            "report": {k: v for k, v in report.items() if k not in ("batches", "retention")},
+            "batches": [{k: v for k, v in b.items() if k != "file"} for b in report["batches"]],
+            "archived": sorted(p.name for p in (data / "01_raw" / "archive").rglob("*.csv")),
+            "quarantined": sorted(p.name for p in (data / "01_raw" / "quarantine").rglob("*.csv")),
+            "history_primary": pd.read_parquet(data / "03_primary" / "history_primary_panel.parquet"),
+            "forecasts": pd.read_parquet(forecasts / "champion_forecasts.parquet"),
+        }
+    whole, bounded = results["whole"], results["bounded"]
+    assert len(whole["history"]) == len(stored) + len(first) + 24 * 20
+    pd.testing.assert_frame_equal(bounded["history"], whole["history"])
+    assert bounded["report"] == whole["report"] and bounded["batches"] == whole["batches"]
+    assert [b["status"] for b in whole["batches"]] == ["accepted", "accepted", "quarantined"]
+    assert bounded["archived"] == whole["archived"] == ["2026-01-01_a.csv", "2026-01-01_b.csv"]
+    assert bounded["quarantined"] == whole["quarantined"] == ["2026-01-01_c.csv"]
+    for name in ("history_primary", "forecasts"):
+        pd.testing.assert_frame_equal(bounded[name].astype({"series_id": str}), whole[name].astype({"series_id": str}))
+
+
 FEATURES = {"feature_panel": "04_feature/feature_panel.parquet",
             "series_decomposition": "04_feature/series_decomposition.parquet",
             "feature_manifest": "04_feature/feature_manifest.json",

@@ -27,7 +27,9 @@ nothing, so a retried cycle stores its batch exactly once. A stored row with a d
 ``series_range: [first, last]`` narrows it to the series whose ids lie in that closed range (string order, either
 end null for open): one partition of a partition-by-partition run (``ts_kedro.orchestration.partitioned``), read
 by the query itself so memory follows the partition. ``series_rows()`` gives the rows and observed span per
-series that partitioning is planned from.
+series that partitioning is planned from. ``load_as: index`` makes ``load`` return a ``HistoryIndex``
+(``history_index.py``) instead of the frame: per-series bounds, the row count, and the stored rows at given keys
+by a query: what Day-N ingestion checks a batch against, in memory that follows the series count and the batch.
 
 Migration: with ``migrate_from`` (the old versioned Parquet folder ``history_panel.parquet``), the first load or
 save finds no DuckDB file but Parquet versions there, and imports the newest version first
@@ -52,6 +54,8 @@ from typing import Any
 
 import pandas as pd
 from kedro.io.core import AbstractDataset, DatasetError
+
+from ts_kedro.datasets.history_index import HistoryIndex, make_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +88,13 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         missing_ok: ``load`` returns an empty frame when there is no store (and nothing to migrate) yet.
         series_range: ``[first, last]`` series ids (inclusive, string order; null: open end): ``load`` returns
             only those series.
+        load_as: ``frame`` (the history, sorted) or ``index`` (a ``HistoryIndex`` over the store; see above).
         metadata: free (kedro-viz layer and the like).
     """
 
     def __init__(self, filepath: str, as_of_batch: int | None = None, migrate_from: str | None = None,
                  missing_ok: bool = False, series_range: list[str | None] | None = None,
-                 metadata: dict[str, Any] | None = None):
+                 load_as: str = "frame", metadata: dict[str, Any] | None = None):
         self.filepath = Path(filepath)
         self.migrate_from = Path(migrate_from) if migrate_from else None
         self.missing_ok = bool(missing_ok)
@@ -101,17 +106,22 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
             raise DatasetError(f"{type(self).__name__}: series_range must be [first, last] (either may be null), "
                                f"got {series_range!r}")
         self.series_range = None if series_range is None else [None if v is None else str(v) for v in series_range]
+        if load_as not in ("frame", "index"):
+            raise DatasetError(f"{type(self).__name__}: load_as must be 'frame' or 'index', got {load_as!r}")
+        self.load_as = load_as
         self.metadata = metadata
 
     # -- Kedro interface ----------------------------------------------------------------------------------------
-    def load(self) -> pd.DataFrame:
+    def load(self) -> pd.DataFrame | HistoryIndex:
         self._migrate_if_needed()
         if not self.filepath.exists() and self.missing_ok:
             logger.info("history store %s does not exist yet: an empty history is loaded", self.filepath)
-            return pd.DataFrame()
+            return pd.DataFrame() if self.load_as == "frame" else HistoryIndex.from_frame(pd.DataFrame())
         if not self.filepath.exists():
             raise DatasetError(f"history store {self.filepath} does not exist yet: the first save creates it "
                                "(Day-N ingestion, or migrate_versioned_parquet for an existing Parquet history)")
+        if self.load_as == "index":
+            return self.index()
         with self._connect(read_only=True) as connection:
             columns = self._columns(connection)
             where, parameters = self._where()
@@ -132,6 +142,33 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                 "max(timestamp) FILTER (WHERE value IS NOT NULL AND NOT isnan(value)) AS last "
                 f"FROM observations {where} GROUP BY 1 ORDER BY 1", parameters).df()
         return counts.set_index("series_id")
+
+    def index(self) -> HistoryIndex:
+        """A ``HistoryIndex`` of the stored history (as of ``as_of_batch``, within ``series_range``): bounds and
+        row count now, stored rows at given keys on demand (each a query of its own)."""
+        with self._connect(read_only=True) as connection:
+            columns = self._columns(connection)
+            where, parameters = self._where()
+            empty = connection.execute(
+                f"SELECT {', '.join(_quoted(c) for c in columns)} FROM observations LIMIT 0").df()
+            bounds = connection.execute(
+                "SELECT CAST(series_id AS VARCHAR) AS series_id, min(timestamp) AS start, max(timestamp) AS \"end\", "
+                f"count(*) AS n FROM observations {where} GROUP BY 1", parameters).df().set_index("series_id")
+        n_rows = int(bounds["n"].sum())
+        return HistoryIndex(columns, empty.dtypes, n_rows, make_bounds(bounds["start"], bounds["end"]),
+                            self._rows_at, attrs={"source_file": f"history_panel (history store {self.filepath})"})
+
+    def _rows_at(self, keys: pd.DataFrame) -> pd.DataFrame:
+        """The stored rows (as of ``as_of_batch``, within ``series_range``) at the keys' series and timestamps."""
+        with self._connect(read_only=True) as connection:
+            columns = self._columns(connection)
+            where, parameters = self._where()
+            connection.register("wanted_keys", keys[list(KEY)].reset_index(drop=True))
+            inner = f"SELECT * FROM observations {where}"
+            return connection.execute(
+                f"SELECT {', '.join('o.' + _quoted(c) for c in columns)} FROM ({inner}) o JOIN wanted_keys k "
+                "ON CAST(o.series_id AS VARCHAR) = CAST(k.series_id AS VARCHAR) AND o.timestamp = k.timestamp "
+                "ORDER BY o.series_id, o.timestamp", parameters).df()
 
     def _where(self) -> tuple[str, list[Any]]:
         conditions, parameters = [], []
@@ -159,7 +196,7 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self.filepath), "as_of_batch": self.as_of_batch,
                 "migrate_from": None if self.migrate_from is None else str(self.migrate_from),
-                "missing_ok": self.missing_ok, "series_range": self.series_range}
+                "missing_ok": self.missing_ok, "series_range": self.series_range, "load_as": self.load_as}
 
     def _parquet_versions(self) -> list[Path]:
         root = self.migrate_from

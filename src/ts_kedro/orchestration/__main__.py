@@ -2,7 +2,7 @@
 
     python -m ts_kedro.orchestration run --pipeline data_processing [--grouping node] [--task-runner thread]
     python -m ts_kedro.orchestration cycle [--retrain]
-    python -m ts_kedro.orchestration partitioned --pipeline data_processing|feature_engineering|inference [--rows-per-partition N]
+    python -m ts_kedro.orchestration partitioned --pipeline data_processing|feature_engineering|ingestion|inference [--rows-per-partition N]
 
 partitioned runs the pipeline one chunk of whole series at a time (memory follows the chunk; see
 ts_kedro.orchestration.partitioned), in this process, without Prefect.
@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     part.add_argument("--project-path", default=None)
     part.add_argument("--env", default=None)
     part.add_argument("--params", nargs="*", default=[], metavar="KEY=VALUE")
-    part.add_argument("--pipeline", required=True, choices=["data_processing", "feature_engineering", "inference"])
+    part.add_argument("--pipeline", required=True, choices=["data_processing", "feature_engineering", "ingestion", "inference"],
+                      help="ingestion: Day-N batches checked against the history store by query (not partitioned: "
+                           "bounded by the batch); follow it with --pipeline inference")
     part.add_argument("--rows-per-partition", type=int, default=None,
                       help="rows per partition (whole series); default orchestration.partitioned.rows_per_partition")
     part.add_argument("--keep-partitions", action="store_true", default=None,

@@ -18,8 +18,14 @@ How, for ``pipeline``:
 - ``inference``: the history store (``history_panel``, DuckDB) is read partition by partition through its
   ``series_range`` (a query); each partition goes through the history's data processing (namespace
   ``history``) and the champion's forecast node (the champion is read from the registry once for all partitions). The rest of the inference pipeline (metrics to MLflow,
-  latency alerts) then runs once, in a normal Kedro session, on the joined summary. Day-N ingestion itself
-  (appending a batch) is not partitioned: it reads the whole stored history.
+  latency alerts) then runs once, in a normal Kedro session, on the joined summary.
+- ``ingestion`` (Day N, before ``inference``) is not cut into partitions: its work is the incoming batches.
+  ``run_bounded_ingestion`` runs the ingestion pipeline's own nodes up to ``ingestion_report`` in a normal Kedro
+  session, with the history store read as a ``HistoryIndex`` (``history_load_as=index``: per-series bounds and
+  the stored rows at the batch's keys, by query) and the Day-0 ``validated_panel`` loaded only if the store is
+  empty (``defer_validated_panel``), so memory follows the batch and the series count. It stops before the
+  history's data processing, which the partitioned ``inference`` that follows runs partition by partition (and
+  joins into ``history_primary_panel``).
 
 The frequency profile depends on the panel's lengths (kept seasonal periods, LSTM lookback), so it is derived
 once from the plan (each series' span on the grid in the raw file or the history store; values per series of
@@ -54,7 +60,7 @@ import pandas as pd
 
 logger = logging.getLogger(__name__)
 
-PARTITIONED_PIPELINES = ("data_processing", "feature_engineering", "inference")
+PARTITIONED_PIPELINES = ("data_processing", "feature_engineering", "ingestion", "inference")
 
 
 class PartitionedRunError(RuntimeError):
@@ -515,6 +521,8 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
     from ts_kedro.orchestration.per_series_cluster import per_series_cluster
 
     pinned_features: dict[str, Any] = {}
+    if pipeline == "ingestion":
+        return run_bounded_ingestion(project_path, env, runtime_params)
     if pipeline not in PARTITIONED_PIPELINES:
         raise PartitionedRunError(f"pipeline {pipeline!r} cannot run partition by partition; choose one of "
                                   f"{list(PARTITIONED_PIPELINES)}")
@@ -641,6 +649,32 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
             "partition_seconds": round(ran - split, 3), "join_seconds": round(joined - ran, 3),
             "total_seconds": round(time.perf_counter() - started, 3), "per_partition": partitions,
             "outputs": written, "work_dir": str(work_dir) if keep else None}
+
+
+def run_bounded_ingestion(project_path: str | Path | None = None, env: str | None = None,
+                          runtime_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Day-N ingestion without holding the history (see the module docstring): the same nodes, in a normal Kedro
+    session (hooks, MLflow), up to ``ingestion_report_node``.
+
+    Returns a summary: batches accepted / quarantined / ignored, rows accepted, history rows before and after,
+    seconds, and what must run next (``history_primary_panel`` is rebuilt by the partitioned inference).
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    project_path = Path(project_path or Path.cwd()).resolve()
+    bootstrap_project(project_path)
+    params = {**(runtime_params or {}), "history_load_as": "index", "defer_validated_panel": True}
+    started = time.perf_counter()
+    with KedroSession.create(project_path=project_path, env=env, runtime_params=params) as session:
+        session.run(pipeline_name="ingestion", to_nodes=["ingestion_report_node"])
+        report = session.load_context().catalog.load("ingestion_report")
+    return {"pipeline": "ingestion", "bounded": True, "partitions": 0,
+            **{k: report.get(k) for k in ("n_batches", "n_accepted", "n_quarantined", "n_ignored", "rows_accepted",
+                                          "history_rows_before", "history_rows_after")},
+            "total_seconds": round(time.perf_counter() - started, 3),
+            "next": "history_primary_panel was not rebuilt: run `python -m ts_kedro.orchestration partitioned "
+                    "--pipeline inference` next (it runs the history's data processing partition by partition)"}
 
 
 @contextmanager

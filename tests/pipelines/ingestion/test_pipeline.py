@@ -303,3 +303,73 @@ def test_an_old_versioned_parquet_history_is_migrated_by_the_first_run(
     assert batches["n_rows"].tolist() == [len(grown), 4 * 24]  # the newest version, then this run's batch
     assert len(store.load()) == len(validated) + 4 * 48
     assert sorted(str(p.relative_to(old)) for p in old.rglob("*")) == listing  # the Parquet folder is untouched
+
+
+def _planted_batches(history_seed: pd.DataFrame, continuation: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Real continuations plus synthetic faults: duplicates, a revised value, a gap, an early row, an off-grid
+    row, an unknown series, and a clean batch."""
+    h1 = continuation[continuation["series_id"] == "H1"]
+    early = history_seed[history_seed["series_id"] == "H1"].head(1).assign(
+        timestamp=lambda f: f["timestamp"] - pd.Timedelta(hours=5))
+    off_grid = h1.head(1).assign(timestamp=lambda f: f["timestamp"] + pd.Timedelta(minutes=30))
+    return {
+        "clean": continuation,
+        "duplicates": pd.concat([history_seed.groupby("series_id").tail(3), continuation]),
+        "conflict": pd.concat([history_seed[history_seed["series_id"] == "H103"].tail(2).assign(
+            value=lambda f: f["value"] + 1), continuation[continuation["series_id"] == "H103"]]),
+        "gap": h1.iloc[7:],
+        "early": pd.concat([early, h1]),
+        "off_grid": pd.concat([off_grid, h1.iloc[1:]]),
+        "unknown": continuation.assign(series_id=lambda f: f["series_id"] + "_new"),
+    }
+
+
+def test_the_store_index_checks_batches_like_the_history_frame(tmp_path, history_seed, continuation):
+    """``load_as: index`` (bounds and keyed rows by query) gives check_continuity and append_to_history the same
+    answers as the whole history frame, on every planted fault, and never loads the history whole."""
+    store = DuckDBHistoryDataset(str(tmp_path / "history.duckdb"))
+    store.save(history_seed)
+    index = DuckDBHistoryDataset(str(tmp_path / "history.duckdb"), load_as="index").load()
+    assert len(index) == len(history_seed) and list(index.bounds.index) == sorted(SERIES)
+    frame = select_previous_history(history_seed, store.load())
+
+    def whole_load(self):
+        raise AssertionError("the history was loaded whole")
+
+    original = DuckDBHistoryDataset.load
+    DuckDBHistoryDataset.load = whole_load
+    try:
+        for name, batch in _planted_batches(history_seed, continuation).items():
+            batch = batch.sort_values(["series_id", "timestamp"]).reset_index(drop=True)
+            for policy in ("quarantine", "accept"):
+                settings = {**SETTINGS, "new_series_policy": policy}
+                expected = check_continuity(batch, frame, "h", settings)
+                got = check_continuity(batch, index, "h", settings)
+                assert got[1] == expected[1] and got[2] == expected[2], name
+                pd.testing.assert_frame_equal(got[0].reset_index(drop=True), expected[0].reset_index(drop=True))
+        rules = {name: sorted({v["rule"] for v in check_continuity(
+            b.sort_values(["series_id", "timestamp"]).reset_index(drop=True), index, "h", SETTINGS)[2]})
+                 for name, b in _planted_batches(history_seed, continuation).items()}
+        assert rules == {"clean": [], "duplicates": [], "conflict": ["overlap_conflict"], "gap": ["gap"],
+                         "early": ["before_history_start"], "off_grid": ["off_grid"], "unknown": ["unknown_series"]}
+        # the next batch of a run is checked against the history extended by the accepted one
+        extended = index.extended(continuation)
+        _, facts, violations = check_continuity(continuation, extended, "h", SETTINGS)
+        assert violations == [] and facts["new_rows"] == 0 and facts["duplicate_rows_ignored"] == len(continuation)
+        # append: only the new rows go to the store, and a stored key is refused as with the frame
+        new_rows = append_to_history(index, continuation)
+        assert len(new_rows) == len(continuation)
+        with pytest.raises(HistoryIntegrityError, match="already exist"):
+            append_to_history(index, history_seed.tail(1))
+    finally:
+        DuckDBHistoryDataset.load = original
+    store.save(new_rows)
+    grown = store.load()
+    pd.testing.assert_frame_equal(
+        grown.astype({"timestamp": "datetime64[ns]"}),
+        append_to_history(frame, continuation).reset_index(drop=True), check_like=True)
+    saved = DuckDBHistoryDataset(str(tmp_path / "history.duckdb"), load_as="index").load()
+    report = {"history_rows_after": len(history_seed) + len(continuation),
+              "history_end": {s: e.isoformat() for s, e in continuation.groupby("series_id")["timestamp"].max().items()},
+              "batches": []}
+    assert plan_batch_moves(report, saved) == plan_batch_moves(report, grown)

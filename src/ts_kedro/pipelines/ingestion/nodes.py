@@ -9,6 +9,7 @@ from typing import Any
 import fsspec
 import pandas as pd
 
+from ts_kedro.datasets.history_index import HistoryIndex, as_history_index
 from ts_kedro.pipelines.data_processing.errors import DataProcessingConfigError, SchemaError
 from ts_kedro.pipelines.data_processing.frequency import on_grid
 from ts_kedro.pipelines.data_processing.nodes import validate_schema
@@ -45,18 +46,28 @@ def _settings(params: dict[str, Any], panel: dict[str, Any] | None = None) -> di
             "max_reported_rows": int(params.get("max_reported_rows", 5))}
 
 
-def select_previous_history(validated_panel: pd.DataFrame, stored_history: pd.DataFrame | None) -> pd.DataFrame:
+def select_previous_history(validated_panel: pd.DataFrame | Callable[[], pd.DataFrame],
+                            stored_history: pd.DataFrame | HistoryIndex | None) -> pd.DataFrame | HistoryIndex:
     """The history to extend: the history store's content, or the Day-0 validated panel before the first Day-N run.
 
     Args:
-        validated_panel: Day-0 schema-checked panel (seed of the history, never modified).
-        stored_history: ``history_panel_previous`` (the append-only store, read side); empty when the store does
-            not exist yet.
+        validated_panel: Day-0 schema-checked panel (seed of the history, never modified), or a function that
+            loads it (a partition-by-partition run loads it only when the store is empty).
+        stored_history: ``history_panel_previous`` (the append-only store, read side): the history frame, or its
+            ``HistoryIndex`` (``load_as: index``, the shipped setting: bounds and keyed rows by query, so the
+            history is never held whole); empty when the store does not exist yet.
 
     Returns:
-        The previous history, sorted by ``series_id, timestamp``.
+        The previous history, sorted by ``series_id, timestamp``; the store's ``HistoryIndex`` as it is.
     """
     seeded = stored_history is None or len(stored_history) == 0
+    if not seeded and isinstance(stored_history, HistoryIndex):
+        logger.info("extending the history store's %d rows of %d series (checked by query, not loaded)",
+                    len(stored_history), len(stored_history.bounds))
+        stored_history.attrs.update(source_file="history_panel (append-only history store)", seeded_from_day0=False)
+        return stored_history
+    if callable(validated_panel):
+        validated_panel = validated_panel() if seeded else pd.DataFrame()
     if seeded:
         logger.info("history store is empty: seeding the history with the Day-0 validated_panel")
         history = validated_panel
@@ -117,7 +128,7 @@ def _continuity_screen(new_rows: pd.DataFrame, history_start: pd.Series, history
 
 
 def check_continuity(
-    batch: pd.DataFrame, history: pd.DataFrame, freq: str, settings: dict[str, Any]
+    batch: pd.DataFrame, history: pd.DataFrame | HistoryIndex, freq: str, settings: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any], list[dict[str, Any]]]:
     """Compare one validated batch with the history, series by series.
 
@@ -129,9 +140,13 @@ def check_continuity(
     the history end by at most ``max_gap_steps`` missing steps (``gap``); a series unknown to the history is
     accepted or is an ``unknown_series`` violation, per ``new_series_policy``.
 
+    The history is read through its ``HistoryIndex``: per-series bounds and the stored rows at the batch's keys
+    only, so a history frame and the store's index give the same answer.
+
     Returns:
         The rows new to the history, counts, and the list of violations (empty when the batch is valid).
     """
+    history = as_history_index(history)
     limit = settings["max_reported_rows"]
     step = pd.tseries.frequencies.to_offset(freq)
     keys = [SERIES_ID, TIMESTAMP]
@@ -147,7 +162,10 @@ def check_continuity(
             "first_rows": _first_rows(batch, limit)})
         return batch.iloc[0:0], {"rows": int(len(batch)), "duplicate_rows_ignored": 0, "new_rows": 0}, violations
 
-    merged = batch.merge(history[shared_columns], on=keys, how="left", suffixes=("", "_history"), indicator=True)
+    stored = history.rows_at(batch[keys])[shared_columns]
+    if len(stored) and stored[TIMESTAMP].dtype != batch[TIMESTAMP].dtype:
+        stored[TIMESTAMP] = stored[TIMESTAMP].astype(batch[TIMESTAMP].dtype)
+    merged = batch.merge(stored, on=keys, how="left", suffixes=("", "_history"), indicator=True)
     known = merged["_merge"] == "both"
     value_columns = [c for c in shared_columns if c not in keys]
     same = pd.Series(True, index=merged.index)
@@ -158,8 +176,7 @@ def check_continuity(
     conflicts = known & ~same
     new_rows = batch.loc[~known.to_numpy()]
 
-    history_end = history.groupby(SERIES_ID)[TIMESTAMP].max()
-    history_start = history.groupby(SERIES_ID)[TIMESTAMP].min()
+    history_end, history_start = history.bounds["end"], history.bounds["start"]
     for series_id, rows in merged.loc[conflicts].groupby(SERIES_ID, sort=True):
         columns = [*keys, *[x for c in value_columns for x in (c, f"{c}_history")]]
         violations.append({
@@ -230,7 +247,7 @@ def validate_incoming_batches(
         The accepted new rows (history columns) and the ``ingestion_report``.
     """
     settings = _settings(ingestion, panel)
-    history = previous_history
+    history = as_history_index(previous_history)
     accepted_frames, batches = [], []
     for batch_id in sorted(incoming_batches):
         source = incoming_batches[batch_id]()
@@ -269,13 +286,13 @@ def validate_incoming_batches(
             entry |= {"status": ACCEPTED, "violations": [], "sha256": _file_sha256(source)}
             new_rows = new_rows[list(history.columns)]
             accepted_frames.append(new_rows)
-            history = _extend(history, new_rows)
+            history = history.extended(new_rows)
             logger.info("batch %s accepted: %d new rows, %d exact duplicates ignored", batch_id,
                         facts["new_rows"], facts["duplicate_rows_ignored"])
         batches.append(entry)
 
     accepted = (pd.concat(accepted_frames, ignore_index=True) if accepted_frames
-                else previous_history.iloc[0:0].copy())
+                else as_history_index(previous_history).empty_frame())
     report = {
         "batches": batches,
         "n_batches": len(batches),
@@ -287,7 +304,7 @@ def validate_incoming_batches(
         "duplicate_rows_ignored": int(sum(b.get("duplicate_rows_ignored", 0) for b in batches)),
         "history_rows_before": int(len(previous_history)),
         "history_rows_after": int(len(previous_history) + len(accepted)),
-        "history_end": _series_end(history),
+        "history_end": history.series_end(),
         "policy": settings,
     }
     return accepted, report
@@ -309,12 +326,11 @@ def _extend(history: pd.DataFrame, new_rows: pd.DataFrame) -> pd.DataFrame:
     return combined.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
 
 
-def _series_end(history: pd.DataFrame) -> dict[str, str]:
-    ends = history.groupby(SERIES_ID)[TIMESTAMP].max()
-    return {str(series_id): end.isoformat() for series_id, end in ends.items()}
+def _series_end(history: pd.DataFrame | HistoryIndex) -> dict[str, str]:
+    return as_history_index(history).series_end()
 
 
-def append_to_history(previous_history: pd.DataFrame, accepted_rows: pd.DataFrame,
+def append_to_history(previous_history: pd.DataFrame | HistoryIndex, accepted_rows: pd.DataFrame,
                       ingestion_report: dict[str, Any] | None = None) -> pd.DataFrame:
     """The grown history: previous history plus the accepted rows, sorted; nothing is rewritten.
 
@@ -326,15 +342,19 @@ def append_to_history(previous_history: pd.DataFrame, accepted_rows: pd.DataFram
 
     Returns:
         ``history_panel``: the append-only store keeps the rows it does not hold yet as one new batch (the Day-0
-        seed too, on the first run), so a retried run stores nothing twice.
+        seed too, on the first run), so a retried run stores nothing twice. With the store's ``HistoryIndex`` as
+        the previous history, only the accepted rows (the store appends exactly those; nothing is read whole).
     """
-    clash = accepted_rows.merge(previous_history[[SERIES_ID, TIMESTAMP]], on=[SERIES_ID, TIMESTAMP])
+    indexed = isinstance(previous_history, HistoryIndex)
+    clash = as_history_index(previous_history).rows_at(accepted_rows[[SERIES_ID, TIMESTAMP]])
     if len(clash):
         raise HistoryIntegrityError(
             f"{len(clash)} accepted row(s) already exist in the history, first ({quote(clash[SERIES_ID].iloc[0])}, "
             f"{clash[TIMESTAMP].iloc[0]}): validate_incoming_batches must drop them; nothing was saved"
         )
-    history = _extend(previous_history, accepted_rows.astype(previous_history.dtypes.to_dict()))
+    typed = accepted_rows.astype(previous_history.dtypes.to_dict())
+    history = (typed.sort_values([SERIES_ID, TIMESTAMP], kind="stable").reset_index(drop=True) if indexed
+               else _extend(previous_history, typed))
     accepted = [b for b in (ingestion_report or {}).get("batches", []) if b.get("status") == ACCEPTED]
     names = ", ".join(str(b["file"]).rsplit("/", 1)[-1] for b in accepted) or "no new batch"
     seed = f"Day-0 {previous_history.attrs.get('source_file', 'validated_panel')} + " \
@@ -342,11 +362,16 @@ def append_to_history(previous_history: pd.DataFrame, accepted_rows: pd.DataFram
     history.attrs["source"] = f"ingestion: {seed}{names}"
     history.attrs["files"] = [{"file": b["file"], "sha256": b["sha256"]} for b in accepted if b.get("sha256")]
     history.attrs["source_file"] = "history_panel (this run)"
-    logger.info("history: %d rows (+%d), %d series", len(history), len(accepted_rows), history[SERIES_ID].nunique())
+    if indexed:
+        logger.info("history: %d rows (+%d new rows to append)", len(previous_history) + len(accepted_rows),
+                    len(accepted_rows))
+    else:
+        logger.info("history: %d rows (+%d), %d series", len(history), len(accepted_rows),
+                    history[SERIES_ID].nunique())
     return history
 
 
-def plan_batch_moves(ingestion_report: dict[str, Any], history_panel: pd.DataFrame) -> dict[str, Any]:
+def plan_batch_moves(ingestion_report: dict[str, Any], history_panel: pd.DataFrame | HistoryIndex) -> dict[str, Any]:
     """Which file goes where, once the saved history is checked to hold what was accepted.
 
     Taking ``history_panel`` as input makes this run only after the history is saved and read back from the
