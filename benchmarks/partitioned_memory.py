@@ -15,6 +15,14 @@ The partitioned outputs are compared with the whole run's (primary panel, featur
 
     nice -n 5 .venv/bin/python benchmarks/partitioned_memory.py --sizes 10000,40000 --rows-per-partition 500000
 
+``--ingestion`` measures Day-N ingestion alone: data processing of the panel minus its last two points (the Day-0
+``validated_panel``), a first ingestion of the second-to-last point (it seeds the history store), then the last
+point ingested three ways from copies of that same state: the shipped ``kedro run --pipeline ingestion`` (checks
+against the store's ``HistoryIndex``, then the history's data processing on the whole history), the bounded
+``partitioned --pipeline ingestion`` (no whole history, no Day-0 panel loaded), and, with ``--before <folder>``
+(a ``git archive`` of an earlier commit's ``src`` and ``conf``), that commit's ``kedro run --pipeline ingestion``.
+The three stores must end equal.
+
 ``--rerun-inference`` measures the partitioned inference again in the folders of an earlier ``--day-n`` run (after
 a change to inference) and compares its forecasts with that run's whole-panel forecasts (the first version).
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -114,6 +123,52 @@ def rerun_inference(n_series: int, source: str, rows_per_partition: int, workroo
     return result
 
 
+def run_ingestion(n_series: int, source: str, workroot: Path, before: Path | None) -> dict:
+    """Day-N ingestion memory (see the module docstring, ``--ingestion``)."""
+    path, freq, horizon = SOURCES[source]
+    seed_dir = workroot / f"ingestion_{source}_{n_series}"
+    make_workdir(seed_dir, "local", 2)
+    panel = synthetic_panel(source, n_series)
+    day0, drops = split_new_steps(panel, 2)
+    first, last = split_new_steps(drops, 1)
+    raw = seed_dir / "data" / "01_raw" / "panel.csv"
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    day0.to_csv(raw, index=False)
+    env = _env(seed_dir, "seasonal_naive")
+    params = f"raw_panel_path=data/01_raw/panel.csv,panel.freq={freq},panel.horizon={horizon}"
+    kedro = [PYTHON, "-m", "kedro", "run", "--params", params]
+    result = {"source": source, "n_series": n_series, "rows": int(len(day0)), "new_rows": int(len(last))}
+    result["data_processing"] = measured([*kedro, "--pipeline", "data_processing"], seed_dir, env, "dp.log")
+    incoming = seed_dir / "data" / "01_raw" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    first.to_csv(incoming / "batch_0001.csv", index=False)
+    result["seeding_ingestion"] = measured([*kedro, "--pipeline", "ingestion"], seed_dir, env, "seed.log")
+    last.to_csv(incoming / "batch_0002.csv", index=False)
+    runs = {"shipped": [*kedro, "--pipeline", "ingestion"],
+            "bounded": [PYTHON, "-m", "ts_kedro.orchestration", "partitioned", "--pipeline", "ingestion",
+                        "--params", *params.split(",")]}
+    if before is not None:
+        runs["before"] = [*kedro, "--pipeline", "ingestion"]
+    stores = {}
+    for name, command in runs.items():
+        workdir = workroot / f"ingestion_{source}_{n_series}_{name}"
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        shutil.copytree(seed_dir, workdir)
+        run_env = _env(workdir, "seasonal_naive")
+        if name == "before":
+            shutil.rmtree(workdir / "conf" / "base")
+            shutil.copytree(before / "conf" / "base", workdir / "conf" / "base")
+            run_env["PYTHONPATH"] = str(before / "src")
+        result[f"ingestion_{name}"] = measured(command, workdir, run_env, f"ingestion_{name}.log")
+        from ts_kedro.datasets.history_store import DuckDBHistoryDataset
+
+        stores[name] = DuckDBHistoryDataset(str(workdir / "data" / "02_intermediate" / "history.duckdb")).load()
+    result["stores_equal"] = all(stores["shipped"].equals(frame) for frame in stores.values())
+    result["store_rows"] = int(len(stores["shipped"]))
+    return result
+
+
 def markdown(results: list[dict]) -> str:
     lines = ["| series | rows | raw CSV MB | partitions | step | whole: wall s / peak MB | partitioned: wall s / peak MB | equal |",
              "|---|---|---|---|---|---|---|---|"]
@@ -137,8 +192,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--day-n", action="store_true", help="also Day 0 (seasonal naive), ingestion and inference")
     parser.add_argument("--rerun-inference", action="store_true",
                         help="only the partitioned inference again, in the folders of an earlier --day-n run")
+    parser.add_argument("--ingestion", action="store_true",
+                        help="only Day-N ingestion: shipped vs bounded (and --before) on copies of one seeded store")
+    parser.add_argument("--before", default=None,
+                        help="folder holding an earlier commit's src/ and conf/ (git archive) for --ingestion")
     parser.add_argument("--workroot", default=str(ROOT / "benchmarks" / "_scale_work"))
     args = parser.parse_args(argv)
+    if args.ingestion:
+        results = [run_ingestion(int(size), args.source, Path(args.workroot),
+                                 Path(args.before).resolve() if args.before else None)
+                   for size in args.sizes.split(",")]
+        out = ROOT / "benchmarks" / "results" / f"ingestion_memory_{args.source}_{args.sizes.replace(',', '_')}.json"
+        out.write_text(json.dumps({"measured": source_description(), "results": results}, indent=2))
+        print("| series | history rows | new rows | " + " | ".join(
+            f"{name}: wall s / peak MB" for name in ("before", "shipped", "bounded")) + " | stores equal |")
+        print("|---|---|---|---|---|---|---|")
+        for r in results:
+            cells = [f"{r[k]['wall_s']} / {r[k]['peak_rss_mb_max_process']:,}" if k in r else "-"
+                     for k in ("ingestion_before", "ingestion_shipped", "ingestion_bounded")]
+            print(f"| {r['n_series']:,} | {r['store_rows']:,} | {r['new_rows']:,} | " + " | ".join(cells)
+                  + f" | {r['stores_equal']} |")
+        return
     if args.rerun_inference:
         results = [rerun_inference(int(size), args.source, args.rows_per_partition, Path(args.workroot))
                    for size in args.sizes.split(",")]
