@@ -62,11 +62,7 @@ class HistoryIndex:
         else:
             grouped = frame.groupby(frame[SERIES_ID].astype(str), sort=True)[TIMESTAMP]
             bounds = make_bounds(grouped.min(), grouped.max())
-
-        def lookup(keys: pd.DataFrame) -> pd.DataFrame:
-            return frame.merge(keys[KEYS].drop_duplicates(), on=KEYS, how="inner")
-
-        return cls(list(frame.columns), frame.dtypes, len(frame), bounds, lookup, attrs=frame.attrs)
+        return cls(list(frame.columns), frame.dtypes, len(frame), bounds, _FrameLookup(frame), attrs=frame.attrs)
 
     def empty_frame(self) -> pd.DataFrame:
         """A frame with the history's columns and dtypes and no row."""
@@ -96,6 +92,16 @@ class HistoryIndex:
     def series_end(self) -> dict[str, str]:
         """Last stored timestamp per series, ISO text, in series order (what the ingestion report records)."""
         return {str(series_id): pd.Timestamp(end).isoformat() for series_id, end in self.bounds["end"].items()}
+
+
+class _FrameLookup:
+    """``rows_at`` of a history frame (a class, not a closure, so that the index pickles like the frame)."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+
+    def __call__(self, keys: pd.DataFrame) -> pd.DataFrame:
+        return self.frame.merge(keys[KEYS].drop_duplicates(), on=KEYS, how="inner")
 
 
 def make_bounds(start: pd.Series, end: pd.Series) -> pd.DataFrame:
