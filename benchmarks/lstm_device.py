@@ -90,6 +90,12 @@ def run_one(config: str, train: pd.DataFrame, test: pd.DataFrame, freq: str, hor
             **{k: round(float(v), 4) for k, v in means.items()}}
 
 
+def _shown(path: str) -> str:
+    """The data file as the results name it: relative to the checkout when inside it (no machine paths)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else resolved.name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="cpu:fp32,cuda:fp32,cuda:fp16,cuda:bf16")
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     panel = pd.read_csv(args.file, parse_dates=["timestamp"])
     panel["value"] = panel["value"].astype(float)
     train, test = split(panel, args.horizon)
-    print(f"{args.file}: {panel['series_id'].nunique()} series, {len(train)} training points, h {args.horizon}; "
+    print(f"{_shown(args.file)}: {panel['series_id'].nunique()} series, {len(train)} training points, h {args.horizon}; "
           f"torch {torch.__version__}, CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}")
     rows = [run_one(config, train, test, args.freq, args.horizon) for config in args.configs.split(",")]
     table = pd.DataFrame(rows).set_index("config")
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table.to_string())
     if args.out:
         meta = {"torch": torch.__version__, "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available()
-                else None, "cpu": platform.processor() or platform.machine(), "file": args.file,
+                else None, "cpu": platform.processor() or platform.machine(), "file": _shown(args.file),
                 "horizon": args.horizon, "freq": args.freq}
         Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return 0
