@@ -30,3 +30,10 @@ def test_the_catalog_entry_defers_only_when_the_runtime_parameter_says_so(tmp_pa
     assert isinstance(DataCatalog.from_config({"validated_panel": entry}).load("validated_panel"), pd.DataFrame)
     deferred = DataCatalog.from_config({"validated_panel": {**entry, "deferred": True}}).load("validated_panel")
     assert callable(deferred) and len(deferred()) == 5
+
+
+def test_the_entry_survives_to_config_with_its_filepath(tmp_path):
+    """Partition-by-partition runs rebuild the catalog from ``to_config()``: the entry must come back whole."""
+    entry = {"type": "ts_kedro.datasets.deferred_parquet.DeferrableParquetDataset",
+             "filepath": str(tmp_path / "p.parquet"), "deferred": "false"}
+    assert DataCatalog.from_config({"validated_panel": entry}).to_config()[0]["validated_panel"] == entry

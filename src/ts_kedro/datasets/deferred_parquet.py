@@ -20,8 +20,13 @@ class DeferrableParquetDataset(ParquetDataset):
     """``pandas.ParquetDataset`` plus ``deferred`` (bool, or "true"/"false" from a runtime parameter): when true,
     ``load`` returns a zero-argument function that loads the frame."""
 
-    def __init__(self, *args: Any, deferred: bool | str = False, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    # the parent's arguments spelled out: Kedro's catalog.to_config() rebuilds an entry from this signature
+    def __init__(self, *, filepath: str, load_args: dict[str, Any] | None = None,
+                 save_args: dict[str, Any] | None = None, version: Any = None,
+                 credentials: dict[str, Any] | None = None, fs_args: dict[str, Any] | None = None,
+                 metadata: dict[str, Any] | None = None, deferred: bool | str = False):
+        super().__init__(filepath=filepath, load_args=load_args, save_args=save_args, version=version,
+                         credentials=credentials, fs_args=fs_args, metadata=metadata)
         if isinstance(deferred, str):
             if deferred.strip().lower() not in ("true", "false"):
                 raise DatasetError(f"{type(self).__name__}: deferred must be true or false, got {deferred!r}")
