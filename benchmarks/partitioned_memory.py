@@ -54,17 +54,25 @@ def _env(workdir: Path, families: str) -> dict[str, str]:
             "KEDRO_DISABLE_TELEMETRY": "true"}
 
 
-def run_size(n_series: int, source: str, rows_per_partition: int, day_n: bool, workroot: Path) -> dict:
-    path, freq, horizon = SOURCES[source]
-    workdir = workroot / f"partitioned_{source}_{n_series}"
+def _synthetic_project(workdir: Path, source: str, n_series: int, new_steps: int):
+    """A fresh project folder whose raw CSV is the SYNTHETIC panel minus the last ``new_steps`` points per series.
+
+    Returns the Day-0 part, the held-back points, the raw file and the ``kedro run --params`` text.
+    """
+    _, freq, horizon = SOURCES[source]
     make_workdir(workdir, "local", 2)
-    panel = synthetic_panel(source, n_series)
-    day0, drop = split_new_steps(panel, 1)
+    day0, held_back = split_new_steps(synthetic_panel(source, n_series), new_steps)
     raw = workdir / "data" / "01_raw" / "panel.csv"
     raw.parent.mkdir(parents=True, exist_ok=True)
     day0.to_csv(raw, index=False)
+    # relative: the commands run in the folder, and a copy of it (--ingestion) reads its own files
+    return day0, held_back, raw, f"raw_panel_path=data/01_raw/panel.csv,panel.freq={freq},panel.horizon={horizon}"
+
+
+def run_size(n_series: int, source: str, rows_per_partition: int, day_n: bool, workroot: Path) -> dict:
+    workdir = workroot / f"partitioned_{source}_{n_series}"
+    day0, drop, raw, params = _synthetic_project(workdir, source, n_series, 1)
     env = _env(workdir, "seasonal_naive")
-    params = f"raw_panel_path={raw},panel.freq={freq},panel.horizon={horizon}"
     kedro = [PYTHON, "-m", "kedro", "run", "--params", params]
     parted = [PYTHON, "-m", "ts_kedro.orchestration", "partitioned", "--rows-per-partition", str(rows_per_partition),
               "--params", *params.split(",")]
@@ -125,17 +133,10 @@ def rerun_inference(n_series: int, source: str, rows_per_partition: int, workroo
 
 def run_ingestion(n_series: int, source: str, workroot: Path, before: Path | None) -> dict:
     """Day-N ingestion memory (see the module docstring, ``--ingestion``)."""
-    path, freq, horizon = SOURCES[source]
     seed_dir = workroot / f"ingestion_{source}_{n_series}"
-    make_workdir(seed_dir, "local", 2)
-    panel = synthetic_panel(source, n_series)
-    day0, drops = split_new_steps(panel, 2)
+    day0, drops, _, params = _synthetic_project(seed_dir, source, n_series, 2)
     first, last = split_new_steps(drops, 1)
-    raw = seed_dir / "data" / "01_raw" / "panel.csv"
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    day0.to_csv(raw, index=False)
     env = _env(seed_dir, "seasonal_naive")
-    params = f"raw_panel_path=data/01_raw/panel.csv,panel.freq={freq},panel.horizon={horizon}"
     kedro = [PYTHON, "-m", "kedro", "run", "--params", params]
     result = {"source": source, "n_series": n_series, "rows": int(len(day0)), "new_rows": int(len(last))}
     result["data_processing"] = measured([*kedro, "--pipeline", "data_processing"], seed_dir, env, "dp.log")

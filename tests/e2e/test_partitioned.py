@@ -149,11 +149,10 @@ def test_a_failing_partition_is_named_and_leaves_the_outputs_unchanged(project, 
     assert any((kept / "raw").glob("part-*.csv"))  # kept for the user to look at
 
 
-def test_partitioned_inference_forecasts_what_the_whole_run_forecasts(project, monkeypatch, m4_sample_panel):
-    from ts_kedro.datasets.history_store import DuckDBHistoryDataset
+def _seasonal_naive_champion(m4_sample_panel: pd.DataFrame):
+    """The real M4 Hourly sample in time order, each row's position in its series, its first 600 hours (Day 0) and
+    a seasonal-naive panel champion fitted on them (it stands in for the registry's champion)."""
     from ts_kedro.forecasters.seasonal_naive import SeasonalNaive
-    from ts_kedro.orchestration.partitioned import run_partitioned
-    from ts_kedro.pipelines.inference import nodes as inference_nodes
     from ts_kedro.registry.panel_model import SelectedPanelModel
 
     panel = m4_sample_panel[["series_id", "timestamp", "value"]].sort_values(["series_id", "timestamp"])
@@ -163,6 +162,15 @@ def test_partitioned_inference_forecasts_what_the_whole_run_forecasts(project, m
     champion = SelectedPanelModel({"seasonal_naive": model}, {s: "seasonal_naive" for s in model.series_ids_}, [],
                                   [80, 95], 48, {"primary_metric": "smape", "selected_score": 9.0,
                                                  "data_window_end": str(day0["timestamp"].max())})
+    return panel, position, day0, champion
+
+
+def test_partitioned_inference_forecasts_what_the_whole_run_forecasts(project, monkeypatch, m4_sample_panel):
+    from ts_kedro.datasets.history_store import DuckDBHistoryDataset
+    from ts_kedro.orchestration.partitioned import run_partitioned
+    from ts_kedro.pipelines.inference import nodes as inference_nodes
+
+    panel, position, day0, champion = _seasonal_naive_champion(m4_sample_panel)
     loads = []
     monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: loads.append(name) or champion)
     DuckDBHistoryDataset(str(project / "data" / "02_intermediate" / "history.duckdb")).save(
@@ -215,18 +223,10 @@ def test_bounded_ingestion_then_partitioned_inference_equal_the_whole_day_n(tmp_
     partitioned inference after it gives the whole Day N's history panel and forecasts."""
     from ts_kedro.datasets.deferred_parquet import DeferrableParquetDataset
     from ts_kedro.datasets.history_store import DuckDBHistoryDataset
-    from ts_kedro.forecasters.seasonal_naive import SeasonalNaive
     from ts_kedro.orchestration.partitioned import run_partitioned
     from ts_kedro.pipelines.inference import nodes as inference_nodes
-    from ts_kedro.registry.panel_model import SelectedPanelModel
 
-    panel = m4_sample_panel[["series_id", "timestamp", "value"]].sort_values(["series_id", "timestamp"])
-    position = panel.groupby("series_id").cumcount()
-    day0 = panel[position < 600].reset_index(drop=True)
-    model = SeasonalNaive(freq="h", season_length=24).fit(day0)
-    champion = SelectedPanelModel({"seasonal_naive": model}, {s: "seasonal_naive" for s in model.series_ids_}, [],
-                                  [80, 95], 48, {"primary_metric": "smape", "selected_score": 9.0,
-                                                 "data_window_end": str(day0["timestamp"].max())})
+    panel, position, day0, champion = _seasonal_naive_champion(m4_sample_panel)
     monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: champion)
     first = panel[(position >= 650) & (position < 680)]
     conflict = panel[position == 640].head(2).assign(value=lambda f: f["value"] + 1)  # synthetic revision
