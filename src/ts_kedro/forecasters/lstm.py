@@ -39,10 +39,11 @@ Design (why, in short):
   ``torch.autocast`` and fp16 training scales the loss (``torch.amp.GradScaler``) so small gradients do not
   underflow; the weights, the optimiser state and the pinball loss stay fp32, so a model trained in mixed precision
   is saved, loaded and served like any other (its predictions on CPU run fp32). Not the default, and refused on
-  CPU with a clear error: torch's CPU LSTM (oneDNN) has no fp16/bf16 kernel on CPUs without AVX-512 (this project's
-  CI machines fail with "could not create a primitive descriptor"), and whether it keeps accuracy has not been
+  CPU with a clear error: torch 2.13's CPU LSTM (oneDNN) failed in fp16 and bf16 autocast on this project's
+  development machine (no AVX-512: "could not create a primitive descriptor"), and whether it keeps accuracy has not been
   measured on a GPU yet (``benchmarks/lstm_device.py`` measures it: CPU fp32 against CUDA fp32 / fp16 / bf16 on the
-  same data). bf16 needs cuDNN >= 9.13 for the LSTM kernel (older builds raise "not implemented for 'BFloat16'").
+  same data). bf16 needs cuDNN >= 9.13 for the LSTM kernel (pytorch/pytorch#164411; older builds raise "not implemented
+  for 'BFloat16'", pytorch/pytorch#116925).
 - Picklable: the fitted state is the members' state_dicts as numpy arrays plus the last window of every series.
 - No covariates (``supports_covariates`` False): a panel's covariate columns are ignored and recorded in
   ``ignored_covariates_``. Why not yet: the network's inputs are a public contract (``window_inputs`` /
