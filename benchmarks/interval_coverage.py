@@ -11,6 +11,11 @@ families and candidate backtests, so a change to how the served model forms its 
 conformal adjustment) is measured on the same forecasts it would have served:
 
     .venv/bin/python benchmarks/interval_coverage.py data/benchmarks/m3_monthly --rebuild
+
+``--raw`` also scores every family's intervals *before* calibration on the test part: each fitted family
+(``06_models/<family>/model.pkl``) predicts again with its conformal adjustment removed
+(``interval_calibration_`` cleared, on the family and on its fallback chain), so the same fitted parameters
+give the raw and the calibrated intervals and the difference is the calibration's alone.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a matrix.py run folder (data/benchmarks/<dataset>...)")
     parser.add_argument("--rebuild", action="store_true", help="also serve from a panel model rebuilt by the current code")
+    parser.add_argument("--raw", action="store_true", help="also score every family's uncalibrated intervals")
     args = parser.parse_args()
     data = args.run_dir / "data"
     test = pd.read_csv(args.run_dir / "test.csv", parse_dates=["timestamp"], dtype={"series_id": str})
@@ -57,6 +63,12 @@ def main() -> None:
     for model, frame in candidate_scores.groupby("model"):
         rows.setdefault(model, {}).update(
             {f"backtest_raw_coverage-{lv}": float(frame[f"coverage-{lv}"].mean()) for lv in LEVELS})
+    if args.raw:
+        for model_dir in sorted(p for p in (data / "06_models").iterdir() if (p / "model.pkl").exists()):
+            model = _uncalibrated(pickle.loads(_latest(model_dir / "model.pkl").read_bytes()))
+            raw = score(model.predict(int(profile["horizon"]), LEVELS), test, history, season, LEVELS)
+            rows.setdefault(model_dir.name, {}).update({f"raw_{key}": raw[key] for key in raw
+                                                        if key.startswith(("coverage-", "msis-"))})
     panel_model = pickle.loads(_latest(data / "06_models" / "panel_model.pkl").read_bytes())
     rows["selected (as served by the run)"] = score(panel_model.predict(), test, history, season, LEVELS)
     if args.rebuild:
@@ -69,14 +81,31 @@ def main() -> None:
         rows["selected (rebuilt by the current code)"] = score(rebuilt.predict(), test, history, season, LEVELS)
     print(f"{args.run_dir.name}: overall {panel_model.metadata.get('overall_model')}, members "
           f"{panel_model.ensemble_members}, season length {season}")
-    print("| model | coverage-80 | coverage-95 | MSIS-80 | MSIS-95 | backtest raw coverage-80 / 95 |")
-    print("|---|---|---|---|---|---|")
+    header = "| model | coverage-80 | coverage-95 | MSIS-80 | MSIS-95 | backtest raw coverage-80 / 95 |"
+    if args.raw:
+        header += " test raw coverage-80 / 95 | test raw MSIS-80 / 95 |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
     for name, row in rows.items():
         test_part = (f"{row['coverage-80']:.3f} | {row['coverage-95']:.3f} | {row['msis-80']:.2f} | {row['msis-95']:.2f}"
                      if "coverage-80" in row else "– | – | – | –")
         raw = (f"{row['backtest_raw_coverage-80']:.3f} / {row['backtest_raw_coverage-95']:.3f}"
                if "backtest_raw_coverage-80" in row else "–")
-        print(f"| {name} | {test_part} | {raw} |")
+        line = f"| {name} | {test_part} | {raw} |"
+        if args.raw:
+            line += (f" {row['raw_coverage-80']:.3f} / {row['raw_coverage-95']:.3f} | {row['raw_msis-80']:.2f} / "
+                     f"{row['raw_msis-95']:.2f} |" if "raw_coverage-80" in row else " – | – |")
+        print(line)
+
+
+def _uncalibrated(model):
+    """The fitted family with its conformal interval adjustment removed (itself and its fallback chain)."""
+    node = model
+    while node is not None:
+        if hasattr(node, "interval_calibration_"):
+            node.interval_calibration_ = None
+        node = getattr(node, "fallback_model_", None)
+    return model
 
 
 if __name__ == "__main__":
