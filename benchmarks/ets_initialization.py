@@ -14,6 +14,9 @@ shipped setting.
 (``dataset:every:horizon:season``; prints one JSON line per dataset and writes them to
 ``benchmarks/results/ets_initialization.json``.)
 """
+import os
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread, as in the family's joblib
+    os.environ.setdefault(_var, "1")                                       # workers: CPU time is the fit's own
 import sys, time, json
 from pathlib import Path
 import numpy as np, pandas as pd
