@@ -11,15 +11,20 @@ shipped setting.
 
     .venv/bin/python benchmarks/ets_initialization.py m4_hourly:16:48:24 m3_monthly:48:18:12 m3_quarterly:16:8:4
 
-(``dataset:every:horizon:season``; prints one JSON line per dataset and writes them to
-``benchmarks/results/ets_initialization.json``.)
+(``dataset:every:horizon:season``; prints one JSON line per dataset and updates those datasets' entries in
+``benchmarks/results/ets_initialization.json``, so runs of different datasets add up in one file.)
 """
 import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread, as in the family's joblib
     os.environ.setdefault(_var, "1")                                       # workers: CPU time is the fit's own
-import sys, time, json
+import json
+import sys
+import time
 from pathlib import Path
-import numpy as np, pandas as pd
+
+import numpy as np
+import pandas as pd
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix
 from ts_kedro.forecasters import ets as E
@@ -53,7 +58,8 @@ def run(name, every, h, m):
             f = st.spec.model(st.values).smooth(st.params).forecast(len(t))
             ok = ~np.isnan(t)
             mm = m if len(y) > m else 1
-            mase.append(metrics.mase(t[ok], np.asarray(f)[ok], y, mm)); smape.append(metrics.smape(t[ok], np.asarray(f)[ok]))
+            mase.append(metrics.mase(t[ok], np.asarray(f)[ok], y, mm))
+            smape.append(metrics.smape(t[ok], np.asarray(f)[ok]))
         out["heuristic" if heur else "estimated"] = dict(cpu_s=round(cpu, 1), mase=round(float(np.nanmean(mase)), 4),
                                                         smape=round(float(np.mean(smape)), 3), seasonal_chosen=seas, n=len(mase))
     print(json.dumps({name: out}), flush=True)
@@ -61,9 +67,9 @@ def run(name, every, h, m):
 
 
 if __name__ == "__main__":
-    results = {}
+    out = Path(__file__).resolve().parent / "results" / "ets_initialization.json"
+    results = json.loads(out.read_text()) if out.exists() else {}
     for spec in sys.argv[1:]:
         name, every, h, m = spec.split(":")
         results[name] = {"every": int(every), "horizon": int(h), "season": int(m), **run(name, int(every), int(h), int(m))}
-    out = Path(__file__).resolve().parent / "results" / "ets_initialization.json"
     out.write_text(json.dumps(results, indent=2))
