@@ -159,7 +159,7 @@ def test_ets_simulated_intervals_are_seeded(air_fits):
 
 @pytest.mark.parametrize("family, hyperparameter, value", [
     ("ets", "information_criterion", "hqic"), ("ets", "simulation_paths", 10), ("ets", "random_state", -1),
-    ("ets", "allow_multiplicative", "yes"), ("ets", "n_jobs", 0),
+    ("ets", "allow_multiplicative", "yes"), ("ets", "n_jobs", 0), ("ets", "initialization", "legacy"),
     ("theta", "theta", 0.5), ("theta", "deseasonalize", "no"), ("theta", "n_jobs", 1.5), ("theta", "method", "AUTO"),
 ])
 def test_bad_hyperparameters_are_named(family, hyperparameter, value):
@@ -240,3 +240,45 @@ def test_a_theta_model_pickled_before_the_optimised_models_still_forecasts_and_u
     pd.testing.assert_frame_equal(restored.predict(12, LEVELS), expected)
     tail = _panel("air", air_passengers[-24:-12], "MS", str(train["timestamp"].max() + pd.offsets.MonthBegin()))
     pd.testing.assert_frame_equal(restored.update(tail).predict(12, LEVELS), model.update(tail).predict(12, LEVELS))
+
+
+@pytest.mark.parametrize("n, period, initialization, expected", [
+    (24 * 29, 24, "auto", "heuristic"),    # M4 Hourly's shortest series: 29 seasons
+    (24 * 19, 24, "auto", "estimated"),    # fewer than HEURISTIC_FROM_SEASONS seasons
+    (144, 12, "auto", "estimated"),        # AirPassengers: 12 seasons
+    (735, 7, "auto", "heuristic"),         # NN5: 105 weeks
+    (144, 12, "heuristic", "heuristic"),
+    (4 * 12, 12, "heuristic", "estimated"),  # under five seasons: not honoured (start values would move on update)
+    (24 * 40, 24, "estimated", "estimated"),
+])
+def test_seasonal_initialization_rule(n, period, initialization, expected):
+    from ts_kedro.forecasters.ets import seasonal_initialization
+
+    assert seasonal_initialization(n, period, initialization) == expected
+
+
+def test_ets_long_hourly_series_get_heuristic_seasonal_states_that_updates_keep(m4_sample_panel):
+    """A real M4 Hourly series (>= 700 points, 29+ days): with ``initialization: auto`` every seasonal candidate takes
+    statsmodels' heuristic initial states; the fitted model forecasts as that model filtered with its parameters,
+    and ``update`` leaves the initial states where the fit put them (they come from the first five seasons)."""
+    from statsmodels.tsa.exponential_smoothing.initialization import _initialization_heuristic
+
+    from ts_kedro.forecasters.ets import candidate_specs
+
+    series = m4_sample_panel[m4_sample_panel[SERIES_ID] == m4_sample_panel[SERIES_ID].iloc[0]]
+    values = series[VALUE].to_numpy(float)
+    seasonal = [spec for spec in candidate_specs(values, 24) if spec.seasonal]
+    assert seasonal and all(spec.initialization == "heuristic" for spec in seasonal)
+    assert all(spec.initialization == "estimated" for spec in candidate_specs(values, 24, initialization="estimated"))
+
+    head, tail = series.iloc[:-48], series.iloc[-48:]
+    model = _model("ets", "h", simulation_paths=100).fit(head)
+    state = model.fitted_[series[SERIES_ID].iloc[0]]
+    assert state.spec.seasonal and state.spec.initialization == "heuristic", state.spec
+    updated = model.update(tail)
+    forecast = updated.predict(24, [])
+    expected = state.spec.model(values).smooth(state.params).forecast(24)
+    np.testing.assert_allclose(forecast["mean"], np.asarray(expected, float), rtol=1e-8)
+    for before, after in zip(_initialization_heuristic(values[:-48], state.spec.trend, state.spec.seasonal, 24),
+                             _initialization_heuristic(values, state.spec.trend, state.spec.seasonal, 24)):
+        np.testing.assert_allclose(before, after)

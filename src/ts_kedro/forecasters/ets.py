@@ -12,6 +12,16 @@ What: for every series the candidate models of Hyndman et al. (2002, 2008) are f
   ``MAX_SEASONAL_STATES`` (24) long, as in R's ``ets`` and statsforecast's ``AutoETS`` (weekly data: none);
 - R's rule for the sample size: a model with k parameters (smoothing parameters, initial states and the
   error variance) is only tried when ``n > k + 1`` (otherwise its AICc is undefined);
+- initial states (``initialization``): estimated by maximum likelihood with the smoothing parameters (R's
+  ``ets``), except that with ``auto`` (the default) a seasonal candidate of a series holding at least
+  ``HEURISTIC_FROM_SEASONS`` (20) full seasons starts from statsmodels' heuristic states (Hyndman and
+  Athanasopoulos' classical decomposition of the first five seasons) and only its smoothing parameters are
+  estimated. Over many seasons the filter forgets where it started, so estimating m - 1 start values buys no
+  accuracy and costs most of the fit: numerical gradients over 23 extra parameters for hourly data. Measured
+  (``benchmarks/ets_initialization.py``, ``docs/benchmarks.md``): on M4 Hourly (29-40 seasons) and NN5 (105 weeks)
+  the heuristic states are both far cheaper and more accurate; on M3 monthly and quarterly (4-16 seasons) the
+  estimated ones are slightly more accurate, so short series keep them. The AICc counts the m - 1 states either
+  way;
 - a fit that is non-finite or raises is skipped; one that warns of non-convergence is only used when every
   candidate warned. The simple exponential smoothing model (ANN) is the last resort, so any series of
   ``min_length`` = 3 points is forecast (shorter ones go to the fallback, ``seasonal_naive``).
@@ -46,6 +56,11 @@ from ts_kedro.frequency import effective_season_length
 logger = logging.getLogger(__name__)
 
 CRITERIA = ("aicc", "aic", "bic")
+INITIALIZATIONS = ("auto", "estimated", "heuristic")
+#: ``initialization: auto`` gives a seasonal candidate heuristic initial states from this many full seasons on
+HEURISTIC_FROM_SEASONS = 20  # not a period: a series-length rule measured in benchmarks/ets_initialization.py
+#: statsmodels' heuristic needs two seasons; five make its start values independent of later observations
+HEURISTIC_MIN_SEASONS = 5
 #: points beyond two full seasons a series needs before a seasonal model is tried
 SEASON_SLACK = 3
 #: longest season given its own states, as R's forecast::ets and statsforecast's AutoETS: with more (weekly data's
@@ -62,6 +77,7 @@ class ETSSpec:
     damped: bool
     seasonal: str | None  # None | "add" | "mul"
     period: int
+    initialization: str = "estimated"  # initial states: "estimated" (with the parameters) | "heuristic" (see module)
 
     @property
     def label(self) -> str:
@@ -85,7 +101,8 @@ class ETSSpec:
 
         # a RangeIndex Series: statsmodels' prediction results need an index
         return ETSModel(pd.Series(values), error=self.error, trend=self.trend, damped_trend=self.damped,
-                        seasonal=self.seasonal, seasonal_periods=self.period if self.seasonal else None)
+                        seasonal=self.seasonal, seasonal_periods=self.period if self.seasonal else None,
+                        initialization_method=self.initialization)
 
 
 @dataclass
@@ -98,7 +115,23 @@ class _FittedSeries:
     fit_seconds: float = 0.0
 
 
-def candidate_specs(values: np.ndarray, season_length: int, allow_multiplicative: bool = True) -> list[ETSSpec]:
+def seasonal_initialization(n: int, period: int, initialization: str = "auto") -> str:
+    """How a seasonal candidate of a series of ``n`` points gets its initial states (see the module docstring).
+
+    ``auto``: heuristic from ``HEURISTIC_FROM_SEASONS`` full seasons on, estimated below. ``heuristic`` is only
+    honoured where statsmodels can compute it (two seasons and 10 + 2 * (period // 2) points), and always from the
+    first five seasons at most, so appending observations (``update``) leaves a fitted model's initial states as
+    they were."""
+    feasible = n >= max(HEURISTIC_MIN_SEASONS * period, 10 + 2 * (period // 2))
+    if initialization == "heuristic":
+        return "heuristic" if feasible else "estimated"
+    if initialization == "auto":
+        return "heuristic" if feasible and n >= HEURISTIC_FROM_SEASONS * period else "estimated"
+    return "estimated"
+
+
+def candidate_specs(values: np.ndarray, season_length: int, allow_multiplicative: bool = True,
+                    initialization: str = "auto") -> list[ETSSpec]:
     """The ETS models tried on one series (see the module docstring for the rules), simplest first."""
     n = len(values)
     positive = bool(np.all(values > 0)) and allow_multiplicative
@@ -112,7 +145,8 @@ def candidate_specs(values: np.ndarray, season_length: int, allow_multiplicative
             for error in errors:
                 if error == "add" and seasonal == "mul":
                     continue
-                spec = ETSSpec(error, trend, damped, seasonal, m if seasonal else 1)
+                spec = ETSSpec(error, trend, damped, seasonal, m if seasonal else 1,
+                               seasonal_initialization(n, m, initialization) if seasonal else "estimated")
                 if n > spec.n_parameters + 1:
                     specs.append(spec)
     return specs
@@ -142,7 +176,8 @@ def _fit_spec(spec: ETSSpec, values: np.ndarray, criterion: str) -> tuple[np.nda
 
 def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _FittedSeries:
     started = time.process_time()
-    specs = candidate_specs(values, settings["season_length"], settings["allow_multiplicative"])
+    specs = candidate_specs(values, settings["season_length"], settings["allow_multiplicative"],
+                            settings.get("initialization", "estimated"))
     best = None  # (warned, criterion, spec, params): converged fits first, then the smallest criterion
     for spec in specs:
         try:
@@ -196,7 +231,8 @@ class ETSForecaster(Forecaster):
 
     Hyperparameters: ``information_criterion`` (aicc|aic|bic), ``allow_multiplicative`` (multiplicative
     error/season for positive data), ``simulation_paths`` and ``random_state`` (simulated intervals),
-    ``n_jobs`` (-1 = all cores).
+    ``n_jobs`` (-1 = all cores), ``initialization`` (auto|estimated|heuristic: initial seasonal states, see the
+    module docstring; ``heuristic`` applies from five seasons on).
     """
 
     name = "ets"
@@ -204,10 +240,10 @@ class ETSForecaster(Forecaster):
 
     def __init__(self, freq: str, season_length: int | None = None, information_criterion: str = "aicc",
                  allow_multiplicative: bool = True, simulation_paths: int = 1000, random_state: int = 0,
-                 n_jobs: int = -1):
+                 n_jobs: int = -1, initialization: str = "auto"):
         super().__init__(freq, season_length, information_criterion=information_criterion,
                          allow_multiplicative=allow_multiplicative, simulation_paths=simulation_paths,
-                         random_state=random_state, n_jobs=n_jobs)
+                         random_state=random_state, n_jobs=n_jobs, initialization=initialization)
         if information_criterion not in CRITERIA:
             raise ForecasterError(f"ets: information_criterion must be one of {CRITERIA}, got {information_criterion!r}")
         if not isinstance(allow_multiplicative, bool):
@@ -216,6 +252,8 @@ class ETSForecaster(Forecaster):
             raise ForecasterError(f"ets: simulation_paths must be an integer >= 100, got {simulation_paths!r}")
         if isinstance(random_state, bool) or int(random_state) != random_state or random_state < 0:
             raise ForecasterError(f"ets: random_state must be a non-negative integer, got {random_state!r}")
+        if initialization not in INITIALIZATIONS:
+            raise ForecasterError(f"ets: initialization must be one of {INITIALIZATIONS}, got {initialization!r}")
         if isinstance(n_jobs, bool) or int(n_jobs) != n_jobs or n_jobs == 0:
             raise ForecasterError(f"ets: n_jobs must be a non-zero integer (-1 = all cores), got {n_jobs!r}")
         self.information_criterion = information_criterion
@@ -223,6 +261,7 @@ class ETSForecaster(Forecaster):
         self.simulation_paths = int(simulation_paths)
         self.random_state = int(random_state)
         self.n_jobs = int(n_jobs)
+        self.initialization = initialization
 
     @property
     def min_length(self) -> int:
@@ -234,7 +273,7 @@ class ETSForecaster(Forecaster):
     def _settings(self) -> dict:
         return dict(season_length=self.season_length, criterion=self.information_criterion,
                     allow_multiplicative=self.allow_multiplicative, simulation_paths=self.simulation_paths,
-                    random_state=self.random_state)
+                    random_state=self.random_state, initialization=getattr(self, "initialization", "estimated"))
 
     def _fit(self, panel: pd.DataFrame) -> None:
         started = time.perf_counter()
