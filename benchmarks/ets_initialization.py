@@ -12,7 +12,8 @@ shipped setting.
     .venv/bin/python benchmarks/ets_initialization.py m4_hourly:16:48:24 m3_monthly:48:18:12 m3_quarterly:16:8:4
 
 (``dataset:every:horizon:season``; prints one JSON line per dataset and updates those datasets' entries in
-``benchmarks/results/ets_initialization.json``, so runs of different datasets add up in one file.)
+``benchmarks/results/ets_initialization.json``, so runs of different datasets add up in one file; the per-series
+MASE of both modes, with each series' length and season, goes to ``ets_initialization_per_series.csv`` beside it.)
 """
 import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread, as in the family's joblib
@@ -30,21 +31,13 @@ import matrix
 from ts_kedro.forecasters import ets as E
 from ts_kedro.evaluation import metrics
 
-MODE = {"heuristic": False}
-_orig_model = E.ETSSpec.model
-def model(self, values):
-    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
-    if MODE["heuristic"] and self.seasonal:
-        return ETSModel(pd.Series(values), error=self.error, trend=self.trend, damped_trend=self.damped,
-                        seasonal=self.seasonal, seasonal_periods=self.period, initialization_method="heuristic")
-    return _orig_model(self, values)
-E.ETSSpec.model = model
+MODES = ("estimated", "heuristic", "auto")  # the family's ``initialization`` hyperparameter
+
 
 def run(name, every, h, m):
     tr, te = matrix.subset(*matrix.DATASETS[name][0](), every, None)
-    out = {}
-    for heur in (False, True):
-        MODE["heuristic"] = heur
+    out, rows = {}, {}
+    for mode in MODES:
         cpu, mase, smape, seas = 0.0, [], [], 0
         for sid, g in tr.groupby("series_id"):
             y = g.sort_values("timestamp")["value"].to_numpy(float)
@@ -52,7 +45,7 @@ def run(name, every, h, m):
             t = te[te.series_id == sid].sort_values("timestamp")["value"].to_numpy(float)[:h]
             c0 = time.process_time()
             st = E._fit_one_series(sid, y, dict(season_length=m, criterion="aicc", allow_multiplicative=True,
-                                                simulation_paths=100, random_state=0))
+                                                simulation_paths=100, random_state=0, initialization=mode))
             cpu += time.process_time() - c0
             seas += bool(st.spec.seasonal)
             f = st.spec.model(st.values).smooth(st.params).forecast(len(t))
@@ -60,16 +53,24 @@ def run(name, every, h, m):
             mm = m if len(y) > m else 1
             mase.append(metrics.mase(t[ok], np.asarray(f)[ok], y, mm))
             smape.append(metrics.smape(t[ok], np.asarray(f)[ok]))
-        out["heuristic" if heur else "estimated"] = dict(cpu_s=round(cpu, 1), mase=round(float(np.nanmean(mase)), 4),
+            rows.setdefault(sid, {"dataset": name, "series_id": sid, "n": len(y), "season": m})[
+                "mase_" + mode] = mase[-1]
+        out[mode] = dict(cpu_s=round(cpu, 1), mase=round(float(np.nanmean(mase)), 4),
                                                         smape=round(float(np.mean(smape)), 3), seasonal_chosen=seas, n=len(mase))
     print(json.dumps({name: out}), flush=True)
-    return out
+    return out, list(rows.values())
 
 
 if __name__ == "__main__":
     out = Path(__file__).resolve().parent / "results" / "ets_initialization.json"
-    results = json.loads(out.read_text()) if out.exists() else {}
+    per_series = out.with_name("ets_initialization_per_series.csv")
     for spec in sys.argv[1:]:
         name, every, h, m = spec.split(":")
-        results[name] = {"every": int(every), "horizon": int(h), "season": int(m), **run(name, int(every), int(h), int(m))}
-    out.write_text(json.dumps(results, indent=2))
+        scores, rows = run(name, int(every), int(h), int(m))
+        # read just before writing: several invocations (one per core) may add datasets to the same files
+        results = json.loads(out.read_text()) if out.exists() else {}
+        results[name] = {"every": int(every), "horizon": int(h), "season": int(m), **scores}
+        out.write_text(json.dumps(results, indent=2))
+        table = pd.read_csv(per_series) if per_series.exists() else pd.DataFrame({"dataset": []})
+        table = pd.concat([table[table["dataset"] != name], pd.DataFrame(rows)], ignore_index=True)
+        table.to_csv(per_series, index=False, float_format="%.5g")
