@@ -1,19 +1,20 @@
-"""ETS initial states: estimated by maximum likelihood (shipped) vs statsmodels' heuristic initial seasonal states.
+"""ETS initial states: the family's ``initialization`` modes (estimated, heuristic, auto) on real panels.
 
 For every series of a deterministic subset of a matrix dataset, ``ets._fit_one_series`` (the family's own AICc
-choice over its candidate models, nothing else changed) fits the training part twice: as shipped, where every
-candidate estimates its initial level, trend and m - 1 seasonal states with the smoothing parameters, and with
-``initialization_method="heuristic"`` for the seasonal candidates (statsmodels' classical-decomposition start
-values; only the smoothing parameters are estimated; the AICc still counts the initial states, so the penalty is
-unchanged). Reported per mode: process CPU seconds of the fits (valid on a busy machine), the MASE and sMAPE of the
-point forecast on the test part, and how many series chose a seasonal model. A measurement for a decision, not a
-shipped setting.
+choice over its candidate models) fits the training part once per value of the shipped hyperparameter:
+``estimated`` (every candidate estimates its initial level, trend and m - 1 seasonal states with the smoothing
+parameters, R's ``ets``), ``heuristic`` (seasonal candidates of series with five or more seasons take statsmodels'
+classical-decomposition start states; only the smoothing parameters are estimated; the AICc still counts the
+initial states) and ``auto`` (heuristic from ``ets.HEURISTIC_FROM_SEASONS`` seasons on: the default). Reported per
+mode: process CPU seconds of the fits on one BLAS thread (valid on a busy machine), the MASE and sMAPE of the
+point forecast on the test part, and how many series chose a seasonal model. The numbers behind the ``auto`` rule.
 
-    .venv/bin/python benchmarks/ets_initialization.py m4_hourly:16:48:24 m3_monthly:48:18:12 m3_quarterly:16:8:4
+    .venv/bin/python benchmarks/ets_initialization.py m4_hourly:8:48:24
+    .venv/bin/python benchmarks/ets_initialization.py m3_monthly:12:18:12 m3_quarterly:8:8:4 nn5_daily:2:56:7 carparts:20:12:12
 
 (``dataset:every:horizon:season``; prints one JSON line per dataset and updates those datasets' entries in
 ``benchmarks/results/ets_initialization.json``, so runs of different datasets add up in one file; the per-series
-MASE of both modes, with each series' length and season, goes to ``ets_initialization_per_series.csv`` beside it.)
+MASE of every mode, with each series' length and season, goes to ``ets_initialization_per_series.csv`` beside it.)
 """
 import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one thread, as in the family's joblib
@@ -56,7 +57,7 @@ def run(name, every, h, m):
             rows.setdefault(sid, {"dataset": name, "series_id": sid, "n": len(y), "season": m})[
                 "mase_" + mode] = mase[-1]
         out[mode] = dict(cpu_s=round(cpu, 1), mase=round(float(np.nanmean(mase)), 4),
-                                                        smape=round(float(np.mean(smape)), 3), seasonal_chosen=seas, n=len(mase))
+                         smape=round(float(np.mean(smape)), 3), seasonal_chosen=seas, n=len(mase))
     print(json.dumps({name: out}), flush=True)
     return out, list(rows.values())
 

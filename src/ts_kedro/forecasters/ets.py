@@ -177,7 +177,7 @@ def _fit_spec(spec: ETSSpec, values: np.ndarray, criterion: str) -> tuple[np.nda
 def _fit_one_series(series_id: str, values: np.ndarray, settings: dict) -> _FittedSeries:
     started = time.process_time()
     specs = candidate_specs(values, settings["season_length"], settings["allow_multiplicative"],
-                            settings.get("initialization", "estimated"))
+                            settings["initialization"])
     best = None  # (warned, criterion, spec, params): converged fits first, then the smallest criterion
     for spec in specs:
         try:
@@ -273,7 +273,9 @@ class ETSForecaster(Forecaster):
     def _settings(self) -> dict:
         return dict(season_length=self.season_length, criterion=self.information_criterion,
                     allow_multiplicative=self.allow_multiplicative, simulation_paths=self.simulation_paths,
-                    random_state=self.random_state, initialization=getattr(self, "initialization", "estimated"))
+                    random_state=self.random_state,
+                    # a model pickled before the hyperparameter existed estimated every start state
+                    initialization=getattr(self, "initialization", "estimated"))
 
     def _fit(self, panel: pd.DataFrame) -> None:
         started = time.perf_counter()
