@@ -13,7 +13,9 @@ injected changes (it imports that script's data functions), with a champion in p
 2. the batch is the real next horizon (clean), and at every ``--inject-every``-th cutoff also the same batch with
    one synthetic change from its first step (``day_n_replay.inject``: level shift, trend, variance, seasonal shape);
 3. ``measure_performance_drift`` scores the forecasts on the batch and ``summarise_drift`` gives the verdict with
-   the shipped thresholds, at several test sizes ``interval_p_value`` (``--alphas``), the data-drift part left out.
+   the shipped thresholds, at several test sizes ``interval_p_value`` (``--alphas``), the data-drift part left out,
+   with the tail tests (``thresholds.interval_tails: true``, shipped) and without them (the two-sided share only,
+   ``interval_two_sided`` in the JSON).
 
 A drift verdict on a clean batch is a false alarm; on a changed batch a detection. The error-ratio rule
 (``thresholds.performance_ratio``, realized MASE over the backtest's) is counted beside it.
@@ -94,14 +96,16 @@ def run_dataset(dataset: str, n_series: int, n_cutoffs: int, families: list[str]
                 batch = history if variant == CLEAN else with_change(history, variant, horizon,
                                                                      profile.season_length, seed)
                 performance = measure_performance_drift(forecasts, batch, monitoring, params)
-                verdicts = {}
+                verdicts, two_sided = {}, {}
                 for alpha in alphas:
-                    thresholds = {**monitoring["thresholds"], "interval_p_value": alpha,
-                                  "performance_ratio": float("inf")}
-                    verdicts[str(alpha)] = bool(summarise_drift(NO_DATA_DRIFT, performance,
-                                                                {**monitoring, "thresholds": thresholds})["drift"])
+                    for tails, out in ((True, verdicts), (False, two_sided)):
+                        thresholds = {**monitoring["thresholds"], "interval_p_value": alpha,
+                                      "performance_ratio": float("inf"), "interval_tails": tails}
+                        out[str(alpha)] = bool(summarise_drift(NO_DATA_DRIFT, performance,
+                                                               {**monitoring, "thresholds": thresholds})["drift"])
                 ratio = performance.get("ratio")
                 rows.append({"cutoff": cutoff, "family": family, "variant": variant, "interval": verdicts,
+                             "interval_two_sided": two_sided,
                              "ratio": ratio, "ratio_drift": bool(ratio is not None
                                                                  and ratio > monitoring["thresholds"]["performance_ratio"]),
                              "exceedance": performance.get("interval_exceedance")})
@@ -123,6 +127,9 @@ def markdown(results: list[dict[str, Any]]) -> str:
             rows = [r for r in result["rows"] if r["family"] == family and "error" not in r]
             errors = sum(1 for r in result["rows"] if r["family"] == family and "error" in r)
             rules = [(f"interval test, p < {alpha}", lambda r, a=str(alpha): r["interval"][a]) for alpha in result["alphas"]]
+            if all("interval_two_sided" in r for r in rows):  # results from before the tail tests lack it
+                rules += [(f"two-sided interval test only, p < {alpha}",
+                           lambda r, a=str(alpha): r["interval_two_sided"][a]) for alpha in result["alphas"]]
             rules.append(("error ratio > 1.5", lambda r: r["ratio_drift"]))
             for name, flagged in rules:
                 clean = [flagged(r) for r in rows if r["variant"] == CLEAN]
@@ -133,18 +140,21 @@ def markdown(results: list[dict[str, Any]]) -> str:
               "rule says drift); mean over panels and families:", "",
               "| rule | false alarms, mean | false alarms added by the interval test, worst panel | detection, mean of all changes |",
               "|---|---|---|---|"]
-    for alpha in [None, *results[0]["alphas"]]:
+    two_sided = all("interval_two_sided" in r for result in results for r in result["rows"] if "error" not in r)
+    for alpha, key in [(None, None), *[(a, "interval_two_sided") for a in results[0]["alphas"] if two_sided],
+                       *[(a, "interval") for a in results[0]["alphas"]]]:
         false_alarms, added, detection = [], [], []
         for result in results:
             for family in result["families"]:
                 rows = [r for r in result["rows"] if r["family"] == family and "error" not in r]
-                interval = (lambda r: False) if alpha is None else (lambda r, a=str(alpha): r["interval"][a])
+                interval = (lambda r: False) if alpha is None else (lambda r, a=str(alpha), k=key: r[k][a])
                 clean = [r for r in rows if r["variant"] == CLEAN]
                 false_alarms.append(np.mean([r["ratio_drift"] or interval(r) for r in clean]))
                 added.append(np.mean([interval(r) and not r["ratio_drift"] for r in clean]))
                 detection.append(np.mean([np.mean([r["ratio_drift"] or interval(r) for r in rows if r["variant"] == kind])
                                           for kind in CHANGE_KINDS]))
-        name = "error ratio > 1.5" if alpha is None else f"error ratio > 1.5 or interval test p < {alpha}"
+        test = "two-sided interval test" if key == "interval_two_sided" else "interval test"
+        name = "error ratio > 1.5" if alpha is None else f"error ratio > 1.5 or {test} p < {alpha}"
         lines.append(f"| {name} | {np.mean(false_alarms):.3f} | {max(added):.3f} | {np.mean(detection):.3f} |")
     return "\n".join(lines)
 

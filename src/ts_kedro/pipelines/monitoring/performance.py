@@ -130,30 +130,46 @@ def interval_exceedance(rows: pd.DataFrame) -> dict[str, Any]:
     correlated (one forecast path), so the test is across series: per series the share of its points outside,
     then a one-sided t-test of the mean share against ``1 - L/100`` (series are taken as independent).
 
+    Each tail is also tested on its own (``above``: over ``hi-L``, ``below``: under ``lo-L``, each expected at
+    ``(1 - L/100) / 2``). A change that moves many series the same way (a level shift, a new trend: a price
+    change, a lost customer, a new competitor) fills one tail and empties the other, so the two-sided rate grows
+    by less than the one tail's; the tail test finds such a change on a panel where the two-sided one does not.
+
     Args:
         rows: ``series_id, value`` (the actual) and the forecast's ``lo-L``/``hi-L`` columns, observed points only.
 
     Returns:
-        ``{"L": {"expected", "rate" (mean over series of the share outside), "n_series", "p_value"}}`` for every
-        level the forecasts carry (``p_value`` None with fewer than 2 series).
+        ``{"L": {"expected", "rate" (mean over series of the share outside), "n_series", "p_value",
+        "above": {"expected", "rate", "p_value"}, "below": {...}}}`` for every level the forecasts carry
+        (``p_value`` None with fewer than 2 series).
     """
-    from scipy import stats
-
     levels = sorted(int(c.split("-", 1)[1]) for c in rows.columns if c.startswith("lo-") and f"hi-{c[3:]}" in rows)
     result = {}
     for level in levels:
-        outside = ((rows[VALUE] < rows[f"lo-{level}"]) | (rows[VALUE] > rows[f"hi-{level}"])).astype(float)
-        shares = outside.groupby(rows[SERIES_ID]).mean().to_numpy(float)
+        above = (rows[VALUE] > rows[f"hi-{level}"]).astype(float)
+        below = (rows[VALUE] < rows[f"lo-{level}"]).astype(float)
         expected = 1 - level / 100
-        p_value = None
-        if len(shares) >= 2:
-            if np.std(shares) == 0:  # every series the same share: the sign decides
-                p_value = 0.0 if shares.mean() > expected else 1.0
-            else:
-                p_value = float(stats.ttest_1samp(shares, expected, alternative="greater").pvalue)
-        result[str(level)] = {"expected": expected, "rate": float(shares.mean()) if len(shares) else None,
-                              "n_series": int(len(shares)), "p_value": p_value}
+        entry = _share_test(above + below, rows[SERIES_ID], expected)
+        entry["above"] = _share_test(above, rows[SERIES_ID], expected / 2)
+        entry["below"] = _share_test(below, rows[SERIES_ID], expected / 2)
+        result[str(level)] = entry
     return result
+
+
+def _share_test(flags: pd.Series, series: pd.Series, expected: float) -> dict[str, Any]:
+    """Mean over series of each series' share of flagged points, and the one-sided t-test of it against
+    ``expected`` (``p_value`` None with fewer than 2 series)."""
+    from scipy import stats
+
+    shares = flags.groupby(series).mean().to_numpy(float)
+    p_value = None
+    if len(shares) >= 2:
+        if np.std(shares) == 0:  # every series the same share: the sign decides
+            p_value = 0.0 if shares.mean() > expected else 1.0
+        else:
+            p_value = float(stats.ttest_1samp(shares, expected, alternative="greater").pvalue)
+    return {"expected": expected, "rate": float(shares.mean()) if len(shares) else None,
+            "n_series": int(len(shares)), "p_value": p_value}
 
 
 def _realized(metric: str, actual: np.ndarray, forecast: np.ndarray, insample: np.ndarray, season: int) -> float:

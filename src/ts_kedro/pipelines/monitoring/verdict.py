@@ -65,22 +65,37 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
 def _interval_verdict(performance_drift: dict[str, Any], thresholds: dict[str, Any]) -> str | None:
     """The reason, when the new actuals left the champion's calibrated intervals significantly too often.
 
-    ``thresholds.interval_p_value`` (null: off) is the test's size over all levels together (Bonferroni: each
-    level's p-value is multiplied by the number of levels); ``thresholds.interval_excess`` is the least excess
-    over the nominal rate that counts, so a large panel does not flag a miscalibration of a point or two.
+    Per level, the share of points outside the interval is tested, and with ``thresholds.interval_tails`` (default
+    true) also the share over its upper and under its lower bound on their own, which finds a change that moves
+    the series the same way (``performance.interval_exceedance``). ``thresholds.interval_p_value`` (null: off) is
+    the size of all these tests together (Bonferroni: each p-value is multiplied by the number of tests);
+    ``thresholds.interval_excess`` is the least excess over the nominal share that counts, so a large panel does
+    not flag a miscalibration of a point or two.
     """
     alpha = thresholds.get("interval_p_value")
     if alpha is None or not performance_drift.get("available"):
         return None
     excess = float(thresholds.get("interval_excess") or 0.0)
-    levels = performance_drift.get("interval_exceedance") or {}
-    tested = {level: entry for level, entry in levels.items() if entry.get("p_value") is not None}
-    for level, entry in sorted(tested.items(), key=lambda item: item[1]["p_value"]):
-        p_value = min(1.0, entry["p_value"] * len(tested))
+    tails = thresholds.get("interval_tails", True)
+    if not isinstance(tails, bool):
+        raise MonitoringConfigError(f"monitoring.thresholds.interval_tails must be true or false, got {tails!r} "
+                                    "(conf/*/parameters_monitoring.yml)")
+    tests = []
+    for level, entry in (performance_drift.get("interval_exceedance") or {}).items():
+        tests.append((level, "outside", entry))
+        if tails:
+            tests += [(level, side, entry[side]) for side in ("above", "below") if side in entry]
+    tests = [test for test in tests if test[2].get("p_value") is not None]
+    for level, side, entry in sorted(tests, key=lambda test: test[2]["p_value"]):
+        p_value = min(1.0, entry["p_value"] * len(tests))
         if p_value < float(alpha) and entry["rate"] >= entry["expected"] + excess:
-            return (f"performance drift: the new actuals left the champion's {level} % interval at {entry['rate']:.2f} "
-                    f"of points (expected {entry['expected']:.2f}, at least {excess:.2f} more counts; "
-                    f"{entry['n_series']} series, one-sided t-test p = {p_value:.2g} < {alpha})")
+            where = {"outside": f"left the champion's {level} % interval",
+                     "above": f"rose above the champion's {level} % interval",
+                     "below": f"fell below the champion's {level} % interval"}[side]
+            return (f"performance drift: the new actuals {where} at {entry['rate']:.2f} of points "
+                    f"(expected {entry['expected']:.3g}, at least {excess:.2f} more counts; "
+                    f"{entry['n_series']} series, one-sided t-test p = {p_value:.2g} < {alpha}, "
+                    f"{len(tests)} tests)")
     return None
 
 
