@@ -146,3 +146,25 @@ def test_feature_labels_read_as_words():
                                              "log_scale", "cov_price")] == [
         "lag 1 (value at origin)", "lag 168", "seasonal naive, period 24", "std of last 168 values",
         "day of year (cos)", "series scale (log)", "covariate price"]
+
+
+def test_a_one_series_panel_gets_an_empty_lstm_importance_and_a_note_not_a_failed_run(lstm_model_and_panel):
+    """A user's panel of one series (real M4 series here): nothing to permute across, so the reporting node
+    returns the table's columns without rows and the plot states why, instead of stopping `kedro run`."""
+    from matplotlib.figure import Figure
+
+    from ts_kedro.interpretability import TooFewWindowsError
+    from ts_kedro.pipelines.reporting.nodes import LSTM_IMPORTANCE_COLUMNS, lstm_importance, plot_lstm_importance
+
+    model, panel = lstm_model_and_panel
+    one = panel[panel["series_id"] == panel["series_id"].iloc[0]]
+    with pytest.raises(TooFewWindowsError, match="needs at least 2 series"):
+        lstm_permutation_importance(model, one, n_repeats=2)
+    reporting = {"importance": {"lstm": {"n_repeats": 2, "seed": 0}}}
+    table = lstm_importance(model, one, reporting)
+    assert table.empty and list(table.columns) == LSTM_IMPORTANCE_COLUMNS
+    figure = plot_lstm_importance(table)
+    assert isinstance(figure, Figure)
+    assert "fewer than two series" in " ".join(t.get_text() for t in figure.findobj(lambda a: hasattr(a, "get_text")))
+    # the table of a real panel keeps those columns
+    assert set(lstm_importance(model, panel, reporting).columns) == set(LSTM_IMPORTANCE_COLUMNS)

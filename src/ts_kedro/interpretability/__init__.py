@@ -1,7 +1,7 @@
 """Interpretability as pure functions: forecast confidence, anomalies on history and new actuals, feature importance."""
 from ts_kedro.interpretability.anomalies import actuals_anomalies, history_anomalies, join_actuals, robust_z_scores
 from ts_kedro.interpretability.confidence import attach_confidence, confidence_scores
-from ts_kedro.interpretability.errors import InterpretabilityError
+from ts_kedro.interpretability.errors import InterpretabilityError, TooFewWindowsError
 from ts_kedro.interpretability.importance import (
     arima_coefficients,
     feature_label,
@@ -12,6 +12,7 @@ from ts_kedro.interpretability.importance import (
 
 __all__ = [
     "InterpretabilityError",
+    "TooFewWindowsError",
     "actuals_anomalies",
     "arima_coefficients",
     "attach_confidence",

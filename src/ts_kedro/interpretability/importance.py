@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ts_kedro.interpretability.errors import InterpretabilityError, require_columns
+from ts_kedro.interpretability.errors import InterpretabilityError, TooFewWindowsError, require_columns
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def _lstm_heldout_windows(model, panel: pd.DataFrame):
     require_columns(panel, ["series_id", "timestamp", "value"], "primary_panel")
     windows = model.window_inputs(panel, held_out=model.horizon)
     if len(windows["series_ids"]) < 2:
-        raise InterpretabilityError(
+        raise TooFewWindowsError(
             f"lstm permutation importance needs at least 2 series with {model.input_size + model.horizon} points that "
             f"the model was fitted on; the panel has {len(windows['series_ids'])}"
         )

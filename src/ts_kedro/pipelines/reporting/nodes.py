@@ -18,7 +18,7 @@ from ts_kedro.interpretability import (
     lstm_permutation_importance,
     prophet_component_shares,
 )
-from ts_kedro.interpretability.errors import require_columns
+from ts_kedro.interpretability.errors import TooFewWindowsError, require_columns
 
 from .figures import concise_dates, model_colour, new_figure, note_figure
 
@@ -376,14 +376,31 @@ def plot_drift_history(drift_summary_history: list[dict]) -> Figure:
 
 
 # -- feature importance -------------------------------------------------------------------------------------------
+LSTM_IMPORTANCE_COLUMNS = ["group", "n_inputs", "baseline_error", "permuted_error", "permuted_error_std", "importance",
+                           "importance_ratio", "n_windows", "n_repeats"]
+
+
 def lstm_importance(model, primary_panel: pd.DataFrame, reporting: dict[str, Any]) -> pd.DataFrame:
-    """LSTM permutation importance by input group (settings: ``reporting.importance.lstm``)."""
+    """LSTM permutation importance by input group (settings: ``reporting.importance.lstm``).
+
+    A panel with fewer than two series long enough for a held-out window (a one-series panel, say) has nothing to
+    permute across: the table is empty (its columns kept) and the plot says why, instead of stopping the run.
+    """
     settings = reporting["importance"]["lstm"]
-    return lstm_permutation_importance(model, primary_panel, settings["n_repeats"], settings["seed"])
+    try:
+        return lstm_permutation_importance(model, primary_panel, settings["n_repeats"], settings["seed"])
+    except TooFewWindowsError as reason:
+        logger.warning("lstm importance skipped: %s", reason)
+        return pd.DataFrame(columns=LSTM_IMPORTANCE_COLUMNS)
 
 
 def plot_lstm_importance(importance: pd.DataFrame) -> Figure:
     """Error increase when each LSTM input group is permuted (error bars: spread over repeats)."""
+    if importance.empty:
+        return note_figure("LSTM permutation importance",
+                           "Not computed: permutation importance shuffles the LSTM's inputs across the held-out "
+                           "windows of different series, and this panel has fewer than two series with a "
+                           "whole window (the lookback plus one horizon).")
     figure, axes = new_figure(1, 1, 7, 3.5)
     ax = axes[0, 0]
     ordered = importance.sort_values("importance")
