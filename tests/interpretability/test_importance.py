@@ -153,8 +153,8 @@ def test_a_one_series_panel_gets_an_empty_lstm_importance_and_a_note_not_a_faile
     returns the table's columns without rows and the plot states why, instead of stopping `kedro run`."""
     from matplotlib.figure import Figure
 
-    from ts_kedro.interpretability import TooFewWindowsError
-    from ts_kedro.pipelines.reporting.nodes import LSTM_IMPORTANCE_COLUMNS, lstm_importance, plot_lstm_importance
+    from ts_kedro.interpretability import LSTM_IMPORTANCE_COLUMNS, TooFewWindowsError
+    from ts_kedro.pipelines.reporting.nodes import lstm_importance, plot_lstm_importance
 
     model, panel = lstm_model_and_panel
     one = panel[panel["series_id"] == panel["series_id"].iloc[0]]

@@ -312,8 +312,6 @@ class DuckDBHistoryDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         checked (same tables, same row counts), and replaces the store with ``os.replace``: a kill before that leaves
         the old store untouched (a stale temporary file is removed by the next compaction).
         """
-        import duckdb
-
         if not self.filepath.exists():
             raise DatasetError(f"history store {self.filepath} does not exist: nothing to compact")
         temporary = self.filepath.with_name(self.filepath.name + ".compact.tmp")

@@ -3,6 +3,7 @@ from ts_kedro.interpretability.anomalies import actuals_anomalies, history_anoma
 from ts_kedro.interpretability.confidence import attach_confidence, confidence_scores
 from ts_kedro.interpretability.errors import InterpretabilityError, TooFewWindowsError
 from ts_kedro.interpretability.importance import (
+    LSTM_IMPORTANCE_COLUMNS,
     arima_coefficients,
     feature_label,
     lightgbm_feature_importance,
@@ -11,6 +12,7 @@ from ts_kedro.interpretability.importance import (
 )
 
 __all__ = [
+    "LSTM_IMPORTANCE_COLUMNS",
     "InterpretabilityError",
     "TooFewWindowsError",
     "actuals_anomalies",

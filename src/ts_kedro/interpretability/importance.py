@@ -24,6 +24,10 @@ def _require_fitted(model, class_name: str, family: str) -> None:
 
 
 # -- LSTM ---------------------------------------------------------------------------------------------------------
+LSTM_IMPORTANCE_COLUMNS = ["group", "n_inputs", "baseline_error", "permuted_error", "permuted_error_std", "importance",
+                           "importance_ratio", "n_windows", "n_repeats"]
+
+
 def _lstm_heldout_windows(model, panel: pd.DataFrame):
     """The last ``input_size + horizon`` points of every series the model knows: inputs, last season, targets.
 
@@ -91,7 +95,8 @@ def lstm_permutation_importance(model, panel: pd.DataFrame, n_repeats: int = 10,
                      "importance": float(np.mean(permuted) - baseline),
                      "importance_ratio": float(np.mean(permuted) / baseline) if baseline > 0 else np.inf,
                      "n_windows": len(tokens), "n_repeats": int(n_repeats)})
-    importance = pd.DataFrame(rows).sort_values("importance", ascending=False, ignore_index=True)
+    importance = pd.DataFrame(rows, columns=LSTM_IMPORTANCE_COLUMNS).sort_values("importance", ascending=False,
+                                                                   ignore_index=True)
     logger.info("lstm permutation importance (scaled MAE %.4f): %s", baseline,
                 dict(zip(importance["group"], importance["importance"].round(4))))
     return importance

@@ -75,7 +75,7 @@ def test_describe_does_not_show_the_webhook_url(tmp_path):
 
 
 @pytest.mark.slow
-def test_delivery_posts_to_the_configured_webhook_and_records_failures(tmp_path, webhook_receiver, prefect_api):
+def test_delivery_posts_to_the_configured_webhook_and_records_failures(tmp_path, webhook_receiver, prefect_api):  # noqa: F811
     url, received = webhook_receiver
     log = tmp_path / "alerts.jsonl"
     dataset = AlertDeliveryDataset(filepath=str(tmp_path / "deliveries.json"), channels={

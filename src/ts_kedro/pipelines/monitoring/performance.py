@@ -149,7 +149,7 @@ def interval_exceedance(rows: pd.DataFrame) -> dict[str, Any]:
         above = (rows[VALUE] > rows[f"hi-{level}"]).astype(float)
         below = (rows[VALUE] < rows[f"lo-{level}"]).astype(float)
         expected = 1 - level / 100
-        entry = _share_test(above + below, rows[SERIES_ID], expected)
+        entry = _share_test(np.maximum(above, below), rows[SERIES_ID], expected)  # a point is outside once
         entry["above"] = _share_test(above, rows[SERIES_ID], expected / 2)
         entry["below"] = _share_test(below, rows[SERIES_ID], expected / 2)
         result[str(level)] = entry

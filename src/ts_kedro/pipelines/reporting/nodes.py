@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ts_kedro.interpretability import (
+    LSTM_IMPORTANCE_COLUMNS,
     InterpretabilityError,
     actuals_anomalies,
     arima_coefficients,
@@ -376,10 +377,6 @@ def plot_drift_history(drift_summary_history: list[dict]) -> Figure:
 
 
 # -- feature importance -------------------------------------------------------------------------------------------
-LSTM_IMPORTANCE_COLUMNS = ["group", "n_inputs", "baseline_error", "permuted_error", "permuted_error_std", "importance",
-                           "importance_ratio", "n_windows", "n_repeats"]
-
-
 def lstm_importance(model, primary_panel: pd.DataFrame, reporting: dict[str, Any]) -> pd.DataFrame:
     """LSTM permutation importance by input group (settings: ``reporting.importance.lstm``).
 

@@ -1,0 +1,101 @@
+"""Robustness sweep: the shipped ``kedro run`` on small real panels of unusual shape that the matrix does not cover.
+
+Panels from ``../shared/data`` (``fpp_small_series``, ``prophet_examples``): five classic monthly series, two
+quarterly ones, three daily Prophet examples, one weekly series anchored on Fridays (``W-FRI``: a one-series panel),
+the two-series hourly pedestrian counts and 5-minute Yosemite temperatures. Each panel's last horizon is held out
+(the sub-daily panels: one day, their profile's season); the Day-0 pipeline runs through ``matrix.run_kedro`` (its own working directory, conf copy and MLflow store) and
+statsforecast's seasonal naive, AutoETS and AutoARIMA run on the same training part (``matrix.run_peers``). Scores
+by ``selection_replay.score`` (the matrix's). A panel whose run fails is reported with the error, not skipped.
+
+    TQDM_DISABLE=1 .venv/bin/python benchmarks/small_panels.py                      # every panel
+    TQDM_DISABLE=1 .venv/bin/python benchmarks/small_panels.py weekly_fri,monthly5  # some
+
+One JSON line per panel on stdout, appended to ``benchmarks/results/small_panels.jsonl`` with the date and commit.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from ts_kedro.frequency import season_length_for
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import matrix  # noqa: E402
+from selection_replay import score  # noqa: E402
+
+DATA = matrix.SHARED
+RESULTS = ROOT / "benchmarks" / "results" / "small_panels.jsonl"
+PEERS = ["autoets", "autoarima"]
+
+
+def _one(name: str, path: Path, time_column: str, value_column: str, fmt: str | None = None) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    return pd.DataFrame({"series_id": name, "timestamp": pd.to_datetime(frame[time_column], format=fmt),
+                         "value": pd.to_numeric(frame[value_column], errors="coerce")}).sort_values("timestamp")
+
+
+def panels() -> dict[str, tuple]:
+    """``{name: loader}``; a loader returns ``(long panel, panel.freq, panel.horizon)``."""
+    small, prophet = DATA / "fpp_small_series", DATA / "prophet_examples"
+    return {
+        "monthly5": lambda: (pd.concat([
+            _one("airpassengers", small / "AirPassengers.csv", "Month", "#Passengers", fmt="%Y-%m"),
+            _one("a10", small / "a10.csv", "date", "value"),
+            _one("elecequip", small / "elecequip.csv", "date", "value"),
+            _one("wineind", small / "wineind.csv", "date", "Y"),
+            _one("retail_sales", prophet / "example_retail_sales.csv", "ds", "y")]), "MS", 12),
+        "quarterly2": lambda: (pd.concat([_one("woolyrnq", small / "woolyrnq.csv", "date", "Y"),
+                                          _one("ausbeer", small / "ausbeer.csv", "date", "Y")]), "QS", 8),
+        "daily3": lambda: (pd.concat([
+            _one("peyton", prophet / "example_wp_log_peyton_manning.csv", "ds", "y"),
+            _one("wp_log_R", prophet / "example_wp_log_R.csv", "ds", "y"),
+            _one("pedestrians_covid", prophet / "example_pedestrians_covid.csv", "ds", "y")]), "D", 28),
+        "weekly_fri": lambda: (_one("us_gasoline", small / "us_gasoline.csv", "Week", "Gasoline", fmt="%m/%d/%Y"),
+                               "W-FRI", 13),
+        "hourly2": lambda: (matrix._melt(pd.read_csv(prophet / "example_pedestrians_multivariate.csv",
+                                                     parse_dates=["ds"]), "ds"), "h", season_length_for("h")),
+        "min5": lambda: (_one("yosemite", prophet / "example_yosemite_temps.csv", "ds", "y"), "5min", season_length_for("5min")),
+    }
+
+
+def run_panel(name: str, loader, workdir: Path) -> dict:
+    long, freq, horizon = loader()
+    long = long.drop_duplicates(["series_id", "timestamp"])
+    train, test = matrix._split_last(long, horizon)
+    try:
+        result = matrix.run_kedro(workdir / name, train, freq, horizon, None)
+    except Exception as error:  # noqa: BLE001 - a failed run is the finding
+        return {"panel": name, "freq": freq, "horizon": horizon, "error": repr(error)[:500]}
+    m = int(result["profile"]["season_length"])
+    ours = score(result["forecasts"], test, result["panel"], m, matrix.LEVELS)
+    peers = matrix.run_peers(result["panel"][["series_id", "timestamp", "value"]], horizon, freq, m,
+                             list(result["profile"]["seasonal_periods"]), cores=1, only=PEERS)
+    peer_scores = {peer: score(forecasts, test, result["panel"], m, matrix.LEVELS)
+                   for peer, (forecasts, _) in peers.items()}
+    return {"panel": name, "freq": freq, "horizon": horizon, "n_series": int(long["series_id"].nunique()),
+            "wall_s": round(result["wall_s"]), "selected": result["overall_model"], "choice": result["choice_counts"],
+            "ours": {k: round(ours[k], 3) for k in ("mase", "smape", "coverage-80", "coverage-95")},
+            **{peer: {k: round(v[k], 3) for k in ("mase", "smape")} for peer, v in peer_scores.items()}}
+
+
+def main(argv: list[str]) -> None:
+    chosen = argv[0].split(",") if argv else list(panels())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    for name in chosen:
+        record = {**run_panel(name, panels()[name], ROOT / "data" / "benchmarks" / "small_panels"),
+                  "date": time.strftime("%Y-%m-%d"), "commit": commit}
+        print(json.dumps(record), flush=True)
+        with RESULTS.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
