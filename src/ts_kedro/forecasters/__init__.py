@@ -5,6 +5,7 @@ import importlib
 import inspect
 from typing import Any
 
+from ts_kedro.forecasters.anomalies import ANOMALY_TREATMENTS
 from ts_kedro.forecasters.base import Forecaster, ForecasterError, interval_columns
 
 # Lazy dotted paths: importing the package must not import torch or prophet.
@@ -44,7 +45,10 @@ def get_forecaster_class(name_or_path: str) -> type[Forecaster]:
 
 def build_forecaster(spec: dict[str, Any], freq: str, season_length: int | None = None, horizon: int | None = None,
                      profile_defaults: dict[str, Any] | None = None) -> Forecaster:
-    """Build from a config block ``{class: arima, hyperparameters: {...}}``.
+    """Build from a config block ``{class: arima, hyperparameters: {...}, anomalies: impute}``.
+
+    ``anomalies`` (``impute`` by default, or ``keep``) says whether the family fits around data_processing's
+    flagged anomalies (``forecasters/anomalies.py``).
 
     A constructor argument the hyperparameters leave out or set to null is taken from ``profile_defaults``
     (``FrequencyProfile.forecaster_defaults()``: seasonal periods, validation horizon, LSTM lookback, Prophet
@@ -54,6 +58,10 @@ def build_forecaster(spec: dict[str, Any], freq: str, season_length: int | None 
     if "class" not in spec:
         raise ForecasterError(f"model spec {spec!r} lacks 'class' (a registered name or a dotted path)")
     cls = get_forecaster_class(spec["class"])
+    treatment = spec.get("anomalies", cls.anomaly_treatment)
+    if treatment not in ANOMALY_TREATMENTS:
+        raise ForecasterError(f"model block for {spec['class']!r}: anomalies is {treatment!r}; choose one of "
+                              f"{list(ANOMALY_TREATMENTS)} (impute: fit around flagged anomalies, keep: fit on them)")
     hyperparameters = dict(spec.get("hyperparameters") or {})
     defaults = dict(profile_defaults or {})
     if horizon is not None:
@@ -63,9 +71,11 @@ def build_forecaster(spec: dict[str, Any], freq: str, season_length: int | None 
         if key in accepted and hyperparameters.get(key) is None:
             hyperparameters[key] = value
     try:
-        return cls(freq=freq, season_length=season_length, **hyperparameters)
+        model = cls(freq=freq, season_length=season_length, **hyperparameters)
     except TypeError as exc:
         raise ForecasterError(f"bad hyperparameters for {spec['class']!r}: {exc}; check the model block in the parameters") from exc
+    model.anomaly_treatment = treatment
+    return model
 
 
 __all__ = [

@@ -11,6 +11,8 @@ import logging
 import numpy as np
 import pandas as pd
 
+from ts_kedro.forecasters.anomalies import impute_closed_anomalies
+
 logger = logging.getLogger(__name__)
 
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
@@ -58,6 +60,9 @@ class Forecaster(abc.ABC):
     observed_covariates: Sequence[str] = ()
     #: registered family that serves the series this one cannot fit; None raises instead
     fallback: str | None = "seasonal_naive"
+    #: ``impute``: fit around data_processing's flagged anomalies where the series came back from them
+    #: (``forecasters/anomalies.py``); ``keep``: fit on the observed values. A model block's ``anomalies`` sets it.
+    anomaly_treatment: str = "impute"
 
     def __init__(self, freq: str, season_length: int | None = None, **hyperparameters):
         from ts_kedro.frequency import normalise_freq, season_length_for
@@ -94,6 +99,12 @@ class Forecaster(abc.ABC):
     def fit(self, panel: pd.DataFrame) -> "Forecaster":
         _check_panel(panel)
         self._check_covariate_columns(panel, "panel")
+        self.imputed_anomalies_ = 0
+        if self.anomaly_treatment == "impute":
+            panel, self.imputed_anomalies_ = impute_closed_anomalies(panel, self.season_length)
+            if self.imputed_anomalies_:
+                logger.info("%s: fitting around %d flagged anomalous points (closed runs imputed; anomalies: "
+                            "keep fits on them)", self.name, self.imputed_anomalies_)
         self.ignored_covariates_ = self._ignored_covariates(panel)
         ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
         by_series = {sid: group[VALUE].to_numpy(float) for sid, group in ordered.groupby(SERIES_ID, sort=False)}

@@ -1,0 +1,95 @@
+"""Fitting around flagged anomalies: the points data_processing flagged (``is_anomaly``) are replaced, for the fit
+only, by what the series would have been without them, where the series has visibly come back from them.
+
+Why: a family that copies or extrapolates a past season (seasonal naive, a seasonal difference, SARIMA with
+D = 1, a Theta or ETS seasonal index) carries a one-off shock into every later season. On the real weekly
+``us_gasoline`` panel (``../shared/data/fpp_small_series``) the spring-2020 collapse, flagged by data_processing,
+was copied by the seasonal-difference ARIMA into the forecast of spring 2021: MASE 6.05 against 2.72 with the
+run imputed (``docs/benchmarks.md``, "Fitting around flagged anomalies"). R's ``forecast::tsclean`` does the same
+replacement; here it is restricted to runs the series has come back from:
+
+- a run of consecutive flagged points is *closed* when at least as many unflagged points follow it as the run
+  is long. A run that reaches, or nearly reaches, the end of the history may be the start of a new level: it is
+  kept as observed, so the model can follow it (and the Day-N drift test can see it);
+- a closed run is filled by linear interpolation of the seasonally adjusted series, with the season put back
+  (tsclean's method: the seasonal component of a robust STL decomposition, fitted with the run linearly
+  bridged first). Without two full seasons the interpolation is plain linear.
+
+Only the fit sees the replacement: backtests score against the observed values, and ``update`` conditions on new
+observations as they are (new points are never a closed run).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SERIES_ID, TIMESTAMP, VALUE, IS_ANOMALY = "series_id", "timestamp", "value", "is_anomaly"
+#: ``anomalies`` settings of a model block: ``impute`` (the default) or ``keep`` (fit on the observed values)
+ANOMALY_TREATMENTS = ("impute", "keep")
+
+
+def closed_runs(flags: np.ndarray) -> np.ndarray:
+    """Mask of the flagged points that belong to a closed run (followed by at least as many unflagged points as
+    the run is long); ``flags`` is one series' ``is_anomaly`` in time order."""
+    flags = np.asarray(flags, dtype=bool)
+    mask = np.zeros(len(flags), dtype=bool)
+    if not flags.any():
+        return mask
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # run = [start, end)
+    unflagged_after = np.concatenate([np.cumsum((~flags)[::-1])[::-1], [0]])  # unflagged points from i on
+    for start, end in zip(starts, ends):
+        if unflagged_after[end] >= end - start:
+            mask[start:end] = True
+    return mask
+
+
+def _seasonal_part(values: np.ndarray, excluded: np.ndarray, season_length: int) -> np.ndarray:
+    """Seasonal component of a robust STL decomposition (statsmodels) of the series with the ``excluded`` points
+    linearly filled first; zeros where the series holds fewer than two seasons."""
+    from statsmodels.tsa.seasonal import STL
+
+    m = int(season_length)
+    if m < 2 or len(values) < 2 * m:
+        return np.zeros(len(values))
+    prefilled = pd.Series(np.where(excluded, np.nan, values)).interpolate(limit_direction="both").to_numpy()
+    return np.asarray(STL(prefilled, period=m, robust=True).fit().seasonal, dtype=float)
+
+
+def fill_series(values: np.ndarray, mask: np.ndarray, season_length: int) -> np.ndarray:
+    """``values`` with the ``mask`` points replaced by the linear interpolation of the seasonally adjusted series
+    plus the seasonal part (see the module docstring)."""
+    values = np.asarray(values, dtype=float)
+    if not mask.any():
+        return values
+    seasonal = _seasonal_part(values, mask, season_length)
+    adjusted = pd.Series(np.where(mask, np.nan, values - seasonal))
+    filled = values.copy()
+    filled[mask] = adjusted.interpolate(limit_direction="both").to_numpy()[mask] + seasonal[mask]
+    return filled
+
+
+def impute_closed_anomalies(panel: pd.DataFrame, season_length: int) -> tuple[pd.DataFrame, int]:
+    """The panel with every closed run of flagged anomalies imputed (row order and other columns unchanged) and
+    the number of points imputed; the panel itself when nothing is imputed (no ``is_anomaly`` column, no flag,
+    or only runs still open at a series' end)."""
+    if IS_ANOMALY not in panel.columns or not panel[IS_ANOMALY].to_numpy(bool).any():
+        return panel, 0
+    flags = panel[IS_ANOMALY].to_numpy(bool)
+    flagged_series = pd.unique(panel.loc[flags, SERIES_ID])
+    values = panel[VALUE].to_numpy(float).copy()
+    timestamps = panel[TIMESTAMP].to_numpy()
+    n_imputed = 0
+    groups = panel.groupby(SERIES_ID, sort=False).indices
+    for series_id in flagged_series:
+        rows = groups[series_id]
+        rows = rows[np.argsort(timestamps[rows], kind="stable")]
+        mask = closed_runs(flags[rows])
+        if mask.any():
+            values[rows] = fill_series(values[rows], mask, season_length)
+            n_imputed += int(mask.sum())
+    if not n_imputed:
+        return panel, 0
+    imputed = panel.copy()
+    imputed[VALUE] = values
+    return imputed, n_imputed
