@@ -67,6 +67,34 @@ def test_margin_is_relative_and_must_be_reached(model):
     assert champion(model) == 3
 
 
+def test_a_tie_on_points_is_broken_by_the_interval_score(model):
+    name, uri, history = model
+
+    def with_intervals(version, champion_score, challenger_score, champion_interval, challenger_interval):
+        return registry.promote_if_better(
+            name, version, champion_score, challenger_score, 0.02, metric="owa", history_path=history,
+            tracking_uri=uri, champion_interval_score=champion_interval, challenger_interval_score=challenger_interval)
+
+    assert with_intervals(1, None, None, None, None)["promoted"]
+    # same points (a retrained seasonal naive), intervals 1.5 % better: under the margin, kept
+    kept = with_intervals(2, 1.0, 1.0, 10.0, 9.85)
+    assert not kept["promoted"] and "a tie on points, broken by the interval score" in kept["reason"]
+    assert kept["interval_improvement"] == pytest.approx(0.015)
+    # same points, intervals 20 % better: promoted, and the record says why
+    won = with_intervals(2, 1.0, 1.0, 10.0, 8.0)
+    assert won["promoted"] and champion(model) == 2
+    assert won["champion_interval_score"] == 10.0 and won["challenger_interval_score"] == 8.0
+    # better points under the margin plus better intervals: promoted
+    assert with_intervals(3, 1.0, 0.99, 10.0, 9.0)["promoted"] and champion(model) == 3
+    # worse points never win on intervals, however good
+    worse = with_intervals(4, 1.0, 1.001, 10.0, 1.0)
+    assert not worse["promoted"] and champion(model) == 3 and "tie" not in worse["reason"]
+    # without interval scores the rule is the point rule alone
+    assert not promote(model, 4, 1.0, 1.0)["promoted"]
+    records = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [r["promoted"] for r in records] == [True, False, True, True, False, False]
+
+
 def test_bad_scores_and_requests_are_refused_without_a_record(model):
     name, uri, history = model
     promote(model, 1, None, None)

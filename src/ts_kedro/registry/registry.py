@@ -78,6 +78,10 @@ class PromotionRecord:
     relative_improvement: float | None = None
     metric: str | None = None
     reason: str = ""
+    #: the tie-break (``promote_if_better``): mean interval score of each on the same window, and the gain
+    champion_interval_score: float | None = None
+    challenger_interval_score: float | None = None
+    interval_improvement: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -354,6 +358,8 @@ def promote_if_better(
     metric: str | None = None,
     history_path: str | Path = DEFAULT_HISTORY_PATH,
     tracking_uri: str | None = None,
+    champion_interval_score: float | None = None,
+    challenger_interval_score: float | None = None,
 ) -> dict[str, Any]:
     """Make ``challenger_version`` the champion if it beats the champion by the relative ``margin``.
 
@@ -361,6 +367,15 @@ def promote_if_better(
     challenger wins when its relative improvement ``(champion - challenger) / |champion|`` (sign flipped
     when ``higher_is_better``) is positive and at least ``margin`` (0.02 = 2 %). Without a champion the
     version becomes champion whatever the scores. A challenger that loses keeps the ``challenger`` alias.
+
+    Tie-break on the intervals: given both interval scores (lower is better: the mean MSIS over the interval
+    levels on the same window), a challenger whose point forecasts are no worse (relative improvement >= 0, but
+    under the margin) also wins when its interval score improves by at least the margin. Why: after a lasting
+    change, a retrain of a model whose point forecast cannot move (seasonal naive, a re-estimation that lands on
+    the same parameters) brings intervals calibrated on the new behaviour; without the tie-break it tied, lost,
+    and the stale champion intervals raised the same drift verdict in every later cycle (the Day-N replay on
+    M4 Hourly, ``docs/benchmarks.md``). Point accuracy still comes first: a challenger worse in points never
+    wins on its intervals.
 
     Returns:
         The recorded decision as a dict (``PromotionRecord`` fields; also appended to ``history_path``
@@ -397,13 +412,24 @@ def promote_if_better(
             "(on the same recent windows) are needed to decide"
         )
     improvement = relative_improvement(common["champion_score"], common["challenger_score"], higher_is_better)
-    # isclose: (10 - 9.8) / 10 is 0.0199999... in floating point, yet it is exactly the 2 % margin
-    promoted = improvement > 0 and (improvement >= margin or math.isclose(improvement, margin, rel_tol=1e-9))
+    promoted = improvement > 0 and _reaches(improvement, margin)
     label = metric or "score"
     comparison = (
         f"{label} {common['challenger_score']:.6g} vs champion {common['champion_score']:.6g} "
         f"({'higher' if higher_is_better else 'lower'} is better): relative improvement {improvement:.4%}, margin {margin:.4%}"
     )
+    champion_interval = _optional_score(champion_interval_score, "champion_interval_score")
+    challenger_interval = _optional_score(challenger_interval_score, "challenger_interval_score")
+    interval_gain = None
+    if champion_interval is not None and challenger_interval is not None:
+        common.update(champion_interval_score=champion_interval, challenger_interval_score=challenger_interval)
+        interval_gain = relative_improvement(champion_interval, challenger_interval)
+        common["interval_improvement"] = interval_gain
+        if not promoted and improvement >= 0:
+            tie_won = interval_gain > 0 and _reaches(interval_gain, margin)
+            comparison += (f"; a tie on points, broken by the interval score {challenger_interval:.6g} vs champion "
+                           f"{champion_interval:.6g} (lower is better): relative improvement {interval_gain:.4%}")
+            promoted = tie_won
     if promoted:
         reason = f"promoted version {challenger_version} over version {champion_version}: {comparison}"
     else:
@@ -413,6 +439,11 @@ def promote_if_better(
         champion_version_after=challenger_version if promoted else champion_version, reason=reason,
     )
     return _apply(client, record, history_path)
+
+
+def _reaches(improvement: float, margin: float) -> bool:
+    """``improvement >= margin``, where (10 - 9.8) / 10, 0.0199999... in floating point, counts as the 2 % margin."""
+    return improvement >= margin or math.isclose(improvement, margin, rel_tol=1e-9)
 
 
 def relative_improvement(champion_score: float, challenger_score: float, higher_is_better: bool = False) -> float:

@@ -136,6 +136,9 @@ def test_panel_model_routes_choice_and_compares_with_champion(trained, small_pan
     assert comparison["comparable"] and comparison["n_points"] == 24 * small_panel["series_id"].nunique()
     # same data, same choice: the champion reproduces the challenger's last backtest window exactly
     assert comparison["champion_score"] == pytest.approx(comparison["challenger_score"])
+    # and its intervals: the tie-break's interval scores (mean MSIS over the levels) are equal and finite
+    assert comparison["champion_interval_score"] == pytest.approx(comparison["challenger_interval_score"])
+    assert comparison["champion_interval_score"] > 0
 
     # a champion trained on all the data cannot be compared out of sample
     same = nodes.compare_with_champion(candidates, selection, small_panel, panel_model, PANEL_PARAMS)

@@ -539,14 +539,23 @@ def champion_series_data_end(champion, series_ids) -> dict[str, pd.Timestamp]:
     return {sid: pd.Timestamp(ends[sid]) if sid in ends else panel_end for sid in series_ids}
 
 
+def _interval_score(scores: dict) -> float | None:
+    """Mean MSIS over the interval levels scored (None without intervals or where MSIS is undefined)."""
+    values = [float(v) for k, v in scores.items() if k.startswith("msis-") and v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
 def _comparison_scores(challenger: dict, champion: dict, metric: str) -> dict:
-    """Both scores on the same window; for ``owa`` the champion is the reference (score 1.0)."""
+    """Both scores on the same window; for ``owa`` the champion is the reference (score 1.0). Also each one's
+    interval score (mean MSIS over the levels), the promotion's tie-break."""
+    intervals = {"challenger_interval_score": _interval_score(challenger),
+                 "champion_interval_score": _interval_score(champion)}
     if metric != "owa":
-        return {"challenger_score": float(challenger[metric]), "champion_score": float(champion[metric])}
+        return {"challenger_score": float(challenger[metric]), "champion_score": float(champion[metric]), **intervals}
     ratio = 0.5 * (challenger["smape"] / champion["smape"] + challenger["mase"] / champion["mase"])
     return {"challenger_score": float(ratio), "champion_score": 1.0,
             "challenger_smape": float(challenger["smape"]), "champion_smape": float(champion["smape"]),
-            "challenger_mase": float(challenger["mase"]), "champion_mase": float(champion["mase"])}
+            "challenger_mase": float(challenger["mase"]), "champion_mase": float(champion["mase"]), **intervals}
 
 
 def register_and_promote(panel_model, comparison: dict, registry_params: dict[str, Any]) -> dict:
@@ -572,6 +581,8 @@ def register_and_promote(panel_model, comparison: dict, registry_params: dict[st
         decision = registry.promote_if_better(
             name, version, champion_score=comparison["champion_score"], challenger_score=comparison["challenger_score"],
             margin=float(registry_params["promotion_margin"]), history_path=registry_params["history_path"],
+            champion_interval_score=comparison.get("champion_interval_score"),
+            challenger_interval_score=comparison.get("challenger_interval_score"),
         )
     else:
         decision = registry.record_decision(
