@@ -85,7 +85,7 @@ def _mae(model, test: pd.DataFrame) -> float:
 
 def test_a_seasonal_forecast_no_longer_copies_last_years_shock():
     train, test = _gasoline()
-    imputing = build_forecaster({"class": "seasonal_naive"}, freq="W-FRI", season_length=52).fit(train)
+    imputing = build_forecaster({"class": "seasonal_naive"}, freq="W-FRI", season_length=52).fit(train)  # default
     keeping = build_forecaster({"class": "seasonal_naive", "anomalies": "keep"}, freq="W-FRI",
                                season_length=52).fit(train)
     assert imputing.imputed_anomalies_ == int(train["is_anomaly"].sum()) and keeping.imputed_anomalies_ == 0
@@ -93,6 +93,13 @@ def test_a_seasonal_forecast_no_longer_copies_last_years_shock():
     kept = keeping.predict(HORIZON)["mean"].to_numpy()
     np.testing.assert_array_equal(kept, train["value"].to_numpy()[-52:][:HORIZON])
     assert _mae(imputing, test) < 0.5 * _mae(keeping, test)
+
+
+def test_impute_is_the_default_and_the_intermittent_family_always_keeps():
+    assert build_forecaster({"class": "arima"}, freq="W-FRI").anomaly_treatment == "impute"
+    assert build_forecaster({"class": "intermittent"}, freq="W-FRI").anomaly_treatment == "keep"
+    with pytest.raises(ForecasterError, match="intermittent.*anomalies is 'impute'.*\\['keep'\\]"):
+        build_forecaster({"class": "intermittent", "anomalies": "impute"}, freq="W-FRI")
 
 
 def test_a_bad_anomalies_setting_names_the_parameter():

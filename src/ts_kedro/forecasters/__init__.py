@@ -59,9 +59,10 @@ def build_forecaster(spec: dict[str, Any], freq: str, season_length: int | None 
         raise ForecasterError(f"model spec {spec!r} lacks 'class' (a registered name or a dotted path)")
     cls = get_forecaster_class(spec["class"])
     treatment = spec.get("anomalies", cls.anomaly_treatment)
-    if treatment not in ANOMALY_TREATMENTS:
-        raise ForecasterError(f"model block for {spec['class']!r}: anomalies is {treatment!r}; choose one of "
-                              f"{list(ANOMALY_TREATMENTS)} (impute: fit around flagged anomalies, keep: fit on them)")
+    allowed = [t for t in ANOMALY_TREATMENTS if t in cls.anomaly_treatments]
+    if treatment not in allowed:
+        raise ForecasterError(f"model block for {spec['class']!r}: anomalies is {treatment!r}; choose one of {allowed} "
+                              "(impute: fit around data_processing's flagged anomalies, keep: fit on them)")
     hyperparameters = dict(spec.get("hyperparameters") or {})
     defaults = dict(profile_defaults or {})
     if horizon is not None:

@@ -63,6 +63,8 @@ class Forecaster(abc.ABC):
     #: ``impute``: fit around data_processing's flagged anomalies where the series came back from them
     #: (``forecasters/anomalies.py``); ``keep``: fit on the observed values. A model block's ``anomalies`` sets it.
     anomaly_treatment: str = "impute"
+    #: the ``anomalies`` settings this family accepts (a family whose model needs its outliers narrows it)
+    anomaly_treatments: tuple[str, ...] = ("impute", "keep")
 
     def __init__(self, freq: str, season_length: int | None = None, **hyperparameters):
         from ts_kedro.frequency import normalise_freq, season_length_for

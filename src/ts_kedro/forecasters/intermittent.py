@@ -245,6 +245,7 @@ class IntermittentForecaster(Forecaster):
     # sporadic demand's large orders are what Croston/SBA/TSB model, and data_processing's detector flags them (7.6 %
     # of car parts' points): never fit around them
     anomaly_treatment = "keep"
+    anomaly_treatments = ("keep",)
 
     def __init__(self, freq: str, season_length: int | None = None, method: str = "auto",
                  alpha_grid: Sequence[float] = DEFAULT_ALPHA_GRID, n_jobs: int = -1):
