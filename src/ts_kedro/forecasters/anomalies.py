@@ -12,8 +12,9 @@ replacement; here it is restricted to runs the series has come back from:
   is long. A run that reaches, or nearly reaches, the end of the history may be the start of a new level: it is
   kept as observed, so the model can follow it (and the Day-N drift test can see it);
 - a closed run is filled by linear interpolation of the seasonally adjusted series, with the season put back
-  (tsclean's method: the seasonal component of a robust STL decomposition, fitted with the run linearly
-  bridged first). Without two full seasons the interpolation is plain linear.
+  (tsclean's method, with the seasonal indices of a classical decomposition in place of STL's: phase medians of
+  the series less its centred moving average, the run left out, over ``CONTEXT_SEASONS`` seasons either side of
+  the run). Without two full seasons there the interpolation is plain linear.
 
 Only the fit sees the replacement: backtests score against the observed values, and ``update`` conditions on new
 observations as they are (new points are never a closed run).
@@ -26,6 +27,8 @@ import pandas as pd
 SERIES_ID, TIMESTAMP, VALUE, IS_ANOMALY = "series_id", "timestamp", "value", "is_anomaly"
 #: ``anomalies`` settings of a model block: ``impute`` (the default) or ``keep`` (fit on the observed values)
 ANOMALY_TREATMENTS = ("impute", "keep")
+#: seasons either side of a run whose values estimate its season and level (data_processing's detector looks as far)
+CONTEXT_SEASONS = 3
 
 
 def closed_runs(flags: np.ndarray) -> np.ndarray:
@@ -45,27 +48,50 @@ def closed_runs(flags: np.ndarray) -> np.ndarray:
 
 
 def _seasonal_part(values: np.ndarray, excluded: np.ndarray, season_length: int) -> np.ndarray:
-    """Seasonal component of a robust STL decomposition (statsmodels) of the series with the ``excluded`` points
-    linearly filled first; zeros where the series holds fewer than two seasons."""
-    from statsmodels.tsa.seasonal import STL
-
+    """Seasonal component by classical decomposition: the centred moving average over one season (2 x m for an
+    even m) of the series with the ``excluded`` points linearly bridged is the trend, and each phase's median of
+    the detrended, not excluded, values is its seasonal index (centred on zero). Zeros where the values hold fewer
+    than two seasons."""
     m = int(season_length)
     if m < 2 or len(values) < 2 * m:
         return np.zeros(len(values))
-    prefilled = pd.Series(np.where(excluded, np.nan, values)).interpolate(limit_direction="both").to_numpy()
-    return np.asarray(STL(prefilled, period=m, robust=True).fit().seasonal, dtype=float)
+    bridged = pd.Series(np.where(excluded, np.nan, values)).interpolate(limit_direction="both").to_numpy()
+    weights = np.full(m + 1, 1.0 / m) if m % 2 == 0 else np.full(m, 1.0 / m)
+    if m % 2 == 0:
+        weights[[0, -1]] = 0.5 / m
+    core = np.convolve(bridged, weights, mode="valid")
+    half = (len(weights) - 1) // 2
+    trend = np.full(len(values), np.nan)
+    trend[half:half + len(core)] = core
+    phase = np.arange(len(values)) % m
+    detrended = pd.Series(np.where(excluded, np.nan, values - trend))
+    indices = detrended.groupby(phase).median().reindex(range(m)).to_numpy()
+    indices = np.nan_to_num(indices - np.nanmean(indices)) if np.isfinite(indices).any() else np.zeros(m)
+    return indices[phase]
 
 
 def fill_series(values: np.ndarray, mask: np.ndarray, season_length: int) -> np.ndarray:
     """``values`` with the ``mask`` points replaced by the linear interpolation of the seasonally adjusted series
-    plus the seasonal part (see the module docstring)."""
+    plus the seasonal part (see the module docstring).
+
+    Each run is filled from its own neighbourhood, ``CONTEXT_SEASONS`` seasons either side: the season shape near
+    the run. A robust STL fit per run cost 20-28 s per fit of the 414 M4 Hourly series (1,923 points in 1,000 runs),
+    and a backtest fits every family three times; the classical indices cost a fraction of that.
+    """
     values = np.asarray(values, dtype=float)
-    if not mask.any():
-        return values
-    seasonal = _seasonal_part(values, mask, season_length)
-    adjusted = pd.Series(np.where(mask, np.nan, values - seasonal))
     filled = values.copy()
-    filled[mask] = adjusted.interpolate(limit_direction="both").to_numpy()[mask] + seasonal[mask]
+    if not mask.any():
+        return filled
+    m = max(int(season_length), 1)
+    context = CONTEXT_SEASONS * m if m >= 2 else 1
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        lo, hi = max(0, start - context), min(len(values), end + context)
+        segment, excluded = values[lo:hi], mask[lo:hi]
+        seasonal = _seasonal_part(segment, excluded, m)
+        adjusted = pd.Series(np.where(excluded, np.nan, segment - seasonal)).interpolate(limit_direction="both")
+        run = slice(start - lo, end - lo)
+        filled[start:end] = adjusted.to_numpy()[run] + seasonal[run]
     return filled
 
 
