@@ -1,10 +1,10 @@
 """Families alone, fitted on the observed values (``anomalies: keep``) and around flagged anomalies (``impute``), on
 the matrix datasets' test parts: the family-level measurement behind the ``anomalies`` default.
 
-No selection, no backtest, no calibration (the intervals are each model's own): the training part is cleaned as
-data_processing cleans it (linear gap filling, then its default detector: ``seasonal_median``, robust |z| > 7,
-scale floor 0.1), each family is built as ``kedro run`` builds it (the panel's frequency profile), fitted both ways
-and scored by ``selection_replay.score`` (the matrix's means over series).
+No selection, no backtest, no calibration (the intervals are each model's own): the training part goes through
+data_processing's own gap filling and anomaly flagging nodes with the shipped ``conf/base`` settings, each family
+is built as ``kedro run`` builds it (the panel's frequency profile), fitted both ways and scored by
+``selection_replay.score`` (the matrix's means over series).
 
     .venv/bin/python benchmarks/anomaly_treatment_check.py ilinet_weekly,ansett_weekly,nn5_daily seasonal_naive,theta,ets
     .venv/bin/python benchmarks/anomaly_treatment_check.py m3_monthly seasonal_naive,theta 4   # every 4th series
@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import matrix  # noqa: E402
@@ -25,10 +27,10 @@ from selection_replay import score  # noqa: E402
 
 from ts_kedro.forecasters import build_forecaster  # noqa: E402
 from ts_kedro.frequency import profile_for_panel  # noqa: E402
-from ts_kedro.pipelines.data_processing.cleaning import anomaly_scores  # noqa: E402
+from ts_kedro.pipelines.data_processing.nodes import flag_anomalies, impute_missing  # noqa: E402
 
 LEVELS = [80, 95]
-THRESHOLD, SCALE_FLOOR = 7.0, 0.1  # conf/base/parameters_data_processing.yml defaults
+SETTINGS = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_data_processing.yml"
 
 
 def check(name: str, families: list[str], every: int = 1) -> list[dict]:
@@ -37,14 +39,11 @@ def check(name: str, families: list[str], every: int = 1) -> list[dict]:
     if every > 1:
         kept = sorted(train["series_id"].unique())[::every]
         train, test = train[train["series_id"].isin(kept)], test[test["series_id"].isin(kept)]
+    panel_params = {"freq": freq, "horizon": horizon}
+    settings = yaml.safe_load(SETTINGS.read_text())["data_processing"]
     train = train.sort_values(["series_id", "timestamp"]).reset_index(drop=True)
-    train["value"] = train.groupby("series_id", sort=False)["value"].transform(
-        lambda s: s.interpolate(limit_direction="both"))
-    train = train.dropna(subset=["value"]).reset_index(drop=True)
-    profile = profile_for_panel(train, {"freq": freq, "horizon": horizon}, {"n_windows": 2})
-    scores = anomaly_scores(train["value"], train["series_id"], "seasonal_median", profile.season_length, SCALE_FLOOR)
-    train["is_imputed"] = False
-    train["is_anomaly"] = (scores.abs() > THRESHOLD).to_numpy()
+    train = flag_anomalies(impute_missing(train, panel_params, settings), panel_params, settings)
+    profile = profile_for_panel(train, panel_params, {"n_windows": 2})
     rows = []
     for family in families:
         row = {"dataset": name, "family": family, "n_series": int(train["series_id"].nunique()),

@@ -105,3 +105,18 @@ def test_impute_is_the_default_and_the_intermittent_family_always_keeps():
 def test_a_bad_anomalies_setting_names_the_parameter():
     with pytest.raises(ForecasterError, match="anomalies is 'drop'.*impute.*keep"):
         build_forecaster({"class": "seasonal_naive", "anomalies": "drop"}, freq="W-FRI")
+
+
+@pytest.mark.parametrize("treatment", ["impute", "keep"])
+def test_the_fallback_fits_the_panel_as_its_family_treated_it(treatment):
+    """A series too short for Prophet (fewer than two 52-week seasons) goes to its ETS fallback, which must neither
+    impute again nor impute what the family was told to keep."""
+    train, _ = _gasoline()
+    short = train.iloc[-90:].reset_index(drop=True)  # still holds the closed spring-2020 run
+    model = build_forecaster({"class": "prophet", "anomalies": treatment}, freq="W-FRI", season_length=52).fit(short)
+    assert model.served_by_ == {"us_gasoline": "ets"}
+    assert model.imputed_anomalies_ == (int(short["is_anomaly"].sum()) if treatment == "impute" else 0)
+    assert model.fallback_model_.imputed_anomalies_ == 0
+    expected = build_forecaster({"class": "ets", "anomalies": treatment}, freq="W-FRI",
+                                season_length=52).fit(short).predict(HORIZON)
+    np.testing.assert_allclose(model.predict(HORIZON)["mean"], expected["mean"])

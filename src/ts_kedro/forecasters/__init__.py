@@ -5,7 +5,6 @@ import importlib
 import inspect
 from typing import Any
 
-from ts_kedro.forecasters.anomalies import ANOMALY_TREATMENTS
 from ts_kedro.forecasters.base import Forecaster, ForecasterError, interval_columns
 
 # Lazy dotted paths: importing the package must not import torch or prophet.
@@ -59,7 +58,7 @@ def build_forecaster(spec: dict[str, Any], freq: str, season_length: int | None 
         raise ForecasterError(f"model spec {spec!r} lacks 'class' (a registered name or a dotted path)")
     cls = get_forecaster_class(spec["class"])
     treatment = spec.get("anomalies", cls.anomaly_treatment)
-    allowed = [t for t in ANOMALY_TREATMENTS if t in cls.anomaly_treatments]
+    allowed = list(cls.anomaly_treatments)
     if treatment not in allowed:
         raise ForecasterError(f"model block for {spec['class']!r}: anomalies is {treatment!r}; choose one of {allowed} "
                               "(impute: fit around data_processing's flagged anomalies, keep: fit on them)")

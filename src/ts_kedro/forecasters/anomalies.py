@@ -33,6 +33,12 @@ ANOMALY_TREATMENTS = ("impute", "keep")
 CONTEXT_SEASONS = 3
 
 
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, end)`` of every run of consecutive True values, ``end`` exclusive."""
+    edges = np.diff(np.concatenate([[0], np.asarray(flags, dtype=np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)))
+
+
 def closed_runs(flags: np.ndarray) -> np.ndarray:
     """Mask of the flagged points that belong to a closed run (followed by at least as many unflagged points as
     the run is long); ``flags`` is one series' ``is_anomaly`` in time order."""
@@ -40,10 +46,8 @@ def closed_runs(flags: np.ndarray) -> np.ndarray:
     mask = np.zeros(len(flags), dtype=bool)
     if not flags.any():
         return mask
-    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # run = [start, end)
     unflagged_after = np.concatenate([np.cumsum((~flags)[::-1])[::-1], [0]])  # unflagged points from i on
-    for start, end in zip(starts, ends):
+    for start, end in _runs(flags):
         if unflagged_after[end] >= end - start:
             mask[start:end] = True
     return mask
@@ -86,8 +90,7 @@ def fill_series(values: np.ndarray, mask: np.ndarray, season_length: int) -> np.
         return filled
     m = max(int(season_length), 1)
     context = CONTEXT_SEASONS * m if m >= 2 else 1
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+    for start, end in _runs(mask):
         lo, hi = max(0, start - context), min(len(values), end + context)
         segment, excluded = values[lo:hi], mask[lo:hi]
         seasonal = _seasonal_part(segment, excluded, m)

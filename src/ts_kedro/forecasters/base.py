@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ts_kedro.forecasters.anomalies import impute_closed_anomalies
+from ts_kedro.forecasters.anomalies import ANOMALY_TREATMENTS, impute_closed_anomalies
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class Forecaster(abc.ABC):
     #: (``forecasters/anomalies.py``); ``keep``: fit on the observed values. A model block's ``anomalies`` sets it.
     anomaly_treatment: str = "impute"
     #: the ``anomalies`` settings this family accepts (a family whose model needs its outliers narrows it)
-    anomaly_treatments: tuple[str, ...] = ("impute", "keep")
+    anomaly_treatments: tuple[str, ...] = ANOMALY_TREATMENTS
 
     def __init__(self, freq: str, season_length: int | None = None, **hyperparameters):
         from ts_kedro.frequency import normalise_freq, season_length_for
@@ -333,7 +333,10 @@ class Forecaster(abc.ABC):
         cls = get_forecaster_class(self.fallback)
         if cls is type(self):
             raise ForecasterError(f"{self.name}: fallback {self.fallback!r} is the family itself")
-        return cls(freq=self.freq, season_length=self.season_length)
+        fallback = cls(freq=self.freq, season_length=self.season_length)
+        # it fits the panel as this family fitted it (anomalies already imputed, or kept on purpose): never again
+        fallback.anomaly_treatment = "keep"
+        return fallback
 
     def predict(self, horizon: int, levels: Sequence[int] = ()) -> pd.DataFrame:
         if not getattr(self, "is_fitted_", False):
