@@ -2,6 +2,7 @@
 to a seasonal forecast on the real weekly us_gasoline series, whose spring-2020 collapse data_processing flags."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,8 @@ import pandas as pd
 import pytest
 
 from ts_kedro.forecasters import ForecasterError, build_forecaster
-from ts_kedro.forecasters.anomalies import closed_runs, fill_series, impute_closed_anomalies
+from ts_kedro.forecasters.anomalies import (closed_runs, fill_series, impute_closed_anomalies,
+                                           impute_new_closed_anomalies)
 from ts_kedro.pipelines.data_processing.cleaning import anomaly_scores
 
 GASOLINE = Path(__file__).resolve().parents[1] / "data" / "samples" / "us_gasoline_weekly.csv"
@@ -120,3 +122,72 @@ def test_the_fallback_fits_the_panel_as_its_family_treated_it(treatment):
     expected = build_forecaster({"class": "ets", "anomalies": treatment}, freq="W-FRI",
                                 season_length=52).fit(short).predict(HORIZON)
     np.testing.assert_allclose(model.predict(HORIZON)["mean"], expected["mean"])
+
+
+def _before_and_after_the_collapse() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The flagged training part, its rows before the spring-2020 run (a model's fit) and the rest (the new
+    observations of a Day-N update, in which the run opens and closes)."""
+    train, _ = _gasoline()
+    before = train["timestamp"] < pd.Timestamp("2020-03-01")
+    return train, train[before].reset_index(drop=True), train[~before].reset_index(drop=True)
+
+
+def test_the_new_points_get_the_values_a_fit_on_the_whole_history_gives_them():
+    train, head, tail = _before_and_after_the_collapse()
+    last_fitted = pd.Series({"us_gasoline": head["timestamp"].max()})
+    filled = impute_new_closed_anomalies(train, last_fitted, season_length=52)
+    whole, n = impute_closed_anomalies(train, season_length=52)
+    assert len(filled) == n == int(tail["is_anomaly"].sum()) >= 5
+    expected = whole.set_index("timestamp").loc[filled["timestamp"], "value"].to_numpy()
+    np.testing.assert_allclose(filled["value"].to_numpy(), expected, rtol=1e-12)
+    # nothing new flagged, or no flags at all: nothing to do
+    assert impute_new_closed_anomalies(train, pd.Series({"us_gasoline": train["timestamp"].max()}), 52).empty
+    assert impute_new_closed_anomalies(train.drop(columns="is_anomaly"), last_fitted, 52).empty
+
+
+def test_an_update_with_the_history_forecasts_as_a_fit_on_it_would():
+    """Seasonal naive fitted before the collapse and updated over it repeats the imputed season, exactly as the
+    fit on the whole history does, instead of copying the collapse into spring 2021."""
+    train, head, tail = _before_and_after_the_collapse()
+    fitted = build_forecaster({"class": "seasonal_naive"}, freq="W-FRI", season_length=52).fit(head)
+    updated = copy.deepcopy(fitted).update(tail, history=train)
+    refitted = build_forecaster({"class": "seasonal_naive"}, freq="W-FRI", season_length=52).fit(train)
+    assert updated.imputed_on_update_ == int(tail["is_anomaly"].sum())
+    np.testing.assert_allclose(updated.predict(HORIZON)["mean"], refitted.predict(HORIZON)["mean"], rtol=1e-12)
+    # without the history (a serving request's observations carry no flags) the collapse is taken as observed
+    as_observed = copy.deepcopy(fitted).update(tail)
+    np.testing.assert_array_equal(as_observed.predict(HORIZON)["mean"], train["value"].to_numpy()[-52:][:HORIZON])
+    assert as_observed.imputed_on_update_ == 0
+
+
+@pytest.mark.parametrize("family", ["theta", "ets"])
+def test_every_family_updates_on_the_imputed_points(family):
+    train, head, tail = _before_and_after_the_collapse()
+    spec = {"class": family, "hyperparameters": {"n_jobs": 1}}
+    fitted = build_forecaster(spec, freq="W-FRI", season_length=52).fit(head)
+    with_history = copy.deepcopy(fitted).update(tail, history=train)
+    imputed_tail = impute_closed_anomalies(train, season_length=52)[0].iloc[len(head):].reset_index(drop=True)
+    by_hand = copy.deepcopy(fitted).update(imputed_tail[["series_id", "timestamp", "value"]])
+    np.testing.assert_allclose(with_history.predict(HORIZON)["mean"], by_hand.predict(HORIZON)["mean"], rtol=1e-10)
+    kept = build_forecaster({**spec, "anomalies": "keep"}, freq="W-FRI", season_length=52).fit(head)
+    assert copy.deepcopy(kept).update(tail, history=train).imputed_on_update_ == 0
+
+
+def test_a_history_that_does_not_hold_the_new_observations_is_refused():
+    train, head, tail = _before_and_after_the_collapse()
+    fitted = build_forecaster({"class": "seasonal_naive"}, freq="W-FRI", season_length=52).fit(head)
+    other = train.assign(value=train["value"] + 1.0)
+    with pytest.raises(ForecasterError, match="history does not hold new_observations"):
+        copy.deepcopy(fitted).update(tail, history=other)
+
+
+def test_the_panel_model_updates_around_the_flags_of_the_history_it_is_given():
+    from ts_kedro.registry.panel_model import SelectedPanelModel
+
+    train, head, _ = _before_and_after_the_collapse()
+    fitted = build_forecaster({"class": "seasonal_naive"}, freq="W-FRI", season_length=52).fit(head)
+    panel_model = SelectedPanelModel({"seasonal_naive": fitted}, {"us_gasoline": "seasonal_naive"}, [], [80], HORIZON)
+    updated = panel_model.update(train)
+    refitted = build_forecaster({"class": "seasonal_naive"}, freq="W-FRI", season_length=52).fit(train)
+    forecast = updated.predict(horizon=HORIZON, levels=[80])
+    np.testing.assert_allclose(forecast["mean"], refitted.predict(HORIZON)["mean"], rtol=1e-12)

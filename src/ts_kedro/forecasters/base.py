@@ -11,7 +11,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ts_kedro.forecasters.anomalies import ANOMALY_TREATMENTS, impute_closed_anomalies
+from ts_kedro.forecasters.anomalies import (ANOMALY_TREATMENTS, IS_ANOMALY, impute_closed_anomalies,
+                                           impute_new_closed_anomalies)
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class Forecaster(abc.ABC):
         """Whether this family conditions on new observations without refitting (it implements ``_update``)."""
         return type(self)._update is not Forecaster._update
 
-    def update(self, new_observations: pd.DataFrame) -> "Forecaster":
+    def update(self, new_observations: pd.DataFrame, history: pd.DataFrame | None = None) -> "Forecaster":
         """Condition the fitted model on observations that arrived after its fit, without re-estimating it.
 
         ``new_observations`` is a long frame (``series_id, timestamp, value``) holding, for any subset of the
@@ -155,6 +156,12 @@ class Forecaster(abc.ABC):
         A series absent from ``new_observations`` keeps its state and its forecast origin. A model that reads
         covariates (``known_covariates``, ``observed_covariates``) needs their columns, without gaps, for its own
         series; its next ``predict`` needs a plan of the new horizon (``set_future_covariates``).
+
+        ``history`` (optional): the long panel up to and including the new observations, with data_processing's
+        ``is_anomaly`` flags, as inference holds it. A model fitted around flagged anomalies (``anomalies:
+        impute``) then takes the new observations as a fit on that history would: the points of a flagged run
+        that closes inside them are imputed (``anomalies.impute_new_closed_anomalies``), and
+        ``imputed_on_update_`` counts them. Without it (serving) they are taken as observed.
 
         Why: a Day-N cycle without drift needs forecasts from the newest data, not new parameters; updating
         costs a filter pass where a refit costs an estimation (``benchmarks/update_speed.py`` measures it).
@@ -175,6 +182,9 @@ class Forecaster(abc.ABC):
                 f"{self.name}: new_observations name series {unknown[:10]} that the model was not fitted on; "
                 "a new series needs a refit (Day 0 or a retrain)")
         self._check_continuation(ordered)
+        imputed = 0
+        if history is not None and self.anomaly_treatment == "impute":
+            ordered, imputed = self._impute_new(ordered, history)
         own_rows = ~ordered[SERIES_ID].isin(set(self.fallback_reasons_))  # the fallback reads no covariate of ours
         self._check_covariate_columns(ordered[own_rows], "new_observations")
         # all or nothing: the update runs on a copy, so a series refused half-way leaves this model as it was
@@ -190,8 +200,35 @@ class Forecaster(abc.ABC):
         ends = ordered.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()
         updated.last_timestamp_.loc[ends.index] = ends.to_numpy()
         updated.n_updated_observations_ = getattr(self, "n_updated_observations_", 0) + len(ordered)
+        updated.imputed_on_update_ = getattr(self, "imputed_on_update_", 0) + imputed
         self.__dict__.update(updated.__dict__)
         return self
+
+    def _impute_new(self, ordered: pd.DataFrame, history: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        """``ordered`` (the sorted new observations) with the values a fit on ``history`` would impute, and how
+        many; checked against ``history`` so a history that does not hold these observations cannot change them."""
+        if IS_ANOMALY not in history.columns:
+            return ordered, 0
+        own = history[history[SERIES_ID].isin(set(ordered[SERIES_ID]))]
+        filled = impute_new_closed_anomalies(own, self.last_timestamp_, self.season_length)
+        if filled.empty:
+            return ordered, 0
+        keys = pd.MultiIndex.from_frame(ordered[[SERIES_ID, TIMESTAMP]])
+        new_rows = own[own[TIMESTAMP] > own[SERIES_ID].map(self.last_timestamp_)]
+        observed = new_rows.drop_duplicates([SERIES_ID, TIMESTAMP], keep="last").set_index([SERIES_ID, TIMESTAMP])[VALUE]
+        known = keys.isin(observed.index)
+        if not known.all() or not np.allclose(observed.reindex(keys).to_numpy(float), ordered[VALUE].to_numpy(float),
+                                              equal_nan=True):
+            raise ForecasterError(f"{self.name}: history does not hold new_observations as they are (first "
+                                  f"difference at series {ordered[SERIES_ID].iloc[0]!r}); pass the history the new "
+                                  "observations were taken from, or no history")
+        replacement = filled.set_index([SERIES_ID, TIMESTAMP])[VALUE]
+        at = keys.isin(replacement.index)
+        ordered = ordered.copy()
+        ordered.loc[at, VALUE] = replacement.reindex(keys[at]).to_numpy(float)
+        logger.info("%s: update takes %d flagged points of the new observations as a fit would (closed runs "
+                    "imputed)", self.name, int(at.sum()))
+        return ordered, int(at.sum())
 
     def restricted_to(self, series_ids) -> "Forecaster":
         """A view of this fitted model that predicts and updates only ``series_ids`` (a subset of ``series_ids_``).

@@ -157,7 +157,8 @@ class SelectedPanelModel:
 
         For every family, each of its series gets the rows of ``history`` after that series' last fitted
         timestamp, and the family's ``Forecaster.update`` moves its state forward without re-estimating anything
-        (a Day-N cycle without drift fits nothing). A family that cannot take the new points (it implements no
+        (a Day-N cycle without drift fits nothing); with data_processing's ``is_anomaly`` in ``history``, a family
+        fitted around flagged anomalies takes the new points as a fit on ``history`` would. A family that cannot take the new points (it implements no
         ``update``, or refuses a series, e.g. a value <= 0 on a log-scale ARIMA, or the history does not continue
         the fitted grid) is refitted on ``history`` instead, as ``refit`` would, and ``metadata["refitted_families"]``
         says which and why (with ``refit_on_failure=False``, as in serving, an ``InferenceInputError`` instead).
@@ -189,7 +190,7 @@ class SelectedPanelModel:
             else:
                 try:
                     # a shallow copy: update() works on its own deep copy and swaps state in only on success
-                    families[family] = copy.copy(model).update(new)
+                    families[family] = copy.copy(model).update(new, history=rows)
                     updated.append(family)
                     continue
                 except ForecasterError as exc:

@@ -55,7 +55,8 @@ def forecast_with_champion(
     ``future_covariates``: the new horizon's values of the covariates known in advance (``history_future_covariates``,
     checked by data_processing's ``select_future_covariates`` against the history's end); the families that use
     them (``supports_covariates`` with ``known_covariates``) forecast from it. The history's covariate columns
-    reach the families' ``update``.
+    reach the families' ``update``, and so do its anomaly flags: a family fitted around flagged anomalies updates
+    (or refits) around them too.
 
     ``inference.conditioning`` says how the champion reaches the history's end:
 
@@ -88,7 +89,9 @@ def forecast_with_champion(
         champion = champion.restricted_to(served)
     history = history_primary_panel[history_primary_panel[SERIES_ID].isin(served)]
     covariates = [c for c in history.columns if c not in (SERIES_ID, TIMESTAMP, VALUE, IS_IMPUTED, IS_ANOMALY)]
-    history = history[[SERIES_ID, TIMESTAMP, VALUE, *covariates]].reset_index(drop=True)
+    # the flags stay: an update (or refit) treats flagged anomalies as the Day-0 fit did (forecasters/anomalies.py)
+    flags = [IS_ANOMALY] if IS_ANOMALY in history.columns else []
+    history = history[[SERIES_ID, TIMESTAMP, VALUE, *covariates, *flags]].reset_index(drop=True)
     model_end = pd.Timestamp(champion.metadata.get("data_window_end", history[TIMESTAMP].max()))
     behind = len(pd.date_range(model_end, history[TIMESTAMP].max(), freq=panel["freq"])) - 1
     threshold = inference.get("refit_after_new_steps")
