@@ -224,7 +224,7 @@ class Forecaster(abc.ABC):
                                   "observations were taken from, or no history")
         replacement = filled.set_index([SERIES_ID, TIMESTAMP])[VALUE]
         at = keys.isin(replacement.index)
-        ordered = ordered.copy()
+        ordered = ordered.assign(**{VALUE: ordered[VALUE].astype(float)})  # an integer column takes fills too
         ordered.loc[at, VALUE] = replacement.reindex(keys[at]).to_numpy(float)
         logger.info("%s: update takes %d flagged points of the new observations as a fit would (closed runs "
                     "imputed)", self.name, int(at.sum()))
