@@ -2,9 +2,9 @@
 
 What: the replay's series of a real panel (``day_n_replay.choose_series`` and its split: Day 0 on the first part,
 then ``--cycles`` batches of one horizon each), no injected change, no broken file. Each family is fitted on Day 0
-as ``kedro run`` builds it (its ``conf/base/parameters_training.yml`` block and the panel's frequency profile; data_processing's own gap filling and anomaly flags with
-the shipped ``conf/base`` settings, recomputed on the growing history every cycle, as Day N does) and then, every
-cycle, brought to the history's end in three ways:
+as ``kedro run`` builds it: its ``conf/base/parameters_training.yml`` block and the panel's frequency profile, on
+data_processing's own gap filling and anomaly flags with the shipped ``conf/base`` settings, recomputed on the
+growing history every cycle as Day N does. Then, every cycle, it is brought to the history's end in three ways:
 
 - ``update``: ``Forecaster.update`` with the history (a flagged run that closes inside the batch is imputed, as
   a fit on the history would; the default since the anomaly-aware update);

@@ -176,9 +176,12 @@ def test_every_family_updates_on_the_imputed_points(family):
 def test_a_history_that_does_not_hold_the_new_observations_is_refused():
     train, head, tail = _before_and_after_the_collapse()
     fitted = build_forecaster({"class": "seasonal_naive"}, freq="W-FRI", season_length=52).fit(head)
-    other = train.assign(value=train["value"] + 1.0)
-    with pytest.raises(ForecasterError, match="history does not hold new_observations"):
+    other = train.copy()
+    other.loc[other["timestamp"] == pd.Timestamp("2020-06-05"), "value"] += 1.0
+    with pytest.raises(ForecasterError, match="history does not hold new_observations.*'us_gasoline' at 2020-06-05"):
         copy.deepcopy(fitted).update(tail, history=other)
+    with pytest.raises(ForecasterError, match="history does not hold new_observations"):
+        copy.deepcopy(fitted).update(tail, history=train.iloc[:-1])  # lacks the newest observation
 
 
 def test_the_panel_model_updates_around_the_flags_of_the_history_it_is_given():

@@ -20,10 +20,11 @@ Only the model sees the replacement: backtests score against the observed values
 observations as a fit on the longer history would (``impute_new_closed_anomalies``) when it is given that history
 with its flags, as inference gives it: a run that closes inside the new observations is filled, so a seasonal
 naive champion does not copy, say, Christmas week into the next eight weeks. Without the history (a serving
-request's recent observations, which carry no flags) the new observations are taken as they are. The part of a run
-that the fit saw still open, and took as observed, stays as the model took it. The flags themselves come from data_processing's
-detector over the whole history (a centred trend), so inside a backtest window a point may be flagged with the
-help of later data; the closed-run rule only looks at the window's own history.
+request's recent observations, which carry no flags) the new observations are taken as they are. What the model
+has already taken stays as it took it: the part of a run that the fit saw still open, and points whose flags the
+detector changes as the history grows (a refit would see the new flags). The flags themselves come from
+data_processing's detector over the whole history (a centred trend), so inside a backtest window a point may be
+flagged with the help of later data; the closed-run rule only looks at the window's own history.
 """
 from __future__ import annotations
 

@@ -215,13 +215,14 @@ class Forecaster(abc.ABC):
             return ordered, 0
         keys = pd.MultiIndex.from_frame(ordered[[SERIES_ID, TIMESTAMP]])
         new_rows = own[own[TIMESTAMP] > own[SERIES_ID].map(self.last_timestamp_)]
-        observed = new_rows.drop_duplicates([SERIES_ID, TIMESTAMP], keep="last").set_index([SERIES_ID, TIMESTAMP])[VALUE]
-        known = keys.isin(observed.index)
-        if not known.all() or not np.allclose(observed.reindex(keys).to_numpy(float), ordered[VALUE].to_numpy(float),
-                                              equal_nan=True):
+        observed = new_rows.drop_duplicates([SERIES_ID, TIMESTAMP], keep="last").set_index([SERIES_ID, TIMESTAMP])
+        held = observed[VALUE].reindex(keys).to_numpy(float)  # NaN where the history lacks the point
+        differs = ~np.isclose(held, ordered[VALUE].to_numpy(float))
+        if differs.any():
+            row = ordered.iloc[int(np.flatnonzero(differs)[0])]
             raise ForecasterError(f"{self.name}: history does not hold new_observations as they are (first "
-                                  f"difference at series {ordered[SERIES_ID].iloc[0]!r}); pass the history the new "
-                                  "observations were taken from, or no history")
+                                  f"difference: series {row[SERIES_ID]!r} at {row[TIMESTAMP]}); pass the history "
+                                  "the new observations were taken from, or no history")
         replacement = filled.set_index([SERIES_ID, TIMESTAMP])[VALUE]
         at = keys.isin(replacement.index)
         ordered = ordered.assign(**{VALUE: ordered[VALUE].astype(float)})  # an integer column takes fills too
