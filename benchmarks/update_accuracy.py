@@ -46,13 +46,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import day_n_replay as replay  # noqa: E402
+from anomaly_treatment_check import SETTINGS  # noqa: E402
 
+from ts_kedro.evaluation.metrics import mase  # noqa: E402
 from ts_kedro.forecasters import ForecasterError, build_forecaster  # noqa: E402
 from ts_kedro.frequency import profile_for_panel  # noqa: E402
 from ts_kedro.pipelines.data_processing.nodes import flag_anomalies, impute_missing  # noqa: E402
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "base"
-SETTINGS = CONF / "parameters_data_processing.yml"
+CONF = SETTINGS.parent  # conf/base, as anomaly_treatment_check reads it
 ARMS = ("update", "update_as_observed", "refit")
 KEYS = ["series_id", "timestamp", "value"]
 
@@ -64,14 +65,15 @@ def _prepared(rows: pd.DataFrame, panel_params: dict, settings: dict) -> pd.Data
 
 
 def _mase(forecast: pd.DataFrame, actual: pd.DataFrame, history: pd.DataFrame, m: int) -> float:
+    """Mean over series of ``metrics.mase`` on the observed actuals (the raw batch may hold missing days); series
+    without a seasonal scale are left out."""
     scores = []
-    for series_id, future in actual.groupby("series_id"):
+    for series_id, future in actual.dropna(subset=["value"]).groupby("series_id"):
         past = history.loc[history["series_id"] == series_id, "value"].to_numpy(float)
-        scale = np.mean(np.abs(past[m:] - past[:-m])) if past.size > m else np.nan
         mean = forecast[forecast["series_id"] == series_id].set_index("timestamp")["mean"]
-        errors = np.abs(future["value"].to_numpy(float) - mean.reindex(future["timestamp"]).to_numpy(float))
-        if np.isfinite(errors).any() and scale > 0:
-            scores.append(np.nanmean(errors) / scale)
+        score = mase(future["value"], mean.reindex(future["timestamp"]), past, m)
+        if np.isfinite(score):
+            scores.append(score)
     return float(np.mean(scores))
 
 
