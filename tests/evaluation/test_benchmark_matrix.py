@@ -23,6 +23,7 @@ def matrix(project_root):
 
 @pytest.mark.parametrize("name, n_series, test_steps", [
     ("nn5_daily", 111, 56), ("carparts", 2509, 12), ("ansett_weekly", 30, 13), ("ilinet_weekly", None, 26),
+    ("stallion_monthly", 350, 6), ("bike_daily", 2, 28), ("bike_hourly", 2, 48), ("etth1", 7, 96),
 ])
 def test_loaders_split_every_series_into_train_and_its_last_horizon(matrix, name, n_series, test_steps):
     loader, freq, horizon, _ = matrix.DATASETS[name]
@@ -42,6 +43,12 @@ def test_loaders_split_every_series_into_train_and_its_last_horizon(matrix, name
     if name == "ansett_weekly":  # Business class starts in 1989 (MORE_DATASETS.md 6)
         starts = train.groupby("series_id")["timestamp"].min()
         assert starts[starts.index.str.endswith("_Business")].min() >= pd.Timestamp("1989-07-01")
+    if name == "stallion_monthly":  # 60 real months each (MORE_DATASETS.md 4)
+        assert (train.groupby("series_id").size() == 54).all()
+    if name == "bike_hourly":  # the file's 165 missing hours stay missing rows, not invented values
+        assert len(train) + len(test) == 2 * 17379
+    if name == "etth1":
+        assert set(train["series_id"]) == {"HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"}
 
 
 def test_score_is_m4s_and_skips_missing_actuals(matrix, shared_data):
