@@ -72,6 +72,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from matrix import DATASETS as PANELS  # noqa: E402  (loaders, panel.freq and panel.horizon of each dataset)
 
+SCHEDULED_TRIGGERS = {"schedule", "growth"}  # orchestration's planned refits (flows.RETRAIN_SCHEDULE, RETRAIN_GROWTH)
+
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 CHANGE_KINDS = ("level_shift", "trend_change", "variance_change", "seasonal_shape_change")
@@ -350,9 +352,13 @@ def score_arm(rows: list[dict[str, Any]], changes: dict[int, str], batch_steps: 
                          "flagged_the_cycle_before": bool(by_cycle.get(cycle - 1, {}).get("drift"))}
     # a change's own cycle and the cycle that first flags it are where a retrain is called for
     called_for = set(changes) | {c + d["delay"] for c, d in delays.items() if d["delay"] is not None}
-    false_retrains, echo_retrains = [], []
+    false_retrains, echo_retrains, scheduled = [], [], []
     for r in day_n:
         if not r.get("retrain") or r["cycle"] in called_for:
+            continue
+        triggers = set(r.get("retrain_triggers") or [])
+        if triggers and triggers <= SCHEDULED_TRIGGERS:  # planned refits (retrain.every, after_growth): no alarm
+            scheduled.append(r["cycle"])
             continue
         earlier = [c for c in change_cycles if c < r["cycle"]]
         window = r.get("monitoring_window_steps")
@@ -384,6 +390,7 @@ def score_arm(rows: list[dict[str, Any]], changes: dict[int, str], batch_steps: 
         "false_retrains_in_change_window": echo_retrains,
         "false_retrains_elsewhere": false_retrains,
         "false_retrain_share": (len(false_retrains) + len(echo_retrains)) / len(no_change) if no_change else None,
+        "scheduled_retrains": scheduled,  # in cycles without a change, triggered only by the schedule or growth
         "detection": delays,
         "promotion_checks": raised,
         "promotions_raising_error": [p["cycle"] for p in raised if p["raised"]],
@@ -425,7 +432,10 @@ def targets(totals: dict[str, dict[str, Any]], store: dict[str, Any] | None) -> 
         {"target": "at most 5% of cycles without an injected change trigger a retrain",
          "measured": (f"{len(product['false_retrains'])} of {product['cycles_without_change']} "
                       f"({share:.0%}; {len(product['false_retrains_in_change_window'])} while an earlier change was "
-                      "still in the monitoring windows)") if share is not None else "no such cycle",
+                      "still in the monitoring windows)"
+                      + (f"; besides, {len(product.get('scheduled_retrains', []))} scheduled refit(s) (retrain.every "
+                         "or after_growth, not counted)" if product.get("scheduled_retrains") else ""))
+                     if share is not None else "no such cycle",
          "met": share is not None and share <= 0.05},
         {"target": "no promotion raises realized error over the following horizon",
          "measured": (f"{len(product['promotions_raising_error'])} of {len(product['promotion_checks'])} scored "

@@ -12,7 +12,10 @@ growing history every cycle as Day N does. Then, every cycle, it is brought to t
   before that change);
 - ``refit``: a new fit on the whole history (parameters re-estimated every cycle);
 - with ``--keep-arm``, also ``keep``: the family's block with ``anomalies: keep``, fitted and updated on the
-  observed values.
+  observed values;
+- with ``--growth g`` (repeatable), also ``growth_<g>``: ``update``, except that a cycle refits on the whole history
+  once the steps added since the last fit reach ``g`` times the median series length that fit saw (a schedule
+  whose refits grow geometrically apart: ``g = 1`` refits whenever the history has doubled).
 
 A family that refuses an update (a value <= 0 for a multiplicative ETS) is refitted on the history instead, as
 ``SelectedPanelModel.update`` does, and ``refitted_cycles`` counts those cycles.
@@ -28,6 +31,7 @@ families or arms.
     .venv/bin/python benchmarks/update_accuracy.py nn5_daily seasonal_naive,theta --keep-arm   # and anomalies: keep
     .venv/bin/python benchmarks/update_accuracy.py m4_hourly seasonal_naive,theta,arima --series 12 --cycles 12
     .venv/bin/python benchmarks/update_accuracy.py ansett_weekly seasonal_naive,theta,ets,arima --series 30 --cycles 10
+    .venv/bin/python benchmarks/update_accuracy.py m4_hourly theta --series 12 --cycles 12 --arms growth --growth 0.5 --growth 1
 
 One JSON line per family on stdout; ``--out`` appends them to a JSONL file.
 """
@@ -77,7 +81,12 @@ def _mase(forecast: pd.DataFrame, actual: pd.DataFrame, history: pd.DataFrame, m
     return float(np.mean(scores))
 
 
-def run(dataset: str, families: list[str], n_series: int, cycles: int, keep_arm: bool = False) -> list[dict]:
+def _median_length(history: pd.DataFrame) -> float:
+    return float(history.groupby("series_id").size().median())
+
+
+def run(dataset: str, families: list[str], n_series: int, cycles: int, keep_arm: bool = False,
+        growth: list[float] | None = None, arms: list[str] | None = None) -> list[dict]:
     panel, freq, horizon = replay.load_panel(dataset)
     series = replay.choose_series(panel, n_series, (cycles + 4) * horizon)
     part = panel[panel["series_id"].isin(series)].sort_values(["series_id", "timestamp"]).reset_index(drop=True)
@@ -88,27 +97,36 @@ def run(dataset: str, families: list[str], n_series: int, cycles: int, keep_arm:
     histories = [_prepared(part[from_end >= held - c * horizon], panel_params, settings) for c in range(cycles)]
     profile = profile_for_panel(histories[0], panel_params, {"n_windows": 2})
     m = profile.season_length
+    chosen = list(arms or ARMS) + (["keep"] if keep_arm else [])
+    chosen = [a for a in chosen if a != "growth"] + [f"growth_{g:g}" for g in (growth or [])]
     results = []
     for family in families:
         shipped = yaml.safe_load((CONF / "parameters_training.yml").read_text())[family]["model"]  # as kedro run
         row = {"dataset": dataset, "family": family, "n_series": len(series), "cycles": cycles - 1,
                "horizon": horizon, "season_length": m}
-        for arm in (*ARMS, "keep") if keep_arm else ARMS:
+        for arm in chosen:
             spec = {**shipped, "anomalies": "keep"} if arm == "keep" else shipped
+            share = float(arm.split("_", 1)[1]) if arm.startswith("growth_") else None
             started = time.process_time()
             model = build_forecaster(spec, freq=freq, season_length=m,
                                      profile_defaults=profile.forecaster_defaults()).fit(histories[0])
             scores, imputed, refitted, counted = [], 0, 0, 0
+            fitted_length, refit_cycles = _median_length(histories[0]), []
             for c in range(1, cycles):
                 history, before = histories[c], histories[c - 1]
-                if arm == "refit":
+                due = share is not None and _median_length(history) - fitted_length >= share * fitted_length
+                if due:
+                    refit_cycles.append(c)
+                    fitted_length = _median_length(history)
+                if arm == "refit" or due:
                     model = build_forecaster(spec, freq=freq, season_length=m,
                                              profile_defaults=profile.forecaster_defaults()).fit(history)
+                    counted = 0  # a new model counts its imputations from zero
                 else:
                     ends = history["series_id"].map(before.groupby("series_id")["timestamp"].max())
                     new = history.loc[history["timestamp"] > ends, KEYS].reset_index(drop=True)
                     try:
-                        model.update(new, history=history if arm in ("update", "keep") else None)
+                        model.update(new, history=None if arm == "update_as_observed" else history)
                         imputed += getattr(model, "imputed_on_update_", 0) - counted
                     except ForecasterError:  # as SelectedPanelModel.update does: refit what cannot take the points
                         refitted += 1
@@ -121,8 +139,10 @@ def run(dataset: str, families: list[str], n_series: int, cycles: int, keep_arm:
                         "cpu_s": round(time.process_time() - started, 1)}
             if arm != "refit":
                 row[arm].update(refitted_cycles=refitted)
-            if arm in ("update", "keep"):
+            if arm not in ("update_as_observed", "refit"):
                 row[arm]["imputed_points"] = int(imputed)
+            if share is not None:
+                row[arm]["scheduled_refits"] = refit_cycles
         print(json.dumps(row), flush=True)
         results.append(row)
     return results
@@ -135,9 +155,13 @@ if __name__ == "__main__":
     parser.add_argument("--series", type=int, default=12)
     parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--keep-arm", action="store_true", help="also fit and update with anomalies: keep")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {ARMS} and growth")
+    parser.add_argument("--growth", type=float, action="append", default=[],
+                        help="also an arm that refits when the history grew by this share of the last fit's length")
     parser.add_argument("--out", type=Path, default=None, help="append the JSON lines to this file")
     args = parser.parse_args()
-    rows = run(args.dataset, args.families.split(","), args.series, args.cycles, args.keep_arm)
+    rows = run(args.dataset, args.families.split(","), args.series, args.cycles, args.keep_arm, args.growth,
+               args.arms.split(","))
     if args.out is not None:
         with args.out.open("a") as handle:
             for row in rows:

@@ -182,6 +182,17 @@ def test_score_arm_counts_false_retrains_detection_delay_and_harmful_promotions(
     assert totals["store_over_raw"] == pytest.approx(108 / 130)
 
 
+def test_planned_refits_are_listed_apart_from_false_retrains(replay):
+    """A refit the schedule or the growth rule planned (orchestration.cycle.retrain.every / after_growth) is no
+    drift false alarm: listed as scheduled, not counted in the false-retrain share; forced ones still are."""
+    rows = [_row(0), _row(1, retrain=True), _row(2, retrain=True), _row(3, retrain=True), _row(4)]
+    rows[1]["retrain_triggers"], rows[2]["retrain_triggers"] = ["growth"], ["schedule", "growth"]
+    rows[3]["retrain_triggers"] = ["forced"]
+    totals = replay.score_arm(rows, {}, BATCH)
+    assert totals["scheduled_retrains"] == [1, 2] and totals["false_retrains"] == [3]
+    assert totals["false_retrain_share"] == pytest.approx(1 / 4)
+
+
 def test_targets_say_met_only_when_the_numbers_are_in(replay):
     changes = {2: "level_shift"}
     good = [_row(0), _row(1), _row(2, drift=True, retrain=True, promoted=True, mase=1.0, counter=1.2), _row(3), _row(4)]

@@ -23,9 +23,9 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
 
 
 # -- the setting -----------------------------------------------------------------------------------
-def test_the_shipped_config_has_no_schedule_and_no_force():
+def test_the_shipped_config_refits_on_growth_only_no_clock_schedule_and_no_force():
     retrain = load_orchestration_config(REPO_ROOT, "base").cycle.retrain
-    assert retrain == RetrainConfig(every=None, force=False) and retrain.interval is None
+    assert retrain == RetrainConfig(every=None, force=False, after_growth=0.5) and retrain.interval is None
 
 
 @pytest.mark.parametrize("text, expected", [("30D", timedelta(days=30)), ("12h", timedelta(hours=12)),
@@ -40,6 +40,14 @@ def test_durations(text, expected):
 def test_a_bad_every_is_refused_naming_the_parameter(bad):
     with pytest.raises(OrchestrationConfigError, match=r"orchestration\.cycle\.retrain\.every must be null or a duration"):
         OrchestrationConfig.from_dict({"cycle": {"retrain": {"every": bad}}})
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "1", float("inf"), float("nan")])
+def test_a_bad_after_growth_is_refused_naming_the_parameter(bad):
+    with pytest.raises(OrchestrationConfigError, match=r"orchestration\.cycle\.retrain\.after_growth must be null or a "
+                                                       r"number > 0"):
+        OrchestrationConfig.from_dict({"cycle": {"retrain": {"after_growth": bad}}})
+    assert RetrainConfig(after_growth=0.5).after_growth == 0.5 and RetrainConfig(after_growth=2).after_growth == 2
 
 
 def test_bad_retrain_blocks_are_refused():
@@ -80,6 +88,41 @@ def test_the_schedule_counts_from_the_newest_registered_version():
     assert flows.decide_retrain(False, every="30D", refit=None, now=NOW)["triggers"] == ["schedule"]
 
 
+def test_growth_counts_new_steps_against_the_fits_median_series_length():
+    fit = {"version": 5, "data_window_start": "2026-01-01 00:00", "data_window_end": "2026-01-19 23:00",
+           "median_series_steps": 432.0}
+    ends = {"a": "2026-01-28 23:00", "b": "2026-01-20 11:00"}  # the latest end counts: 216 hours after the fit's
+    half = flows.growth_since_fit(fit, ends, "h", 0.5)
+    assert half["due"] and half["new_steps"] == 216 and half["fitted_steps"] == 432 and half["steps_left"] == 0
+    whole = flows.growth_since_fit(fit, ends, "h", 1.0)
+    assert not whole["due"] and whole["steps_left"] == 216
+    # a version registered before the median was recorded: its whole data window (456 h) is the fitted length
+    old = flows.growth_since_fit({**fit, "median_series_steps": None}, ends, "h", 0.5)
+    assert old["fitted_steps"] == 456 and not old["due"] and old["steps_left"] == 12
+    # nothing to measure: the rule does not refit
+    assert flows.growth_since_fit(None, ends, "h", 1.0) is None
+    assert flows.growth_since_fit(fit, None, "h", 1.0) is None
+    assert flows.growth_since_fit({**fit, "median_series_steps": None, "data_window_start": None}, ends, "h", 1) is None
+    monthly = flows.growth_since_fit({"version": 1, "data_window_end": "2020-12-01", "median_series_steps": 48.0},
+                                     {"a": "2024-12-01"}, "MS", 1.0)
+    assert monthly["due"] and monthly["new_steps"] == 48
+
+
+def test_growth_is_a_trigger_and_the_reason_says_when_the_next_one_is_due():
+    growth = {"version": 5, "data_window_end": "2026-01-19 23:00", "fitted_steps": 432.0, "new_steps": 216,
+              "share": 0.5, "due": True, "steps_left": 0}
+    due = flows.decide_retrain(False, now=NOW, growth=growth)
+    assert due["retrain"] and due["triggers"] == ["growth"] and due["growth"] == growth
+    assert "growth (216 steps since the data end 2026-01-19 23:00 of version 5" in due["reason"]
+    assert "after_growth=0.5" in due["reason"]
+    both = flows.decide_retrain(True, ["x"], forced=True, every="30D", refit=(4, NOW - timedelta(days=31)), now=NOW,
+                                growth=growth)
+    assert both["triggers"] == ["forced", "drift", "schedule", "growth"]
+    early = flows.decide_retrain(False, now=NOW, growth={**growth, "new_steps": 96, "due": False, "steps_left": 120})
+    assert not early["retrain"] and "the next growth refit after 120 more steps" in early["reason"]
+    assert flows.decide_retrain(False, now=NOW)["growth"] is None
+
+
 def test_last_refit_reads_the_registry(tmp_path, monkeypatch):
     """On a real (sqlite) MLflow registry: the newest version, promoted or not, is the last refit."""
     import mlflow
@@ -110,6 +153,13 @@ def test_last_refit_reads_the_registry(tmp_path, monkeypatch):
         assert flows.last_drift_refit("m") == {"version": 3, "data_window_end": "2026-01-10 00:00:00"}
         client.create_model_version("m", source=(tmp_path / "d").as_uri())
         assert flows.tag_refit_triggers("m", 3, ["schedule"]) == 4 and flows.last_drift_refit("m") is None
+        assert flows.last_fit_window("m") == {"version": 4, "data_window_start": None, "data_window_end": None,
+                                              "median_series_steps": None}
+        client.create_model_version("m", source=(tmp_path / "e").as_uri(), tags={
+            "meta.data_window_start": "2026-01-01 00:00:00", "meta.data_window_end": "2026-01-19 23:00:00",
+            "meta.median_series_steps": "432.0"})
+        assert flows.last_fit_window("m") == {"version": 5, "data_window_start": "2026-01-01 00:00:00",
+                                              "data_window_end": "2026-01-19 23:00:00", "median_series_steps": 432.0}
     finally:
         mlflow.set_tracking_uri(None)
 
@@ -135,6 +185,10 @@ def day_n_cycle(tmp_path, monkeypatch):
     monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name: reports[name])
     refits = {"m": (3, datetime.now(timezone.utc) - timedelta(days=40))}
     monkeypatch.setattr(flows, "last_refit", lambda name: refits.get(name))
+    fits = {"m": {"version": 3, "data_window_start": "2026-01-01 00:00", "data_window_end": "2026-01-19 23:00",
+                  "median_series_steps": 432.0}}
+    monkeypatch.setattr(flows, "last_fit_window", lambda name: fits.get(name))
+    refits["fits"] = fits
     # the registry's record of why the newest version was refitted (flows.last_drift_refit / tag_refit_triggers)
     drift_refits: dict = {}
     monkeypatch.setattr(flows, "last_drift_refit", lambda name: drift_refits.get(name))
@@ -172,6 +226,27 @@ def test_cycle_without_drift_updates_unless_the_schedule_or_force_says_refit(day
     reports["drift_summary"] = {"drift": True, "reasons": ["level shift"]}
     result = run({"every": "30D"})
     assert result["retrain"]["triggers"] == ["drift"] and ran == ["day_n", "retrain", "inference"]
+
+
+def test_cycle_refits_when_the_history_has_grown_by_after_growth(day_n_cycle):
+    """retrain.after_growth: the newest registered fit saw a median of 432 hours per series; with 0.5 a cycle refits
+    once 216 hours have arrived since that fit's data end, and not before."""
+    run, ran, reports, refits = day_n_cycle
+    reports["params:panel"] = {"freq": "h"}
+    reports["ingestion_report"] = {"n_batches": 1, "rows_accepted": 48, "history_end": {"a": "2026-01-27 23:00"}}
+    result = run({"after_growth": 0.5})  # 192 hours since the fit's data end
+    assert ran == ["day_n", "inference"] and not result["retrain"]["retrain"]
+    assert "the next growth refit after 24 more steps" in result["retrain"]["reason"]
+    assert result["retrain"]["growth"]["new_steps"] == 192
+    reports["ingestion_report"]["history_end"]["a"] = "2026-01-28 23:00"  # 216 hours
+    result = run({"after_growth": 0.5})
+    assert ran == ["day_n", "retrain", "inference"] and result["retrain"]["triggers"] == ["growth"]
+    # the retrain registered version 4 on the longer history: the rule counts from there
+    refits["fits"]["m"] = {"version": 4, "data_window_start": "2026-01-01 00:00",
+                           "data_window_end": "2026-01-28 23:00", "median_series_steps": 648.0}
+    result = run({"after_growth": 0.5})
+    assert ran == ["day_n", "inference"] and result["retrain"]["growth"]["steps_left"] == 324
+    assert run()["retrain"]["growth"] is None  # null: the rule is off
 
 
 

@@ -118,15 +118,26 @@ class RetrainConfig:
     not refit again until the drift reference window has moved past that refit's data (the verdict and its
     alerts still stand; performance drift, the schedule and force still refit); ``"retrain"``: every cycle with
     drift refits.
+    ``after_growth``: null, or a share g > 0: a cycle refits once the steps that arrived since the newest
+    registered version's data end reach g times the median series length that version was fitted on (g = 1: the
+    history has doubled since the last fit). Refits on this rule come ever further apart (geometrically), so
+    parameters estimated on a short Day 0 do not stay in service for years while their cost stays bounded.
     """
 
     every: str | None = None
     force: bool = False
     after_drift_refit: str = "wait"
+    after_growth: float | None = None
 
     def __post_init__(self) -> None:
         if self.every is not None:
             parse_duration(self.every, "orchestration.cycle.retrain.every")
+        growth = self.after_growth
+        if growth is not None and (isinstance(growth, bool) or not isinstance(growth, (int, float))
+                                   or not 0 < float(growth) < float("inf")):
+            raise OrchestrationConfigError(
+                f"orchestration.cycle.retrain.after_growth must be null or a number > 0 (1: refit when the history "
+                f"has doubled since the last fit), got {growth!r}")
         if not isinstance(self.force, bool):
             raise OrchestrationConfigError(f"orchestration.cycle.retrain.force must be true or false, got {self.force!r}")
         _check_choice("cycle.retrain.after_drift_refit", self.after_drift_refit, ("wait", "retrain"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import shutil
 import time
@@ -30,8 +31,9 @@ STALE_AFTER_HOURS_ENV = "TS_KEDRO_STALE_AFTER_HOURS"
 DEFAULT_STALE_AFTER_HOURS = 6.0
 INCOMING_DATASET = "incoming_batches"  # the Day-N drop folder (conf/base/catalog_ingestion.yml)
 # Why a Day-N cycle refits (summary["retrain"]["triggers"]): orchestration.cycle.retrain and drift_summary.
-RETRAIN_FORCED, RETRAIN_DRIFT, RETRAIN_SCHEDULE = "forced", "drift", "schedule"
+RETRAIN_FORCED, RETRAIN_DRIFT, RETRAIN_SCHEDULE, RETRAIN_GROWTH = "forced", "drift", "schedule", "growth"
 EVERY_KEY = "orchestration.cycle.retrain.every"
+GROWTH_KEY = "orchestration.cycle.retrain.after_growth"
 # the tag on a registered version that says why a Day-N retrain refitted it ("drift", "schedule", "forced")
 REFIT_TRIGGERS_TAG = "ts_kedro.refit_triggers"
 
@@ -121,6 +123,43 @@ def last_drift_refit(registered_model_name: str) -> dict[str, Any] | None:
     return {"version": int(newest.version), "data_window_end": (newest.tags or {}).get("meta.data_window_end")}
 
 
+def last_fit_window(registered_model_name: str) -> dict[str, Any] | None:
+    """What the newest registered version was fitted on: ``{version, data_window_start, data_window_end,
+    median_series_steps}`` from its ``meta.*`` tags (``median_series_steps`` is None for versions registered before
+    it was recorded); None when nothing is registered."""
+    newest = _newest_version(registered_model_name)
+    if newest is None:
+        return None
+    tags = newest.tags or {}
+    median = tags.get("meta.median_series_steps")
+    return {"version": int(newest.version), "data_window_start": tags.get("meta.data_window_start"),
+            "data_window_end": tags.get("meta.data_window_end"),
+            "median_series_steps": float(median) if median not in (None, "") else None}
+
+
+def growth_since_fit(fit: dict[str, Any] | None, history_end: dict[str, Any] | None, freq: str,
+                     share: float) -> dict[str, Any] | None:
+    """How far the history has grown since the newest registered fit, against ``share`` times what it was fitted on.
+
+    ``new_steps``: steps of ``freq`` from the fit's data end to the history's latest end (``ingestion_report``'s
+    ``history_end``); ``fitted_steps``: the median series length of the fit (``meta.median_series_steps``), or, for
+    a version registered before that was recorded, the steps of its whole data window (longer, so no earlier refit
+    than intended). Returns those with ``due`` (``new_steps >= share * fitted_steps``) and ``steps_left``, or None
+    when the registry or the report lacks what is needed (then this rule does not refit).
+    """
+    if not fit or not fit.get("data_window_end") or not history_end:
+        return None
+    fitted = fit.get("median_series_steps")
+    if fitted is None and fit.get("data_window_start"):
+        fitted = steps_between(fit["data_window_start"], fit["data_window_end"], freq) + 1
+    if not fitted:
+        return None
+    new = steps_between(fit["data_window_end"], max(map(str, history_end.values())), freq)
+    needed = int(math.ceil(float(share) * float(fitted)))
+    return {"version": fit["version"], "data_window_end": fit["data_window_end"], "fitted_steps": float(fitted),
+            "new_steps": new, "share": float(share), "due": new >= needed, "steps_left": max(needed - new, 0)}
+
+
 def steps_between(start: Any, end: Any, freq: str) -> int:
     """Whole steps of ``freq`` from ``start`` to ``end`` (0 when ``end`` is not later)."""
     import pandas as pd
@@ -160,6 +199,7 @@ def decide_retrain(
     refit: tuple[int, datetime] | None = None,
     now: datetime | None = None,
     waiting: dict[str, Any] | None = None,
+    growth: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Whether a Day-N cycle (one that accepted new rows) refits, and why.
 
@@ -172,9 +212,10 @@ def decide_retrain(
         now: the current time (UTC); default: now.
         waiting: ``persisting_drift(...)`` when ``retrain.after_drift_refit`` is ``wait`` and no performance
             drift was found: the drift is not a trigger this cycle.
+        growth: ``growth_since_fit(...)`` when ``retrain.after_growth`` is set: its ``due`` is a trigger.
 
     Returns:
-        ``retrain`` (bool), ``triggers`` (a subset of ``forced``, ``drift``, ``schedule``, in that order),
+        ``retrain`` (bool), ``triggers`` (a subset of ``forced``, ``drift``, ``schedule``, ``growth``, in that order),
         ``reason`` (one sentence), ``last_refit_version``, ``last_refit_at`` and ``next_scheduled_at``
         (ISO strings or None).
     """
@@ -210,6 +251,15 @@ def decide_retrain(
                 notes.append(f"schedule ({since}, {_age(now - registered)} ago, {EVERY_KEY}={every})")
             else:
                 schedule_note = f"the next scheduled refit is due at {due_at.isoformat()} ({since}, {EVERY_KEY}={every})"
+    if growth is not None:
+        grown = (f"{growth['new_steps']} steps since the data end {growth['data_window_end']} of version "
+                 f"{growth['version']}, fitted on a median of {growth['fitted_steps']:g} steps per series, "
+                 f"{GROWTH_KEY}={growth['share']:g}")
+        if growth["due"]:
+            triggers.append(RETRAIN_GROWTH)
+            notes.append(f"growth ({grown})")
+        else:
+            schedule_note += f"; the next growth refit after {growth['steps_left']} more steps ({grown})"
     if triggers:
         reason = "retrain: " + "; ".join(notes) + (f" ({waited})" if waited else "")
     elif waited:
@@ -225,6 +275,7 @@ def decide_retrain(
         "last_refit_version": refit[0] if refit else None,
         "last_refit_at": refit[1].isoformat() if refit else None,
         "next_scheduled_at": due_at.isoformat() if due_at else None,
+        "growth": growth,
     }
 
 
@@ -490,8 +541,14 @@ def ts_kedro_cycle(
                 freq = _load_dataset(root, env, "params:panel")["freq"]
                 waiting = persisting_drift(drift, drift_refit, (ingestion_report or {}).get("history_end"), freq)
         refit = last_refit(cycle.registered_model_name) if every is not None else None
+        growth = None
+        if cycle.retrain.after_growth is not None:
+            freq = _load_dataset(root, env, "params:panel")["freq"]
+            growth = growth_since_fit(last_fit_window(cycle.registered_model_name),
+                                      (ingestion_report or {}).get("history_end"), freq, cycle.retrain.after_growth)
         result["retrain"] = decide_retrain(
             result["drift"], result["drift_reasons"], forced=forced, every=every, refit=refit, waiting=waiting,
+            growth=growth,
         )
         logger.info("%s", result["retrain"]["reason"])
         if result["retrain"]["retrain"]:

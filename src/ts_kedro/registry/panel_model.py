@@ -157,7 +157,7 @@ class SelectedPanelModel:
 
         For every family, each of its series gets the rows of ``history`` after that series' last fitted
         timestamp, and the family's ``Forecaster.update`` moves its state forward without re-estimating anything
-        (a Day-N cycle without drift fits nothing); with data_processing's ``is_anomaly`` in ``history``, a family
+        (a Day-N cycle that does not retrain fits nothing); with data_processing's ``is_anomaly`` in ``history``, a family
         fitted around flagged anomalies takes the new points as a fit on ``history`` would. A family that cannot
         take the new points (it implements no
         ``update``, or refuses a series, e.g. a value <= 0 on a log-scale ARIMA, or the history does not continue

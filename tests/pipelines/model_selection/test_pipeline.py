@@ -165,6 +165,8 @@ def test_series_that_end_at_different_times_are_compared_by_their_own_ends(small
     champion = nodes.build_panel_model(selection, PANEL_PARAMS, history,
                                        **{f: fit_model(history, spec, PANEL_PARAMS)[0] for f, spec in SPECS.items()})
     assert champion.metadata["series_data_end"] == {sid: str(end) for sid, end in cutoffs.items()}
+    # what the fit saw per series (orchestration.cycle.retrain.after_growth measures the history's growth against it)
+    assert champion.metadata["median_series_steps"] == float(history.groupby("series_id").size().median())
     comparison = nodes.compare_with_champion(candidates, selection, ragged, champion, PANEL_PARAMS)
     assert comparison["comparable"] and comparison["n_series"] == len(ids)
     assert comparison["n_series_not_comparable"] == 0

@@ -380,6 +380,8 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
         # each series' own end: a panel's series may end at different times (compare_with_champion needs them)
         SERIES_DATA_END: {str(sid): str(end) for sid, end in panel.groupby("series_id")["timestamp"].max().items()},
         "n_series": int(panel["series_id"].nunique()),
+        # what the fit saw per series: orchestration's retrain.after_growth measures the history's growth against it
+        "median_series_steps": float(panel.groupby("series_id").size().median()),
         "unvalidated_series": list(selection.get("unvalidated_series", [])),
     }
     calibration = None
