@@ -145,7 +145,9 @@ def test_a_day_n_cycle_whose_batches_add_no_row_stops_after_ingestion(tmp_path, 
     reports = {"ingestion_report": {"n_batches": 1, "rows_accepted": 0, "duplicate_rows_ignored": 48,
                                     "n_quarantined": 0, "n_ignored": 0},
                "drift_summary": {"drift": True, "reasons": ["standing verdict"]}}
-    monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name: reports[name])
+    monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name, runtime_params=None:
+                        reports[name] if not (runtime_params and name == "params:panel")
+                        else {**reports[name], **runtime_params["panel"]})
     # the registry: one version (Day 0), no drift refit yet; tagging the retrain's version is recorded
     monkeypatch.setattr(flows, "last_refit", lambda name: (1, datetime.now(timezone.utc)))
     monkeypatch.setattr(flows, "last_drift_refit", lambda name: None)

@@ -182,7 +182,9 @@ def day_n_cycle(tmp_path, monkeypatch):
     ran: list[str] = []
     monkeypatch.setattr(flows, "_run_step", lambda name, *a: ran.append(name) or {"run_id": name, "tasks": []})
     reports = {"ingestion_report": {"n_batches": 1, "rows_accepted": 48}, "drift_summary": {"drift": False, "reasons": []}}
-    monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name: reports[name])
+    monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name, runtime_params=None:
+                        reports[name] if not (runtime_params and name == "params:panel")
+                        else {**reports[name], **runtime_params["panel"]})
     refits = {"m": (3, datetime.now(timezone.utc) - timedelta(days=40))}
     monkeypatch.setattr(flows, "last_refit", lambda name: refits.get(name))
     fits = {"m": {"version": 3, "data_window_start": "2026-01-01 00:00", "data_window_end": "2026-01-19 23:00",
@@ -247,6 +249,12 @@ def test_cycle_refits_when_the_history_has_grown_by_after_growth(day_n_cycle):
     result = run({"after_growth": 0.5})
     assert ran == ["day_n", "inference"] and result["retrain"]["growth"]["steps_left"] == 324
     assert run()["retrain"]["growth"] is None  # null: the rule is off
+    # the panel's frequency is read as the cycle's pipelines see it, runtime parameters included
+    # (`cycle --params panel.freq=D`): 9 days since the fit's data end, not 216 hours
+    refits["fits"]["m"]["data_window_end"] = "2026-01-19 00:00"
+    reports["ingestion_report"]["history_end"]["a"] = "2026-01-28 00:00"
+    result = run({"after_growth": 0.5}, runtime_params={"panel": {"freq": "D"}})
+    assert result["retrain"]["growth"]["new_steps"] == 9 and not result["retrain"]["retrain"]
 
 
 

@@ -538,12 +538,12 @@ def ts_kedro_cycle(
         if result["drift"] and cycle.retrain.after_drift_refit == "wait" and not drift.get("performance_drift"):
             drift_refit = last_drift_refit(cycle.registered_model_name)
             if drift_refit is not None:
-                freq = _load_dataset(root, env, "params:panel")["freq"]
+                freq = _load_dataset(root, env, "params:panel", runtime_params)["freq"]
                 waiting = persisting_drift(drift, drift_refit, (ingestion_report or {}).get("history_end"), freq)
         refit = last_refit(cycle.registered_model_name) if every is not None else None
         growth = None
         if cycle.retrain.after_growth is not None:
-            freq = _load_dataset(root, env, "params:panel")["freq"]
+            freq = _load_dataset(root, env, "params:panel", runtime_params)["freq"]
             growth = growth_since_fit(last_fit_window(cycle.registered_model_name),
                                       (ingestion_report or {}).get("history_end"), freq, cycle.retrain.after_growth)
         result["retrain"] = decide_retrain(
@@ -586,10 +586,12 @@ def _run_step(pipeline_name: str, alerts_config, run: dict[str, Any]) -> dict[st
         raise
 
 
-def _load_dataset(root: Path, env: str | None, name: str) -> Any:
-    """Load one catalog dataset of the project (the Day-N drift verdict)."""
+def _load_dataset(root: Path, env: str | None, name: str, runtime_params: dict[str, Any] | None = None) -> Any:
+    """Load one catalog dataset of the project (the Day-N drift verdict), or a ``params:`` entry as the cycle's
+    pipelines see it: with the cycle's runtime parameters (``--params panel.freq=D`` overrides conf)."""
     bootstrap_project(root)
-    with KedroSession.create(project_path=root, env=env, save_on_close=False) as session:
+    with KedroSession.create(project_path=root, env=env, save_on_close=False,
+                             runtime_params=runtime_params or None) as session:
         return session.load_context().catalog.load(name)
 
 
