@@ -25,7 +25,7 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
 # -- the setting -----------------------------------------------------------------------------------
 def test_the_shipped_config_refits_on_growth_only_no_clock_schedule_and_no_force():
     retrain = load_orchestration_config(REPO_ROOT, "base").cycle.retrain
-    assert retrain == RetrainConfig(every=None, force=False, after_growth=0.5) and retrain.interval is None
+    assert retrain == RetrainConfig(every=None, force=False, after_growth=1.0) and retrain.interval is None
 
 
 @pytest.mark.parametrize("text, expected", [("30D", timedelta(days=30)), ("12h", timedelta(hours=12)),
