@@ -34,7 +34,7 @@ INCOMING_DATASET = "incoming_batches"  # the Day-N drop folder (conf/base/catalo
 RETRAIN_FORCED, RETRAIN_DRIFT, RETRAIN_SCHEDULE, RETRAIN_GROWTH = "forced", "drift", "schedule", "growth"
 EVERY_KEY = "orchestration.cycle.retrain.every"
 GROWTH_KEY = "orchestration.cycle.retrain.after_growth"
-# the tag on a registered version that says why a Day-N retrain refitted it ("drift", "schedule", "forced")
+# the tag on a registered version that says why a Day-N retrain refitted it ("drift", "schedule", "growth", "forced")
 REFIT_TRIGGERS_TAG = "ts_kedro.refit_triggers"
 
 
@@ -217,7 +217,7 @@ def decide_retrain(
     Returns:
         ``retrain`` (bool), ``triggers`` (a subset of ``forced``, ``drift``, ``schedule``, ``growth``, in that order),
         ``reason`` (one sentence), ``last_refit_version``, ``last_refit_at`` and ``next_scheduled_at``
-        (ISO strings or None).
+        (ISO strings or None), and ``growth`` (what ``growth_since_fit`` measured, or None).
     """
     now = now or datetime.now(timezone.utc)
     triggers, notes = [], []
