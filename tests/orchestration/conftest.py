@@ -25,6 +25,18 @@ SMALL_PACKAGE = "orchestration_probe"
 from tests.prefect_server import PREFECT_CLI, base_env, free_port, wait_until_healthy  # noqa: E402,F401
 
 
+def stub_datasets(reports: dict, loads: list | None = None):
+    """A stand-in for ``flows._load_dataset``: ``reports[name]``, with the cycle's runtime parameters applied to
+    ``params:panel`` as Kedro applies them; every loaded name is appended to ``loads`` (what the cycle read)."""
+    def load(root, env, name, runtime_params=None):
+        if loads is not None:
+            loads.append(name)
+        if runtime_params and name == "params:panel":
+            return {**reports[name], **runtime_params["panel"]}
+        return reports[name]
+    return load
+
+
 def run_cli(args: list[str], prefect_server: dict, cwd: Path, timeout: float = 180, extra_env: dict | None = None):
     """Run `python -m ts_kedro.orchestration <args>` against the test server; return (returncode, summary, output)."""
     env = base_env(prefect_server["home"], prefect_server["api_url"])

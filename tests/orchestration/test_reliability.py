@@ -10,6 +10,8 @@ import pytest
 
 from ts_kedro.orchestration import flows
 
+from .conftest import stub_datasets
+
 
 def test_old_intermediate_folders_are_removed_and_recent_ones_kept(tmp_path):
     root = tmp_path / "_prefect"
@@ -145,9 +147,7 @@ def test_a_day_n_cycle_whose_batches_add_no_row_stops_after_ingestion(tmp_path, 
     reports = {"ingestion_report": {"n_batches": 1, "rows_accepted": 0, "duplicate_rows_ignored": 48,
                                     "n_quarantined": 0, "n_ignored": 0},
                "drift_summary": {"drift": True, "reasons": ["standing verdict"]}}
-    monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name, runtime_params=None:
-                        reports[name] if not (runtime_params and name == "params:panel")
-                        else {**reports[name], **runtime_params["panel"]})
+    monkeypatch.setattr(flows, "_load_dataset", stub_datasets(reports))
     # the registry: one version (Day 0), no drift refit yet; tagging the retrain's version is recorded
     monkeypatch.setattr(flows, "last_refit", lambda name: (1, datetime.now(timezone.utc)))
     monkeypatch.setattr(flows, "last_drift_refit", lambda name: None)

@@ -17,7 +17,7 @@ from ts_kedro.orchestration.config import (
     parse_duration,
 )
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, stub_datasets
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
 
@@ -182,15 +182,13 @@ def day_n_cycle(tmp_path, monkeypatch):
     ran: list[str] = []
     monkeypatch.setattr(flows, "_run_step", lambda name, *a: ran.append(name) or {"run_id": name, "tasks": []})
     reports = {"ingestion_report": {"n_batches": 1, "rows_accepted": 48}, "drift_summary": {"drift": False, "reasons": []}}
-    monkeypatch.setattr(flows, "_load_dataset", lambda root, env, name, runtime_params=None:
-                        reports[name] if not (runtime_params and name == "params:panel")
-                        else {**reports[name], **runtime_params["panel"]})
+    loads: list[str] = []
+    monkeypatch.setattr(flows, "_load_dataset", stub_datasets(reports, loads))
     refits = {"m": (3, datetime.now(timezone.utc) - timedelta(days=40))}
     monkeypatch.setattr(flows, "last_refit", lambda name: refits.get(name))
     fits = {"m": {"version": 3, "data_window_start": "2026-01-01 00:00", "data_window_end": "2026-01-19 23:00",
                   "median_series_steps": 432.0}}
     monkeypatch.setattr(flows, "last_fit_window", lambda name: fits.get(name))
-    refits["fits"] = fits
     # the registry's record of why the newest version was refitted (flows.last_drift_refit / tag_refit_triggers)
     drift_refits: dict = {}
     monkeypatch.setattr(flows, "last_drift_refit", lambda name: drift_refits.get(name))
@@ -202,7 +200,7 @@ def day_n_cycle(tmp_path, monkeypatch):
         ran.clear()
         return flows.ts_kedro_cycle.fn(project_path=str(tmp_path), **kwargs)
 
-    run.drift_refits = drift_refits
+    run.drift_refits, run.fits, run.loads = drift_refits, fits, loads
     return run, ran, reports, refits
 
 
@@ -244,14 +242,14 @@ def test_cycle_refits_when_the_history_has_grown_by_after_growth(day_n_cycle):
     result = run({"after_growth": 0.5})
     assert ran == ["day_n", "retrain", "inference"] and result["retrain"]["triggers"] == ["growth"]
     # the retrain registered version 4 on the longer history: the rule counts from there
-    refits["fits"]["m"] = {"version": 4, "data_window_start": "2026-01-01 00:00",
+    run.fits["m"] = {"version": 4, "data_window_start": "2026-01-01 00:00",
                            "data_window_end": "2026-01-28 23:00", "median_series_steps": 648.0}
     result = run({"after_growth": 0.5})
     assert ran == ["day_n", "inference"] and result["retrain"]["growth"]["steps_left"] == 324
     assert run()["retrain"]["growth"] is None  # null: the rule is off
     # the panel's frequency is read as the cycle's pipelines see it, runtime parameters included
     # (`cycle --params panel.freq=D`): 9 days since the fit's data end, not 216 hours
-    refits["fits"]["m"]["data_window_end"] = "2026-01-19 00:00"
+    run.fits["m"]["data_window_end"] = "2026-01-19 00:00"
     reports["ingestion_report"]["history_end"]["a"] = "2026-01-28 00:00"
     result = run({"after_growth": 0.5}, runtime_params={"panel": {"freq": "D"}})
     assert result["retrain"]["growth"]["new_steps"] == 9 and not result["retrain"]["retrain"]
@@ -281,6 +279,12 @@ def test_data_drift_that_a_drift_refit_answered_waits_for_the_reference_window(d
     waiting = result["retrain"]["waiting_after_drift_refit"]
     assert waiting["steps_since"] == 96 and waiting["reach_steps"] == 264 and waiting["version"] == 4
     assert "data drift refits again after 168 more steps" in result["retrain"]["reason"]
+    # the wait and the growth rule both count steps of panel.freq: the cycle reads params:panel once
+    run.fits["m"] = {**run.fits["m"], "data_window_end": str(end)}  # version 4's fit, 432 steps per series
+    run.loads.clear()
+    result = run({"after_growth": 1.0})
+    assert result["retrain"]["waiting_after_drift_refit"]["steps_since"] == 96
+    assert result["retrain"]["growth"]["new_steps"] == 96 and run.loads.count("params:panel") == 1
 
     reports["ingestion_report"]["history_end"]["a"] = str(end + pd.Timedelta(hours=264))  # the windows moved past
     assert run()["retrain"]["triggers"] == ["drift"] and ran == ["day_n", "retrain", "inference"]

@@ -534,18 +534,24 @@ def ts_kedro_cycle(
         result["drift"] = bool(drift.get("drift"))
         result["drift_reasons"] = drift.get("reasons", [])
         every = cycle.retrain.every
+        history_end = (ingestion_report or {}).get("history_end")
+        panel_freq: list[str] = []  # read once, and only when a rule counts steps (a Kedro session per read)
+
+        def freq() -> str:
+            if not panel_freq:
+                panel_freq.append(_load_dataset(root, env, "params:panel", runtime_params)["freq"])
+            return panel_freq[0]
+
         waiting = None
         if result["drift"] and cycle.retrain.after_drift_refit == "wait" and not drift.get("performance_drift"):
             drift_refit = last_drift_refit(cycle.registered_model_name)
             if drift_refit is not None:
-                freq = _load_dataset(root, env, "params:panel", runtime_params)["freq"]
-                waiting = persisting_drift(drift, drift_refit, (ingestion_report or {}).get("history_end"), freq)
+                waiting = persisting_drift(drift, drift_refit, history_end, freq())
         refit = last_refit(cycle.registered_model_name) if every is not None else None
         growth = None
         if cycle.retrain.after_growth is not None:
-            freq = _load_dataset(root, env, "params:panel", runtime_params)["freq"]
-            growth = growth_since_fit(last_fit_window(cycle.registered_model_name),
-                                      (ingestion_report or {}).get("history_end"), freq, cycle.retrain.after_growth)
+            growth = growth_since_fit(last_fit_window(cycle.registered_model_name), history_end, freq(),
+                                      cycle.retrain.after_growth)
         result["retrain"] = decide_retrain(
             result["drift"], result["drift_reasons"], forced=forced, every=every, refit=refit, waiting=waiting,
             growth=growth,
