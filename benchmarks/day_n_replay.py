@@ -72,7 +72,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from matrix import DATASETS as PANELS  # noqa: E402  (loaders, panel.freq and panel.horizon of each dataset)
 
-SCHEDULED_TRIGGERS = {"schedule", "growth"}  # orchestration's planned refits (flows.RETRAIN_SCHEDULE, RETRAIN_GROWTH)
+# orchestration's planned refits (retrain.every, after_growth), by the names the flow tags them with
+from ts_kedro.orchestration.config import SCHEDULED_TRIGGERS  # noqa: E402
 
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"

@@ -149,8 +149,7 @@ def test_a_day_n_cycle_whose_batches_add_no_row_stops_after_ingestion(tmp_path, 
                "drift_summary": {"drift": True, "reasons": ["standing verdict"]}}
     monkeypatch.setattr(flows, "_load_dataset", stub_datasets(reports))
     # the registry: one version (Day 0), no drift refit yet; tagging the retrain's version is recorded
-    monkeypatch.setattr(flows, "last_refit", lambda name: (1, datetime.now(timezone.utc)))
-    monkeypatch.setattr(flows, "last_drift_refit", lambda name: None)
+    monkeypatch.setattr(flows, "newest_fit", lambda name: flows.NewestFit(1, datetime.now(timezone.utc)))
     monkeypatch.setattr(flows, "tag_refit_triggers", lambda name, previous, triggers: previous + 1)
     result = flows.ts_kedro_cycle.fn(project_path=str(tmp_path))
     assert ran == ["day_n"] and result["skipped_after_ingestion"] is True

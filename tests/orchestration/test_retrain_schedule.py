@@ -1,6 +1,7 @@
 """Issue 12, item 1: Day-N refits on drift, on a schedule (orchestration.cycle.retrain.every) or when forced."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -123,8 +124,9 @@ def test_growth_is_a_trigger_and_the_reason_says_when_the_next_one_is_due():
     assert flows.decide_retrain(False, now=NOW)["growth"] is None
 
 
-def test_last_refit_reads_the_registry(tmp_path, monkeypatch):
-    """On a real (sqlite) MLflow registry: the newest version, promoted or not, is the last refit."""
+def test_newest_fit_reads_the_registry(tmp_path, monkeypatch):
+    """On a real (sqlite) MLflow registry: the newest version, promoted or not, is the last refit; why it was
+    refitted and what it was fitted on are its tags."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -133,33 +135,34 @@ def test_last_refit_reads_the_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     mlflow.set_tracking_uri(uri)
     try:
-        assert flows.last_refit("m") is None
+        assert flows.newest_fit("m") is None
         client = MlflowClient(uri, uri)
         client.create_registered_model("m")
-        assert flows.last_refit("m") is None
+        assert flows.newest_fit("m") is None
         client.create_model_version("m", source=(tmp_path / "a").as_uri())
         second = client.create_model_version("m", source=(tmp_path / "b").as_uri())
         client.set_registered_model_alias("m", "champion", "1")  # the champion is older: still version 2
-        version, registered = flows.last_refit("m")
+        version, registered = flows.newest_fit("m").refit
         assert version == 2 and registered == datetime.fromtimestamp(second.creation_timestamp / 1000, tz=timezone.utc)
         assert abs(datetime.now(timezone.utc) - registered) < timedelta(minutes=5)
         # why a retrain refitted is a tag on the version it registered; only the newest version counts
-        assert flows.last_drift_refit("m") is None
+        assert flows.newest_fit("m").drift_refit is None
         assert flows.tag_refit_triggers("m", 2, ["drift"]) is None  # nothing newer than version 2: no tag
         third = client.create_model_version("m", source=(tmp_path / "c").as_uri(),
                                             tags={"meta.data_window_end": "2026-01-10 00:00:00"})
         assert flows.tag_refit_triggers("m", 2, ["forced", "drift"]) == 3
         assert client.get_model_version("m", third.version).tags[flows.REFIT_TRIGGERS_TAG] == "forced,drift"
-        assert flows.last_drift_refit("m") == {"version": 3, "data_window_end": "2026-01-10 00:00:00"}
+        assert flows.newest_fit("m").drift_refit == {"version": 3, "data_window_end": "2026-01-10 00:00:00"}
         client.create_model_version("m", source=(tmp_path / "d").as_uri())
-        assert flows.tag_refit_triggers("m", 3, ["schedule"]) == 4 and flows.last_drift_refit("m") is None
-        assert flows.last_fit_window("m") == {"version": 4, "data_window_start": None, "data_window_end": None,
-                                              "median_series_steps": None}
+        assert flows.tag_refit_triggers("m", 3, ["schedule"]) == 4 and flows.newest_fit("m").drift_refit is None
+        assert flows.newest_fit("m").fit_window == {"version": 4, "data_window_start": None, "data_window_end": None,
+                                                    "median_series_steps": None}
         client.create_model_version("m", source=(tmp_path / "e").as_uri(), tags={
             "meta.data_window_start": "2026-01-01 00:00:00", "meta.data_window_end": "2026-01-19 23:00:00",
             "meta.median_series_steps": "432.0"})
-        assert flows.last_fit_window("m") == {"version": 5, "data_window_start": "2026-01-01 00:00:00",
-                                              "data_window_end": "2026-01-19 23:00:00", "median_series_steps": 432.0}
+        assert flows.newest_fit("m").fit_window == {"version": 5, "data_window_start": "2026-01-01 00:00:00",
+                                                    "data_window_end": "2026-01-19 23:00:00",
+                                                    "median_series_steps": 432.0}
     finally:
         mlflow.set_tracking_uri(None)
 
@@ -167,7 +170,7 @@ def test_last_refit_reads_the_registry(tmp_path, monkeypatch):
 # -- the cycle -------------------------------------------------------------------------------------
 @pytest.fixture
 def day_n_cycle(tmp_path, monkeypatch):
-    """The Day-N flow body with its pipelines stubbed: returns (run, ran, reports, refits)."""
+    """The Day-N flow body with its pipelines and registry stubbed: returns (run, ran, reports)."""
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     (incoming / "day3.csv").write_text("series_id,timestamp,value\n")
@@ -184,28 +187,28 @@ def day_n_cycle(tmp_path, monkeypatch):
     reports = {"ingestion_report": {"n_batches": 1, "rows_accepted": 48}, "drift_summary": {"drift": False, "reasons": []}}
     loads: list[str] = []
     monkeypatch.setattr(flows, "_load_dataset", stub_datasets(reports, loads))
-    refits = {"m": (3, datetime.now(timezone.utc) - timedelta(days=40))}
-    monkeypatch.setattr(flows, "last_refit", lambda name: refits.get(name))
-    fits = {"m": {"version": 3, "data_window_start": "2026-01-01 00:00", "data_window_end": "2026-01-19 23:00",
-                  "median_series_steps": 432.0}}
-    monkeypatch.setattr(flows, "last_fit_window", lambda name: fits.get(name))
-    # the registry's record of why the newest version was refitted (flows.last_drift_refit / tag_refit_triggers)
-    drift_refits: dict = {}
-    monkeypatch.setattr(flows, "last_drift_refit", lambda name: drift_refits.get(name))
+    # the registry's newest version (flows.newest_fit): version 3, registered 40 days ago, fitted on a median of
+    # 432 hours per series; the cycle's reads are counted, and tagging a retrain's version is recorded
+    registry = {"m": flows.NewestFit(3, datetime.now(timezone.utc) - timedelta(days=40), {
+        "meta.data_window_start": "2026-01-01 00:00", "meta.data_window_end": "2026-01-19 23:00",
+        "meta.median_series_steps": "432.0"})}
+    reads: list[str] = []
+    monkeypatch.setattr(flows, "newest_fit", lambda name: reads.append(name) or registry.get(name))
+    tagged: dict = {}
     monkeypatch.setattr(flows, "tag_refit_triggers",
-                        lambda name, previous, triggers: drift_refits.update(tagged=(previous, list(triggers))))
+                        lambda name, previous, triggers: tagged.update(last=(previous, list(triggers))))
 
     def run(retrain: dict | None = None, **kwargs):
         state["cycle"] = CycleConfig(registered_model_name="m", retrain=RetrainConfig(**(retrain or {})))
         ran.clear()
         return flows.ts_kedro_cycle.fn(project_path=str(tmp_path), **kwargs)
 
-    run.drift_refits, run.fits, run.loads = drift_refits, fits, loads
-    return run, ran, reports, refits
+    run.registry, run.reads, run.tagged, run.loads = registry, reads, tagged, loads
+    return run, ran, reports
 
 
 def test_cycle_without_drift_updates_unless_the_schedule_or_force_says_refit(day_n_cycle):
-    run, ran, reports, refits = day_n_cycle
+    run, ran, reports = day_n_cycle
     result = run()
     assert ran == ["day_n", "inference"] and result["retrain"]["retrain"] is False
     assert [s["pipeline"] for s in result["steps"]] == ["day_n", "inference"]
@@ -214,7 +217,8 @@ def test_cycle_without_drift_updates_unless_the_schedule_or_force_says_refit(day
     assert ran == ["day_n", "retrain", "inference"] and result["retrain"]["triggers"] == ["schedule"]
     assert [s["pipeline"] for s in result["steps"]] == ["day_n", "retrain", "inference"]
 
-    refits["m"] = (4, datetime.now(timezone.utc) - timedelta(days=1))  # the retrain registered version 4
+    run.registry["m"] = replace(run.registry["m"], version=4,  # the retrain registered version 4
+                                registered=datetime.now(timezone.utc) - timedelta(days=1))
     result = run({"every": "30D"})
     assert ran == ["day_n", "inference"] and "next scheduled refit is due at" in result["retrain"]["reason"]
 
@@ -231,7 +235,7 @@ def test_cycle_without_drift_updates_unless_the_schedule_or_force_says_refit(day
 def test_cycle_refits_when_the_history_has_grown_by_after_growth(day_n_cycle):
     """retrain.after_growth: the newest registered fit saw a median of 432 hours per series; with 0.5 a cycle refits
     once 216 hours have arrived since that fit's data end, and not before."""
-    run, ran, reports, refits = day_n_cycle
+    run, ran, reports = day_n_cycle
     reports["params:panel"] = {"freq": "h"}
     reports["ingestion_report"] = {"n_batches": 1, "rows_accepted": 48, "history_end": {"a": "2026-01-27 23:00"}}
     result = run({"after_growth": 0.5})  # 192 hours since the fit's data end
@@ -242,14 +246,15 @@ def test_cycle_refits_when_the_history_has_grown_by_after_growth(day_n_cycle):
     result = run({"after_growth": 0.5})
     assert ran == ["day_n", "retrain", "inference"] and result["retrain"]["triggers"] == ["growth"]
     # the retrain registered version 4 on the longer history: the rule counts from there
-    run.fits["m"] = {"version": 4, "data_window_start": "2026-01-01 00:00",
-                           "data_window_end": "2026-01-28 23:00", "median_series_steps": 648.0}
+    run.registry["m"] = flows.NewestFit(4, datetime.now(timezone.utc), {
+        "meta.data_window_start": "2026-01-01 00:00", "meta.data_window_end": "2026-01-28 23:00",
+        "meta.median_series_steps": "648.0"})
     result = run({"after_growth": 0.5})
     assert ran == ["day_n", "inference"] and result["retrain"]["growth"]["steps_left"] == 324
     assert run()["retrain"]["growth"] is None  # null: the rule is off
     # the panel's frequency is read as the cycle's pipelines see it, runtime parameters included
     # (`cycle --params panel.freq=D`): 9 days since the fit's data end, not 216 hours
-    run.fits["m"]["data_window_end"] = "2026-01-19 00:00"
+    run.registry["m"].tags["meta.data_window_end"] = "2026-01-19 00:00"
     reports["ingestion_report"]["history_end"]["a"] = "2026-01-28 00:00"
     result = run({"after_growth": 0.5}, runtime_params={"panel": {"freq": "D"}})
     assert result["retrain"]["growth"]["new_steps"] == 9 and not result["retrain"]["retrain"]
@@ -260,7 +265,7 @@ def test_data_drift_that_a_drift_refit_answered_waits_for_the_reference_window(d
     """After a drift refit on data to E, data drift alone does not refit again until the drift windows (reference
     96 steps + seasonal lag 168 here: 264) no longer reach before E; performance drift, force and
     after_drift_refit: retrain do."""
-    run, ran, reports, refits = day_n_cycle
+    run, ran, reports = day_n_cycle
     end = pd.Timestamp("2026-01-10 00:00")
     drift = {"drift": True, "data_drift": True, "performance_drift": False, "reasons": ["data drift: 9 of 12"],
              "windows": {"reference_steps": 96, "recent_steps": 48, "seasonal_lag_steps": 168,
@@ -271,20 +276,22 @@ def test_data_drift_that_a_drift_refit_answered_waits_for_the_reference_window(d
 
     result = run()  # no drift refit recorded yet: the drift refits, and the new version is tagged "drift"
     assert ran == ["day_n", "retrain", "inference"] and result["retrain"]["triggers"] == ["drift"]
-    assert run.drift_refits["tagged"] == (3, ["drift"])
-
-    run.drift_refits["m"] = {"version": 4, "data_window_end": str(end)}
+    assert run.tagged["last"] == (3, ["drift"])
+    # the retrain registered version 4 on data to E, tagged "drift"; fitted on 432 steps per series
+    run.registry["m"] = flows.NewestFit(4, datetime.now(timezone.utc), {
+        flows.REFIT_TRIGGERS_TAG: "drift", "meta.data_window_end": str(end), "meta.median_series_steps": "432.0"})
     result = run()
     assert ran == ["day_n", "inference"] and result["retrain"]["retrain"] is False
     waiting = result["retrain"]["waiting_after_drift_refit"]
     assert waiting["steps_since"] == 96 and waiting["reach_steps"] == 264 and waiting["version"] == 4
     assert "data drift refits again after 168 more steps" in result["retrain"]["reason"]
-    # the wait and the growth rule both count steps of panel.freq: the cycle reads params:panel once
-    run.fits["m"] = {**run.fits["m"], "data_window_end": str(end)}  # version 4's fit, 432 steps per series
-    run.loads.clear()
-    result = run({"after_growth": 1.0})
+    # the wait, the schedule and the growth rule all read the registry's newest version and the two rules count
+    # steps of panel.freq: the cycle reads the registry once and params:panel once
+    run.loads.clear(), run.reads.clear()
+    result = run({"after_growth": 1.0, "every": "30D"})
     assert result["retrain"]["waiting_after_drift_refit"]["steps_since"] == 96
-    assert result["retrain"]["growth"]["new_steps"] == 96 and run.loads.count("params:panel") == 1
+    assert result["retrain"]["growth"]["new_steps"] == 96 and result["retrain"]["last_refit_version"] == 4
+    assert run.loads.count("params:panel") == 1 and run.reads == ["m"]
 
     reports["ingestion_report"]["history_end"]["a"] = str(end + pd.Timedelta(hours=264))  # the windows moved past
     assert run()["retrain"]["triggers"] == ["drift"] and ran == ["day_n", "retrain", "inference"]
@@ -314,7 +321,7 @@ def test_persisting_drift_counts_steps_of_the_panel_frequency():
 
 
 def test_a_forced_refit_runs_after_a_batch_that_added_no_row_but_not_without_a_batch(day_n_cycle, tmp_path):
-    run, ran, reports, _ = day_n_cycle
+    run, ran, reports = day_n_cycle
     reports["ingestion_report"] = {"n_batches": 1, "rows_accepted": 0, "duplicate_rows_ignored": 48}
     result = run({"every": "30D"})  # a due schedule does not refit unchanged data
     assert ran == ["day_n"] and result["skipped_after_ingestion"] is True

@@ -19,6 +19,13 @@ CROSSING_POLICIES = ("persist", "fail")
 TASK_OPTION_KEYS = ("retries", "retry_delay_seconds", "timeout_seconds")
 
 
+# Why a Day-N cycle refits (summary["retrain"]["triggers"], and the tag on the version a retrain registered). Kept
+# here, free of Prefect, so that benchmarks/day_n_replay.py reads the same names as the flow (flows re-exports them).
+RETRAIN_FORCED, RETRAIN_DRIFT, RETRAIN_SCHEDULE, RETRAIN_GROWTH = "forced", "drift", "schedule", "growth"
+# planned refits: retrain.every and retrain.after_growth, not answers to a change in the data
+SCHEDULED_TRIGGERS = frozenset({RETRAIN_SCHEDULE, RETRAIN_GROWTH})
+
+
 # Kill-test hook, like the registry's TS_KEDRO_REGISTRY_PAUSE_AT: with TS_KEDRO_PAUSE_AT=before_task:<group>
 # the flow process says so on stderr and sleeps just before that Prefect task group runs its Kedro nodes
 # (tests/orchestration/test_cycle_sigkill.py SIGKILLs it there). Unset: one environment lookup per task.

@@ -7,6 +7,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,16 @@ from kedro.framework.startup import bootstrap_project
 from prefect import flow
 from prefect import runtime as prefect_runtime
 
-from ts_kedro.orchestration.config import CycleConfig, load_orchestration_config, parse_duration
+from ts_kedro.orchestration.config import (  # noqa: F401  (the trigger names are re-exported)
+    RETRAIN_DRIFT,
+    RETRAIN_FORCED,
+    RETRAIN_GROWTH,
+    RETRAIN_SCHEDULE,
+    SCHEDULED_TRIGGERS,
+    CycleConfig,
+    load_orchestration_config,
+    parse_duration,
+)
 from ts_kedro.orchestration.kedro_prefect import resolve_project_path, run_kedro_pipeline
 
 logger = logging.getLogger(__name__)
@@ -30,8 +41,6 @@ PIPELINE_FLOW_NAME = "kedro-pipeline"  # kedro_prefect.kedro_pipeline_flow
 STALE_AFTER_HOURS_ENV = "TS_KEDRO_STALE_AFTER_HOURS"
 DEFAULT_STALE_AFTER_HOURS = 6.0
 INCOMING_DATASET = "incoming_batches"  # the Day-N drop folder (conf/base/catalog_ingestion.yml)
-# Why a Day-N cycle refits (summary["retrain"]["triggers"]): orchestration.cycle.retrain and drift_summary.
-RETRAIN_FORCED, RETRAIN_DRIFT, RETRAIN_SCHEDULE, RETRAIN_GROWTH = "forced", "drift", "schedule", "growth"
 EVERY_KEY = "orchestration.cycle.retrain.every"
 GROWTH_KEY = "orchestration.cycle.retrain.after_growth"
 # the tag on a registered version that says why a Day-N retrain refitted it ("drift", "schedule", "growth", "forced")
@@ -83,17 +92,54 @@ def _newest_version(registered_model_name: str):
     return max(versions, key=lambda v: (int(v.creation_timestamp or 0), int(v.version)))
 
 
-def last_refit(registered_model_name: str) -> tuple[int, datetime] | None:
-    """(version, registration time in UTC) of the newest version of ``registered_model_name``, or None.
+@dataclass(frozen=True)
+class NewestFit:
+    """The newest registered version of the model, as one registry read gives it.
 
-    Every full refit registers a version (Day 0 and every retrain, promoted or not), so this is when the
-    models were last refitted; the registry keeps it across restarts. Read with the MLflow URIs the
-    cycle configured (``_configure_tracking``).
+    Every full refit registers a version (Day 0 and every retrain, promoted or not), so this is the last refit,
+    whether or not it became the champion. A Day-N cycle reads it once (``newest_fit``) and every retrain rule
+    derives what it needs from it: the schedule (``refit``), the wait after a drift refit (``drift_refit``) and the
+    growth rule (``fit_window``).
+    """
+
+    version: int
+    registered: datetime  # registration time, UTC
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def refit(self) -> tuple[int, datetime]:
+        """(version, registration time): ``decide_retrain``'s ``refit``, what ``retrain.every`` counts from."""
+        return self.version, self.registered
+
+    @property
+    def drift_refit(self) -> dict[str, Any] | None:
+        """``{version, data_window_end}`` when data drift triggered this version's refit (its ``REFIT_TRIGGERS_TAG``),
+        else None: a later refit on a schedule, on growth or forced is not a drift refit."""
+        if RETRAIN_DRIFT not in self.tags.get(REFIT_TRIGGERS_TAG, "").split(","):
+            return None
+        return {"version": self.version, "data_window_end": self.tags.get("meta.data_window_end")}
+
+    @property
+    def fit_window(self) -> dict[str, Any]:
+        """What this version was fitted on: ``{version, data_window_start, data_window_end, median_series_steps}``
+        from its ``meta.*`` tags (``median_series_steps`` is None for versions registered before it was recorded)."""
+        median = self.tags.get("meta.median_series_steps")
+        return {"version": self.version, "data_window_start": self.tags.get("meta.data_window_start"),
+                "data_window_end": self.tags.get("meta.data_window_end"),
+                "median_series_steps": float(median) if median not in (None, "") else None}
+
+
+def newest_fit(registered_model_name: str) -> NewestFit | None:
+    """The newest registered version of ``registered_model_name`` (one registry search), or None when there is none.
+
+    Read with the MLflow URIs the cycle configured (``_configure_tracking``); the registry keeps it across restarts.
     """
     newest = _newest_version(registered_model_name)
     if newest is None:
         return None
-    return int(newest.version), datetime.fromtimestamp(int(newest.creation_timestamp) / 1000, tz=timezone.utc)
+    return NewestFit(int(newest.version),
+                     datetime.fromtimestamp(int(newest.creation_timestamp) / 1000, tz=timezone.utc),
+                     dict(newest.tags or {}))
 
 
 def tag_refit_triggers(registered_model_name: str, previous_version: int | None, triggers: list[str]) -> int | None:
@@ -110,31 +156,6 @@ def tag_refit_triggers(registered_model_name: str, previous_version: int | None,
     MlflowClient().set_model_version_tag(registered_model_name, str(newest.version), REFIT_TRIGGERS_TAG,
                                          ",".join(triggers))
     return int(newest.version)
-
-
-def last_drift_refit(registered_model_name: str) -> dict[str, Any] | None:
-    """The newest version when data drift triggered its refit: ``{version, data_window_end}``; else None.
-
-    Only the newest version counts: a later refit on a schedule or forced is not a drift refit.
-    """
-    newest = _newest_version(registered_model_name)
-    if newest is None or RETRAIN_DRIFT not in (newest.tags or {}).get(REFIT_TRIGGERS_TAG, "").split(","):
-        return None
-    return {"version": int(newest.version), "data_window_end": (newest.tags or {}).get("meta.data_window_end")}
-
-
-def last_fit_window(registered_model_name: str) -> dict[str, Any] | None:
-    """What the newest registered version was fitted on: ``{version, data_window_start, data_window_end,
-    median_series_steps}`` from its ``meta.*`` tags (``median_series_steps`` is None for versions registered before
-    it was recorded); None when nothing is registered."""
-    newest = _newest_version(registered_model_name)
-    if newest is None:
-        return None
-    tags = newest.tags or {}
-    median = tags.get("meta.median_series_steps")
-    return {"version": int(newest.version), "data_window_start": tags.get("meta.data_window_start"),
-            "data_window_end": tags.get("meta.data_window_end"),
-            "median_series_steps": float(median) if median not in (None, "") else None}
 
 
 def growth_since_fit(fit: dict[str, Any] | None, history_end: dict[str, Any] | None, freq: str,
@@ -208,7 +229,7 @@ def decide_retrain(
         drift_reasons: ``drift_summary.reasons``, quoted in the reason.
         forced: ``orchestration.cycle.retrain.force``, ``--retrain`` or the flow parameter ``force_retrain``.
         every: ``orchestration.cycle.retrain.every`` (a duration such as ``"30D"``) or None.
-        refit: ``last_refit(...)``: the newest registered version and when it was registered.
+        refit: ``NewestFit.refit``: the newest registered version and when it was registered.
         now: the current time (UTC); default: now.
         waiting: ``persisting_drift(...)`` when ``retrain.after_drift_refit`` is ``wait`` and no performance
             drift was found: the drift is not a trigger this cycle.
@@ -542,28 +563,26 @@ def ts_kedro_cycle(
                 panel_freq.append(_load_dataset(root, env, "params:panel", runtime_params)["freq"])
             return panel_freq[0]
 
+        fit = newest_fit(cycle.registered_model_name)  # one registry read for every rule below
         waiting = None
         if result["drift"] and cycle.retrain.after_drift_refit == "wait" and not drift.get("performance_drift"):
-            drift_refit = last_drift_refit(cycle.registered_model_name)
-            if drift_refit is not None:
-                waiting = persisting_drift(drift, drift_refit, history_end, freq())
-        refit = last_refit(cycle.registered_model_name) if every is not None else None
+            if fit is not None and fit.drift_refit is not None:
+                waiting = persisting_drift(drift, fit.drift_refit, history_end, freq())
+        refit = fit.refit if fit is not None and every is not None else None
         growth = None
-        if cycle.retrain.after_growth is not None:
-            growth = growth_since_fit(last_fit_window(cycle.registered_model_name), history_end, freq(),
-                                      cycle.retrain.after_growth)
+        if cycle.retrain.after_growth is not None and fit is not None:
+            growth = growth_since_fit(fit.fit_window, history_end, freq(), cycle.retrain.after_growth)
         result["retrain"] = decide_retrain(
             result["drift"], result["drift_reasons"], forced=forced, every=every, refit=refit, waiting=waiting,
             growth=growth,
         )
         logger.info("%s", result["retrain"]["reason"])
         if result["retrain"]["retrain"]:
-            before = refit if every is not None else last_refit(cycle.registered_model_name)
             logger.info("running '%s' (%s)", cycle.retrain_pipeline, ", ".join(result["retrain"]["triggers"]))
             steps.append(_run_step(cycle.retrain_pipeline, alerts_config, run))
             # the registry remembers why this version was refitted (after_drift_refit reads it next cycles)
             result["retrain"]["tagged_version"] = tag_refit_triggers(
-                cycle.registered_model_name, before[0] if before else None, result["retrain"]["triggers"])
+                cycle.registered_model_name, fit.version if fit else None, result["retrain"]["triggers"])
         steps.append(_run_step(cycle.inference_pipeline, alerts_config, run))
     result["steps"] = [{"pipeline": name, **summary} for name, summary in zip(_step_names(day, cycle, result), steps)]
     return result
