@@ -374,3 +374,87 @@ def test_panel_model_calibrates_the_served_ensemble_on_its_backtest(trained, sma
     pd.testing.assert_series_equal(served_on["mean"], served_off["mean"])
     assert not np.allclose(served_on["hi-95"], served_off["hi-95"])
     assert (served_on["lo-95"] <= served_on["lo-80"]).all() and (served_on["hi-80"] <= served_on["hi-95"]).all()
+
+
+# -- ensemble.member_rule: forward ------------------------------------------------------------------
+FORWARD = {"enabled": True, "exclude": ["seasonal_naive"], "member_rule": "forward"}
+
+
+def _offset_backtests(trained, offsets: dict[str, float]) -> dict[str, pd.DataFrame]:
+    """Real seasonal-naive and two-season-mean backtests (M4), plus families that are the two-season mean shifted by
+    a share of each actual (synthetic members: their errors are known in advance)."""
+    base = trained["two_season_mean"][0]
+    out = {"seasonal_naive": trained["seasonal_naive"][0], "two_season_mean": base}
+    for name, share in offsets.items():
+        out[name] = base.assign(**{c: base[c] + share * base["actual"].abs()
+                                   for c in ("mean", "lo-80", "hi-80", "lo-95", "hi-95")})
+    return out
+
+
+def test_forward_scores_each_median_exactly_as_selection_does(trained, small_panel, caplog):
+    """The forward path's fast OWA of a median equals score_candidates + the OWA contribution of the same median
+    built by build_candidate_backtests: the members are chosen by the score they then compete on."""
+    backtests = _offset_backtests(trained, {"high": 0.05, "low": -0.08})
+    fast = {}
+    caplog.set_level("INFO", logger=nodes.logger.name)
+    nodes.build_candidate_backtests(FORWARD, PANEL_PARAMS, small_panel, **backtests)
+    path = [r.getMessage() for r in caplog.records if "member_rule forward" in r.getMessage()][0].split("on the path ")[1]
+    for step in path.split(", "):
+        members, owa = step.rsplit(" ", 1)
+        fast[members] = float(owa)
+    assert len(fast) == 3  # two_season_mean, high, low: a path of three sets
+    for members, owa in fast.items():
+        names = members.split("+")
+        if len(names) == 1:
+            stacked = nodes.build_candidate_backtests({"enabled": False}, PANEL_PARAMS, **backtests)
+            name = names[0]
+        else:
+            stacked = nodes.build_candidate_backtests({"enabled": True, "members": names}, PANEL_PARAMS, **backtests)
+            name = "ensemble"
+        scores = nodes.score_candidates(stacked, small_panel, PANEL_PARAMS)
+        assert nodes._primary_scores(scores, "owa", "seasonal_naive")[name].mean() == pytest.approx(owa, abs=1e-4)
+
+
+def _scaled_actuals(trained, factors: dict[str, float]) -> dict[str, pd.DataFrame]:
+    """The real seasonal-naive backtest (M4) and families forecasting each actual times a factor (synthetic members
+    whose errors are known: a factor 1.02 is 2 % high everywhere)."""
+    base = trained["seasonal_naive"][0]
+    out = {"seasonal_naive": base}
+    for name, factor in factors.items():
+        mean = base["actual"] * factor
+        out[name] = base.assign(mean=mean, **{f"lo-{level}": mean * 0.9 for level in (80, 95)},
+                                **{f"hi-{level}": mean * 1.1 for level in (80, 95)})
+    return out
+
+
+def test_forward_keeps_the_members_whose_median_is_best_on_the_backtest(trained, small_panel):
+    """2 % high (best alone) and 3 % low cancel in their median (0.5 % high); a third member 4 % high would pull the
+    median back to 2 %, so it is left out although it beats seasonal naive alone, which the beat_reference rule
+    keeps. With one good family and two far worse, the best set on the path is the family alone: no ensemble."""
+    backtests = _scaled_actuals(trained, {"high": 1.02, "low": 0.97, "higher": 1.04})
+    stacked = nodes.build_candidate_backtests(FORWARD, PANEL_PARAMS, small_panel, **backtests)
+    assert stacked.loc[stacked["model"] == "ensemble", "members"].iloc[0] == "high,low"
+    old = nodes.build_candidate_backtests({**FORWARD, "member_rule": "beat_reference"}, PANEL_PARAMS, **backtests)
+    assert old.loc[old["model"] == "ensemble", "members"].iloc[0] == "high,low,higher"
+    alone = _scaled_actuals(trained, {"good": 1.02, "worse": 1.5, "worst": 1.8})
+    stacked = nodes.build_candidate_backtests(FORWARD, PANEL_PARAMS, small_panel, **alone)
+    assert "ensemble" not in set(stacked["model"])
+    # without the panel (MASE scales) the rule cannot score medians: every member that beats the reference joins
+    without_panel = nodes.build_candidate_backtests(FORWARD, PANEL_PARAMS, **backtests)
+    assert without_panel.loc[without_panel["model"] == "ensemble", "members"].iloc[0] == "high,low,higher"
+    with pytest.raises(nodes.SelectionError, match="member_rule"):
+        nodes.build_candidate_backtests({**FORWARD, "member_rule": "greedy"}, PANEL_PARAMS, small_panel, **backtests)
+
+
+def test_the_shipped_selection_chooses_members_forward_from_the_primary_panel():
+    from pathlib import Path
+
+    import yaml
+
+    from ts_kedro.pipelines.model_selection.pipeline import create_pipeline
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters_model_selection.yml"
+    assert yaml.safe_load(conf.read_text())["model_selection"]["ensemble"]["member_rule"] == "forward"
+    node = {n.name: n for n in create_pipeline(families=["seasonal_naive", "ets", "theta"]).nodes}[
+        "build_candidate_backtests_node"]
+    assert "primary_panel" in node.inputs

@@ -42,14 +42,33 @@ def relative_mae(backtests: pd.DataFrame, reference: str) -> pd.Series:
     return ratio.mean().sort_values()
 
 
-def _ensemble_members_for_run(families: list[str], ensemble_params: dict[str, Any], stacked: pd.DataFrame) -> list[str]:
-    """The configured members; with ``drop_worse_than_reference`` (default true) without those whose backtest
-    MAE relative to the reference is not below 1 (a family that loses to seasonal naive on the backtest joins no
-    ensemble, as long as two members remain); with ``top_k`` the k best of them by relative backtest MAE."""
+MEMBER_RULES = ("forward", "beat_reference")
+
+
+def _ensemble_members_for_run(families: list[str], ensemble_params: dict[str, Any], stacked: pd.DataFrame,
+                              panel: pd.DataFrame | None = None, panel_params: dict[str, Any] | None = None) -> list[str]:
+    """The ensemble's members for this run, by ``ensemble.member_rule``.
+
+    ``beat_reference`` (the default when the key is absent): the configured members; with
+    ``drop_worse_than_reference`` (default true) without those whose backtest MAE relative to the reference is not
+    below 1 (a family that loses to seasonal naive on the backtest joins no ensemble, as long as two members
+    remain); with ``top_k`` the k best of them by relative backtest MAE.
+
+    ``forward`` (shipped): ``forward_members``, chosen by the backtest OWA of the median itself; needs the panel
+    (MASE scales) and the reference's backtest, else the ``beat_reference`` rule applies (logged).
+    """
+    rule = ensemble_params.get("member_rule") or "beat_reference"
+    if rule not in MEMBER_RULES:
+        raise SelectionError(f"model_selection.ensemble.member_rule must be one of {MEMBER_RULES}, got {rule!r}")
     members = ensemble_members(families, ensemble_params)
     reference = ensemble_params.get("reference") or "seasonal_naive"
     if reference not in set(stacked["model"]):
         reference = None
+    if rule == "forward":
+        if reference is not None and panel is not None and panel_params is not None and len(members) >= 2:
+            return forward_members(stacked, members, reference, panel, panel_params)
+        logger.info("ensemble.member_rule forward needs the panel and the %s backtest: every configured member "
+                    "that beats it joins instead", ensemble_params.get("reference") or "seasonal_naive")
     ranking = relative_mae(stacked, reference or members[0])
     if reference and ensemble_params.get("drop_worse_than_reference", True):
         better = [m for m in members if ranking.get(m, np.inf) < 1.0]
@@ -64,15 +83,84 @@ def _ensemble_members_for_run(families: list[str], ensemble_params: dict[str, An
     return [m for m in ranking.index if m in members][: int(top_k)]
 
 
+def forward_members(stacked: pd.DataFrame, members: list[str], reference: str, panel: pd.DataFrame,
+                    panel_params: dict[str, Any]) -> list[str]:
+    """Ensemble selection on the backtest: the members whose median scores the lowest backtest OWA on a forward path.
+
+    The path starts from the family with the lowest backtest OWA and adds, one at a time, the member whose addition
+    gives the median the lowest backtest OWA, until every member is in; the set with the lowest OWA on the path wins
+    (a single family when no median beats it: then no ensemble is built). This is ensemble selection (Caruana et
+    al., 2004) for a median: which families help the combination is what the backtest says, not whether each beats
+    seasonal naive alone (a family that loses alone can still pull a median toward the actuals, and one that wins
+    alone can add only noise to it). OWA contributions as ``select_models`` computes them (``_primary_scores``,
+    against ``reference``), so the ensemble is chosen by the score it then competes on. At most n(n+1)/2 medians
+    for n members, each scored by array arithmetic on the stacked backtest.
+    """
+    pool = stacked[stacked["model"].isin(members)]
+    means = pool.pivot_table(index=KEYS, columns="model", values="mean", aggfunc="first", observed=True)
+    if means.isna().any().any() or len(means.columns) != len(members):
+        raise SelectionError("ensemble members' backtests are not aligned on the same series, windows and steps")
+    means = means[members]
+    actual = pool.groupby(KEYS, sort=True, observed=True)["actual"].first().reindex(means.index).to_numpy(float)
+    keys = means.index.to_frame(index=False)
+    windows = pd.MultiIndex.from_frame(keys[["series_id", "window"]])
+    window_codes, window_index = pd.factorize(windows, sort=True)
+    cutoffs = keys.groupby(["series_id", "window"], sort=True)["cutoff"].first().reset_index()
+    from ts_kedro.evaluation.backtest import _training_scales
+
+    season_length = profile_for_panel(panel, panel_params).season_length
+    scale = _training_scales(panel, cutoffs, int(season_length)).reindex(window_index).to_numpy(float)
+    window_series = window_index.get_level_values(0)
+    n_windows = len(window_index)
+    counts = np.bincount(window_codes, minlength=n_windows)
+    zero_actuals = pd.Series(actual == 0).groupby(keys["series_id"].to_numpy()).mean()
+    values = means.to_numpy(float)
+
+    def per_series(forecast: np.ndarray) -> pd.DataFrame:
+        error = np.abs(actual - forecast)
+        denominator = np.abs(actual) + np.abs(forecast)
+        smape = np.where(denominator == 0, 0.0, 200.0 * error / np.where(denominator == 0, 1, denominator))
+        window_smape = np.bincount(window_codes, smape, n_windows) / counts
+        window_mase = np.bincount(window_codes, error, n_windows) / counts / scale
+        frame = pd.DataFrame({"smape": window_smape, "mase": window_mase}).groupby(window_series).mean()
+        return frame.rename_axis("series_id").reset_index()
+
+    reference_scores = score_candidates(stacked[stacked["model"] == reference], panel, panel_params)
+    reference_scores = reference_scores[["model", "series_id", "smape", "mase", "zero_actuals"]]
+    cache: dict[frozenset, float] = {}
+
+    def owa(subset: frozenset) -> float:
+        if subset not in cache:
+            columns = [members.index(m) for m in subset]
+            forecast = values[:, columns[0]] if len(columns) == 1 else np.median(values[:, columns], axis=1)
+            scores = per_series(forecast).assign(model="candidate")
+            scores["zero_actuals"] = scores["series_id"].map(zero_actuals)
+            table = _primary_scores(pd.concat([reference_scores, scores], ignore_index=True), "owa", reference)
+            cache[subset] = float(table["candidate"].mean())
+        return cache[subset]
+
+    current = frozenset([min(members, key=lambda m: owa(frozenset([m])))])
+    path = [current]
+    while len(current) < len(members):
+        current = min((current | {m} for m in members if m not in current), key=owa)
+        path.append(current)
+    best = min(path, key=owa)
+    chosen = [m for m in members if m in best]
+    logger.info("ensemble (member_rule forward): %s, backtest OWA %.4f; on the path %s", chosen, owa(best),
+                ", ".join(f"{'+'.join(sorted(s))} {owa(s):.4f}" for s in path))
+    return chosen
+
+
 def build_candidate_backtests(
-    ensemble_params: dict[str, Any], panel_params: dict[str, Any], **family_backtests: pd.DataFrame
+    ensemble_params: dict[str, Any], panel_params: dict[str, Any], primary_panel: pd.DataFrame | None = None,
+    **family_backtests: pd.DataFrame
 ) -> pd.DataFrame:
     """Stack the families' backtests and add the ensemble (median of members) scored on the same windows.
 
     ``served_by`` tells, per row, who really forecast it (a family's fallback where the family could not fit
     the series in that window). Ensemble rows are ``ensemble`` where every member served itself, else
-    ``ensemble_partial``. Members are ``ensemble.members`` (null: every family not in ``exclude``), or with
-    ``ensemble.top_k`` the k best of them by backtest MAE relative to ``ensemble.reference``.
+    ``ensemble_partial``. Members: ``_ensemble_members_for_run`` by ``ensemble.member_rule`` (``forward`` needs
+    ``primary_panel``, the panel the backtests ran on, for the MASE scales).
 
     Returns:
         Long frame of all candidates' backtest forecasts with ``model`` and ``served_by`` columns.
@@ -86,7 +174,8 @@ def build_candidate_backtests(
         frames.append(frame[columns].assign(model=family, served_by=served, fallback=fallback))
     stacked = pd.concat(frames, ignore_index=True)
     if ensemble_params.get("enabled", True):
-        members = _ensemble_members_for_run(list(family_backtests), ensemble_params, stacked)
+        members = _ensemble_members_for_run(list(family_backtests), ensemble_params, stacked, primary_panel,
+                                            panel_params)
         if len(members) >= 2:
             pool = stacked[stacked["model"].isin(members)]
             ensemble = pool.groupby(KEYS, sort=False).agg(

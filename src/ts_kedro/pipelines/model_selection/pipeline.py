@@ -27,6 +27,7 @@ def create_pipeline(families: list[str] | None = None, **kwargs) -> Pipeline:
                 inputs={
                     "ensemble_params": "params:model_selection.ensemble",
                     "panel_params": "params:panel",
+                    "primary_panel": "primary_panel",
                     **{family: f"{family}.backtest_forecasts" for family in families},
                 },
                 outputs="candidate_backtests",
