@@ -268,7 +268,7 @@ def _prefer_ensemble(overall: str, reason: str, scores: pd.Series, tolerance: fl
     tie goes to the combination rather than to the cheaper single family; a single family is kept only where
     the backtest shows it clearly better. ``always``: the ensemble whenever there is one. ``none``: ties go
     to the lowest cost like any other candidate. Why: a few backtest windows pick single families noisily,
-    and the median of the families that beat seasonal naive is the more robust forecast. Measured against
+    and the median ensemble is the more robust forecast. Measured (with the beat_reference members) against
     ``none`` on the eight real panels of the benchmark matrix (docs/benchmarks.md, "Any frequency"): ``ties``
     lowers the selected model's MASE on three (M3 yearly, M3 monthly, car parts) and raises it on one (NN5,
     0.844 -> 0.851); ``always`` lowers it on four and raises it on two (ILINet by 12 %).
