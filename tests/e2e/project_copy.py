@@ -18,6 +18,8 @@ SAMPLE = REPO_ROOT / "data" / "01_raw" / "m4_hourly_sample.csv"
 TEST_PARAMETERS = {
     "lstm": {"model": {"hyperparameters": {"max_epochs": 4, "patience": 2, "max_windows_per_series": 60}}},
     "prophet": {"model": {"hyperparameters": {"uncertainty_samples": 50}}},
+    # the shipped row budget (300,000) and 300 trees cost about 35 s per fit even on a few series
+    "lightgbm": {"model": {"hyperparameters": {"n_estimators": 40, "max_training_rows": 20000}}},
 }
 
 
