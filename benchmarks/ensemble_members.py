@@ -1,11 +1,10 @@
 """Which families should the median ensemble hold? Rules chosen on the backtest, scored on the test part.
 
-model_selection's ensemble is the median of every family whose backtest MAE beats seasonal naive's
-(``ensemble.drop_worse_than_reference``). A tempting alternative is to choose the members on the backtest itself,
-as ensemble selection does (Caruana et al., 2004): a forward path that starts from the best family and adds, one at
-a time, the family whose addition gives the lowest backtest OWA of the median, keeping the best set on the path;
-or the exhaustive best subset. This script scores each rule on a finished ``kedro run`` (``benchmarks/matrix.py``
-working directory) with model_selection's own nodes (``build_candidate_backtests``, ``score_candidates`` and the
+model_selection's ensemble was the median of every family whose backtest MAE beats seasonal naive's
+(``ensemble.member_rule: beat_reference``). The alternative is to choose the members on the backtest itself,
+as ensemble selection does (Caruana et al., 2004): the forward path of ``nodes.forward_members`` (shipped as
+``ensemble.member_rule: forward``), or the exhaustive best subset. This script scores each rule on a finished
+``kedro run`` (``benchmarks/matrix.py`` working directory) with model_selection's own nodes (``build_candidate_backtests``, ``score_candidates`` and the
 OWA contribution of ``select_models``) and the test part, nothing refitted:
 
     .venv/bin/python benchmarks/ensemble_members.py --run-dir data/benchmarks/m3_yearly_s30lgb
@@ -44,16 +43,6 @@ def backtest_owa(run: dict, members: tuple[str, ...], panel_params: dict) -> flo
     return float(nodes._primary_scores(scores, "owa", REFERENCE)[name].mean())
 
 
-def forward_path(owa: dict[frozenset, float], families: list[str]) -> list[frozenset]:
-    """From the best single family, add the family that lowers the median's backtest OWA most, until all are in."""
-    current = frozenset([min(families, key=lambda f: owa[frozenset([f])])])
-    path = [current]
-    while len(current) < len(families):
-        current = min((current | {f} for f in families if f not in current), key=lambda s: owa[s])
-        path.append(current)
-    return path
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="working directory of a finished kedro run")
@@ -69,12 +58,12 @@ def main(argv=None) -> None:
     families = [f for f in run["backtests"] if f != REFERENCE]
     subsets = [frozenset(c) for k in range(1, len(families) + 1) for c in itertools.combinations(families, k)]
     owa = {s: backtest_owa(run, tuple(sorted(s)), panel_params) for s in subsets}
-    shipped_members = nodes._ensemble_members_for_run(
-        list(run["backtests"]), {"exclude": [REFERENCE]},
-        nodes.build_candidate_backtests({"enabled": False}, panel_params, **run["backtests"]))
+    stacked = nodes.build_candidate_backtests({"enabled": False}, panel_params, **run["backtests"])
+    beat_reference = nodes._ensemble_members_for_run(list(run["backtests"]), {"exclude": [REFERENCE]}, stacked)
+    forward = nodes.forward_members(stacked, families, REFERENCE, run["panel"], panel_params)
     rules = {
-        "shipped: every family that beats seasonal naive": frozenset(shipped_members),
-        "forward path, best on the backtest": min(forward_path(owa, families), key=lambda s: owa[s]),
+        "beat_reference: every family that beats seasonal naive": frozenset(beat_reference),
+        "forward path, best on the backtest (shipped)": frozenset(forward),
         "exhaustive, best on the backtest": min(subsets, key=lambda s: owa[s]),
         "best single family on the backtest": min((s for s in subsets if len(s) == 1), key=lambda s: owa[s]),
     }

@@ -36,14 +36,20 @@ def _shipped_catalog_in(tmp_path: Path) -> DataCatalog:
     return DataCatalog.from_config(config)
 
 
+FEATURE_NODES = {"resolve_feature_spec_node", "build_calendar_features_node", "build_lag_features_node",
+                 "build_rolling_features_node", "build_decomposition_features_node", "decompose_series_node",
+                 "assemble_feature_panel_node", "build_feature_manifest_node"}
+
+
 def test_pipeline_has_named_nodes_and_the_contract_inputs_and_outputs():
-    pipeline = create_pipeline()
-    assert {node.name for node in pipeline.nodes} == {
-        "resolve_feature_spec_node", "build_calendar_features_node", "build_lag_features_node",
-        "build_rolling_features_node", "build_decomposition_features_node", "decompose_series_node",
-        "assemble_feature_panel_node", "build_feature_manifest_node"}
+    pipeline = create_pipeline(families=["seasonal_naive", "arima"])  # no feature-based family
+    assert {node.name for node in pipeline.nodes} == FEATURE_NODES
     assert pipeline.inputs() == {"primary_panel", "params:panel", "params:feature_engineering"}
     assert pipeline.outputs() == OUTPUTS
+    # the shipped families include lightgbm: the shipped pipeline also builds its training rows
+    shipped = create_pipeline()
+    assert {node.name for node in shipped.nodes} == FEATURE_NODES | {"build_lightgbm_model_input_node"}
+    assert shipped.outputs() == OUTPUTS | {"lightgbm_model_input"}
 
 
 def test_catalog_entries_are_feature_layer_files():
@@ -73,7 +79,8 @@ def test_an_enabled_lightgbm_family_reads_its_model_input_from_feature_engineeri
 def test_full_run_writes_and_reads_back_through_the_shipped_catalog(
     tmp_path, long_hourly_panel, panel_params, feature_params
 ):
-    catalog = _run(create_pipeline(), long_hourly_panel, panel_params, feature_params, _shipped_catalog_in(tmp_path))
+    catalog = _run(create_pipeline(families=["seasonal_naive"]), long_hourly_panel, panel_params, feature_params,
+                   _shipped_catalog_in(tmp_path))
 
     feature_panel = pd.read_parquet(tmp_path / "feature_panel.parquet")
     manifest = catalog["feature_manifest"].load()
