@@ -93,7 +93,8 @@ def forward_members(stacked: pd.DataFrame, members: list[str], reference: str, p
     al., 2004) for a median: which families help the combination is what the backtest says, not whether each beats
     seasonal naive alone (a family that loses alone can still pull a median toward the actuals, and one that wins
     alone can add only noise to it). OWA contributions as ``select_models`` computes them (``_primary_scores``,
-    against ``reference``), so the ensemble is chosen by the score it then competes on. At most n(n+1)/2 medians
+    against ``reference``), so with the shipped ``primary_metric: owa`` the ensemble is chosen by the score it then
+    competes on; with another primary metric the members are still chosen by OWA (both scale-free M4 measures). At most n(n+1)/2 medians
     for n members, each scored by array arithmetic on the stacked backtest.
     """
     pool = stacked[stacked["model"].isin(members)]
