@@ -251,6 +251,12 @@ def _training_scales(panel: pd.DataFrame, cutoffs: pd.DataFrame, season_length: 
     return pd.Series(scale.where(scale > 0).to_numpy(), index=pd.MultiIndex.from_frame(cutoffs[[SERIES_ID, "window"]]))
 
 
+def step_smape(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+    """sMAPE of each step, ``200 |y - f| / (|y| + |f|)`` (0 where both are 0): what ``evaluate_backtest`` averages."""
+    error, denominator = np.abs(actual - forecast), np.abs(actual) + np.abs(forecast)
+    return np.where(denominator == 0, 0.0, 200.0 * error / np.where(denominator == 0, 1, denominator))
+
+
 def evaluate_backtest(
     backtest: pd.DataFrame, panel: pd.DataFrame, season_length: int, levels: Sequence[int] = ()
 ) -> tuple[pd.DataFrame, dict]:
@@ -278,14 +284,13 @@ def evaluate_backtest(
         raise BacktestError("backtest has NaN forecasts or actuals; check the forecaster output")
     y, yhat = backtest["actual"].to_numpy(float), backtest["mean"].to_numpy(float)
     error = y - yhat
-    denominator = np.abs(y) + np.abs(yhat)
     steps = pd.DataFrame(
         {
             SERIES_ID: backtest[SERIES_ID].to_numpy(),
             "window": backtest["window"].to_numpy(),
             "abs_error": np.abs(error),
             "sq_error": error**2,
-            "smape": np.where(denominator == 0, 0.0, 200.0 * np.abs(error) / np.where(denominator == 0, 1, denominator)),
+            "smape": step_smape(y, yhat),
             "ape": np.where(y != 0, 100.0 * np.abs(error) / np.where(y == 0, 1, np.abs(y)), np.nan),
         }
     )

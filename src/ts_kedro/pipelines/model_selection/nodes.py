@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ts_kedro.evaluation.backtest import evaluate_backtest
+from ts_kedro.evaluation.backtest import _training_scales, evaluate_backtest, step_smape
 from ts_kedro.forecasters import Forecaster, interval_columns
 from ts_kedro.frequency import profile_for_panel
 
@@ -87,6 +87,20 @@ def forward_members(stacked: pd.DataFrame, members: list[str], reference: str, p
                     panel_params: dict[str, Any]) -> list[str]:
     """Ensemble selection on the backtest: the members whose median scores the lowest backtest OWA on a forward path.
 
+    The path and its scores are ``forward_path``; this keeps its best set and logs the path.
+    """
+    path = forward_path(stacked, members, reference, panel, panel_params)
+    best, score = min(path, key=lambda step: step[1])
+    chosen = [m for m in members if m in best]
+    logger.info("ensemble (member_rule forward): %s, backtest OWA %.4f; on the path %s", chosen, score,
+                ", ".join(f"{'+'.join(sorted(s))} {owa:.4f}" for s, owa in path))
+    return chosen
+
+
+def forward_path(stacked: pd.DataFrame, members: list[str], reference: str, panel: pd.DataFrame,
+                 panel_params: dict[str, Any]) -> list[tuple[frozenset, float]]:
+    """The forward path of ensemble selection, each set with the backtest OWA of its median (of its one family).
+
     The path starts from the family with the lowest backtest OWA and adds, one at a time, the member whose addition
     gives the median the lowest backtest OWA, until every member is in; the set with the lowest OWA on the path wins
     (a single family when no median beats it: then no ensemble is built). This is ensemble selection (Caruana et
@@ -94,8 +108,9 @@ def forward_members(stacked: pd.DataFrame, members: list[str], reference: str, p
     seasonal naive alone (a family that loses alone can still pull a median toward the actuals, and one that wins
     alone can add only noise to it). OWA contributions as ``select_models`` computes them (``_primary_scores``,
     against ``reference``), so with the shipped ``primary_metric: owa`` the ensemble is chosen by the score it then
-    competes on; with another primary metric the members are still chosen by OWA (both scale-free M4 measures). At most n(n+1)/2 medians
-    for n members, each scored by array arithmetic on the stacked backtest.
+    competes on; with another primary metric the members are still chosen by OWA (both scale-free M4 measures). At
+    most n(n+1)/2 medians for n members, each scored by array arithmetic on the stacked backtest (the per-step sMAPE
+    and the MASE scales of ``evaluation.backtest``, computed once).
     """
     pool = stacked[stacked["model"].isin(members)]
     means = pool.pivot_table(index=KEYS, columns="model", values="mean", aggfunc="first", observed=True)
@@ -107,8 +122,6 @@ def forward_members(stacked: pd.DataFrame, members: list[str], reference: str, p
     windows = pd.MultiIndex.from_frame(keys[["series_id", "window"]])
     window_codes, window_index = pd.factorize(windows, sort=True)
     cutoffs = keys.groupby(["series_id", "window"], sort=True)["cutoff"].first().reset_index()
-    from ts_kedro.evaluation.backtest import _training_scales
-
     season_length = profile_for_panel(panel, panel_params).season_length
     scale = _training_scales(panel, cutoffs, int(season_length)).reindex(window_index).to_numpy(float)
     window_series = window_index.get_level_values(0)
@@ -118,11 +131,8 @@ def forward_members(stacked: pd.DataFrame, members: list[str], reference: str, p
     values = means.to_numpy(float)
 
     def per_series(forecast: np.ndarray) -> pd.DataFrame:
-        error = np.abs(actual - forecast)
-        denominator = np.abs(actual) + np.abs(forecast)
-        smape = np.where(denominator == 0, 0.0, 200.0 * error / np.where(denominator == 0, 1, denominator))
-        window_smape = np.bincount(window_codes, smape, n_windows) / counts
-        window_mase = np.bincount(window_codes, error, n_windows) / counts / scale
+        window_smape = np.bincount(window_codes, step_smape(actual, forecast), n_windows) / counts
+        window_mase = np.bincount(window_codes, np.abs(actual - forecast), n_windows) / counts / scale
         frame = pd.DataFrame({"smape": window_smape, "mase": window_mase}).groupby(window_series).mean()
         return frame.rename_axis("series_id").reset_index()
 
@@ -145,11 +155,7 @@ def forward_members(stacked: pd.DataFrame, members: list[str], reference: str, p
     while len(current) < len(members):
         current = min((current | {m} for m in members if m not in current), key=owa)
         path.append(current)
-    best = min(path, key=owa)
-    chosen = [m for m in members if m in best]
-    logger.info("ensemble (member_rule forward): %s, backtest OWA %.4f; on the path %s", chosen, owa(best),
-                ", ".join(f"{'+'.join(sorted(s))} {owa(s):.4f}" for s in path))
-    return chosen
+    return [(subset, owa(subset)) for subset in path]
 
 
 def build_candidate_backtests(
