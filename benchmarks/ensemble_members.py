@@ -9,8 +9,12 @@ OWA contribution of ``select_models``) and the test part, nothing refitted:
 
     .venv/bin/python benchmarks/ensemble_members.py --run-dir data/benchmarks/m3_yearly_s30lgb
     .venv/bin/python benchmarks/ensemble_members.py --run-dir data/benchmarks/m3_yearly_s30lgb --without lightgbm
+    .venv/bin/python benchmarks/ensemble_members.py --run-dir data/benchmarks/m3_yearly_s30lgb --combine mean
 
-One table per run on stdout: rule, members, backtest OWA, test OWA, sMAPE and MASE.
+One table per run on stdout: rule, members, backtest OWA, test OWA, sMAPE and MASE. ``--combine mean`` adds the
+forward path of the members' *mean* (chosen by the mean's backtest OWA, scored as a mean on the test part): the
+combination ``ensemble.method`` could name, measured against the served median (docs/benchmarks.md, "Median or
+mean").
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import itertools
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,6 +53,8 @@ def main(argv=None) -> None:
     parser.add_argument("--run-dir", type=Path, required=True, help="working directory of a finished kedro run")
     parser.add_argument("--test", type=Path, help="test part (default: <run-dir>/test.csv)")
     parser.add_argument("--without", default="", help="families left out, as if not trained (comma-separated)")
+    parser.add_argument("--combine", choices=["median", "mean"], default="median",
+                        help="mean: also score the forward path of the members' mean (not served)")
     args = parser.parse_args(argv)
     run = selection_replay.load_run(args.run_dir, tuple(f for f in args.without.split(",") if f))
     profile = run["profile"]
@@ -67,13 +74,19 @@ def main(argv=None) -> None:
         "exhaustive, best on the backtest": min(subsets, key=lambda s: owa[s]),
         "best single family on the backtest": min((s for s in subsets if len(s) == 1), key=lambda s: owa[s]),
     }
+    combined = {rule: (members, "median", owa[members]) for rule, members in rules.items()}
+    if args.combine == "mean":
+        path = nodes.forward_path(stacked, families, REFERENCE, run["panel"], panel_params, combine=np.mean)
+        best, best_owa = min(path, key=lambda step: step[1])
+        combined["forward path of the mean (not served)"] = (frozenset(best), "mean", best_owa)
     series = list(dict.fromkeys(run["panel"]["series_id"]))
     rows = []
-    for rule, members in rules.items():
+    for rule, (members, combine, owa_backtest) in combined.items():
         chosen = nodes.ENSEMBLE if len(members) > 1 else next(iter(members))
         selection = {"choice": {sid: chosen for sid in series}, "ensemble_members": sorted(members)}
-        result = selection_replay.score(selection_replay.route(run, selection, levels), test, run["panel"], m, levels)
-        rows.append({"rule": rule, "members": ",".join(sorted(members)), "backtest_owa": owa[members],
+        forecasts = selection_replay.route(run, selection, levels, combine)
+        result = selection_replay.score(forecasts, test, run["panel"], m, levels)
+        rows.append({"rule": rule, "members": ",".join(sorted(members)), "backtest_owa": owa_backtest,
                      "test_owa": result["owa"], "smape": result["smape"], "mase": result["mase"]})
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(f"{args.run_dir.name}{' without ' + args.without if args.without else ''}")

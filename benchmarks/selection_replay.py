@@ -56,8 +56,9 @@ def load_run(run_dir: Path, without: tuple[str, ...] = ()) -> dict:
     }
 
 
-def route(run: dict, selection: dict, levels: list[int]) -> pd.DataFrame:
-    """The panel's future forecasts under ``selection``: each series' family, or the median of the members."""
+def route(run: dict, selection: dict, levels: list[int], combine: str = "median") -> pd.DataFrame:
+    """The panel's future forecasts under ``selection``: each series' family, or the median of the members (or,
+    with ``combine="mean"``, their mean: what ``ensemble_members.py`` compares, not what the product serves)."""
     values = ["mean", *interval_columns(levels)]
     frames = []
     for series_id, model in selection["choice"].items():
@@ -65,7 +66,7 @@ def route(run: dict, selection: dict, levels: list[int]) -> pd.DataFrame:
         parts = [run["forecasts"][m].loc[lambda f: f["series_id"] == series_id, ["series_id", "timestamp", *values]]
                  for m in members]
         frame = parts[0] if len(parts) == 1 else (
-            pd.concat(parts).groupby(["series_id", "timestamp"], as_index=False)[values].median())
+            getattr(pd.concat(parts).groupby(["series_id", "timestamp"], as_index=False)[values], combine)())
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

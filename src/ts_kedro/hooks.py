@@ -1,4 +1,4 @@
-"""Project hook: tags each MLflow run with the dataset fingerprint, the data window and the git commit."""
+"""Project hooks: MLflow run tags (dataset fingerprint, data window, git commit) and parameter checks at start."""
 from __future__ import annotations
 
 import hashlib
@@ -69,3 +69,20 @@ class RunTagsHook:
                 "n_rows": str(len(data)),
             }
         )
+
+
+class ParameterChecksHook:
+    """Checks, before the first node runs, parameters that would otherwise fail only after training.
+
+    Model selection reads ``model_selection.ensemble`` after every family has been backtested and fitted; a typo
+    in ``member_rule`` or ``method`` then cost a whole Day 0 (or a Day-N retrain). The checks are the nodes' own
+    (``model_selection.nodes.check_ensemble_params``), run only when the pipeline uses those parameters.
+    """
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        from ts_kedro.pipelines.model_selection.nodes import check_ensemble_params
+
+        name = "params:model_selection.ensemble"
+        if name in pipeline.datasets() and name in catalog:
+            check_ensemble_params(catalog.load(name) or {})

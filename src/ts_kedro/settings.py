@@ -3,11 +3,12 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
-from ts_kedro.hooks import RunTagsHook
+from ts_kedro.hooks import ParameterChecksHook, RunTagsHook
 from ts_kedro.orchestration.per_series_cluster import PerSeriesClusterHook
 
 # PerSeriesClusterHook: the Dask cluster of orchestration.per_series.cluster, for every run (null: none)
-HOOKS = (RunTagsHook(), PerSeriesClusterHook())
+# ParameterChecksHook: parameters read late in the run (model_selection.ensemble) checked before the first node
+HOOKS = (RunTagsHook(), ParameterChecksHook(), PerSeriesClusterHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -441,6 +441,25 @@ def test_forward_keeps_the_members_whose_median_is_best_on_the_backtest(trained,
         nodes.build_candidate_backtests({**FORWARD, "member_rule": "greedy"}, PANEL_PARAMS, small_panel, **backtests)
 
 
+def test_an_ensemble_method_the_served_model_cannot_apply_is_refused(trained, small_panel):
+    """``ensemble.method`` names the served combination: the median. Another name stops selection with the key
+    instead of silently serving a median; the forward path can still score a mean for the benchmark."""
+    backtests = _scaled_actuals(trained, {"high": 1.02, "low": 0.97, "higher": 1.04})
+    with pytest.raises(nodes.SelectionError, match="ensemble.method"):
+        nodes.build_candidate_backtests({**FORWARD, "method": "mean"}, PANEL_PARAMS, small_panel, **backtests)
+    stacked = nodes.build_candidate_backtests({**FORWARD, "method": "median"}, PANEL_PARAMS, small_panel, **backtests)
+    assert stacked.loc[stacked["model"] == "ensemble", "members"].iloc[0] == "high,low"
+    stacked = nodes.build_candidate_backtests({"enabled": False}, PANEL_PARAMS, **backtests)
+    members = ["high", "low", "higher"]
+    median = dict(nodes.forward_path(stacked, members, "seasonal_naive", small_panel, PANEL_PARAMS))
+    mean = dict(nodes.forward_path(stacked, members, "seasonal_naive", small_panel, PANEL_PARAMS, combine=np.mean))
+    pair = frozenset(["high", "low"])
+    # 1.02 and 0.97: median and mean of two members agree (0.5 % high); with three they differ (1.02 vs 1.01)
+    assert mean[pair] == pytest.approx(median[pair])
+    full = frozenset(members)
+    assert full in mean and full in median and mean[full] < median[full]
+
+
 def test_the_shipped_selection_chooses_members_forward_from_the_primary_panel():
     from pathlib import Path
 

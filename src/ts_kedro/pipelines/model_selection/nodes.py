@@ -43,6 +43,25 @@ def relative_mae(backtests: pd.DataFrame, reference: str) -> pd.Series:
 
 
 MEMBER_RULES = ("forward", "beat_reference")
+# How the ensemble combines its members. Only the median is served (registry.panel_model); the mean was measured
+# against it on thirteen real runs and not kept (docs/benchmarks.md, "Median or mean").
+COMBINATION_METHODS = ("median",)
+
+
+def check_ensemble_params(ensemble_params: dict[str, Any]) -> None:
+    """Refuse an ``ensemble.member_rule`` or ``ensemble.method`` this code cannot apply, naming the key.
+
+    Called by ``build_candidate_backtests`` and, before any family trains, by the project's ``ParameterChecksHook``
+    (a typo must not cost a whole Day 0). ``method`` names the served combination: another name would otherwise be
+    ignored and the median served.
+    """
+    rule = ensemble_params.get("member_rule") or "beat_reference"
+    if rule not in MEMBER_RULES:
+        raise SelectionError(f"model_selection.ensemble.member_rule must be one of {MEMBER_RULES}, got {rule!r}")
+    method = ensemble_params.get("method") or "median"
+    if method not in COMBINATION_METHODS:
+        raise SelectionError(f"model_selection.ensemble.method must be one of {COMBINATION_METHODS}, got {method!r}: "
+                             "the served ensemble is the median of its members (set method: median, or leave it out)")
 
 
 def _ensemble_members_for_run(families: list[str], ensemble_params: dict[str, Any], stacked: pd.DataFrame,
@@ -98,7 +117,7 @@ def forward_members(stacked: pd.DataFrame, members: list[str], reference: str, p
 
 
 def forward_path(stacked: pd.DataFrame, members: list[str], reference: str, panel: pd.DataFrame,
-                 panel_params: dict[str, Any]) -> list[tuple[frozenset, float]]:
+                 panel_params: dict[str, Any], combine=np.median) -> list[tuple[frozenset, float]]:
     """The forward path of ensemble selection, each set with the backtest OWA of its median (of its one family).
 
     The path starts from the family with the lowest backtest OWA and adds, one at a time, the member whose addition
@@ -110,7 +129,8 @@ def forward_path(stacked: pd.DataFrame, members: list[str], reference: str, pane
     against ``reference``), so with the shipped ``primary_metric: owa`` the ensemble is chosen by the score it then
     competes on; with another primary metric the members are still chosen by OWA (both scale-free M4 measures). At
     most n(n+1)/2 medians for n members, each scored by array arithmetic on the stacked backtest (the per-step sMAPE
-    and the MASE scales of ``evaluation.backtest``, computed once).
+    and the MASE scales of ``evaluation.backtest``, computed once). ``combine(values, axis=1)`` is the combination
+    scored (the served median; ``benchmarks/ensemble_members.py --combine mean`` scores the mean instead).
     """
     pool = stacked[stacked["model"].isin(members)]
     means = pool.pivot_table(index=KEYS, columns="model", values="mean", aggfunc="first", observed=True)
@@ -143,7 +163,7 @@ def forward_path(stacked: pd.DataFrame, members: list[str], reference: str, pane
     def owa(subset: frozenset) -> float:
         if subset not in cache:
             columns = [members.index(m) for m in subset]
-            forecast = values[:, columns[0]] if len(columns) == 1 else np.median(values[:, columns], axis=1)
+            forecast = values[:, columns[0]] if len(columns) == 1 else combine(values[:, columns], axis=1)
             scores = per_series(forecast).assign(model="candidate")
             scores["zero_actuals"] = scores["series_id"].map(zero_actuals)
             table = _primary_scores(pd.concat([reference_scores, scores], ignore_index=True), "owa", reference)
@@ -181,6 +201,7 @@ def build_candidate_backtests(
         frames.append(frame[columns].assign(model=family, served_by=served, fallback=fallback))
     stacked = pd.concat(frames, ignore_index=True)
     if ensemble_params.get("enabled", True):
+        check_ensemble_params(ensemble_params)
         members = _ensemble_members_for_run(list(family_backtests), ensemble_params, stacked, primary_panel,
                                             panel_params)
         if len(members) >= 2:
