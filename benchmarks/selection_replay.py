@@ -155,7 +155,7 @@ def replay(run_dir: Path, test_path: Path, settings: dict[str, dict] | None = No
     for name, result in families.items():
         results[f"family {name}"] = result
     for name, setting in (settings or settings_grid(_shipped())).items():
-        candidates = nodes.build_candidate_backtests(setting["ensemble"], panel_params, **run["backtests"])
+        candidates = nodes.build_candidate_backtests(setting["ensemble"], panel_params, run["panel"], **run["backtests"])
         scores = nodes.score_candidates(candidates, run["panel"], panel_params)
         selection, _ = nodes.select_models(scores, setting, run["panel"], **run["stats"])
         result = score(route(run, selection, levels), test, run["panel"], m, levels)

@@ -80,3 +80,17 @@ def test_seasonal_diff_scaling_keeps_enough_history_for_update_and_predict(small
     np.testing.assert_allclose(scale[:48], expected[2])
     with pytest.raises(ForecasterError, match="scaling must be level or seasonal_diff"):
         LightGBMForecaster(freq="h", season_length=24, horizon=48, scaling="mase")  # calendar fact
+
+
+def test_interval_boosters_take_their_own_tree_count_and_the_point_model_is_the_median(small_panel):
+    """``quantile_n_estimators`` sizes only the interval bounds' boosters (the point booster keeps ``n_estimators``);
+    the default point objective is l1, and a bad count is refused with the key named."""
+    model = LightGBMForecaster(freq="h", season_length=24, horizon=24, n_estimators=20,  # calendar fact
+                               quantile_n_estimators=5, n_jobs=1).fit(small_panel)
+    assert model.objective == "l1"
+    trees = {key: booster.num_trees() for key, booster in model.boosters_.items()}
+    assert trees.pop("mean") == 20 and len(trees) == 4 and set(trees.values()) == {5}
+    same = LightGBMForecaster(freq="h", season_length=24, horizon=24, n_estimators=20, n_jobs=1)  # calendar fact
+    assert same.quantile_n_estimators == 20
+    with pytest.raises(ForecasterError, match="quantile_n_estimators"):
+        LightGBMForecaster(freq="h", season_length=24, horizon=24, quantile_n_estimators=0)  # calendar fact
