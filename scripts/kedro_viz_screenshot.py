@@ -123,16 +123,24 @@ def node_labels(driver, timeout: float) -> list[str]:
 
 def check_page(driver, url: str, expected: list[str], absent: list[str], screenshot: Path, timeout: float) -> list[str]:
     driver.get(url)
-    labels = node_labels(driver, timeout)
-    # kedro-viz shows raw names (validate_schema_node) or pretty ones (Validate Schema Node): compare both as words
-    lowered = [label.lower().replace("_", " ").replace(".", " ") for label in labels]
-    found = [e for e in expected if any(e in label for label in lowered)]
+    # kedro-viz may draw the default pipeline first and switch to the ?pid= one afterwards; on a loaded machine the
+    # switch can come after the node count has been still for a while, so wait (up to ``timeout``) for the flowchart
+    # to show what the page must show before judging it
+    deadline = time.monotonic() + timeout
+    while True:
+        labels = node_labels(driver, timeout)
+        # kedro-viz shows raw names (validate_schema_node) or pretty ones (Validate Schema Node): compare as words
+        lowered = [label.lower().replace("_", " ").replace(".", " ") for label in labels]
+        found = [e for e in expected if any(e in label for label in lowered)]
+        shown = [a for a in absent if any(a in label for label in lowered)]
+        if (len(found) == len(expected) and not shown) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     # the first-visit feature tour and the version banner cover the flowchart: hide them for the picture
     driver.execute_script("document.querySelectorAll('.feature-hints, .banner, [class*=\"banner\"]')"
                           ".forEach(e => e.style.display = 'none')")
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(screenshot))
-    shown = [a for a in absent if any(a in label for label in lowered)]
     if len(found) != len(expected) or shown:
         raise VizCheckError(f"{url}: expected nodes {expected}, found {found}; expected absent {absent}, shown {shown};"
                             f" the flowchart shows {labels[:40]} (screenshot {screenshot})")
