@@ -106,6 +106,46 @@ def test_tie_goes_to_cheaper_model(trained, small_panel):
     assert "weighted cost" in selection["overall_reason"]
 
 
+def test_near_instant_forecast_timings_do_not_decide_a_tie(trained, small_panel):
+    """The costs of a real NN5 Day 0 (12 series) that two identical replay arms measured on a loaded machine: seasonal
+    naive 12 parameters, Theta 96, their predict times per series 2.9 vs 0.68 ms in one arm and 4.0 vs 1.5 ms in
+    the other. Without a floor the timings' ratio decided the accuracy tie, one arm each way; with the shipped
+    1-second floor for the whole panel both runs choose the same family."""
+    candidates = nodes.build_candidate_backtests({"enabled": False}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    n_series = len(set(small_panel["series_id"]))
+
+    def stats(naive_seconds, mean_seconds):
+        return {"seasonal_naive": {"predict_seconds_per_series": naive_seconds, "n_parameters": 12, "peak_rss_mb": 510.5,
+                                   "n_series": n_series},
+                "two_season_mean": {"predict_seconds_per_series": mean_seconds, "n_parameters": 96, "peak_rss_mb": 885.5,
+                                    "n_series": n_series}}
+
+    tied = {**SELECTION, "tie_tolerance": 10.0}  # every candidate tied on accuracy: the costs decide
+    arms = [stats(0.0029, 0.00068), stats(0.00396, 0.00153)]
+    unfloored = [nodes.select_models(scores, tied, **arm)[0]["overall_model"] for arm in arms]
+    assert unfloored == ["two_season_mean", "seasonal_naive"]  # the defect: timing noise decided
+    floored = [nodes.select_models(scores, {**tied, "secondary_floors": {"inference_seconds": 1.0}}, **arm)[0]
+               for arm in arms]
+    assert [s["overall_model"] for s in floored] == ["seasonal_naive", "seasonal_naive"]
+    # above the floor a real difference in forecast time still counts: 3 s for the panel against an instant one
+    slow = stats(3.0 / n_series, 0.00068)
+    assert nodes.select_models(scores, {**tied, "secondary_floors": {"inference_seconds": 1.0},
+                                        "secondary_weights": {"inference_seconds": 1.0}}, **slow)[0][
+        "overall_model"] == "two_season_mean"
+    with pytest.raises(nodes.SelectionError, match="secondary_floors"):
+        nodes.select_models(scores, {**tied, "secondary_floors": {"peak_rss_mb": 100}}, **arms[0])
+
+
+def test_the_shipped_selection_floors_inference_time_at_one_second_per_panel():
+    from pathlib import Path
+
+    import yaml
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "base" / "parameters_model_selection.yml"
+    assert yaml.safe_load(conf.read_text())["model_selection"]["secondary_floors"] == {"inference_seconds": 1.0}
+
+
 def test_bad_metric_is_refused(trained, small_panel):
     candidates = nodes.build_candidate_backtests({"enabled": False}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
     scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)

@@ -242,11 +242,22 @@ def score_candidates(candidate_backtests: pd.DataFrame, panel: pd.DataFrame, pan
     return scores[["model", *[c for c in scores.columns if c != "model"]]]
 
 
-def candidate_costs(family_stats: dict[str, dict], members: list[str]) -> pd.DataFrame:
-    """Secondary criteria per candidate: inference seconds per series, parameter count, peak memory."""
+def candidate_costs(family_stats: dict[str, dict], members: list[str],
+                    floors: dict[str, float] | None = None) -> pd.DataFrame:
+    """Secondary criteria per candidate: inference seconds per series, parameter count, peak memory.
+
+    ``floors["inference_seconds"]`` (``model_selection.secondary_floors``) is a whole-panel forecast time below which
+    a family counts as taking that time: predicting a panel in a few milliseconds or in a tenth of a second is the
+    same cost to any schedule, and timings that small are mostly noise of the moment. Without a floor the ratio of
+    two such timings decided accuracy ties, so two identical runs on a loaded machine chose different families
+    (docs/benchmarks.md, "A tie decided by timing noise"). Above the floor the measured times compare as before.
+    """
+    floors = floors or {}
+    n_series = max((int(stats.get("n_series") or 1) for stats in family_stats.values()), default=1)
+    inference_floor = float(floors.get("inference_seconds") or 0.0) / n_series  # per series
     rows = {
         family: {
-            "inference_seconds": stats["predict_seconds_per_series"],
+            "inference_seconds": max(float(stats["predict_seconds_per_series"]), inference_floor),
             "n_parameters": stats["n_parameters"],
             "peak_rss_mb": stats["peak_rss_mb"],
         }
@@ -375,6 +386,10 @@ def select_models(
     unknown = set(weights) - {"inference_seconds", "n_parameters", "peak_rss_mb"}
     if unknown:
         raise SelectionError(f"model_selection.secondary_weights has unknown keys {sorted(unknown)}")
+    floors = selection_params.get("secondary_floors") or {}
+    if set(floors) - {"inference_seconds"} or any(float(v) < 0 for v in floors.values()):
+        raise SelectionError("model_selection.secondary_floors takes inference_seconds (whole-panel forecast seconds, "
+                             f">= 0) only, got {floors}")
     families = sorted(family_stats)
     has_ensemble = ENSEMBLE in set(candidate_scores["model"])
     members = []
@@ -382,7 +397,7 @@ def select_models(
         rows = candidate_scores[candidate_scores["model"] == ENSEMBLE]
         members = (str(rows["members"].iloc[0]).split(",") if "members" in rows and rows["members"].notna().any()
                    else ensemble_members(families, selection_params.get("ensemble") or {}))
-    costs = candidate_costs(family_stats, members)
+    costs = candidate_costs(family_stats, members, floors)
 
     table = _primary_scores(candidate_scores, metric, selection_params.get("reference", "seasonal_naive"))
     genuine = (candidate_scores.pivot(index="series_id", columns="model", values="genuine")
