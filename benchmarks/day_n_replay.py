@@ -18,8 +18,8 @@ with changed values), which the ingestion must quarantine.
 
 Three arms run the same batches: ``product`` (the shipped configuration: drift decides), ``retrain_every`` (the
 cycle's ``--retrain``: a full refit every cycle) and ``never_retrain`` (``monitoring.thresholds`` set out of
-reach in the arm's ``conf/local``: the verdict never says drift, ``retrain.every`` is null and nothing is forced,
-so no cycle refits; the champion is only updated with the new data). Per cycle and in total: drift flags,
+reach in the arm's ``conf/local``: the verdict never says drift, ``retrain.every`` and ``retrain.after_growth`` are
+null and nothing is forced, so no cycle refits; the champion is only updated with the new data). Per cycle and in total: drift flags,
 retrains, promotions and rollbacks (``promotion_history.jsonl``), the realized error (sMAPE, MASE from
 ``ts_kedro.evaluation.metrics``) of the forecasts each cycle saved against the batch that arrived next, false
 retrains (retrains in cycles with no injected change), detection delay, promotions that raised the realized
@@ -562,7 +562,9 @@ def base_monitoring() -> dict[str, Any]:
 def prepare_arm(root: Path, arm: str, day0: pd.DataFrame) -> Path:
     """A working directory for one arm: conf/ (without conf/local), pyproject.toml, the Day-0 CSV, an empty drop
     folder. ``never_retrain`` gets conf/local/parameters.yml with the base monitoring block whose
-    thresholds no verdict can exceed (Kedro merges env files per top-level key, so the whole block is carried)."""
+    thresholds no verdict can exceed (Kedro merges env files per top-level key, so the whole block is carried),
+    and conf/local/orchestration.yml with ``retrain.every`` and ``retrain.after_growth`` null (before 2026-12-07
+    the growth rule, shipped since, still refitted that arm once it was due)."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -577,6 +579,10 @@ def prepare_arm(root: Path, arm: str, day0: pd.DataFrame) -> Path:
         monitoring["thresholds"] = {**monitoring["thresholds"], "drift_share": 1.0, "performance_ratio": float("inf"),
                                     "interval_p_value": None}
         (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump({"monitoring": monitoring}))
+        # nor the growth rule: the whole orchestration block (Kedro's loader replaces a top-level key per env)
+        orchestration = yaml.safe_load((project_source() / "conf" / "base" / "orchestration.yml").read_text())
+        orchestration["orchestration"]["cycle"]["retrain"].update(every=None, after_growth=None)
+        (root / "conf" / "local" / "orchestration.yml").write_text(yaml.safe_dump(orchestration))
     return root
 
 

@@ -226,3 +226,19 @@ def test_monitoring_feasibility_counts_the_series_long_enough_for_the_drift_wind
     rows = replay.monitoring_feasibility(day0, stream, "D", 7, windows)
     assert [r["cycle"] for r in rows] == [1, 2] and all(r["window_steps"] == 95 for r in rows)
     assert [r["series_checked"] for r in rows] == [0, 1]
+
+
+def test_the_never_retrain_arm_turns_off_every_refit_trigger(replay, tmp_path):
+    """The reference arm must not refit: its verdict thresholds are out of reach, and the planned refits
+    (``retrain.every``, the growth rule ``retrain.after_growth``) are off in its conf/local, the rest of the
+    shipped orchestration block kept. The product arm keeps the shipped rule."""
+    from ts_kedro.orchestration.config import load_orchestration_config
+
+    day0 = _panel()
+    never = replay.prepare_arm(tmp_path / "never", "never_retrain", day0)
+    product = replay.prepare_arm(tmp_path / "product", "product", day0)
+    never_config, product_config = load_orchestration_config(never), load_orchestration_config(product)
+    assert never_config.cycle.retrain.after_growth is None and never_config.cycle.retrain.every is None
+    assert product_config.cycle.retrain.after_growth == 1.0
+    assert never_config.pipeline_run == product_config.pipeline_run and never_config.alerts == product_config.alerts
+    assert never_config.cycle.champion_alias == "champion"
