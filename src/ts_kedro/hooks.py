@@ -74,15 +74,18 @@ class RunTagsHook:
 class ParameterChecksHook:
     """Checks, before the first node runs, parameters that would otherwise fail only after training.
 
-    Model selection reads ``model_selection.ensemble`` after every family has been backtested and fitted; a typo
-    in ``member_rule`` or ``method`` then cost a whole Day 0 (or a Day-N retrain). The checks are the nodes' own
-    (``model_selection.nodes.check_ensemble_params``), run only when the pipeline uses those parameters.
+    Model selection reads ``model_selection`` after every family has been backtested and fitted; a typo in its
+    metric, weights, floors, ``member_rule`` or ``method`` then cost a whole Day 0 (or a Day-N retrain). The checks
+    are the nodes' own (``model_selection.nodes.check_selection_params`` and ``check_ensemble_params``), run only
+    when the pipeline uses those parameters.
     """
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        from ts_kedro.pipelines.model_selection.nodes import check_ensemble_params
+        from ts_kedro.pipelines.model_selection.nodes import check_ensemble_params, check_selection_params
 
-        name = "params:model_selection.ensemble"
-        if name in pipeline.datasets() and name in catalog:
-            check_ensemble_params(catalog.load(name) or {})
+        used = pipeline.datasets()
+        for name, check in (("params:model_selection", check_selection_params),
+                            ("params:model_selection.ensemble", check_ensemble_params)):
+            if name in used and name in catalog:
+                check(catalog.load(name) or {})

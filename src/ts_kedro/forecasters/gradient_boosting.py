@@ -58,7 +58,9 @@ class LightGBMForecaster(Forecaster):
 
     Hyperparameters: ``horizon`` (trained steps; predict may ask up to it; the training node passes the panel
     horizon), ``seasonal_periods`` (null: the profile's), ``interval_levels`` (trained quantile levels),
-    ``objective`` (``l1``, default: the median, which minimises the absolute error that MASE and sMAPE score; ``l2``: the mean), ``n_estimators``, ``quantile_n_estimators`` (trees of each interval bound's booster; null: ``n_estimators``), ``learning_rate``,
+    ``objective`` (``l1``, default: the median, which minimises the absolute error MASE and sMAPE score; ``l2``:
+    the mean), ``n_estimators``, ``quantile_n_estimators`` (trees of each interval bound's booster; null:
+    ``n_estimators``), ``learning_rate``,
     ``num_leaves``, ``min_data_in_leaf``, ``feature_fraction``, ``max_training_rows``, ``calendar_features``,
     ``known_covariates`` / ``observed_covariates`` (panel column names, see docs/data_contract.md; null: the
     covariates ``data_processing.source.covariates`` declares of that kind, filled in by the training pipeline),
@@ -291,8 +293,7 @@ class LightGBMForecaster(Forecaster):
         }
         if alpha is not None:
             params["alpha"] = alpha
-        # models pickled before quantile_n_estimators existed grew every booster to n_estimators
-        rounds = self.n_estimators if alpha is None else getattr(self, "quantile_n_estimators", self.n_estimators)
+        rounds = self.n_estimators if alpha is None else self.quantile_n_estimators
         return lgb.train(params, dataset, num_boost_round=rounds)
 
     # -- update ------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ COMBINATION_METHODS = ("median",)
 def check_ensemble_params(ensemble_params: dict[str, Any]) -> None:
     """Refuse an ``ensemble.member_rule`` or ``ensemble.method`` this code cannot apply, naming the key.
 
-    Called by ``build_candidate_backtests`` and, before any family trains, by the project's ``ParameterChecksHook``
+    Called by ``_ensemble_members_for_run`` and, before any family trains, by the project's ``ParameterChecksHook``
     (a typo must not cost a whole Day 0). ``method`` names the served combination: another name would otherwise be
     ignored and the median served.
     """
@@ -62,6 +62,23 @@ def check_ensemble_params(ensemble_params: dict[str, Any]) -> None:
     if method not in COMBINATION_METHODS:
         raise SelectionError(f"model_selection.ensemble.method must be one of {COMBINATION_METHODS}, got {method!r}: "
                              "the served ensemble is the median of its members (set method: median, or leave it out)")
+
+
+def check_selection_params(selection_params: dict[str, Any]) -> None:
+    """Refuse ``model_selection`` parameters ``select_models`` cannot apply (primary metric, secondary weights and
+    floors, the ensemble block), naming the key; run by ``select_models`` and, before any family trains, by the
+    project's ``ParameterChecksHook``."""
+    metric = selection_params.get("primary_metric")
+    if metric not in METRICS:
+        raise SelectionError(f"model_selection.primary_metric must be one of {METRICS}, got {metric!r}")
+    unknown = set(selection_params.get("secondary_weights") or {}) - {"inference_seconds", "n_parameters", "peak_rss_mb"}
+    if unknown:
+        raise SelectionError(f"model_selection.secondary_weights has unknown keys {sorted(unknown)}")
+    floors = selection_params.get("secondary_floors") or {}
+    if set(floors) - {"inference_seconds"} or any(float(v) < 0 for v in floors.values()):
+        raise SelectionError("model_selection.secondary_floors takes inference_seconds (whole-panel forecast seconds, "
+                             f">= 0) only, got {floors}")
+    check_ensemble_params(selection_params.get("ensemble") or {})
 
 
 def _ensemble_members_for_run(families: list[str], ensemble_params: dict[str, Any], stacked: pd.DataFrame,
@@ -76,9 +93,8 @@ def _ensemble_members_for_run(families: list[str], ensemble_params: dict[str, An
     ``forward`` (shipped): ``forward_members``, chosen by the backtest OWA of the median itself; needs the panel
     (MASE scales) and the reference's backtest, else the ``beat_reference`` rule applies (logged).
     """
+    check_ensemble_params(ensemble_params)
     rule = ensemble_params.get("member_rule") or "beat_reference"
-    if rule not in MEMBER_RULES:
-        raise SelectionError(f"model_selection.ensemble.member_rule must be one of {MEMBER_RULES}, got {rule!r}")
     members = ensemble_members(families, ensemble_params)
     reference = ensemble_params.get("reference") or "seasonal_naive"
     if reference not in set(stacked["model"]):
@@ -201,7 +217,6 @@ def build_candidate_backtests(
         frames.append(frame[columns].assign(model=family, served_by=served, fallback=fallback))
     stacked = pd.concat(frames, ignore_index=True)
     if ensemble_params.get("enabled", True):
-        check_ensemble_params(ensemble_params)
         members = _ensemble_members_for_run(list(family_backtests), ensemble_params, stacked, primary_panel,
                                             panel_params)
         if len(members) >= 2:
@@ -377,19 +392,12 @@ def select_models(
         The selection (overall model, per-series choice with reasons, ensemble members, unvalidated series) and
         a readable report table.
     """
+    check_selection_params(selection_params)
     metric = selection_params["primary_metric"]
-    if metric not in METRICS:
-        raise SelectionError(f"model_selection.primary_metric must be one of {METRICS}, got {metric!r}")
     tolerance = float(selection_params.get("tie_tolerance", 0.0))
     margin = float(selection_params.get("per_series_margin") or 0.0)
     weights = {k: float(v) for k, v in (selection_params.get("secondary_weights") or {}).items()}
-    unknown = set(weights) - {"inference_seconds", "n_parameters", "peak_rss_mb"}
-    if unknown:
-        raise SelectionError(f"model_selection.secondary_weights has unknown keys {sorted(unknown)}")
     floors = selection_params.get("secondary_floors") or {}
-    if set(floors) - {"inference_seconds"} or any(float(v) < 0 for v in floors.values()):
-        raise SelectionError("model_selection.secondary_floors takes inference_seconds (whole-panel forecast seconds, "
-                             f">= 0) only, got {floors}")
     families = sorted(family_stats)
     has_ensemble = ENSEMBLE in set(candidate_scores["model"])
     members = []
