@@ -122,20 +122,26 @@ def node_labels(driver, timeout: float) -> list[str]:
 
 
 def check_page(driver, url: str, expected: list[str], absent: list[str], screenshot: Path, timeout: float) -> list[str]:
-    driver.get(url)
-    # kedro-viz may draw the default pipeline first and switch to the ?pid= one afterwards; on a loaded machine the
-    # switch can come after the node count has been still for a while, so wait (up to ``timeout``) for the flowchart
-    # to show what the page must show before judging it
+    # kedro-viz draws the default pipeline first and switches to the ?pid= one afterwards. Under load the switch was
+    # seen never to come (CI, stop 31: the default flowchart for the whole 180 s), so wait for the flowchart to show
+    # what the page must show and load the page again (every ``timeout / 4`` s) until ``timeout`` is spent. (Clearing
+    # kedro-viz's localStorage instead is harmful: the reloaded page then hides every node type.)
     deadline = time.monotonic() + timeout
+    attempt_seconds = max(timeout / 4, 10.0)
     while True:
-        labels = node_labels(driver, timeout)
-        # kedro-viz shows raw names (validate_schema_node) or pretty ones (Validate Schema Node): compare as words
-        lowered = [label.lower().replace("_", " ").replace(".", " ") for label in labels]
-        found = [e for e in expected if any(e in label for label in lowered)]
-        shown = [a for a in absent if any(a in label for label in lowered)]
+        driver.get(url)
+        reload_at = min(deadline, time.monotonic() + attempt_seconds)
+        while True:
+            labels = node_labels(driver, timeout)
+            # kedro-viz shows raw names (validate_schema_node) or pretty ones (Validate Schema Node): compare as words
+            lowered = [label.lower().replace("_", " ").replace(".", " ") for label in labels]
+            found = [e for e in expected if any(e in label for label in lowered)]
+            shown = [a for a in absent if any(a in label for label in lowered)]
+            if (len(found) == len(expected) and not shown) or time.monotonic() > reload_at:
+                break
+            time.sleep(1)
         if (len(found) == len(expected) and not shown) or time.monotonic() > deadline:
             break
-        time.sleep(1)
     # the first-visit feature tour and the version banner cover the flowchart: hide them for the picture
     driver.execute_script("document.querySelectorAll('.feature-hints, .banner, [class*=\"banner\"]')"
                           ".forEach(e => e.style.display = 'none')")
@@ -161,18 +167,23 @@ def capture(project: Path, out_dir: Path, timeout: float = 180.0) -> dict[str, l
         driver = None
         try:
             wait_for_api(url, process, log_path, timeout)
-            options = webdriver.ChromeOptions()
-            options.binary_location = str(CHROMIUM)
-            for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={Path(scratch) / 'chromium-profile'}"]:
-                options.add_argument(flag)
-            driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-            driver.set_page_load_timeout(timeout)
-            seen = {
-                "__default__": check_page(driver, url, EXPECTED_DEFAULT, [], out_dir / "kedro_viz.png", timeout),
-                # pid = pipeline_id in kedro-viz's URL; data_processing's nodes must be gone from this view
-                "reporting": check_page(driver, f"{url}/?pid=reporting", EXPECTED_REPORTING, ["validate schema"],
-                                        out_dir / "kedro_viz_reporting.png", timeout),
-            }
+            seen = {}
+            # one browser, with its own fresh profile, per page: kedro-viz keeps the last pipeline shown in the
+            # profile's localStorage, so nothing the first page stored can decide what the second one draws
+            pages = [("__default__", url, EXPECTED_DEFAULT, [], "kedro_viz.png"),
+                     # pid = pipeline_id in kedro-viz's URL; data_processing's nodes must be gone from this view
+                     ("reporting", f"{url}/?pid=reporting", EXPECTED_REPORTING, ["validate schema"],
+                      "kedro_viz_reporting.png")]
+            for name, page, expected, absent, picture in pages:
+                options = webdriver.ChromeOptions()
+                options.binary_location = str(CHROMIUM)
+                for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={Path(scratch) / f'chromium-profile-{name}'}"]:
+                    options.add_argument(flag)
+                driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+                driver.set_page_load_timeout(timeout)
+                seen[name] = check_page(driver, page, expected, absent, out_dir / picture, timeout)
+                driver.quit()
+                driver = None
         finally:
             if driver is not None:
                 driver.quit()
