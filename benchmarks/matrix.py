@@ -157,6 +157,18 @@ def _etth1() -> tuple[pd.DataFrame, pd.DataFrame]:
     return _split_last(_melt(wide, "date"), 96)
 
 
+def _m3_other() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """M3 "other", 174 series whose time column numbers the periods (1, 2, ...; no dates, no season in Mcomp):
+    the last 8 of each series (M3's horizon for them) are the test part. The kedro run reads the steps with
+    ``timestamp_format: steps`` (``STEP_DATASETS``)."""
+    long = pd.read_csv(SHARED / "m3" / "M3_other_TSTS.csv", dtype={"series_id": str})
+    return _split_last(long[["series_id", "timestamp", "value"]], 8)
+
+
+# panels whose time column holds integer steps: the kedro run's extra parameters (the steps are dated from the
+# default step_origin at the dataset's panel.freq, and the test part is dated the same way for scoring)
+STEP_DATASETS = {"m3_other": "data_processing.source.timestamp_format=steps,panel.seasonal_periods=1"}
+
 # name -> (loader, panel.freq, panel.horizon, published references for the table)
 DATASETS = {
     "m3_yearly": (lambda: _m3("yearly"), "YS", 6, "M3, all 3,003 series (Hyndman, Mcomp Comparisons.md): Theta sMAPE 13.01 / MASE 1.39, ETS+ARIMA average 12.77 / 1.40; Chronos (last window, Monash copy): seasonal naive MASE 3.172 (yearly)"),
@@ -176,6 +188,7 @@ DATASETS = {
                     "none published"),
     "etth1": (_etth1, "h", 96, "published ETTh1 scores use another protocol (fixed 12/4/4-month split, "
               "normalised, multivariate): not comparable"),
+    "m3_other": (_m3_other, "D", 8, "M3 other (Mcomp frequency 1): none copied here"),
     "m4_hourly": (_m4_hourly, "h", 48, "M4 Hourly, all 414 (M4_REFERENCE.md): Smyl ES-RNN OWA 0.440, sNaive 0.627, Theta 1.006"),  # dataset fact
 }
 
@@ -300,7 +313,11 @@ def benchmark(name: str, every: int, limit: int | None, families: str | None, wo
     train, test = subset(*loader(), every, limit)
     label = f"{name}_{tag}" if tag else name
     print(f"{label}: {train['series_id'].nunique()} series, kedro run ...", flush=True)
-    ours = run_kedro(workroot / label, train, freq, horizon, families)
+    ours = run_kedro(workroot / label, train, freq, horizon, families, extra_params=STEP_DATASETS.get(name, ""))
+    if name in STEP_DATASETS:  # the run dated the steps; date the test part's the same way
+        from ts_kedro.pipelines.data_processing.schema import DEFAULT_STEP_ORIGIN, StepClock
+
+        test = test.assign(timestamp=StepClock.from_params(DEFAULT_STEP_ORIGIN, freq).dates(test["timestamp"].to_numpy()))
     test.to_csv(workroot / label / "test.csv", index=False)  # for benchmarks/selection_replay.py --test
     # The panel the pipeline trained on (gaps regularised and imputed, quarantined series out): the peers get
     # the same, and it is the in-sample part of every scaled measure.

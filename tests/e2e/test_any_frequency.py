@@ -21,6 +21,8 @@ SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 LOCAL_FAMILIES = "seasonal_naive,arima,ets,theta,intermittent"
 CASES = {  # sample -> (panel.freq, panel.horizon, families: None = the shipped list)
     "m3_quarterly": ("QS", 8, None),
+    # time column of step numbers (1, 2, ...), no season: read with timestamp_format steps (see STEPS_PARAMS)
+    "m3_other_steps": ("D", 8, LOCAL_FAMILIES),
     "m3_yearly": ("YS", 6, LOCAL_FAMILIES),
     "m3_monthly": ("MS", 18, LOCAL_FAMILIES),
     "nn5_daily": ("D", 56, LOCAL_FAMILIES),
@@ -28,7 +30,11 @@ CASES = {  # sample -> (panel.freq, panel.horizon, families: None = the shipped 
 }
 
 
-def _run(root: Path, raw: Path, freq: str, horizon: int, families: str | None) -> None:
+# what the steps sample needs besides freq and horizon: its time column read as steps, and no season
+STEPS_PARAMS = {"data_processing": {"source": {"timestamp_format": "steps"}}, "panel": {"seasonal_periods": 1}}
+
+
+def _run(root: Path, raw: Path, freq: str, horizon: int, families: str | None, extra: dict | None = None) -> None:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -44,6 +50,8 @@ def _run(root: Path, raw: Path, freq: str, horizon: int, families: str | None) -
         patch.chdir(root)
         bootstrap_project(root)
         params = {"raw_panel_path": str(raw), "panel": {"freq": freq, "horizon": horizon}}
+        for key, values in (extra or {}).items():
+            params[key] = {**params.get(key, {}), **values}
         with KedroSession.create(project_path=root, runtime_params=params) as session:
             session.run()
 
@@ -53,7 +61,8 @@ def test_day0_completes_on_every_frequency(sample, tmp_path):
     freq, horizon, families = CASES[sample]
     root = make_project_copy(tmp_path / "project", n_series=1)
     raw = SAMPLES / f"{sample}.csv"
-    _run(root, raw, freq, horizon, families)
+    steps = sample.endswith("_steps")
+    _run(root, raw, freq, horizon, families, STEPS_PARAMS if steps else None)
 
     data = root / "data"
     profile = json.loads((data / "08_reporting" / "frequency_profile.json").read_text())
@@ -66,5 +75,13 @@ def test_day0_completes_on_every_frequency(sample, tmp_path):
     assert set(forecasts["series_id"]) == kept
     assert (forecasts.groupby("series_id").size() == horizon).all()
     assert forecasts["mean"].notna().all() and {"served_by", "validated"} <= set(forecasts.columns)
-    raw_ids = set(pd.read_csv(raw, dtype={"series_id": str})["series_id"])
+    raw_frame = pd.read_csv(raw, dtype={"series_id": str})
+    if steps:
+        # step k is the k-th day from the default origin: each forecast starts the step after the series' last
+        origin = pd.Timestamp("2000-01-01")
+        first = pd.to_datetime(forecasts.groupby("series_id")["timestamp"].min())
+        last_step = raw_frame.groupby("series_id")["timestamp"].max()
+        assert (first == origin + pd.to_timedelta(last_step.reindex(first.index) + 1, unit="D")).all()
+        assert profile["season_length"] == 1
+    raw_ids = set(raw_frame["series_id"])
     assert kept == raw_ids - {row["series_id"] for row in quality["series"] if row["status"] != "ok"}

@@ -114,7 +114,7 @@ def plan_partitions(rows_per_series: pd.Series, rows_per_partition: int, observe
 
 
 # -- the raw CSV (Day 0) ----------------------------------------------------------------------------------------
-def plan_csv(source, id_column: str, timestamp_column: str, target_column: str, timestamp_format: str | None,
+def plan_csv(source, id_column: str, timestamp_column: str, target_column: str, timestamp_format,
              freq: str, chunk_size: int, rows_per_partition: int) -> PartitionPlan:
     """Read the id, timestamp and target columns in chunks: rows per series (for the partitions) and each
     series' length on the ``freq`` grid from its first to its last observed value (for the profile: what data
@@ -554,8 +554,8 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
             if spec.id_column is None:
                 raise PartitionedRunError(f"{lazy.filepath} holds one series (data_processing.source.id_column is "
                                           "null): nothing to partition; use kedro run --pipeline data_processing")
-            plan = plan_csv(lazy, spec.id_column, spec.timestamp_column, spec.target_column, spec.timestamp_format,
-                            str(params["panel"]["freq"]), chunk_size, rows_per_partition)
+            plan = plan_csv(lazy, spec.id_column, spec.timestamp_column, spec.target_column,
+                            spec.clock(params["panel"]), str(params["panel"]["freq"]), chunk_size, rows_per_partition)
         elif pipeline == "feature_engineering":
             path = str(catalog_now.to_config()[0][stage.source]["filepath"])
             plan, longest_span = plan_parquet(path, rows_per_partition)

@@ -144,10 +144,10 @@ def test_any_unreadable_batch_is_quarantined_and_the_others_go_through(tmp_path,
     good = write(tmp_path, "day2.csv", batch_rows("H103", "2021-03-09 08:00", 5))
     real = nodes.validate_schema
 
-    def flaky(source, params):
+    def flaky(source, params, panel=None):
         if source.filepath == str(bad):
             raise RuntimeError("a fault no schema rule knows")
-        return real(source, params)
+        return real(source, params, panel)
 
     monkeypatch.setattr(nodes, "validate_schema", flaky)
     accepted, report = run(loaders(bad, good), history, data_processing)

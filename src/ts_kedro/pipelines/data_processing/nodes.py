@@ -33,6 +33,8 @@ from ts_kedro.pipelines.data_processing.schema import (
     TIMESTAMP,
     VALUE,
     SourceSpec,
+    StepClock,
+    _to_datetime,
     check_future_covariates,
     check_policy,
     handle_duplicates,
@@ -70,12 +72,14 @@ def _season_length(frame: pd.DataFrame, panel: dict[str, Any]) -> int:
     return profile_for_panel(frame, panel).season_length
 
 
-def validate_schema(raw_panel: CSVChunkSource, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def validate_schema(raw_panel: CSVChunkSource, params: dict[str, Any],
+                    panel: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Read the raw CSV in chunks into canonical columns, check the schema, sort and resolve duplicate keys.
 
     Args:
         raw_panel: lazy source of the raw long CSV (never modified).
         params: ``data_processing`` parameters (``source``, ``chunk_size``, policies).
+        panel: ``panel`` parameters; ``panel.freq`` dates integer time steps (``source.timestamp_format: steps``).
 
     Returns:
         The validated panel (``series_id, timestamp, value`` + covariates, sorted) and what the checks found.
@@ -85,7 +89,7 @@ def validate_schema(raw_panel: CSVChunkSource, params: dict[str, Any]) -> tuple[
     duplicates = check_policy("duplicate_policy", params.get("duplicate_policy", "fail"), DUPLICATE_POLICIES)
     limit = int(params.get("max_reported_rows", 5))
     columns, categories, found = read_canonical_chunks(raw_panel, spec, int(params.get("chunk_size", 100_000)),
-                                                       non_numeric, limit)
+                                                       non_numeric, limit, clock=spec.clock(panel))
     # The source itself, not its path: the messages then give real file lines.
     order = sort_and_check_order(columns, raw_panel, limit)
     duplicate_facts = handle_duplicates(columns, categories, raw_panel, duplicates, limit)
@@ -262,6 +266,11 @@ def select_future_covariates(future_covariates: pd.DataFrame | None, primary_pan
             if raw and raw != canonical and raw in future_covariates.columns})
         if SERIES_ID in future_covariates:
             future_covariates = future_covariates.assign(**{SERIES_ID: future_covariates[SERIES_ID].astype(str)})
+        clock = spec.clock(panel)
+        if isinstance(clock, StepClock) and TIMESTAMP in future_covariates:
+            # integer steps, dated like the panel's (a step that is not a whole number stays undated: reported missing)
+            future_covariates = future_covariates.assign(
+                **{TIMESTAMP: _to_datetime(future_covariates[TIMESTAMP].astype(str), clock)})
     last = primary_panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()
     rows = check_future_covariates(future_covariates, known, last, int(panel["horizon"]), panel["freq"],
                                    source=source)

@@ -19,7 +19,8 @@ from ts_kedro.pipelines.data_processing.nodes import (
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(validate_schema, ["raw_panel", "params:data_processing"], ["validated_panel", "schema_summary"],
+            Node(validate_schema, ["raw_panel", "params:data_processing", "params:panel"],
+                 ["validated_panel", "schema_summary"],
                  name="validate_schema_node"),
             Node(infer_frequency, ["validated_panel", "params:panel"], "series_frequency",
                  name="infer_frequency_node"),

@@ -73,6 +73,55 @@ def _lines_of(source_or_path: Any) -> FileLines:
     return source_or_path if isinstance(source_or_path, FileLines) else FileLines(source_or_path)
 
 
+STEPS = "steps"  # timestamp_format of files whose time column holds integer time steps (1, 2, 3, ...)
+DEFAULT_STEP_ORIGIN = "2000-01-01"
+
+
+@dataclass(frozen=True)
+class StepClock:
+    """Integer time steps read as dates: step ``k`` is the ``k``-th stamp of ``pd.date_range(origin, freq=freq)``
+    (step 0 the first). Panels such as M3's "other" series or a simulation's output number their periods instead
+    of dating them; every later stage (grid, frequency profile, backtest, Day N) works on dates, so the steps are
+    given dates once, at reading, and the same origin and frequency date every later batch the same way."""
+
+    origin: pd.Timestamp
+    freq: str
+
+    @classmethod
+    def from_params(cls, origin: str, freq: str) -> "StepClock":
+        try:
+            stamp = pd.Timestamp(origin)
+            first = pd.date_range(stamp, periods=1, freq=freq)[0]
+        except (ValueError, TypeError) as error:
+            raise DataProcessingConfigError(
+                f"data_processing.source.step_origin {origin!r} with panel.freq {freq!r} gives no date range "
+                f"({error}); set step_origin to a date such as '{DEFAULT_STEP_ORIGIN}'") from error
+        return cls(origin=first, freq=freq)
+
+    def dates(self, steps: np.ndarray) -> np.ndarray:
+        """datetime64[ns] of the integer ``steps`` (all >= 0)."""
+        steps = np.asarray(steps, dtype=np.int64)
+        if not len(steps):
+            return np.array([], dtype="datetime64[ns]")
+        grid = pd.date_range(self.origin, periods=int(steps.max()) + 1, freq=self.freq).to_numpy()
+        return grid[steps]
+
+
+def _integer_steps(values: pd.Series) -> tuple[pd.Series, pd.Index]:
+    """``values`` as int64 where each is a whole number >= 0 (``'12'``, ``' 3 '``, ``'4.0'``), and the rows that
+    are not."""
+    text = values.astype(str).str.strip()
+    numbers = pd.to_numeric(text.where(text.str.fullmatch(r"\+?\d+(\.0*)?")), errors="coerce")
+    bad = values.index[numbers.isna().to_numpy()]
+    return numbers.fillna(0).astype(np.int64), bad
+
+
+def _looks_like_steps(sample: pd.Series) -> bool:
+    """Every sampled stamp a small whole number (not a compact date such as 20200131)."""
+    numbers, bad = _integer_steps(sample)
+    return len(sample) > 0 and not len(bad) and int(numbers.max()) < 10_000_000
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """Which raw columns play which canonical role (``data_processing.source`` parameters)."""
@@ -86,11 +135,25 @@ class SourceSpec:
     #: covariate -> ``known_in_advance`` (future values come from ``future_covariates``) or ``observed`` (used
     #: lagged only); a plain list of covariates declares every one observed
     covariate_kinds: dict[str, str] | None = None
+    #: with ``timestamp_format: steps``: the date that step 0 stands for (step k: the k-th stamp from it)
+    step_origin: str = DEFAULT_STEP_ORIGIN
+
+    def clock(self, panel: dict[str, Any] | None) -> "str | StepClock | None":
+        """What the timestamp column is read with: the configured format, or for ``steps`` the ``StepClock`` of
+        ``step_origin`` and ``panel.freq`` (refused, naming the parameter, when the panel's frequency is missing)."""
+        if self.timestamp_format != STEPS:
+            return self.timestamp_format
+        freq = (panel or {}).get("freq")
+        if not freq:
+            raise DataProcessingConfigError(
+                "data_processing.source.timestamp_format is 'steps' (integer time steps), which reads step k as the "
+                "k-th stamp from data_processing.source.step_origin at panel.freq: set panel.freq")
+        return StepClock.from_params(self.step_origin, str(freq))
 
     @classmethod
     def from_params(cls, source: dict[str, Any]) -> "SourceSpec":
         known = {"id_column", "timestamp_column", "target_column", "timestamp_format", "covariates",
-                 "series_id_constant"}
+                 "series_id_constant", "step_origin"}
         unknown = set(source) - known
         if unknown:
             raise DataProcessingConfigError(
@@ -118,6 +181,7 @@ class SourceSpec:
             covariates=covariates if covariates == "all" else list(covariates),
             series_id_constant=source.get("series_id_constant"),
             covariate_kinds=kinds,
+            step_origin=str(source.get("step_origin") or DEFAULT_STEP_ORIGIN),
         )
 
     def known_in_advance(self) -> list[str]:
@@ -204,8 +268,14 @@ def _year_then_day(fmt: str) -> bool:
     return len(order) >= 2 and order[0] in "Yy" and order[1] == "d"
 
 
-def _to_datetime(values: pd.Series, fmt: str) -> pd.Series:
-    """``pd.to_datetime`` that takes changing UTC offsets (DST) by converting aware stamps to UTC."""
+def _to_datetime(values: pd.Series, fmt: "str | StepClock") -> pd.Series:
+    """``pd.to_datetime`` that takes changing UTC offsets (DST) by converting aware stamps to UTC; a
+    ``StepClock`` dates integer steps (anything else becomes NaT)."""
+    if isinstance(fmt, StepClock):
+        steps, bad = _integer_steps(values)
+        dates = pd.Series(fmt.dates(steps.to_numpy()), index=values.index)
+        dates.loc[bad] = pd.NaT
+        return dates
     utc = "%z" in fmt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (FutureWarning, UserWarning))
@@ -239,6 +309,9 @@ def resolve_timestamp_format(first_values: pd.Series, configured: str | None, fi
     candidates: a silent month-first reading inflated a 150-row series to 4,350 grid rows. Guessing once for
     the whole file (not per chunk) keeps every chunk parsed the same way.
     """
+    if isinstance(configured, str) and configured == STEPS:
+        raise DataProcessingConfigError(
+            "data_processing.source.timestamp_format 'steps' needs panel.freq to date the steps; set panel.freq")
     if configured:
         return configured
     sample = pd.Series(first_values.dropna().unique()[:_FORMAT_SAMPLE], dtype=object).astype(str)
@@ -255,6 +328,12 @@ def resolve_timestamp_format(first_values: pd.Series, configured: str | None, fi
                 guessed = guess_datetime_format(value, dayfirst=dayfirst)
             if guessed and guessed not in candidates and not _year_then_day(guessed):
                 candidates.append(guessed)
+    if not candidates and _looks_like_steps(sample):
+        raise SchemaError(
+            f"column {quote(column)} in {filepath} holds whole numbers ({', '.join(map(quote, sample[:3]))}, ...), "
+            f"not dates: if they number time steps, set data_processing.source.timestamp_format: steps (step k "
+            f"is then dated as the k-th stamp from data_processing.source.step_origin, default "
+            f"{DEFAULT_STEP_ORIGIN}, at panel.freq); otherwise set timestamp_format to the file's date format")
     if not candidates:
         logger.warning("could not guess the timestamp format of %s; parsing each timestamp on its own (slow). "
                        "Set data_processing.source.timestamp_format to speed this up", filepath)
@@ -280,7 +359,7 @@ def resolve_timestamp_format(first_values: pd.Series, configured: str | None, fi
     return max(candidates, key=lambda fmt: readable[fmt])
 
 
-def parse_timestamps(raw: pd.Series, fmt: str, filepath: str, column: str, limit: int,
+def parse_timestamps(raw: pd.Series, fmt: "str | StepClock", filepath: str, column: str, limit: int,
                      lines: Callable[[Iterable[int]], list[int]] | None = None) -> pd.Series:
     """Timestamps as naive datetime64[ns] (aware ones converted to UTC); empty or unparseable cells fail."""
     parsed = _to_datetime(raw, fmt)
@@ -290,6 +369,11 @@ def parse_timestamps(raw: pd.Series, fmt: str, filepath: str, column: str, limit
     bad = parsed.index[parsed.isna().to_numpy()]
     if len(bad):
         examples = [quote(raw.loc[row]) for row in bad[:limit]]
+        if isinstance(fmt, StepClock):
+            raise SchemaError(
+                f"column {quote(column)} in {filepath}: {len(bad)} time step(s) empty or not a whole number >= 0 at "
+                f"{offending_rows(bad, limit, lines)} (values {', '.join(examples)}); timestamp_format is 'steps': "
+                f"fix those rows, or set data_processing.source.timestamp_format to the file's date format")
         raise SchemaError(
             f"column {quote(column)} in {filepath}: {len(bad)} timestamp(s) empty or not parseable with format "
             f"{fmt!r} at {offending_rows(bad, limit, lines)} (values {', '.join(examples)}); fix those rows or set "
@@ -392,7 +476,8 @@ def _parser_error(source: CSVChunkSource, error: ParserError, header: list[str])
 
 
 def read_canonical_chunks(
-    source: CSVChunkSource, spec: SourceSpec, chunk_size: int, non_numeric_policy: str, limit: int
+    source: CSVChunkSource, spec: SourceSpec, chunk_size: int, non_numeric_policy: str, limit: int,
+    clock: "str | StepClock | None" = None,
 ) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
     """Read the file chunk by chunk into canonical column arrays.
 
@@ -400,8 +485,10 @@ def read_canonical_chunks(
     surplus field (a decimal comma, an unquoted separator) is refused with its line instead of dropped.
     Returns ``columns`` (``series_id`` as integer codes into ``categories``, which are sorted, plus
     ``timestamp``, ``value``, covariates and ``source_row``), ``categories`` and what was found. Only one
-    chunk of text is alive at a time; what is kept is 8 bytes per cell.
+    chunk of text is alive at a time; what is kept is 8 bytes per cell. ``clock``: how timestamps are read (the
+    ``SourceSpec.clock``; default the configured ``timestamp_format``).
     """
+    clock = spec.timestamp_format if clock is None else clock
     header = read_header(source)
     covariates = check_columns(source.filepath, header, spec)
     numeric_columns = {spec.target_column: VALUE, **{c: c for c in covariates}}
@@ -431,7 +518,7 @@ def read_canonical_chunks(
             if len(surplus):
                 raise _surplus_error(chunk, surplus, header, spec, source.filepath, limit, lines, sep)
             chunk = chunk[usecols]
-            fmt = fmt or resolve_timestamp_format(chunk[spec.timestamp_column], spec.timestamp_format,
+            fmt = fmt or resolve_timestamp_format(chunk[spec.timestamp_column], clock,
                                                   source.filepath, spec.timestamp_column)
             pieces.append(_parse_chunk(chunk, spec, numeric_columns, fmt, source.filepath, non_numeric_policy,
                                        limit, non_numeric, lines, number_format))
@@ -458,7 +545,8 @@ def read_canonical_chunks(
     found = {
         "file": source.filepath,
         "rows_read": int(rows_read),
-        "timestamp_format": fmt,
+        "timestamp_format": (f"steps: step k is the k-th {fmt.freq} stamp from {fmt.origin}"
+                             if isinstance(fmt, StepClock) else fmt),
         "columns": {"series_id": spec.id_column or f"<constant {constant_id!r}>",
                     "timestamp": spec.timestamp_column, "value": spec.target_column, "covariates": covariates},
         "non_numeric": non_numeric,

@@ -260,7 +260,7 @@ def validate_incoming_batches(
             logger.warning("incoming file %s ignored: %s", source.filepath, source.reason)
             continue
         try:
-            batch, schema_facts = validate_schema(source, data_processing)
+            batch, schema_facts = validate_schema(source, data_processing, panel)
         except DataProcessingConfigError:
             raise  # the parameters are wrong, not the batch: quarantining every batch would hide that
         except SchemaError as error:

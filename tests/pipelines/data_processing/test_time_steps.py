@@ -1,0 +1,99 @@
+"""Time columns that number the periods (1, 2, 3, ...) instead of dating them: ``timestamp_format: steps``.
+
+Real panels such as M3's "other" series (tests/data/samples/m3_other_steps.csv) come that way. The steps are
+dated once, at reading (step k: the k-th ``panel.freq`` stamp from ``source.step_origin``), so the grid,
+profile, backtest and Day-N batches all work on dates and a later batch's steps land on the same dates.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ts_kedro.pipelines.data_processing.errors import DataProcessingConfigError, SchemaError
+from ts_kedro.pipelines.data_processing.nodes import select_future_covariates, validate_schema
+from ts_kedro.pipelines.data_processing.schema import StepClock
+
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "m3_other_steps.csv"
+
+
+@pytest.mark.parametrize("freq, expected", [
+    ("D", ["2000-01-01", "2000-01-02", "2000-01-11"]),
+    ("MS", ["2000-01-01", "2000-02-01", "2000-11-01"]),
+    ("QS", ["2000-01-01", "2000-04-01", "2002-07-01"]),
+    ("W-SUN", ["2000-01-02", "2000-01-09", "2000-03-12"]),  # anchored: the first Sunday from the origin
+    ("h", ["2000-01-01 00:00", "2000-01-01 01:00", "2000-01-01 10:00"]),
+])
+def test_step_k_is_the_kth_stamp_from_the_origin(freq, expected):
+    clock = StepClock.from_params("2000-01-01", freq)
+    assert list(clock.dates(np.array([0, 1, 10]))) == list(pd.to_datetime(expected))
+
+
+def test_the_real_steps_sample_is_read_as_dates(write_csv, params, panel):
+    source = write_csv(SAMPLE.read_text(), name="m3_other.csv")
+    params["source"]["timestamp_format"] = "steps"
+    panel["freq"] = "MS"
+    validated, found = validate_schema(source, params, panel)
+
+    raw = pd.read_csv(SAMPLE, dtype={"series_id": str}).sort_values(["series_id", "timestamp"])
+    expected = pd.date_range("2000-01-01", periods=int(raw["timestamp"].max()) + 1, freq="MS")[raw["timestamp"]]
+    assert list(validated["timestamp"]) == list(expected)
+    assert np.allclose(validated["value"], raw["value"])
+    assert found["timestamp_format"].startswith("steps")
+
+
+def test_a_later_batch_gets_the_same_dates(write_csv, params, panel):
+    # synthetic: a history of steps 1-5 and a batch of steps 6-7 read separately (as Day N reads its batches)
+    params["source"]["timestamp_format"] = "steps"
+    panel["freq"] = "W-SUN"
+    history, _ = validate_schema(write_csv("series_id,timestamp,value\n" + "".join(
+        f"a,{k},{k}\n" for k in range(1, 6)), name="history.csv"), params, panel)
+    batch, _ = validate_schema(write_csv("series_id,timestamp,value\na,6,6\na,7,7\n", name="batch.csv"),
+                               params, panel)
+    stamps = pd.DatetimeIndex([*history["timestamp"], *batch["timestamp"]])
+    assert (stamps.to_series().diff().dropna() == pd.Timedelta(weeks=1)).all()
+
+
+def test_whole_numbers_without_steps_are_refused_with_the_setting_to_use(write_csv, params, panel):
+    source = write_csv(SAMPLE.read_text(), name="m3_other.csv")
+    with pytest.raises(SchemaError, match=r"'timestamp' in .*m3_other\.csv holds whole numbers.*timestamp_format: "
+                                          r"steps"):
+        validate_schema(source, params, panel)
+
+
+def test_compact_dates_are_still_dates(write_csv, params, panel):
+    # 20200131 is a whole number too, but a date the format guess reads: it must not be taken for a step
+    source = write_csv("series_id,timestamp,value\na,20200131,1\na,20200201,2\n")
+    validated, _ = validate_schema(source, params, panel)
+    assert list(validated["timestamp"]) == list(pd.to_datetime(["2020-01-31", "2020-02-01"]))
+
+
+def test_a_step_that_is_not_a_whole_number_is_named_with_its_line(write_csv, params, panel):
+    params["source"]["timestamp_format"] = "steps"
+    source = write_csv("series_id,timestamp,value\na,1,1\na,2.5,2\na,-3,3\n", name="bad_steps.csv")
+    with pytest.raises(SchemaError, match=r"bad_steps\.csv: 2 time step\(s\).*lines 3, 4 \(values '2\.5', '-3'\)"):
+        validate_schema(source, params, panel)
+
+
+def test_steps_without_a_panel_frequency_name_the_parameter(write_csv, params):
+    params["source"]["timestamp_format"] = "steps"
+    source = write_csv("series_id,timestamp,value\na,1,1\n")
+    with pytest.raises(DataProcessingConfigError, match="set panel.freq"):
+        validate_schema(source, params, {})
+    with pytest.raises(DataProcessingConfigError, match="step_origin 'not a date'"):
+        validate_schema(source, params | {"source": params["source"] | {"step_origin": "not a date"}},
+                        {"freq": "D"})
+
+
+def test_future_covariates_in_steps_are_dated_like_the_panel(params, panel):
+    # synthetic: one series ending at step 3 (dated), a known covariate given for steps 4-5
+    params["source"] |= {"timestamp_format": "steps", "covariates": {"price": "known_in_advance"}}
+    panel |= {"freq": "D", "horizon": 2}
+    primary = pd.DataFrame({"series_id": ["a"] * 3, "timestamp": pd.date_range("2000-01-02", periods=3, freq="D"),
+                            "value": [1.0, 2.0, 3.0], "price": [1.0, 1.0, 1.0]})
+    future = pd.DataFrame({"series_id": ["a", "a"], "timestamp": [4, 5], "price": [2.0, 3.0]})
+    rows = select_future_covariates(future, primary, params, panel)
+    assert list(rows["timestamp"]) == list(pd.to_datetime(["2000-01-05", "2000-01-06"]))
+    assert list(rows["price"]) == [2.0, 3.0]
