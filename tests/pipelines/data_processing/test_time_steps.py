@@ -97,3 +97,13 @@ def test_future_covariates_in_steps_are_dated_like_the_panel(params, panel):
     rows = select_future_covariates(future, primary, params, panel)
     assert list(rows["timestamp"]) == list(pd.to_datetime(["2000-01-05", "2000-01-06"]))
     assert list(rows["price"]) == [2.0, 3.0]
+
+
+def test_the_partitioned_plan_reads_steps_to_the_same_lengths():
+    from ts_kedro.datasets import CSVChunkSource
+    from ts_kedro.orchestration.partitioned import plan_csv
+
+    plan = plan_csv(CSVChunkSource(str(SAMPLE)), "series_id", "timestamp", "value",
+                    StepClock.from_params("2000-01-01", "D"), "D", chunk_size=50, rows_per_partition=100)
+    raw = pd.read_csv(SAMPLE, dtype={"series_id": str})
+    assert plan.observed.sort_index().to_dict() == raw.groupby("series_id").size().sort_index().to_dict()
