@@ -84,10 +84,11 @@ class Forecaster(abc.ABC):
         """Minimum number of observations per series that this model can fit."""
         return 2 * self.season_length
 
-    def unfit_reason(self, values: np.ndarray) -> str | None:
+    def unfit_reason(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> str | None:
         """Why this family cannot fit a series with these values (None: it can). Default: too few points, or a
         constant series (nothing to learn: a family with a fallback passes it down the chain, whose end, seasonal
-        naive, forecasts the constant)."""
+        naive, forecasts the constant). ``timestamps`` (the values' datetime64 stamps, when the caller has them)
+        let a family refuse by time as well (Prophet: a span its time arithmetic cannot hold)."""
         if len(values) < self.min_length:
             return f"{len(values)} observations, {self.name} needs at least {self.min_length}"
         if self.fallback is not None and len(values) and np.ptp(values) == 0:
@@ -110,9 +111,10 @@ class Forecaster(abc.ABC):
                             "keep fits on them)", self.name, self.imputed_anomalies_)
         self.ignored_covariates_ = self._ignored_covariates(panel)
         ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
-        by_series = {sid: group[VALUE].to_numpy(float) for sid, group in ordered.groupby(SERIES_ID, sort=False)}
-        values = {sid: by_series[sid] for sid in panel[SERIES_ID].unique()}  # first-appearance order
-        reasons = {sid: reason for sid, v in values.items() if (reason := self.unfit_reason(v)) is not None}
+        groups = dict(list(ordered.groupby(SERIES_ID, sort=False)))
+        values = {sid: groups[sid][VALUE].to_numpy(float) for sid in panel[SERIES_ID].unique()}  # first-appearance
+        reasons = {sid: reason for sid, v in values.items()
+                   if (reason := self.unfit_reason(v, groups[sid][TIMESTAMP].to_numpy())) is not None}
         if reasons and self.fallback is None:
             first = next(iter(reasons))
             raise ForecasterError(

@@ -144,7 +144,7 @@ class LightGBMForecaster(Forecaster):
     # -- fit ---------------------------------------------------------------------------------------------------
     def _spec(self, panel: pd.DataFrame):
         from ts_kedro.frequency import MIN_CYCLES, derive_profile
-        from ts_kedro.pipelines.feature_engineering.calendar import select_features, step_length
+        from ts_kedro.pipelines.feature_engineering.calendar import capped_span, select_features, step_length
         from ts_kedro.pipelines.feature_engineering.model_input import OriginFeatureSpec
 
         periods = self.seasonal_periods
@@ -156,7 +156,7 @@ class LightGBMForecaster(Forecaster):
         names: list[str] = []
         if self.calendar_features:
             stamps = panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].agg(["min", "max"])
-            span = (stamps["max"] - stamps["min"]).max() + step_length(self.freq)
+            span = capped_span(stamps["min"], stamps["max"]) + step_length(self.freq)
             names = select_features(self.freq, span, MIN_CYCLES)
         return OriginFeatureSpec(freq=self.freq, horizon=self.horizon, season_length=self.season_length,
                                  periods=integer_periods, calendar_features=tuple(names),

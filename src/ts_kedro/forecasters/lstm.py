@@ -366,11 +366,11 @@ class LSTMForecaster(Forecaster):
         if not self.calendar_features:
             return []
         from ts_kedro.frequency import MIN_CYCLES
-        from ts_kedro.pipelines.feature_engineering.calendar import select_features, step_length
+        from ts_kedro.pipelines.feature_engineering.calendar import capped_span, select_features, step_length
 
         stamps = panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].agg(["min", "max"])
         # n observations cover n steps of time (336 hourly values are 14 whole days: two weekly cycles)
-        span = (stamps["max"] - stamps["min"]).max() + step_length(self.freq)
+        span = capped_span(stamps["min"], stamps["max"]) + step_length(self.freq)
         names = select_features(self.freq, span, MIN_CYCLES)
         logger.info("lstm: calendar inputs %s", names or "none (no calendar term varies at this frequency)")
         return names

@@ -13,6 +13,7 @@ from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE, Forecaster, F
 
 logger = logging.getLogger(__name__)
 
+PROPHET_MAX_SPAN_YEARS = 250  # of history: Prophet's ds - start is a Timedelta (292 years), the forecast must fit too
 _DAY, _WEEK, _YEAR = pd.Timedelta(days=1), pd.Timedelta(weeks=1), pd.Timedelta(days=365.25)
 _CYCLES = {"daily": _DAY, "weekly": _WEEK, "yearly": _YEAR}
 # Prophet's own default Fourier orders (upper bounds here; the grid and the history lower them)
@@ -104,6 +105,18 @@ class ProphetForecaster(Forecaster):
 
         # two seasons so that the seasonality is estimable; a trend needs a few points even without a season
         return max(MIN_CYCLES * self.season_length, 3)
+
+    def unfit_reason(self, values: np.ndarray, timestamps: np.ndarray | None = None) -> str | None:
+        reason = super().unfit_reason(values, timestamps)
+        if reason is None and timestamps is not None and len(timestamps) > 1:
+            # Prophet measures time as ds - first ds in a pandas Timedelta (at most 292 years): a longer history
+            # (yearly sunspots since 1700) overflows inside Prophet; the fallback serves it
+            nanoseconds = np.asarray(timestamps, dtype="datetime64[ns]").astype(np.int64).astype(float)
+            years = (nanoseconds.max() - nanoseconds.min()) / 1e9 / 86400 / 365.25
+            if years > PROPHET_MAX_SPAN_YEARS:
+                return (f"the history spans {years:.0f} years; prophet's time arithmetic holds at most "
+                        f"{PROPHET_MAX_SPAN_YEARS} (with room for the horizon)")
+        return reason
 
     def n_parameters(self) -> int:
         # trend (k, m, one delta per changepoint) + 2 Fourier coefficients per order of each seasonality

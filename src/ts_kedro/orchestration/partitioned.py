@@ -171,7 +171,9 @@ def plan_parquet(filepath: str, rows_per_partition: int, batch_rows: int = 1_000
     counts = pd.concat(rows).groupby(level=0, sort=False).sum()
     values = pd.concat(observed).groupby(level=0, sort=False).sum().reindex(counts.index, fill_value=0)
     span = pd.concat(spans).groupby(level=0, sort=False).agg({"min": "min", "max": "max"})
-    longest = (span["max"] - span["min"]).max() if len(span) else None
+    from ts_kedro.pipelines.feature_engineering.calendar import capped_span
+
+    longest = capped_span(span["min"], span["max"]) if len(span) else None
     return plan_partitions(counts.astype(np.int64), rows_per_partition, values.astype(np.int64)), longest
 
 

@@ -75,6 +75,21 @@ def candidate_features(freq: str) -> list[str]:
     return []  # yearly or coarser: no calendar feature varies within the data's resolution
 
 
+#: spans longer than this compare the same against every calendar cycle (a year at most, times min_cycles)
+MAX_SPAN = pd.Timedelta(days=365.25 * 200)
+
+
+def capped_span(first: pd.Series, last: pd.Series) -> pd.Timedelta:
+    """The longest ``last - first`` over series, at most ``MAX_SPAN``. Computed in float seconds: a Timedelta
+    holds at most 292 years, and subtracting timestamps of a longer series (yearly sunspots since 1700)
+    overflowed it."""
+    known = first.notna() & last.notna()
+    if not known.any():
+        return pd.Timedelta(0)
+    nanoseconds = (last[known].astype("int64").astype(float) - first[known].astype("int64").astype(float)).max()
+    return pd.Timedelta(seconds=min(max(nanoseconds, 0.0) / 1e9, MAX_SPAN.total_seconds()))
+
+
 def select_features(freq: str, span: pd.Timedelta, min_cycles: float) -> list[str]:
     """Candidate features whose full cycle is covered at least ``min_cycles`` times by ``span``.
 

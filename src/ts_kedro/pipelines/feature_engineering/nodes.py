@@ -75,7 +75,7 @@ def _calendar_spec(primary_panel: pd.DataFrame, freq: str, params: dict) -> dict
         features = list(params["features"])
     else:
         spans = primary_panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].agg(["min", "max"])
-        longest_span = (spans["max"] - spans["min"]).max() + calendar.step_length(freq)
+        longest_span = calendar.capped_span(spans["min"], spans["max"]) + calendar.step_length(freq)
         features = calendar.select_features(freq, longest_span, float(params.get("min_cycles", 2)))
     spec = {
         "features": features,
