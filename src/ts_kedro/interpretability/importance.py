@@ -23,6 +23,23 @@ def _require_fitted(model, class_name: str, family: str) -> None:
         )
 
 
+ARIMA_COEFFICIENT_COLUMNS = ["series_id", "order", "term", "coef", "std_err", "z", "p_value", "significant"]
+PROPHET_COMPONENT_COLUMNS = ["series_id", "component", "mode", "variance", "share"]
+LIGHTGBM_IMPORTANCE_COLUMNS = ["feature", "label", "group", "horizon_bucket", "horizon_from", "horizon_to",
+                               "gain_share", "mean_abs_shap", "shap_share", "n_rows", "n_series"]
+
+
+def _fitted_nothing(model, family: str) -> bool:
+    """True (and said in the log) when every series went to the family's fallback: nothing of its own to explain.
+    A panel the family cannot take at all (too short, or a span Prophet cannot hold) must not stop the run in
+    reporting; the tables come back empty with their columns and the plots say why."""
+    if getattr(model, "fitted_series_ids_", None):
+        return False
+    logger.warning("%s importance not computed: the family fitted no series (every one is served by its fallback, "
+                   "see the data-quality report's families)", family)
+    return True
+
+
 # -- LSTM ---------------------------------------------------------------------------------------------------------
 LSTM_IMPORTANCE_COLUMNS = ["group", "n_inputs", "baseline_error", "permuted_error", "permuted_error_std", "importance",
                            "importance_ratio", "n_windows", "n_repeats"]
@@ -59,6 +76,8 @@ def lstm_permutation_importance(model, panel: pd.DataFrame, n_repeats: int = 10,
         (increase), importance_ratio (permuted / baseline), n_windows, n_repeats``; sorted by importance.
     """
     _require_fitted(model, "LSTMForecaster", "lstm")
+    if _fitted_nothing(model, "lstm"):
+        return pd.DataFrame(columns=LSTM_IMPORTANCE_COLUMNS)
     if int(n_repeats) < 1:
         raise InterpretabilityError(f"n_repeats must be >= 1, got {n_repeats} (reporting.importance.lstm)")
     tokens, last_season, targets = _lstm_heldout_windows(model, panel)
@@ -117,6 +136,8 @@ def arima_coefficients(model, alpha: float = 0.05) -> pd.DataFrame:
     _require_fitted(model, "ArimaForecaster", "arima")
     if not 0 < alpha < 1:
         raise InterpretabilityError(f"alpha must lie in (0, 1), got {alpha} (reporting.importance.arima.alpha)")
+    if _fitted_nothing(model, "arima"):
+        return pd.DataFrame(columns=ARIMA_COEFFICIENT_COLUMNS)
     rows = []
     for series_id, state in model.fitted_.items():
         with warnings.catch_warnings():
@@ -131,7 +152,7 @@ def arima_coefficients(model, alpha: float = 0.05) -> pd.DataFrame:
             rows.append({"series_id": series_id, "order": str(tuple(state.order)), "term": term,
                          "coef": float(coef), "std_err": float(std_err), "z": float(z), "p_value": float(p_value),
                          "significant": bool(np.isfinite(p_value) and p_value < alpha)})
-    coefficients = pd.DataFrame(rows)
+    coefficients = pd.DataFrame(rows, columns=ARIMA_COEFFICIENT_COLUMNS)
     share = coefficients.groupby("term")["significant"].mean().round(2).to_dict()
     logger.info("arima coefficients of %d series; share significant at %.2f by term: %s",
                 coefficients["series_id"].nunique(), alpha, share)
@@ -153,6 +174,8 @@ def prophet_component_shares(model, max_series: int | None = None) -> pd.DataFra
     from prophet.serialize import model_from_json
 
     _require_fitted(model, "ProphetForecaster", "prophet")
+    if _fitted_nothing(model, "prophet"):
+        return pd.DataFrame(columns=PROPHET_COMPONENT_COLUMNS)
     rows = []
     for series_id in list(model.models_)[: max_series or None]:
         fitted = model_from_json(model.models_[series_id])
@@ -177,7 +200,7 @@ def prophet_component_shares(model, max_series: int | None = None) -> pd.DataFra
         for name, (mode, _) in contributions.items():
             rows.append({"series_id": series_id, "component": name, "mode": mode, "variance": variances[name],
                          "share": variances[name] / total if total > 0 else np.nan})
-    shares = pd.DataFrame(rows)
+    shares = pd.DataFrame(rows, columns=PROPHET_COMPONENT_COLUMNS)
     logger.info("prophet component shares (mean over %d series): %s", shares["series_id"].nunique(),
                 shares.groupby("component")["share"].mean().round(3).to_dict())
     return shares
@@ -220,10 +243,8 @@ def lightgbm_feature_importance(model, gain: pd.DataFrame, n_buckets: int = 3, m
         each bucket ordered by mean |SHAP|.
     """
     _require_fitted(model, "LightGBMForecaster", "lightgbm")
-    if not model.fitted_series_ids_:
-        raise InterpretabilityError(
-            "lightgbm importance: the model fitted no series (every one went to its fallback); nothing to explain"
-        )
+    if _fitted_nothing(model, "lightgbm"):
+        return pd.DataFrame(columns=LIGHTGBM_IMPORTANCE_COLUMNS)
     if int(n_buckets) < 1 or int(max_rows) < 1:
         raise InterpretabilityError(f"n_buckets and max_rows must be >= 1, got {n_buckets} and {max_rows} "
                                     "(reporting.importance.lightgbm)")

@@ -22,6 +22,12 @@ def new_figure(n_rows: int, n_cols: int, width: float, height: float, **subplot_
     return figure, axes
 
 
+#: the note of an importance plot whose family fitted no series of the panel (all served by its fallback)
+FITTED_NOTHING = ("Not computed: {family} fitted no series of this panel; every series is served by its fallback "
+                  "(the data-quality report's families say why, e.g. too short, or a history longer than the "
+                  "family can hold).")
+
+
 def note_figure(title: str, note: str) -> Figure:
     """A valid, readable figure that only states why there is nothing to draw yet."""
     figure, axes = new_figure(1, 1, 8, 3)

@@ -11,7 +11,7 @@ from matplotlib.patches import Patch
 from ts_kedro.interpretability import InterpretabilityError, lightgbm_feature_importance
 from ts_kedro.interpretability.errors import require_columns
 
-from .figures import new_figure
+from .figures import FITTED_NOTHING, new_figure, note_figure
 
 # One colour per feature group of LightGBMForecaster.feature_importance (the same group, the same colour in every panel)
 _GROUP_COLOURS = {"lag": "#1f77b4", "seasonal": "#2ca02c", "rolling": "#9467bd", "calendar": "#ff7f0e",
@@ -29,6 +29,8 @@ def lightgbm_importance(model, model_stats: dict[str, Any], reporting: dict[str,
     Returns:
         The tidy table of ``ts_kedro.interpretability.lightgbm_feature_importance``.
     """
+    if not getattr(model, "fitted_series_ids_", None):  # every series went to the fallback: an empty table
+        return lightgbm_feature_importance(model, pd.DataFrame(columns=["feature", "gain", "group"]))
     if not model_stats.get("feature_importance"):
         raise InterpretabilityError("lightgbm.model_stats has no feature_importance records (the training run fitted "
                                     "no series with lightgbm); rerun training")
@@ -46,6 +48,8 @@ def plot_lightgbm_importance(importance: pd.DataFrame, reporting: dict[str, Any]
     """
     require_columns(importance, ["feature", "label", "group", "horizon_bucket", "gain_share", "mean_abs_shap",
                                  "shap_share", "n_rows", "n_series"], "lightgbm_feature_importance")
+    if importance.empty:
+        return note_figure("LightGBM feature importance", FITTED_NOTHING.format(family="lightgbm"))
     overall = importance[importance["horizon_bucket"] == "all"].sort_values("mean_abs_shap", ascending=False)
     shown = overall.head(int(reporting["importance"]["lightgbm"]["top_features"]))
     ordered = shown.iloc[::-1]  # barh draws bottom-up: the largest on top

@@ -21,7 +21,7 @@ from ts_kedro.interpretability import (
 )
 from ts_kedro.interpretability.errors import TooFewWindowsError, require_columns
 
-from .figures import concise_dates, model_colour, new_figure, note_figure
+from .figures import FITTED_NOTHING, concise_dates, model_colour, new_figure, note_figure
 
 logger = logging.getLogger(__name__)
 
@@ -397,7 +397,8 @@ def plot_lstm_importance(importance: pd.DataFrame) -> Figure:
         return note_figure("LSTM permutation importance",
                            "Not computed: permutation importance shuffles the LSTM's inputs across the held-out "
                            "windows of different series, and this panel has fewer than two series with a "
-                           "whole window (the lookback plus one horizon).")
+                           "whole window (the lookback plus one horizon), or the LSTM fitted no series at all "
+                           "(every one served by its fallback: the data-quality report's families say why).")
     figure, axes = new_figure(1, 1, 7, 3.5)
     ax = axes[0, 0]
     ordered = importance.sort_values("importance")
@@ -418,6 +419,8 @@ def arima_coefficient_table(model, reporting: dict[str, Any]) -> pd.DataFrame:
 
 def plot_arima_coefficients(coefficients: pd.DataFrame, reporting: dict[str, Any]) -> Figure:
     """Per-term coefficient values across series (filled = significant) and the share of series where significant."""
+    if coefficients.empty:
+        return note_figure("ARIMA coefficients", FITTED_NOTHING.format(family="arima"))
     alpha = float(reporting["importance"]["arima"]["alpha"])
     terms = [t for t in coefficients["term"].unique() if t != "sigma2"]  # sigma2 is a variance, not an effect
     if not terms:
@@ -457,6 +460,8 @@ def prophet_components(model, reporting: dict[str, Any]) -> pd.DataFrame:
 
 def plot_prophet_components(shares: pd.DataFrame) -> Figure:
     """Stacked share of variance of trend / seasonalities / holidays per series, plus the mean over series."""
+    if shares.empty:
+        return note_figure("Prophet components", FITTED_NOTHING.format(family="prophet"))
     table = shares.pivot(index="series_id", columns="component", values="share").fillna(0.0)
     table.loc["(mean)"] = table.mean()
     figure, axes = new_figure(1, 1, max(8, 0.35 * len(table) + 2), 4.5)
