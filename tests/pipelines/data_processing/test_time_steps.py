@@ -107,3 +107,21 @@ def test_the_partitioned_plan_reads_steps_to_the_same_lengths():
                     StepClock.from_params("2000-01-01", "D"), "D", chunk_size=50, rows_per_partition=100)
     raw = pd.read_csv(SAMPLE, dtype={"series_id": str})
     assert plan.observed.sort_index().to_dict() == raw.groupby("series_id").size().sort_index().to_dict()
+
+
+def test_dates_before_the_nanosecond_clock_point_to_steps(write_csv, params, panel):
+    # synthetic: a yearly series from 1500, which pandas' nanosecond timestamps cannot hold
+    source = write_csv("series_id,timestamp,value\na,1500-01-01,1\na,1501-01-01,2\n", name="old.csv")
+    with pytest.raises(SchemaError, match=r"old\.csv: '1500-01-01' at lines 2, 3 is a date outside .*"
+                                          r"timestamp_format: steps"):
+        validate_schema(source, params, panel | {"freq": "YS"})
+
+
+def test_steps_past_the_clock_name_step_origin(write_csv, params):
+    params["source"]["timestamp_format"] = "steps"
+    source = write_csv("series_id,timestamp,value\na,0,1\na,400,2\n")
+    with pytest.raises(DataProcessingConfigError, match=r"step 400 .* passes 2262-04-11.*set step_origin earlier"):
+        validate_schema(source, params, {"freq": "YS"})
+    params["source"]["step_origin"] = "1700-01-01"
+    validated, _ = validate_schema(source, params, {"freq": "YS"})
+    assert list(validated["timestamp"]) == list(pd.to_datetime(["1700-01-01", "2100-01-01"]))

@@ -103,7 +103,13 @@ class StepClock:
         steps = np.asarray(steps, dtype=np.int64)
         if not len(steps):
             return np.array([], dtype="datetime64[ns]")
-        grid = pd.date_range(self.origin, periods=int(steps.max()) + 1, freq=self.freq).to_numpy()
+        try:
+            grid = pd.date_range(self.origin, periods=int(steps.max()) + 1, freq=self.freq).to_numpy()
+        except (pd.errors.OutOfBoundsDatetime, OverflowError) as error:
+            raise DataProcessingConfigError(
+                f"step {int(steps.max())} at panel.freq {self.freq!r} from data_processing.source.step_origin "
+                f"{self.origin.date()} passes {pd.Timestamp.max.date()}, the last date the panel's clock holds; set "
+                f"step_origin earlier (e.g. '1700-01-01' for a few centuries of yearly steps)") from error
         return grid[steps]
 
 
@@ -359,6 +365,19 @@ def resolve_timestamp_format(first_values: pd.Series, configured: str | None, fi
     return max(candidates, key=lambda fmt: readable[fmt])
 
 
+def _outside_clock(values: pd.Series) -> str | None:
+    """The first of ``values`` that is a real date outside pandas' nanosecond range (a yearly series from 1500),
+    which every reader turns into 'not parseable'; None when there is none."""
+    for value in values.dropna().astype(str):
+        try:
+            stamp = pd.Timestamp(value.strip())  # pandas 2 keeps such dates at second resolution
+        except (ValueError, TypeError, OverflowError):
+            continue
+        if stamp is not pd.NaT and not pd.Timestamp.min <= stamp <= pd.Timestamp.max:
+            return value
+    return None
+
+
 def parse_timestamps(raw: pd.Series, fmt: "str | StepClock", filepath: str, column: str, limit: int,
                      lines: Callable[[Iterable[int]], list[int]] | None = None) -> pd.Series:
     """Timestamps as naive datetime64[ns] (aware ones converted to UTC); empty or unparseable cells fail."""
@@ -374,6 +393,14 @@ def parse_timestamps(raw: pd.Series, fmt: "str | StepClock", filepath: str, colu
                 f"column {quote(column)} in {filepath}: {len(bad)} time step(s) empty or not a whole number >= 0 at "
                 f"{offending_rows(bad, limit, lines)} (values {', '.join(examples)}); timestamp_format is 'steps': "
                 f"fix those rows, or set data_processing.source.timestamp_format to the file's date format")
+        outside = _outside_clock(raw.loc[bad[:limit]])
+        if outside is not None:
+            raise SchemaError(
+                f"column {quote(column)} in {filepath}: {quote(outside)} at {offending_rows(bad, limit, lines)} is a "
+                f"date outside what the panel's nanosecond clock holds ({pd.Timestamp.min.date()} to "
+                f"{pd.Timestamp.max.date()}); number the periods instead (a column 0, 1, 2, ... read with "
+                f"data_processing.source.timestamp_format: steps and step_origin), or drop the rows before "
+                f"{pd.Timestamp.min.year + 1}")
         raise SchemaError(
             f"column {quote(column)} in {filepath}: {len(bad)} timestamp(s) empty or not parseable with format "
             f"{fmt!r} at {offending_rows(bad, limit, lines)} (values {', '.join(examples)}); fix those rows or set "
