@@ -2,7 +2,9 @@
 
 Panels from ``../shared/data`` (``fpp_small_series``, ``prophet_examples``): five classic monthly series, two
 quarterly ones, three daily Prophet examples, one weekly series anchored on Fridays (``W-FRI``: a one-series panel),
-the two-series hourly pedestrian counts and 5-minute Yosemite temperatures. Each panel's last horizon is held out
+the two-series hourly pedestrian counts and 5-minute Yosemite temperatures; and from statsmodels' offline datasets
+the weekly (``W-SAT``) Mauna Loa CO2 series, yearly sunspots since 1700 and six quarterly US macro series, plus
+NN5 on weekdays only (``B``). Each panel's last horizon is held out
 (the sub-daily panels: one day, their profile's season); the Day-0 pipeline runs through ``matrix.run_kedro`` (its own working directory, conf copy and MLflow store) and
 statsforecast's seasonal naive, AutoETS and AutoARIMA run on the same training part (``matrix.run_peers``). Scores
 by ``selection_replay.score`` (the matrix's). A panel whose run fails is reported with the error, not skipped.
@@ -62,7 +64,49 @@ def panels() -> dict[str, tuple]:
         "hourly2": lambda: (matrix._melt(pd.read_csv(prophet / "example_pedestrians_multivariate.csv",
                                                      parse_dates=["ds"]), "ds"), "h", season_length_for("h")),
         "min5": lambda: (_one("yosemite", prophet / "example_yosemite_temps.csv", "ds", "y"), "5min", season_length_for("5min")),
+        # real data that ships offline with statsmodels (../shared/data/README.md, last section)
+        "weekly_sat_co2": lambda: (_statsmodels_co2(), "W-SAT", 52),
+        "yearly_sunspots": lambda: (_statsmodels_sunspots(), "YS", 10),
+        "quarterly_macro": lambda: (_statsmodels_macro(), "QS", 8),
+        "business_daily": lambda: (_nn5_weekdays(6), "B", 20),
     }
+
+
+def _statsmodels_co2() -> pd.DataFrame:
+    """Mauna Loa CO2, weekly (Saturdays) 1958-2001, 59 of 2,284 weeks missing."""
+    import statsmodels.api as sm
+
+    data = sm.datasets.co2.load_pandas().data
+    return pd.DataFrame({"series_id": "co2", "timestamp": data.index, "value": data["co2"].to_numpy()})
+
+
+def _statsmodels_sunspots() -> pd.DataFrame:
+    """Yearly sunspot numbers 1700-2008: a history longer than a pandas Timedelta holds (292 years)."""
+    import statsmodels.api as sm
+
+    data = sm.datasets.sunspots.load_pandas().data
+    return pd.DataFrame({"series_id": "sunspots", "timestamp": pd.to_datetime(data["YEAR"].astype(int).astype(str)),
+                         "value": data["SUNACTIVITY"].astype(float)})
+
+
+def _statsmodels_macro() -> pd.DataFrame:
+    """Six US quarterly macro series 1959-2009 (the held-out 8 quarters are the 2007-2009 recession)."""
+    import statsmodels.api as sm
+
+    data = sm.datasets.macrodata.load_pandas().data
+    quarters = pd.PeriodIndex.from_fields(year=data["year"].astype(int), quarter=data["quarter"].astype(int),
+                                          freq="Q").to_timestamp()
+    return pd.concat([pd.DataFrame({"series_id": column, "timestamp": quarters, "value": data[column]})
+                      for column in ("realgdp", "realcons", "realinv", "cpi", "unemp", "infl")], ignore_index=True)
+
+
+def _nn5_weekdays(n_series: int) -> pd.DataFrame:
+    """NN5's first ``n_series`` series on weekdays only: real values on a business-day calendar (the weekends are
+    dropped here; NN5 itself is daily). The only ``B`` panel at hand."""
+    train, test = matrix._nn5()
+    long = pd.concat([train, test], ignore_index=True)
+    long = long[long["series_id"].isin(sorted(long["series_id"].unique())[:n_series])]
+    return long[long["timestamp"].dt.dayofweek < 5].reset_index(drop=True)
 
 
 def run_panel(name: str, loader, workdir: Path) -> dict:
