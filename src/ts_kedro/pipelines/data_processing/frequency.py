@@ -80,7 +80,8 @@ def infer_series_frequency(timestamps: pd.DatetimeIndex, expected: str) -> dict:
         result["inferred_freq"] = inferred or f"irregular (most common step {modal})"
         result["fault"] = "irregular_frequency"
         result["details"] = (f"timestamps are not all on the {offset.freqstr!r} grid starting at {timestamps[0]}; "
-                             f"most common step is {modal}")
+                             f"most common step is {modal}" + (f"; they are all on a {inferred!r} grid" if inferred
+                                                               else ""))
         return result
     modal_steps = int(pd.Series(np.diff(positions)).mode().iloc[0])
     if modal_steps != 1:

@@ -158,12 +158,27 @@ def screen_series(
         if len(quarantined) == len(screening):
             raise SeriesQualityError(
                 f"every one of the {len(screening)} series of {validated_panel.attrs.get('source_file', 'the panel')} "
-                f"was quarantined, e.g. {examples}; check panel.freq, "
-                f"data_processing.min_length and the source columns"
+                f"was quarantined, e.g. {examples}; {_frequency_hint(series_frequency, quarantined, panel)}check "
+                f"panel.freq, data_processing.min_length and the source columns"
             )
         logger.warning("quarantined %d of %d series, e.g. %s", len(quarantined), len(screening), examples)
     healthy = validated_panel[~validated_panel[SERIES_ID].isin(list(quarantined))].reset_index(drop=True)
     return healthy, screening
+
+
+def _frequency_hint(series_frequency: dict[str, dict], quarantined: dict[str, dict], panel: dict[str, Any]) -> str:
+    """'the series are on 'ME' stamps ...: set panel.freq: ME; ' when most series quarantined for their frequency
+    share one other pandas frequency (month-end stamps with panel.freq MS, say), else ''."""
+    inferred = pd.Series([series_frequency[sid].get("inferred_freq") for sid, entry in quarantined.items()
+                          if entry["reason"] in ("irregular_frequency", "different_frequency")], dtype=object)
+    inferred = inferred[inferred.notna() & ~inferred.astype(str).str.startswith("irregular")]
+    if inferred.empty:
+        return ""
+    alias, count = inferred.value_counts().index[0], int(inferred.value_counts().iloc[0])
+    if count * 2 <= len(quarantined) or alias == str(panel.get("freq")):
+        return ""
+    return (f"{count} of {len(quarantined)} series have the frequency {alias!r} (panel.freq is "
+            f"{str(panel.get('freq'))!r}): set panel.freq: {alias} if that is the data's grid; ")
 
 
 def list_quarantine(series_screening: dict[str, dict]) -> list[dict[str, Any]]:
