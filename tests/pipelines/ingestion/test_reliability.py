@@ -180,3 +180,17 @@ def test_a_million_character_series_id_in_a_batch_is_fast_and_capped(tmp_path, h
 def test_the_history_says_where_it_came_from(history):
     history.attrs["source_file"] = "data/01_raw/day0.csv"
     assert "day0.csv" in select_previous_history(history, {}).attrs["source_file"]
+
+
+def test_a_batch_of_time_steps_continues_a_history_of_steps(tmp_path, data_processing):
+    # synthetic: a history read from steps 0-199 (dated hourly from the default origin) and a batch of steps 200-204
+    data_processing["source"]["timestamp_format"] = "steps"
+    stamps = pd.date_range("2000-01-01", periods=200, freq="h")
+    history = pd.DataFrame({"series_id": "S1", "timestamp": stamps, "value": 1.0})
+    batch = write(tmp_path, "day1.csv", [f"S1,{k},{k}.5" for k in range(200, 205)])
+    accepted, report = run(loaders(batch), history, data_processing)
+    assert report["n_accepted"] == 1
+    assert list(accepted["timestamp"]) == list(pd.date_range("2000-01-09 08:00", periods=5, freq="h"))
+    overlap = write(tmp_path, "day2.csv", [f"S1,{k},{k}.0" for k in range(198, 201)])  # steps already stored
+    _, report = run(loaders(overlap), history, data_processing)
+    assert report["n_accepted"] == 0
