@@ -91,6 +91,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
                                                     "series_feature": "value"}},
     "psi_calibrated": {"data_drift": {"method": "psi", "threshold": None}},
     "jensenshannon_calibrated": {"data_drift": {"method": "jensenshannon", "threshold": None}},
+    # the shipped psi design, a series deciding on its seasonal difference or its short difference (lag one season)
+    "psi_calibrated_short": {"data_drift": {"method": "psi", "threshold": None,
+                                            "series_feature": ["seasonal_diff", "short_diff"]}},
 }
 QUICK_CONFIGS = ("before", "wasserstein_calibrated")
 

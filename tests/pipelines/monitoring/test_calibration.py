@@ -35,10 +35,14 @@ def test_each_threshold_is_the_quantile_of_the_series_own_earlier_windows(real_h
         end -= stride
     entry = result["columns"]["H1|seasonal_diff"]
     assert entry["source"] == "series" and entry["windows"] == len(scores) >= 5
-    assert entry["threshold"] == pytest.approx(np.quantile(scores, params["data_drift"]["calibration"]["quantile"]))
+    # a deciding feature among k gets 1/k of the false-flag budget 1 - quantile (shipped: seasonal_diff, short_diff)
+    deciding = params["data_drift"]["series_feature"]
+    k = 1 if isinstance(deciding, str) else len(deciding)
+    quantile = 1 - (1 - params["data_drift"]["calibration"]["quantile"]) / k
+    assert entry["threshold"] == pytest.approx(np.quantile(scores, quantile))
     assert result["method"] == "wasserstein" and result["fixed_threshold"] == 0.1  # Evidently's default
     assert set(result["columns"]) == {f"{s}|{f}" for s in ("H1", "H103", "H120", "H137")
-                                      for f in ("value", "seasonal_diff")}
+                                      for f in ("value", "seasonal_diff", "short_diff")}
 
 
 def test_p_value_methods_take_the_low_quantile_never_above_the_fixed_threshold(real_history, monitoring_params):

@@ -35,7 +35,8 @@ def test_clean_real_batches_do_not_drift(twelve_series, monitoring_params, batch
     summary, data_drift, _, _ = _verdict(until_batch(twelve_series, batches_back), monitoring_params)
     assert summary["drift"] is False, summary["reasons"]
     assert summary["n_series"] == 12 and summary["drift_share"] <= 0.25
-    assert data_drift["calibration"]["columns_by_source"] == {"series": 24}  # every column on its own history
+    # every column (12 series x value, seasonal and short difference) on its own history
+    assert data_drift["calibration"]["columns_by_source"] == {"series": 36}
 
 
 def test_the_fixed_ks_test_flags_clean_real_batches(twelve_series, monitoring_params):
@@ -71,4 +72,5 @@ def test_an_injected_level_shift_drifts(twelve_series, monitoring_params):
         for feature, result in features.items():
             assert result["threshold"] == pytest.approx(calibrated[f"{series_id}|{feature}"]["threshold"])
             assert result["drifted"] == (result["score"] >= result["threshold"])
-    assert summary["drifted_series"] == sorted(s for s, f in data_drift["series"].items() if f["seasonal_diff"]["drifted"])
+    assert summary["drifted_series"] == sorted(s for s, f in data_drift["series"].items()
+                                               if f["seasonal_diff"]["drifted"] or f["short_diff"]["drifted"])

@@ -16,11 +16,13 @@ def test_windows_are_cut_per_series_and_feature(real_history, monitoring_params)
     recent, lag = windows["recent_window_steps"], windows["seasonal_lag_steps"]
     # hourly, 748 hours: two horizons of reference, the seasonal difference a week back (past the recent window)
     assert (recent, windows["reference_window_steps"], lag) == (PANEL["horizon"], 2 * PANEL["horizon"], 7 * 24)
-    assert reference.shape == (2 * recent, 8) and current.shape == (recent, 8)
+    # four series x (value, seasonal difference, short difference at one season)
+    assert reference.shape == (2 * recent, 12) and current.shape == (recent, 12)
     h1 = real_history[real_history["series_id"] == "H1"]["value"]
     assert current["H1|value"].tolist() == h1.iloc[-recent:].tolist()
     assert current["H1|seasonal_diff"].iloc[0] == h1.iloc[-recent] - h1.iloc[-recent - lag]
     assert current["H1|seasonal_diff"].iloc[-1] == h1.iloc[-1] - h1.iloc[-1 - lag]
+    assert current["H1|short_diff"].iloc[-1] == h1.iloc[-1] - h1.iloc[-1 - 24]
     with pytest.raises(MonitoringConfigError, match="shorten the windows"):
         build_drift_windows(real_history, {**monitoring_params, "reference_window_steps": 5000}, PANEL)
 

@@ -17,7 +17,13 @@ import pandas as pd
 
 from ts_kedro.pipelines.monitoring.data_drift import drift_method, drift_score
 from ts_kedro.pipelines.monitoring.errors import MonitoringConfigError
-from ts_kedro.pipelines.monitoring.windows import MIN_POINTS, SEPARATOR, drift_profile, series_features
+from ts_kedro.pipelines.monitoring.windows import (
+    MIN_POINTS,
+    SEASONAL_DIFF,
+    SEPARATOR,
+    drift_profile,
+    series_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +79,14 @@ def calibrate_drift_thresholds(history_primary_panel: pd.DataFrame, monitoring: 
     pooled: dict[str, list[float]] = {}
     for column, values in scores.items():
         pooled.setdefault(column.split(SEPARATOR, 1)[1], []).extend(values)
-    tail = 1 - float(quantile) if is_p_value else float(quantile)
+    # Several deciding features (series_feature a list): a series drifts when any of them does, so the false-flag
+    # budget 1 - quantile is split between them (Bonferroni), keeping a clean series' chance of a flag the same
+    deciding = settings.get("series_feature") or SEASONAL_DIFF
+    deciding = {deciding} if isinstance(deciding, str) else {str(f) for f in deciding}
     for column, values in scores.items():
+        feature = column.split(SEPARATOR, 1)[1]
+        budget = (1 - float(quantile)) / (len(deciding) if feature in deciding else 1)
+        tail = budget if is_p_value else 1 - budget
         source = SOURCE_SERIES
         if len(values) < min_windows:
             values, source = pooled[column.split(SEPARATOR, 1)[1]], SOURCE_PANEL

@@ -27,8 +27,8 @@ def detect_data_drift(
 
     Each column is tested against its calibrated threshold from ``drift_thresholds`` (the fixed ``threshold``
     where it has none), so Evidently's own report, tests and snapshots say what the verdict acts on. A series
-    counts as drifted when its ``series_feature`` (default: the seasonal difference) drifted; every feature's
-    drift is reported.
+    counts as drifted when its ``series_feature`` (default: the seasonal difference; a list: any of them) drifted;
+    every feature's drift is reported.
 
     Args:
         drift_reference: reference window, one column ``<series_id>|<feature>`` each.
@@ -44,6 +44,7 @@ def detect_data_drift(
     settings = monitoring.get("data_drift", {})
     method, threshold, _ = drift_method(settings)
     series_feature = settings.get("series_feature") or SEASONAL_DIFF
+    deciding = [series_feature] if isinstance(series_feature, str) else [str(f) for f in series_feature]
     calibrated = {column: entry for column, entry in (drift_thresholds.get("columns") or {}).items()
                   if column in drift_reference.columns}
     series_snapshot = _run_drift_report(drift_reference, drift_current, method, threshold, "series_drift",
@@ -57,8 +58,10 @@ def detect_data_drift(
         result["calibration"] = ({"windows": entry["windows"], "source": entry["source"]} if entry
                                  else {"windows": 0, "source": "fixed"})
         per_series.setdefault(series_id, {})[feature] = result
-    checked = {s: features for s, features in per_series.items() if series_feature in features}
-    drifted = sorted(s for s, features in checked.items() if features[series_feature]["drifted"])
+    # a series drifted when any deciding feature it has drifted
+    checked = {s: features for s, features in per_series.items() if any(f in features for f in deciding)}
+    drifted = sorted(s for s, features in checked.items()
+                     if any(features[f]["drifted"] for f in deciding if f in features))
     features = sorted({f for entry in per_series.values() for f in entry})
     feature_share = {f: float(np.mean([entry[f]["drifted"] for entry in per_series.values() if f in entry]))
                      for f in features}
@@ -73,7 +76,7 @@ def detect_data_drift(
         "n_series": len(checked),
         "drifted_series": drifted,
         "drift_share": len(drifted) / len(checked) if checked else 0.0,
-        "series_feature": series_feature,
+        "series_feature": deciding[0] if len(deciding) == 1 else deciding,
         "windows": drift_thresholds.get("windows"),
         "feature_drift_share": feature_share,
         "calibration": {"method": method, "quantile": drift_thresholds.get("quantile"),

@@ -14,6 +14,7 @@ from ts_kedro.pipelines.monitoring.errors import MonitoringConfigError
 logger = logging.getLogger(__name__)
 
 SEASONAL_DIFF = "seasonal_diff"
+SHORT_DIFF = "short_diff"  # the difference at one season (one step without a season): the series' noise
 SEPARATOR = "|"  # wide drift columns are "<series_id>|<feature>"; series ids never contain it in M4-style data
 MIN_POINTS = 2  # the fewest finite values a window needs for a drift test
 _CANONICAL = {SERIES_ID, TIMESTAMP, VALUE, "is_imputed", "is_anomaly"}
@@ -34,12 +35,16 @@ def series_features(history_primary_panel: pd.DataFrame,
 
     Features: the target, its seasonal difference at ``seasonal_lag_steps`` (value minus the value a whole number
     of seasons earlier, before the recent window: level, trend and seasonal-shape changes show here, and the
-    known seasonality, which makes a short recent window look unlike its reference, is removed) and every numeric
-    covariate. Imputed points are left out (they are not observations).
+    known seasonality, which makes a short recent window look unlike its reference, is removed), its short
+    difference at one season (one step without a season; left out where that is the seasonal lag): the spread of
+    what one season does not repeat, so a change of the noise's variance shows there undiluted by the level's
+    wandering over the longer lag; and every numeric covariate. Imputed points are left out (they are not
+    observations).
     """
     reference_steps = profile.monitoring["reference_window_steps"]
     recent_steps = profile.monitoring["recent_window_steps"]
     lag = profile.monitoring["seasonal_lag_steps"]
+    short_lag = max(int(profile.season_length), 1)
     covariates = [c for c in history_primary_panel.columns
                   if c not in _CANONICAL and pd.api.types.is_numeric_dtype(history_primary_panel[c])]
     for series_id, series in history_primary_panel.groupby(SERIES_ID, sort=True):
@@ -51,8 +56,9 @@ def series_features(history_primary_panel: pd.DataFrame,
         values = series[VALUE].astype(float)
         if "is_imputed" in series:
             values = values.mask(series["is_imputed"].to_numpy(dtype=bool))
+        short = {SHORT_DIFF: values.diff(short_lag).to_numpy()} if short_lag != lag else {}
         yield str(series_id), pd.DataFrame({VALUE: values.to_numpy(), SEASONAL_DIFF: values.diff(lag).to_numpy(),
-                                            **{c: series[c].to_numpy(dtype=float) for c in covariates}})
+                                            **short, **{c: series[c].to_numpy(dtype=float) for c in covariates}})
 
 
 def build_drift_windows(
