@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,12 @@ from ts_kedro.pipelines.monitoring.data_drift import detect_data_drift
 from ts_kedro.pipelines.monitoring.windows import build_drift_windows
 
 ROOT = Path(__file__).resolve().parents[1]
-PANEL = {"freq": "h", "horizon": 48, "levels": [80, 95]}
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import matrix  # noqa: E402  (M4 Hourly's frequency and horizon, as the matrix runs it)
+
+_, FREQ, HORIZON, _ = matrix.DATASETS["m4_hourly"]
+PANEL = {"freq": FREQ, "horizon": HORIZON, "levels": matrix.LEVELS}
 
 
 def _timed(history: pd.DataFrame, params: dict) -> tuple[float, int]:
@@ -40,9 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--series", type=int, default=12)
     args = parser.parse_args(argv)
     shipped = yaml.safe_load((ROOT / "conf" / "base" / "parameters_monitoring.yml").read_text())["monitoring"]
-    train = pd.read_csv(ROOT.parent / "shared" / "data" / "m4_hourly" / "Hourly-train-long.csv",
-                        parse_dates=["timestamp"])
-    ids = sorted(train["series_id"].unique())[::max(1, 414 // args.series)][:args.series]
+    train = pd.read_csv(matrix.SHARED / "m4_hourly" / "Hourly-train-long.csv", parse_dates=["timestamp"])
+    every = sorted(train["series_id"].unique())
+    ids = every[::max(1, len(every) // args.series)][:args.series]
     history = (train[train["series_id"].isin(ids)].assign(is_imputed=False, is_anomaly=False)
                .sort_values(["series_id", "timestamp"]).reset_index(drop=True))
     seconds, columns = _timed(history, shipped)
