@@ -125,3 +125,31 @@ def test_steps_past_the_clock_name_step_origin(write_csv, params):
     params["source"]["step_origin"] = "1700-01-01"
     validated, _ = validate_schema(source, params, {"freq": "YS"})
     assert list(validated["timestamp"]) == list(pd.to_datetime(["1700-01-01", "2100-01-01"]))
+
+
+# -- Unix epoch times (synthetic stamps: the hours of 2020-01-01 UTC) -------------------------------------------------
+EPOCH_HOURS = [1577836800 + 3600 * k for k in range(3)]
+
+
+@pytest.mark.parametrize("fmt, scale", [("unix_s", 1), ("unix_ms", 1000)])
+def test_epoch_times_are_read_with_their_unit(write_csv, params, panel, fmt, scale):
+    rows = "".join(f"a,{stamp * scale},{k}\n" for k, stamp in enumerate(EPOCH_HOURS))
+    source = write_csv("series_id,timestamp,value\n" + rows, name="epoch.csv")
+    with pytest.raises(SchemaError, match=rf"epoch\.csv holds whole numbers .* Unix epoch .* \(2020-01-01 00:00:00 "
+                                          rf"UTC\): if they are, set data_processing.source.timestamp_format: {fmt}"):
+        validate_schema(source, params, panel)
+    params["source"]["timestamp_format"] = fmt
+    validated, found = validate_schema(source, params, panel)
+    assert list(validated["timestamp"]) == list(pd.date_range("2020-01-01", periods=3, freq="h"))
+    assert found["timestamp_format"] == fmt
+
+
+def test_future_covariates_in_epoch_seconds_are_dated_like_the_panel(params, panel):
+    params["source"] |= {"timestamp_format": "unix_s", "covariates": {"price": "known_in_advance"}}
+    panel |= {"freq": "h", "horizon": 2}
+    primary = pd.DataFrame({"series_id": ["a"] * 3, "timestamp": pd.date_range("2020-01-01", periods=3, freq="h"),
+                            "value": [1.0, 2.0, 3.0], "price": [1.0, 1.0, 1.0]})
+    future = pd.DataFrame({"series_id": ["a", "a"], "timestamp": [EPOCH_HOURS[2] + 3600, EPOCH_HOURS[2] + 7200],
+                           "price": [2.0, 3.0]})
+    rows = select_future_covariates(future, primary, params, panel)
+    assert list(rows["timestamp"]) == list(pd.to_datetime(["2020-01-01 03:00", "2020-01-01 04:00"]))

@@ -32,6 +32,7 @@ from ts_kedro.pipelines.data_processing.schema import (
     SERIES_ID,
     TIMESTAMP,
     VALUE,
+    EPOCH_UNITS,
     SourceSpec,
     StepClock,
     _to_datetime,
@@ -282,8 +283,8 @@ def select_future_covariates(future_covariates: pd.DataFrame | None, primary_pan
         if SERIES_ID in future_covariates:
             future_covariates = future_covariates.assign(**{SERIES_ID: future_covariates[SERIES_ID].astype(str)})
         clock = spec.clock(panel)
-        if isinstance(clock, StepClock) and TIMESTAMP in future_covariates:
-            # integer steps, dated like the panel's (a step that is not a whole number stays undated: reported missing)
+        if (isinstance(clock, StepClock) or clock in EPOCH_UNITS) and TIMESTAMP in future_covariates:
+            # integer steps or epoch times, dated like the panel's (an unreadable one stays undated: reported missing)
             future_covariates = future_covariates.assign(
                 **{TIMESTAMP: _to_datetime(future_covariates[TIMESTAMP].astype(str), clock)})
     last = primary_panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()

@@ -74,6 +74,10 @@ def _lines_of(source_or_path: Any) -> FileLines:
 
 
 STEPS = "steps"  # timestamp_format of files whose time column holds integer time steps (1, 2, 3, ...)
+#: timestamp_format of Unix epoch times (seconds or milliseconds since 1970-01-01 UTC), as logs and IoT exports write
+EPOCH_UNITS = {"unix_s": "s", "unix_ms": "ms"}
+# whole numbers in these ranges look like epoch times (1973-2286 in seconds, 1973-2286 in milliseconds)
+_EPOCH_RANGES = {"unix_s": (1e8, 1e10), "unix_ms": (1e11, 1e13)}
 DEFAULT_STEP_ORIGIN = "2000-01-01"
 
 
@@ -120,6 +124,17 @@ def _integer_steps(values: pd.Series) -> tuple[pd.Series, pd.Index]:
     numbers = pd.to_numeric(text.where(text.str.fullmatch(r"\+?\d+(\.0*)?")), errors="coerce")
     bad = values.index[numbers.isna().to_numpy()]
     return numbers.fillna(0).astype(np.int64), bad
+
+
+def _looks_like_epoch(sample: pd.Series) -> str | None:
+    """'unix_s' or 'unix_ms' when every sampled stamp is a whole number in that unit's plausible range."""
+    numbers, bad = _integer_steps(sample)
+    if not len(sample) or len(bad):
+        return None
+    for fmt, (low, high) in _EPOCH_RANGES.items():
+        if low <= int(numbers.min()) and int(numbers.max()) < high:
+            return fmt
+    return None
 
 
 def _looks_like_steps(sample: pd.Series) -> bool:
@@ -282,6 +297,11 @@ def _to_datetime(values: pd.Series, fmt: "str | StepClock") -> pd.Series:
         dates = pd.Series(fmt.dates(steps.to_numpy()), index=values.index)
         dates.loc[bad] = pd.NaT
         return dates
+    if fmt in EPOCH_UNITS:  # UTC by definition: naive UTC, as aware stamps become
+        numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (FutureWarning, UserWarning, RuntimeWarning))
+            return pd.to_datetime(numbers, unit=EPOCH_UNITS[fmt], errors="coerce")
     utc = "%z" in fmt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (FutureWarning, UserWarning))
@@ -334,6 +354,13 @@ def resolve_timestamp_format(first_values: pd.Series, configured: str | None, fi
                 guessed = guess_datetime_format(value, dayfirst=dayfirst)
             if guessed and guessed not in candidates and not _year_then_day(guessed):
                 candidates.append(guessed)
+    epoch = _looks_like_epoch(sample) if not candidates else None
+    if epoch is not None:
+        raise SchemaError(
+            f"column {quote(column)} in {filepath} holds whole numbers such as {quote(sample.iloc[0])}, which read as "
+            f"Unix epoch {'seconds' if epoch == 'unix_s' else 'milliseconds'} "
+            f"({_to_datetime(sample[:1], epoch).iloc[0]} UTC): if they are, set "
+            f"data_processing.source.timestamp_format: {epoch}; if they number time steps, set it to steps")
     if not candidates and _looks_like_steps(sample):
         raise SchemaError(
             f"column {quote(column)} in {filepath} holds whole numbers ({', '.join(map(quote, sample[:3]))}, ...), "
