@@ -153,3 +153,14 @@ def test_future_covariates_in_epoch_seconds_are_dated_like_the_panel(params, pan
                            "price": [2.0, 3.0]})
     rows = select_future_covariates(future, primary, params, panel)
     assert list(rows["timestamp"]) == list(pd.to_datetime(["2020-01-01 03:00", "2020-01-01 04:00"]))
+
+
+def test_iso_week_labels_are_dated_by_their_monday(write_csv, params, panel):
+    # synthetic labels across a year end: 2020 has 53 ISO weeks, and 2021-W01 starts on 2021-01-04
+    source = write_csv("series_id,timestamp,value\na,2020-W52,1\na,2020-W53,2\na,2021-W01,3\n", name="weeks.csv")
+    with pytest.raises(SchemaError, match=r"weeks\.csv holds ISO week labels such as '2020-W52': set "
+                                          r"data_processing.source.timestamp_format: iso_week .* panel.freq: W-MON"):
+        validate_schema(source, params, panel)
+    params["source"]["timestamp_format"] = "iso_week"
+    validated, _ = validate_schema(source, params, panel | {"freq": "W-MON"})
+    assert list(validated["timestamp"]) == list(pd.to_datetime(["2020-12-21", "2020-12-28", "2021-01-04"]))

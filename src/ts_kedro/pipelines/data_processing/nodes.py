@@ -32,7 +32,7 @@ from ts_kedro.pipelines.data_processing.schema import (
     SERIES_ID,
     TIMESTAMP,
     VALUE,
-    EPOCH_UNITS,
+    OWN_FORMATS,
     SourceSpec,
     StepClock,
     _to_datetime,
@@ -283,8 +283,8 @@ def select_future_covariates(future_covariates: pd.DataFrame | None, primary_pan
         if SERIES_ID in future_covariates:
             future_covariates = future_covariates.assign(**{SERIES_ID: future_covariates[SERIES_ID].astype(str)})
         clock = spec.clock(panel)
-        if (isinstance(clock, StepClock) or clock in EPOCH_UNITS) and TIMESTAMP in future_covariates:
-            # integer steps or epoch times, dated like the panel's (an unreadable one stays undated: reported missing)
+        if (isinstance(clock, StepClock) or clock in OWN_FORMATS) and TIMESTAMP in future_covariates:
+            # steps, epoch times or ISO weeks, dated like the panel's (an unreadable one stays undated: reported missing)
             future_covariates = future_covariates.assign(
                 **{TIMESTAMP: _to_datetime(future_covariates[TIMESTAMP].astype(str), clock)})
     last = primary_panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()

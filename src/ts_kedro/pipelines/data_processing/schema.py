@@ -76,6 +76,11 @@ def _lines_of(source_or_path: Any) -> FileLines:
 STEPS = "steps"  # timestamp_format of files whose time column holds integer time steps (1, 2, 3, ...)
 #: timestamp_format of Unix epoch times (seconds or milliseconds since 1970-01-01 UTC), as logs and IoT exports write
 EPOCH_UNITS = {"unix_s": "s", "unix_ms": "ms"}
+#: timestamp_format of ISO week labels ('2020-W01'): each week is dated by its Monday (panel.freq W-MON)
+ISO_WEEK = "iso_week"
+#: formats read by ts_kedro itself, not strftime: a future_covariates file's time column is read the same way
+OWN_FORMATS = (*EPOCH_UNITS, ISO_WEEK)
+_ISO_WEEK_LABEL = re.compile(r"^\s*\d{4}-?W\d{2}\s*$")
 # whole numbers in these ranges look like epoch times (1973-2286 in seconds, 1973-2286 in milliseconds)
 _EPOCH_RANGES = {"unix_s": (1e8, 1e10), "unix_ms": (1e11, 1e13)}
 DEFAULT_STEP_ORIGIN = "2000-01-01"
@@ -297,6 +302,11 @@ def _to_datetime(values: pd.Series, fmt: "str | StepClock") -> pd.Series:
         dates = pd.Series(fmt.dates(steps.to_numpy()), index=values.index)
         dates.loc[bad] = pd.NaT
         return dates
+    if fmt == ISO_WEEK:  # '2020-W01' or '2020W01': the Monday of that ISO week
+        labels = values.astype(str).str.strip().str.replace(r"^(\d{4})-?W(\d{2})$", r"\1-W\2-1", regex=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (FutureWarning, UserWarning))
+            return pd.to_datetime(labels, format="%G-W%V-%u", errors="coerce")
     if fmt in EPOCH_UNITS:  # UTC by definition: naive UTC, as aware stamps become
         numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
         with warnings.catch_warnings():
@@ -354,6 +364,11 @@ def resolve_timestamp_format(first_values: pd.Series, configured: str | None, fi
                 guessed = guess_datetime_format(value, dayfirst=dayfirst)
             if guessed and guessed not in candidates and not _year_then_day(guessed):
                 candidates.append(guessed)
+    if not candidates and sample.str.match(_ISO_WEEK_LABEL).all():
+        raise SchemaError(
+            f"column {quote(column)} in {filepath} holds ISO week labels such as {quote(sample.iloc[0])}: set "
+            f"data_processing.source.timestamp_format: {ISO_WEEK} (each week is dated by its Monday) and "
+            f"panel.freq: W-MON")
     epoch = _looks_like_epoch(sample) if not candidates else None
     if epoch is not None:
         raise SchemaError(
