@@ -30,6 +30,9 @@ from ts_kedro.frequency import (
         ("QS-OCT", 4, [4.0]),
         ("YS", 1, []),
         ("YE", 1, []),
+        # multiples whose cycles are not whole steps: the season is the fewest cycles that are
+        ("2D", 7, [3.5, 182.62]),  # two weeks
+        ("10h", 12, [2.4, 16.8, 876.6]),  # five days
     ],
 )
 def test_every_offset_alias_gets_its_calendar_cycles(freq, season, periods):
@@ -135,4 +138,15 @@ def test_monitoring_windows_can_be_set():
     with pytest.raises(FrequencyError, match="monitoring.seasonal_lag_steps"):
         derive_profile({"freq": "h", "horizon": 48}, monitoring_params={"seasonal_lag_steps": 0})
 
+
+def test_a_season_is_a_whole_number_of_steps():
+    from ts_kedro.frequency import derive_profile, whole_season
+
+    # within 1 % of whole: rounded, as everyone does (weekly data's year, daily data's year)
+    assert (whole_season(52.18), whole_season(365.25), whole_season(260.89)) == (52, 365, 261)
+    # not whole: the fewest cycles that are (3.5 -> 7; rounding gave 4, comparing days 8 apart)
+    assert (whole_season(3.5), whole_season(2.4), whole_season(16.8), whole_season(4.8)) == (7, 12, 84, 24)
+    assert whole_season(2.1234) == 2  # no multiple up to 7 is whole: rounded
+    profile = derive_profile({"freq": "2D", "horizon": 7}, lengths=[400])
+    assert profile.season_length == 7 and profile.integer_periods == [7, 183]
 

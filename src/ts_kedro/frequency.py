@@ -92,7 +92,7 @@ class FrequencyProfile:
     @property
     def integer_periods(self) -> list[int]:
         """Kept periods rounded to whole steps (lags, rolling windows, Fourier terms that need integers)."""
-        return sorted({int(round(p)) for p in self.seasonal_periods if round(p) >= 2})
+        return sorted({whole_season(p) for p in self.seasonal_periods if whole_season(p) >= 2})
 
     def forecaster_defaults(self) -> dict[str, Any]:
         """Values for forecaster constructor arguments of these names when the configuration leaves them null."""
@@ -152,10 +152,30 @@ def candidate_periods(freq: str) -> list[float]:
     return sorted(dict.fromkeys(periods))
 
 
+#: a cycle of p steps is taken as whole when p is within this share of a whole number (52.18 weeks, 365.25 days)
+WHOLE_CYCLE_TOLERANCE = 0.01
+#: several cycles are taken as whole only when they are (up to the two decimals periods are kept with)
+WHOLE_CYCLES_STEPS = 0.05
+
+
+def whole_season(period: float, max_cycles: int = 7) -> int:
+    """The seasonal lag, in whole steps, of a cycle of ``period`` steps: ``period`` rounded when it is within 1 %
+    of a whole number (52.18 -> 52, 365.25 -> 365), else the fewest cycles that make whole steps (a week on a
+    2-day grid is 3.5 steps: two weeks, 7 steps, compare like days; rounding to 4 compared days 8 apart; on a
+    10-hour grid a day is 2.4 steps: 5 days, 12 steps), at most ``max_cycles``; rounded when none do."""
+    if abs(period - round(period)) <= WHOLE_CYCLE_TOLERANCE * period:
+        return int(round(period))
+    for cycles in range(2, max_cycles + 1):
+        span = cycles * float(period)
+        if abs(span - round(span)) <= WHOLE_CYCLES_STEPS:
+            return int(round(span))
+    return int(round(period))
+
+
 def season_length_for(freq: str, max_length: int | None = None) -> int:
-    """The main seasonal period of ``freq`` (the shortest kept candidate, rounded), 1 when there is none."""
+    """The main seasonal period of ``freq`` (the shortest kept candidate, in whole steps), 1 when there is none."""
     periods = _kept_periods(candidate_periods(freq), max_length)
-    return int(round(periods[0])) if periods else 1
+    return whole_season(periods[0]) if periods else 1
 
 
 def _kept_periods(periods: Sequence[float], max_length: float | None) -> list[float]:
@@ -225,7 +245,7 @@ def derive_profile(
     if configured_season is not None:
         season_length = _positive_int(configured_season, "panel.season_length")
     else:
-        season_length = int(round(periods[0])) if periods else 1
+        season_length = whole_season(periods[0]) if periods else 1
 
     backtest_params = backtest_params or {}
     step = _override(backtest_params, "step")
@@ -330,7 +350,7 @@ def _aligned_periods(periods: Sequence[float]) -> list[int]:
     """
     aligned: list[int] = []
     for period in sorted(periods):
-        whole = int(round(period)) if not aligned else int(math.floor(period / aligned[-1]) * aligned[-1])
+        whole = whole_season(period) if not aligned else int(math.floor(period / aligned[-1]) * aligned[-1])
         if whole >= 2 and whole not in aligned:
             aligned.append(whole)
     return aligned
