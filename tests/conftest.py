@@ -41,6 +41,18 @@ def m4_sample_panel() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def sunspots_panel() -> pd.DataFrame:
+    """Yearly sunspot numbers 1700-2008 (real data shipped with statsmodels, read offline) as a one-series panel:
+    a history longer than the 292 years a pandas Timedelta holds."""
+    import statsmodels.api as sm
+
+    data = sm.datasets.sunspots.load_pandas().data
+    return pd.DataFrame({"series_id": "sunspots",
+                         "timestamp": pd.to_datetime(data["YEAR"].astype(int).astype(str) + "-01-01"),
+                         "value": data["SUNACTIVITY"].astype(float)})
+
+
+@pytest.fixture(scope="session")
 def small_panel(m4_sample_panel) -> pd.DataFrame:
     """Three real M4 Hourly series, last 336 hours each: small enough for fast model tests."""
     ids = sorted(m4_sample_panel["series_id"].unique())[:3]

@@ -16,44 +16,34 @@ from ts_kedro.pipelines.feature_engineering import calendar
 from ts_kedro.pipelines.feature_engineering.nodes import _calendar_spec
 
 
-@pytest.fixture(scope="module")
-def sunspots() -> pd.DataFrame:
-    import statsmodels.api as sm
-
-    data = sm.datasets.sunspots.load_pandas().data
-    return pd.DataFrame({"series_id": "sunspots",
-                         "timestamp": pd.to_datetime(data["YEAR"].astype(int).astype(str) + "-01-01"),
-                         "value": data["SUNACTIVITY"].astype(float)})
-
-
-def test_the_span_of_three_centuries_is_capped_not_overflowed(sunspots):
-    stamps = sunspots.groupby("series_id")["timestamp"].agg(["min", "max"])
+def test_the_span_of_three_centuries_is_capped_not_overflowed(sunspots_panel):
+    stamps = sunspots_panel.groupby("series_id")["timestamp"].agg(["min", "max"])
     with pytest.raises(OverflowError):  # what the old code did
         (stamps["max"] - stamps["min"]).max()
     assert calendar.capped_span(stamps["min"], stamps["max"]) == calendar.MAX_SPAN
-    assert _calendar_spec(sunspots, "YS", {})["features"] == []  # yearly: no calendar feature varies
+    assert _calendar_spec(sunspots_panel, "YS", {})["features"] == []  # yearly: no calendar feature varies
 
 
 @pytest.mark.parametrize("family", ["lightgbm", "lstm"])
-def test_families_with_calendar_inputs_fit_a_three_century_series(sunspots, family):
+def test_families_with_calendar_inputs_fit_a_three_century_series(sunspots_panel, family):
     if family == "lightgbm":
         model = LightGBMForecaster(freq="YS", season_length=1, horizon=10, n_estimators=30, min_data_in_leaf=5)
     else:
         model = LSTMForecaster(freq="YS", horizon=10, hidden_size=8, max_epochs=2, n_models=1, device="cpu")
-    forecasts = model.fit(sunspots).predict(10, [80])
+    forecasts = model.fit(sunspots_panel).predict(10, [80])
     assert len(forecasts) == 10 and forecasts["mean"].notna().all()
     assert forecasts["timestamp"].min() == pd.Timestamp("2009-01-01")
 
 
-def test_prophet_passes_a_three_century_series_to_its_fallback(sunspots):
+def test_prophet_passes_a_three_century_series_to_its_fallback(sunspots_panel):
     from ts_kedro.forecasters.prophet import ProphetForecaster
 
-    model = ProphetForecaster(freq="YS", season_length=1, uncertainty_samples=50, n_jobs=1).fit(sunspots)
+    model = ProphetForecaster(freq="YS", season_length=1, uncertainty_samples=50, n_jobs=1).fit(sunspots_panel)
     assert model.served_by_ == {"sunspots": model.fallback} and model.fallback != "prophet"
     assert "spans 308 years" in model.fallback_reasons_["sunspots"]
     forecasts = model.predict(10, [80])
     assert len(forecasts) == 10 and forecasts["mean"].notna().all()
     # a two-century stretch of the same series is Prophet's own
-    recent = sunspots[sunspots["timestamp"] >= "1800-01-01"]
+    recent = sunspots_panel[sunspots_panel["timestamp"] >= "1800-01-01"]
     assert ProphetForecaster(freq="YS", season_length=1, uncertainty_samples=50, n_jobs=1).fit(
         recent).served_by_ == {"sunspots": "prophet"}

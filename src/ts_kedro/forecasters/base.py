@@ -111,10 +111,11 @@ class Forecaster(abc.ABC):
                             "keep fits on them)", self.name, self.imputed_anomalies_)
         self.ignored_covariates_ = self._ignored_covariates(panel)
         ordered = panel.sort_values([SERIES_ID, TIMESTAMP], kind="stable")
-        groups = dict(list(ordered.groupby(SERIES_ID, sort=False)))
-        values = {sid: groups[sid][VALUE].to_numpy(float) for sid in panel[SERIES_ID].unique()}  # first-appearance
+        rows = ordered.groupby(SERIES_ID, sort=False).indices  # positions only: no copy of the panel's columns
+        all_values, all_stamps = ordered[VALUE].to_numpy(float), ordered[TIMESTAMP].to_numpy()
+        values = {sid: all_values[rows[sid]] for sid in panel[SERIES_ID].unique()}  # first-appearance order
         reasons = {sid: reason for sid, v in values.items()
-                   if (reason := self.unfit_reason(v, groups[sid][TIMESTAMP].to_numpy())) is not None}
+                   if (reason := self.unfit_reason(v, all_stamps[rows[sid]])) is not None}
         if reasons and self.fallback is None:
             first = next(iter(reasons))
             raise ForecasterError(

@@ -29,16 +29,6 @@ def _text(figure: Figure) -> str:
 
 
 @pytest.fixture(scope="module")
-def sunspots() -> pd.DataFrame:
-    import statsmodels.api as sm
-
-    data = sm.datasets.sunspots.load_pandas().data
-    return pd.DataFrame({"series_id": "sunspots",
-                         "timestamp": pd.to_datetime(data["YEAR"].astype(int).astype(str) + "-01-01"),
-                         "value": data["SUNACTIVITY"].astype(float)})
-
-
-@pytest.fixture(scope="module")
 def constant() -> pd.DataFrame:
     # synthetic edge case: two constant yearly series, which every family with a fallback passes down its chain
     stamps = pd.date_range("1990-01-01", periods=30, freq="YS")
@@ -56,8 +46,8 @@ def reporting(project_root) -> dict:
     return json.loads(json.dumps(loader["parameters"]["reporting"]))
 
 
-def test_prophet_with_every_series_at_its_fallback_reports_empty(sunspots, reporting):
-    model = ProphetForecaster(freq="YS", season_length=1, uncertainty_samples=50, n_jobs=1).fit(sunspots)
+def test_prophet_with_every_series_at_its_fallback_reports_empty(sunspots_panel, reporting):
+    model = ProphetForecaster(freq="YS", season_length=1, uncertainty_samples=50, n_jobs=1).fit(sunspots_panel)
     assert not model.fitted_series_ids_
     shares = nodes.prophet_components(model, reporting)
     assert shares.empty and {"series_id", "component", "share"} <= set(shares.columns)

@@ -168,8 +168,9 @@ def screen_series(
 
 
 def _frequency_hint(series_frequency: dict[str, dict], quarantined: dict[str, dict], panel: dict[str, Any]) -> str:
-    """'the series are on 'ME' stamps ...: set panel.freq: ME; ' when most series quarantined for their frequency
-    share one other pandas frequency (month-end stamps with panel.freq MS, say), else ''."""
+    """"5 of 5 series have the frequency 'ME' (panel.freq is 'MS'): set panel.freq: ME ...; " when most series
+    quarantined for their frequency share one other pandas frequency (month-end stamps with panel.freq MS), else
+    ''."""
     inferred = pd.Series([series_frequency[sid].get("inferred_freq") for sid, entry in quarantined.items()
                           if entry["reason"] in ("irregular_frequency", "different_frequency")], dtype=object)
     inferred = inferred[inferred.notna() & ~inferred.astype(str).str.startswith("irregular")]

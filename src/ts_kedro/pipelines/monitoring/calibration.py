@@ -19,8 +19,8 @@ from ts_kedro.pipelines.monitoring.data_drift import drift_method, drift_score
 from ts_kedro.pipelines.monitoring.errors import MonitoringConfigError
 from ts_kedro.pipelines.monitoring.windows import (
     MIN_POINTS,
-    SEASONAL_DIFF,
     SEPARATOR,
+    deciding_features,
     drift_profile,
     series_features,
 )
@@ -81,8 +81,7 @@ def calibrate_drift_thresholds(history_primary_panel: pd.DataFrame, monitoring: 
         pooled.setdefault(column.split(SEPARATOR, 1)[1], []).extend(values)
     # Several deciding features (series_feature a list): a series drifts when any of them does, so the false-flag
     # budget 1 - quantile is split between them (Bonferroni), keeping a clean series' chance of a flag the same
-    deciding = settings.get("series_feature") or SEASONAL_DIFF
-    deciding = {deciding} if isinstance(deciding, str) else {str(f) for f in deciding}
+    deciding = deciding_features(settings.get("series_feature"))
     for column, values in scores.items():
         feature = column.split(SEPARATOR, 1)[1]
         budget = (1 - float(quantile)) / (len(deciding) if feature in deciding else 1)

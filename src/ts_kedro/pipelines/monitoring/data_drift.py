@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ts_kedro.pipelines.monitoring.windows import SEASONAL_DIFF, SEPARATOR
+from ts_kedro.pipelines.monitoring.windows import SEPARATOR, deciding_features
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,7 @@ def detect_data_drift(
     """
     settings = monitoring.get("data_drift", {})
     method, threshold, _ = drift_method(settings)
-    series_feature = settings.get("series_feature") or SEASONAL_DIFF
-    deciding = [series_feature] if isinstance(series_feature, str) else [str(f) for f in series_feature]
+    deciding = deciding_features(settings.get("series_feature"))
     calibrated = {column: entry for column, entry in (drift_thresholds.get("columns") or {}).items()
                   if column in drift_reference.columns}
     series_snapshot = _run_drift_report(drift_reference, drift_current, method, threshold, "series_drift",

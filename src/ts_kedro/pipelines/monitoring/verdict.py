@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ts_kedro.pipelines.monitoring.errors import MonitoringConfigError
-from ts_kedro.pipelines.monitoring.windows import SEASONAL_DIFF
+from ts_kedro.pipelines.monitoring.windows import SEASONAL_DIFF, deciding_features
 
 DRIFT_REPORT_TRACKING = ("on_drift", "always", "never")
 
@@ -32,7 +32,7 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
     reasons = []
     if data_drift["drift_share"] > thresholds["drift_share"]:
         reasons.append(f"data drift: {len(data_drift['drifted_series'])} of {data_drift['n_series']} series drifted "
-                       f"in {_features_said(data_drift.get('series_feature', 'value'))} "
+                       f"in {' or '.join(deciding_features(data_drift.get('series_feature', 'value')))} "
                        f"(share {data_drift['drift_share']:.2f} > {thresholds['drift_share']})")
     ratio = performance_drift.get("ratio") if performance_drift.get("available") else None
     if ratio is not None and ratio > thresholds["performance_ratio"]:
@@ -99,11 +99,6 @@ def _interval_verdict(performance_drift: dict[str, Any], thresholds: dict[str, A
     return None
 
 
-def _features_said(series_feature) -> str:
-    """'seasonal_diff', or 'seasonal_diff or short_diff' for a list of deciding features."""
-    return series_feature if isinstance(series_feature, str) else " or ".join(map(str, series_feature))
-
-
 def _windows(data_drift: dict[str, Any]) -> dict[str, Any]:
     """The verdict's windows in steps, and ``reach_steps``: how many steps after a change the reference window's
     series feature can still hold data from before it (the reference window, plus the seasonal lag when the
@@ -111,9 +106,8 @@ def _windows(data_drift: dict[str, Any]) -> dict[str, Any]:
     alone refits again (``flows.persisting_drift``)."""
     geometry = data_drift.get("windows") or {}
     reference = geometry.get("reference_window_steps", data_drift.get("reference_rows"))
-    deciding = data_drift.get("series_feature")
-    deciding = [deciding] if isinstance(deciding, str) else list(deciding or [])
-    lag = geometry.get("seasonal_lag_steps") if SEASONAL_DIFF in deciding else 0
+    lag = geometry.get("seasonal_lag_steps") if SEASONAL_DIFF in deciding_features(data_drift.get("series_feature")) \
+        else 0
     return {"reference_steps": reference, "recent_steps": geometry.get("recent_window_steps",
                                                                         data_drift.get("current_rows")),
             "seasonal_lag_steps": geometry.get("seasonal_lag_steps"),

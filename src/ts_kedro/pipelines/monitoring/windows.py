@@ -20,6 +20,13 @@ MIN_POINTS = 2  # the fewest finite values a window needs for a drift test
 _CANONICAL = {SERIES_ID, TIMESTAMP, VALUE, "is_imputed", "is_anomaly"}
 
 
+def deciding_features(series_feature: str | list[str] | None) -> list[str]:
+    """``data_drift.series_feature`` as a list: the features whose drift makes a series drift (any of them);
+    default the seasonal difference."""
+    series_feature = series_feature or SEASONAL_DIFF
+    return [series_feature] if isinstance(series_feature, str) else [str(f) for f in series_feature]
+
+
 def drift_profile(history_primary_panel: pd.DataFrame, monitoring: dict[str, Any],
                   panel: dict[str, Any]) -> FrequencyProfile:
     """The frequency profile of the history, with the monitoring windows checked."""

@@ -29,13 +29,14 @@ def lightgbm_importance(model, model_stats: dict[str, Any], reporting: dict[str,
     Returns:
         The tidy table of ``ts_kedro.interpretability.lightgbm_feature_importance``.
     """
-    if not getattr(model, "fitted_series_ids_", None):  # every series went to the fallback: an empty table
-        return lightgbm_feature_importance(model, pd.DataFrame(columns=["feature", "gain", "group"]))
-    if not model_stats.get("feature_importance"):
-        raise InterpretabilityError("lightgbm.model_stats has no feature_importance records (the training run fitted "
-                                    "no series with lightgbm); rerun training")
+    records = model_stats.get("feature_importance")
+    if not records and getattr(model, "fitted_series_ids_", None):  # fitted series, yet no gain: stats are stale
+        raise InterpretabilityError("lightgbm.model_stats has no feature_importance records though the model fitted "
+                                    "series: they come from another training run; rerun training")
     settings = reporting["importance"]["lightgbm"]
-    return lightgbm_feature_importance(model, pd.DataFrame(model_stats["feature_importance"]),
+    # a model that fitted no series (all at the fallback) has no gain records and gives the empty table itself
+    gain = pd.DataFrame(records) if records else pd.DataFrame(columns=["feature", "gain", "group"])
+    return lightgbm_feature_importance(model, gain,
                                        int(settings["n_buckets"]), int(settings["max_rows"]),
                                        int(settings["seed"]))
 
