@@ -553,6 +553,10 @@ def run_partitioned(pipeline: str, project_path: str | Path | None = None, env: 
             spec = SourceSpec.from_params(params["data_processing"].get("source", {}))
             chunk_size = int(params["data_processing"].get("chunk_size", 100_000))
             lazy = source.load()
+            if spec.layout == "wide":
+                raise PartitionedRunError(f"{lazy.filepath} is wide (data_processing.source.layout: wide): every row "
+                                          "holds every series, so no partition reads less than the whole file; "
+                                          "write it long (series_id, timestamp, value) for partitioned runs")
             if spec.id_column is None:
                 raise PartitionedRunError(f"{lazy.filepath} holds one series (data_processing.source.id_column is "
                                           "null): nothing to partition; use kedro run --pipeline data_processing")

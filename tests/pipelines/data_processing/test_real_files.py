@@ -95,6 +95,25 @@ def test_etth1_with_target_ot_and_the_other_columns_as_covariates(shared_data, p
     pd.testing.assert_frame_equal(primary[covariates], raw[covariates])
 
 
+@pytest.mark.parametrize(("folder", "file_name", "time", "freq", "count"), [
+    ("prophet_examples", "example_pedestrians_multivariate.csv", "ds", "h", 2),
+    ("ett", "ETTh1.csv", "date", "h", 7),
+])
+def test_wide_real_files_read_as_one_series_per_column(shared_data, params, panel, folder, file_name, time, freq,
+                                                       count):
+    """``layout: wide``: every column but the time is a series, named by its header, values unchanged."""
+    path = shared_data / folder / file_name
+    params["source"] = {"timestamp_column": time, "layout": "wide"}
+    catalog = run_data_processing(path, params, panel | {"freq": freq, "season_length": 24, "horizon": 48})
+    primary = catalog["primary_panel"].load()
+    raw = pd.read_csv(path, parse_dates=[time])
+    assert sorted(primary["series_id"].unique()) == sorted(c for c in raw.columns if c != time)
+    assert primary["series_id"].nunique() == count and catalog["series_quarantine"].load() == []
+    for column in raw.columns.drop(time):
+        series = primary[primary["series_id"] == column]
+        _check_canonical(series, raw[[time, column]].rename(columns={time: "timestamp", column: "value"}), freq, [])
+
+
 def test_m4_hourly_full_train_file(shared_data, params, panel):
     """All 353,500 rows / 414 series of the M4 Hourly train set (about 10 s here)."""
     path = shared_data / "m4_hourly" / "Hourly-train-long.csv"

@@ -34,3 +34,24 @@ def test_imputed_points_are_not_observations(real_history, monitoring_params):
     reference, current = build_drift_windows(history, monitoring_params, PANEL)
     assert current["H1|value"].isna().tolist()[-1] and current["H1|seasonal_diff"].isna().tolist()[-1]
     assert current["H103|value"].notna().all()
+
+
+def test_series_ids_holding_the_separator_keep_their_features(real_history, monitoring_params):
+    """A composite id such as 'store|item' (the drift columns are '<series_id>|<feature>'): split at the last
+    separator, every series keeps its own features and the same verdict as under a plain id."""
+    from ts_kedro.pipelines.monitoring.calibration import calibrate_drift_thresholds
+    from ts_kedro.pipelines.monitoring.data_drift import detect_data_drift
+
+    def drift(history):
+        reference, current = build_drift_windows(history, monitoring_params, PANEL)
+        thresholds = calibrate_drift_thresholds(history, monitoring_params, PANEL)
+        return detect_data_drift(reference, current, thresholds, monitoring_params)[0]
+
+    piped = real_history.assign(series_id=real_history["series_id"].map(lambda sid: f"store|{sid}"))
+    plain, composite = drift(real_history), drift(piped)
+    assert sorted(composite["series"]) == sorted(f"store|{sid}" for sid in plain["series"])
+    for sid, features in plain["series"].items():
+        assert set(composite["series"][f"store|{sid}"]) == set(features) == {"value", "seasonal_diff", "short_diff"}
+        assert {f: e["score"] for f, e in composite["series"][f"store|{sid}"].items()} == pytest.approx(
+            {f: e["score"] for f, e in features.items()})
+    assert composite["drifted_series"] == [f"store|{sid}" for sid in plain["drifted_series"]]

@@ -41,6 +41,7 @@ from ts_kedro.pipelines.data_processing.schema import (
     handle_duplicates,
     quote,
     read_canonical_chunks,
+    snap_to_freq,
     sort_and_check_order,
     to_frame,
 )
@@ -91,6 +92,9 @@ def validate_schema(raw_panel: CSVChunkSource, params: dict[str, Any],
     limit = int(params.get("max_reported_rows", 5))
     columns, categories, found = read_canonical_chunks(raw_panel, spec, int(params.get("chunk_size", 100_000)),
                                                        non_numeric, limit, clock=spec.clock(panel))
+    if spec.snap_to_freq:
+        columns[TIMESTAMP] = snap_to_freq(columns[TIMESTAMP], _snap_freq(panel))
+        found["snapped_to_freq"] = str(panel["freq"])
     # The source itself, not its path: the messages then give real file lines.
     order = sort_and_check_order(columns, raw_panel, limit)
     duplicate_facts = handle_duplicates(columns, categories, raw_panel, duplicates, limit)
@@ -98,6 +102,15 @@ def validate_schema(raw_panel: CSVChunkSource, params: dict[str, Any],
     panel.attrs["source_file"] = str(raw_panel.filepath)  # kept through parquet; named by screen_series
     logger.info("validated %s: %d rows, %d series", raw_panel.filepath, len(panel), len(categories))
     return panel, {**found, **order, **duplicate_facts, "rows_validated": int(len(panel))}
+
+
+def _snap_freq(panel: dict[str, Any] | None) -> str:
+    freq = (panel or {}).get("freq")
+    if not freq:
+        raise DataProcessingConfigError(
+            "data_processing.source.snap_to_freq dates each stamp by the last panel.freq stamp at or before it: "
+            "set panel.freq")
+    return str(freq)
 
 
 def infer_frequency(validated_panel: pd.DataFrame, panel: dict[str, Any]) -> dict[str, dict]:
@@ -159,7 +172,8 @@ def screen_series(
         if len(quarantined) == len(screening):
             raise SeriesQualityError(
                 f"every one of the {len(screening)} series of {validated_panel.attrs.get('source_file', 'the panel')} "
-                f"was quarantined, e.g. {examples}; {_frequency_hint(series_frequency, quarantined, panel)}check "
+                f"was quarantined, e.g. {examples}; {_frequency_hint(series_frequency, quarantined, panel)}"
+                f"{_snap_hint(validated_panel, quarantined, panel, params)}check "
                 f"panel.freq, data_processing.min_length and the source columns"
             )
         logger.warning("quarantined %d of %d series, e.g. %s", len(quarantined), len(screening), examples)
@@ -181,6 +195,30 @@ def _frequency_hint(series_frequency: dict[str, dict], quarantined: dict[str, di
         return ""
     return (f"{count} of {len(quarantined)} series have the frequency {alias!r} (panel.freq is "
             f"{str(panel.get('freq'))!r}): set panel.freq: {alias} if that is the data's grid; ")
+
+
+def _snap_hint(validated_panel: pd.DataFrame, quarantined: dict[str, dict], panel: dict[str, Any],
+               params: dict[str, Any]) -> str:
+    """"... set data_processing.source.snap_to_freq: true; " when the series quarantined for stamps off the grid
+    would fit it once each stamp is dated by its period (monthly data stamped on the 15th), else ''."""
+    if (params.get("source") or {}).get("snap_to_freq"):
+        return ""
+    off_grid = [sid for sid, entry in quarantined.items() if entry["reason"] == "irregular_frequency"]
+    if not off_grid or len(off_grid) * 2 <= len(quarantined):
+        return ""
+    rows = validated_panel[validated_panel[SERIES_ID].isin(off_grid)]
+    snapped = snap_to_freq(rows[TIMESTAMP].to_numpy("datetime64[ns]"), str(panel["freq"]))
+    keys = pd.DataFrame({SERIES_ID: rows[SERIES_ID].to_numpy(), TIMESTAMP: snapped})
+    if keys.duplicated().any():
+        return ""
+    faults = panel_frequencies(keys[SERIES_ID], keys[TIMESTAMP], panel["freq"])
+    fitting = [sid for sid in off_grid if faults.get(sid, {}).get("fault") is None]
+    if len(fitting) * 2 <= len(off_grid):
+        return ""
+    example = rows[TIMESTAMP].iloc[0]
+    return (f"{len(fitting)} of {len(off_grid)} series with stamps off the {panel['freq']!r} grid (e.g. {example}) "
+            f"have one stamp per period: set data_processing.source.snap_to_freq: true to date each by the last "
+            f"{panel['freq']!r} stamp at or before it ({pd.Timestamp(snapped[0])}); ")
 
 
 def list_quarantine(series_screening: dict[str, dict]) -> list[dict[str, Any]]:
@@ -288,6 +326,12 @@ def select_future_covariates(future_covariates: pd.DataFrame | None, primary_pan
             # steps, epoch times or ISO weeks, dated like the panel's (an unreadable one stays undated: reported missing)
             future_covariates = future_covariates.assign(
                 **{TIMESTAMP: _to_datetime(future_covariates[TIMESTAMP].astype(str), clock)})
+        if spec.snap_to_freq and TIMESTAMP in future_covariates:  # dated like the panel's stamps
+            stamps = pd.to_datetime(future_covariates[TIMESTAMP], errors="coerce")
+            known_stamps = stamps.notna().to_numpy()
+            snapped = stamps.to_numpy("datetime64[ns]").copy()
+            snapped[known_stamps] = snap_to_freq(snapped[known_stamps], _snap_freq(panel))
+            future_covariates = future_covariates.assign(**{TIMESTAMP: snapped})
     last = primary_panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()
     rows = check_future_covariates(future_covariates, known, last, int(panel["horizon"]), panel["freq"],
                                    source=source)

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 SERIES_ID, TIMESTAMP, VALUE = "series_id", "timestamp", "value"
 IS_IMPUTED, IS_ANOMALY = "is_imputed", "is_anomaly"
 NON_NUMERIC_POLICIES = ("fail", "coerce")
+LAYOUTS = ("long", "wide")  # long: one row per (series, timestamp); wide: one column per series
 COVARIATE_KINDS = ("known_in_advance", "observed")
 DUPLICATE_POLICIES = ("fail", "keep_first", "keep_last")
 # pandas' documented default missing-value markers. They apply to timestamps and numbers only: a series
@@ -163,6 +164,12 @@ class SourceSpec:
     covariate_kinds: dict[str, str] | None = None
     #: with ``timestamp_format: steps``: the date that step 0 stands for (step k: the k-th stamp from it)
     step_origin: str = DEFAULT_STEP_ORIGIN
+    #: ``long`` (a row per series and timestamp) or ``wide`` (a timestamp column and one column per series, named
+    #: by its header: ETTh1, sensor exports, spreadsheets)
+    layout: str = "long"
+    #: date each stamp by the last ``panel.freq`` stamp at or before it (monthly data stamped on the 15th, daily
+    #: readings at 09:00) instead of refusing stamps off the grid
+    snap_to_freq: bool = False
 
     def clock(self, panel: dict[str, Any] | None) -> "str | StepClock | None":
         """What the timestamp column is read with: the configured format, or for ``steps`` the ``StepClock`` of
@@ -179,7 +186,7 @@ class SourceSpec:
     @classmethod
     def from_params(cls, source: dict[str, Any]) -> "SourceSpec":
         known = {"id_column", "timestamp_column", "target_column", "timestamp_format", "covariates",
-                 "series_id_constant", "step_origin"}
+                 "series_id_constant", "step_origin", "layout", "snap_to_freq"}
         unknown = set(source) - known
         if unknown:
             raise DataProcessingConfigError(
@@ -199,6 +206,18 @@ class SourceSpec:
             covariates = list(kinds)
         if isinstance(covariates, str) and covariates != "all":
             covariates = [covariates]
+        layout = str(source.get("layout") or "long")
+        if layout not in LAYOUTS:
+            raise DataProcessingConfigError(
+                f"data_processing.source.layout must be one of {list(LAYOUTS)}, got {layout!r} (long: columns "
+                "series_id, timestamp, value; wide: a timestamp column and one column per series)")
+        if layout == "wide" and covariates:
+            raise DataProcessingConfigError(
+                "data_processing.source.covariates needs layout: long (a wide file's columns other than the "
+                "timestamp are all series); write covariates as columns of a long file")
+        snap = source.get("snap_to_freq", False)
+        if not isinstance(snap, bool):
+            raise DataProcessingConfigError(f"data_processing.source.snap_to_freq must be true or false, got {snap!r}")
         return cls(
             id_column=source.get("id_column"),
             timestamp_column=source.get("timestamp_column", TIMESTAMP),
@@ -208,6 +227,8 @@ class SourceSpec:
             series_id_constant=source.get("series_id_constant"),
             covariate_kinds=kinds,
             step_origin=str(source.get("step_origin") or DEFAULT_STEP_ORIGIN),
+            layout=layout,
+            snap_to_freq=snap,
         )
 
     def known_in_advance(self) -> list[str]:
@@ -268,8 +289,22 @@ def read_header(source: CSVChunkSource) -> list[str]:
     return header
 
 
-def check_columns(filepath: str, header: list[str], spec: SourceSpec) -> list[str]:
-    """Fail if a configured column is missing; return the covariate columns to carry."""
+def check_columns(filepath: str, header: list[str], spec: SourceSpec, sep: str = ",") -> list[str]:
+    """Fail if a configured column is missing; return the covariate columns to carry (with ``layout: wide``, the
+    series columns: every column but the timestamp).
+
+    The refusal says what the header suggests: another separator (the header is one field holding ';', a tab or
+    '|'), a column named with other case or spaces, or a wide file (a timestamp column and numeric-looking
+    series columns) read as long.
+    """
+    if spec.layout == "wide":
+        series = [column for column in header if column != spec.timestamp_column]
+        if spec.timestamp_column not in header or not series:
+            raise SchemaError(
+                f"{filepath} is read as wide (data_processing.source.layout: wide) but its header "
+                f"[{_shown(header)}] has {'no column ' + quote(spec.timestamp_column) if series else 'no series column'}"
+                f"; set data_processing.source.timestamp_column to the header's time column")
+        return series
     roles = {
         "id_column": spec.id_column,
         "timestamp_column": spec.timestamp_column,
@@ -278,14 +313,37 @@ def check_columns(filepath: str, header: list[str], spec: SourceSpec) -> list[st
     covariates = spec.resolve_covariates(header)
     for role, column in [*roles.items(), *(("covariates", c) for c in covariates)]:
         if column is not None and column not in header:
-            hint = (" (a single-series file without an id column needs `id_column: null`)"
-                    if role == "id_column" else "")
-            shown = ", ".join(quote(name) for name in header[:20]) + (", ..." if len(header) > 20 else "")
-            raise SchemaError(
-                f"column {quote(column)} missing in {filepath} (header: [{shown}]); set "
-                f"data_processing.source.{role} to one of the header's columns{hint}"
-            )
+            raise SchemaError(f"column {quote(column)} missing in {filepath} (header: [{_shown(header)}]); "
+                              + _missing_column_hint(role, column, header, spec, sep))
     return covariates
+
+
+_OTHER_SEPARATORS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _shown(header: list[str]) -> str:
+    return ", ".join(quote(name) for name in header[:20]) + (", ..." if len(header) > 20 else "")
+
+
+def _missing_column_hint(role: str, column: str, header: list[str], spec: SourceSpec, sep: str) -> str:
+    """What to set for a configured column the header lacks."""
+    if len(header) == 1:
+        found = [mark for mark in _OTHER_SEPARATORS if mark != sep and mark in header[0]]
+        if found:
+            mark = found[0]
+            return (f"the header is one field holding {mark!r}: the file looks {_OTHER_SEPARATORS[mark]}-separated. "
+                    f"Give its catalog entry (raw_panel in conf/local/catalog.yml, or incoming_batches for Day-N "
+                    f"batches) load_args: {{sep: {mark!r}}}, with decimal: ',' if its numbers use decimal commas")
+    close = [name for name in header if name.strip().casefold() == str(column).strip().casefold()]
+    if close:
+        return f"set data_processing.source.{role}: {close[0]!r} (the header's spelling, spaces included)"
+    others = [name for name in header if name != spec.timestamp_column]
+    if role == "id_column" and spec.timestamp_column in header and spec.target_column not in header and len(others) >= 2:
+        return (f"the file looks wide (a {quote(spec.timestamp_column)} column and one column per series: "
+                f"{_shown(others[:5])}): set data_processing.source.layout: wide, or id_column: null and "
+                f"target_column to one column for a single series")
+    hint = " (a single-series file without an id column needs `id_column: null`)" if role == "id_column" else ""
+    return f"set data_processing.source.{role} to one of the header's columns{hint}"
 
 
 def _year_then_day(fmt: str) -> bool:
@@ -474,14 +532,36 @@ def parse_numbers(
         examples = [quote(raw.loc[row]) for row in bad[:limit]]
         raise SchemaError(
             f"column {quote(column)} in {filepath}: {len(bad)} non-numeric or infinite value(s) at "
-            f"{offending_rows(bad, limit, lines)} (values {', '.join(examples)}); fix those rows or set "
-            f"data_processing.non_numeric_policy: coerce to treat them as missing"
+            f"{offending_rows(bad, limit, lines)} (values {', '.join(examples)}); "
+            + (_number_format_hint(raw.loc[bad[:limit]], decimal, thousands)
+               or "fix those rows or set data_processing.non_numeric_policy: coerce to treat them as missing")
         )
     # float64 on purpose: float32 would change real values (e.g. 5.97635090929793) before any model sees them.
     numbers = numbers.astype("float64")
     if infinite.any():
         numbers = numbers.mask(infinite)
     return numbers, bad
+
+
+_GROUPED = {",": re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$"), ".": re.compile(r"^[+-]?\d{1,3}(\.\d{3})+(,\d+)?$"),
+            " ": re.compile(r"^[+-]?\d{1,3}( \d{3})+([.,]\d+)?$")}
+_DECIMAL_COMMA = re.compile(r"^[+-]?\d*,\d+$")
+
+
+def _number_format_hint(values: pd.Series, decimal: str, thousands: str | None) -> str:
+    """What to set when every refused value is a number written with thousands separators or a decimal comma
+    ('' otherwise): coercing them would drop every value of the column."""
+    text = values.astype(str).str.strip()
+    entry = "give the file's catalog entry (raw_panel in conf/local/catalog.yml, or incoming_batches) load_args: "
+    for mark, pattern in _GROUPED.items():
+        if mark != thousands and len(text) and text.str.match(pattern).all():
+            point = ", decimal: ','" if mark == "." else ""
+            also = " (or decimal: ',' if the comma is the decimal point)" if mark == "," else ""
+            return (f"they are numbers with {mark!r} as thousands separator: {entry}{{thousands: {mark!r}{point}}}"
+                    f"{also}")
+    if decimal != "," and len(text) and text.str.match(_DECIMAL_COMMA).all():
+        return f"they are numbers with a decimal comma: {entry}{{decimal: ','}} (and sep: ';' if commas also separate fields)"
+    return ""
 
 
 def _surplus_error(chunk: pd.DataFrame, rows: pd.Index, header: list[str], spec: SourceSpec, filepath: str,
@@ -523,14 +603,44 @@ def _parse_chunk(chunk: pd.DataFrame, spec: SourceSpec, numeric_columns: dict[st
         numbers, bad = parse_numbers(chunk[raw_column], filepath, raw_column, non_numeric_policy, limit, lines,
                                      **(number_format or {}))
         arrays[canonical] = numbers.to_numpy()
-        if len(bad):
-            found = non_numeric.setdefault(raw_column, {"count": 0, "first_lines": []})
-            found["count"] += len(bad)
-            room = max(limit - len(found["first_lines"]), 0)
-            found["first_lines"] += lines(bad[:room]) if room else []
-    # int32 row numbers where they fit: a quarter of what the kept columns would otherwise weigh.
-    arrays["source_row"] = chunk.index.to_numpy(dtype=np.int32 if len(chunk) == 0 or chunk.index[-1] < 2**31 else np.int64)
+        _count_refused(non_numeric, raw_column, bad, limit, lines)
+    arrays["source_row"] = _file_rows(chunk)
     return arrays
+
+
+def _file_rows(chunk: pd.DataFrame) -> np.ndarray:
+    # int32 row numbers where they fit: a quarter of what the kept columns would otherwise weigh.
+    return chunk.index.to_numpy(dtype=np.int32 if len(chunk) == 0 or chunk.index[-1] < 2**31 else np.int64)
+
+
+def _count_refused(non_numeric: dict, column: str, bad: pd.Index, limit: int, lines: FileLines) -> None:
+    """Add the rows ``coerce`` turned into missing values to the report (count and first file lines)."""
+    if len(bad):
+        found = non_numeric.setdefault(column, {"count": 0, "first_lines": []})
+        found["count"] += len(bad)
+        room = max(limit - len(found["first_lines"]), 0)
+        found["first_lines"] += lines(bad[:room]) if room else []
+
+
+def _parse_wide_chunk(chunk: pd.DataFrame, spec: SourceSpec, series_columns: list[str], fmt: str, filepath: str,
+                      non_numeric_policy: str, limit: int, non_numeric: dict, lines: FileLines,
+                      number_format: dict[str, Any]) -> dict[str, Any]:
+    """One chunk of a wide file (a timestamp column, one column per series) as the long arrays of
+    ``_parse_chunk``: series by series, each with every timestamp of the chunk (an empty cell is a missing
+    value; the grid cuts a series' empty start and end)."""
+    stamps = parse_timestamps(chunk[spec.timestamp_column], fmt, filepath, spec.timestamp_column, limit,
+                              lines).to_numpy()
+    values = []
+    for column in series_columns:
+        numbers, bad = parse_numbers(chunk[column], filepath, column, non_numeric_policy, limit, lines,
+                                     **number_format)
+        values.append(numbers.to_numpy())
+        _count_refused(non_numeric, column, bad, limit, lines)
+    count = len(series_columns)
+    codes = np.repeat(np.arange(count, dtype=np.int32), len(chunk))
+    return {SERIES_ID: pd.Categorical.from_codes(codes, categories=series_columns),
+            TIMESTAMP: np.tile(stamps, count), VALUE: np.concatenate(values) if values else np.array([], float),
+            "source_row": np.tile(_file_rows(chunk), count)}
 
 
 def _parser_error(source: CSVChunkSource, error: ParserError, header: list[str]) -> SchemaError:
@@ -559,22 +669,24 @@ def read_canonical_chunks(
     """
     clock = spec.timestamp_format if clock is None else clock
     header = read_header(source)
-    covariates = check_columns(source.filepath, header, spec)
-    numeric_columns = {spec.target_column: VALUE, **{c: c for c in covariates}}
-    usecols = [c for c in (spec.id_column, spec.timestamp_column, *numeric_columns) if c is not None]
+    read_args = getattr(source, "read_args", {}) or {}
+    number_format = {"decimal": read_args.get("decimal", "."), "thousands": read_args.get("thousands")}
+    sep = read_args.get("sep", read_args.get("delimiter", ","))
+    wide = spec.layout == "wide"
+    covariates = check_columns(source.filepath, header, spec, sep)  # with layout wide: the series columns
+    id_column = None if wide else spec.id_column
+    numeric_columns = {c: c for c in covariates} if wide else {spec.target_column: VALUE, **{c: c for c in covariates}}
+    usecols = [c for c in (id_column, spec.timestamp_column, *numeric_columns) if c is not None]
     # Ids as categories and everything else as text: numbers are parsed by us so non-numeric cells can be
     # reported with their rows instead of turning the whole column into objects.
     names = [*header, *_SURPLUS]
     dtype: dict[str, Any] = {c: str for c in names}
-    if spec.id_column is not None:
-        dtype[spec.id_column] = "category"
+    if id_column is not None:
+        dtype[id_column] = "category"
     na_values = {column: MISSING_MARKERS for column in usecols}
-    if spec.id_column is not None:
-        na_values[spec.id_column] = [""]
+    if id_column is not None:
+        na_values[id_column] = [""]
     constant_id = spec.series_id_constant or Path(source.filepath).stem
-    read_args = getattr(source, "read_args", {}) or {}
-    number_format = {"decimal": read_args.get("decimal", "."), "thousands": read_args.get("thousands")}
-    sep = read_args.get("sep", read_args.get("delimiter", ","))
     lines = FileLines(source)
 
     pieces, non_numeric, fmt = [], {}, None
@@ -589,17 +701,22 @@ def read_canonical_chunks(
             chunk = chunk[usecols]
             fmt = fmt or resolve_timestamp_format(chunk[spec.timestamp_column], clock,
                                                   source.filepath, spec.timestamp_column)
+            if wide:
+                pieces.append(_parse_wide_chunk(chunk, spec, covariates, fmt, source.filepath, non_numeric_policy,
+                                                limit, non_numeric, lines, number_format))
+                continue
             pieces.append(_parse_chunk(chunk, spec, numeric_columns, fmt, source.filepath, non_numeric_policy,
                                        limit, non_numeric, lines, number_format))
     except ParserError as error:
         raise _parser_error(source, error, header) from error
     except UnicodeDecodeError as error:
         raise bad_bytes_error(source, error) from error
-    rows_read = sum(len(piece["source_row"]) for piece in pieces)
+    # file rows (a wide row holds one value of every series)
+    rows_read = sum(len(piece["source_row"]) for piece in pieces) // (len(covariates) if wide else 1)
     if rows_read == 0:
         raise SchemaError(f"{source.filepath} has a header but no data rows; point raw_panel at a file with data")
 
-    if spec.id_column is None:
+    if id_column is None and not wide:
         categories = [constant_id]
         for piece in pieces:
             piece[SERIES_ID] = np.zeros(len(piece["source_row"]), dtype=np.int32)
@@ -616,11 +733,32 @@ def read_canonical_chunks(
         "rows_read": int(rows_read),
         "timestamp_format": (f"steps: step k is the k-th {fmt.freq} stamp from {fmt.origin}"
                              if isinstance(fmt, StepClock) else fmt),
-        "columns": {"series_id": spec.id_column or f"<constant {constant_id!r}>",
-                    "timestamp": spec.timestamp_column, "value": spec.target_column, "covariates": covariates},
+        "columns": ({"layout": "wide", "series_id": "<the header: one column per series>",
+                     "timestamp": spec.timestamp_column, "value": f"<{len(covariates)} series columns>",
+                     "covariates": []} if wide else
+                    {"series_id": spec.id_column or f"<constant {constant_id!r}>",
+                     "timestamp": spec.timestamp_column, "value": spec.target_column, "covariates": covariates}),
         "non_numeric": non_numeric,
     }
     return columns, categories, found
+
+
+def snap_to_freq(stamps: np.ndarray, freq: str) -> np.ndarray:
+    """Each stamp dated by the last ``freq`` stamp at or before it (``data_processing.source.snap_to_freq``).
+
+    Monthly data stamped on the 15th becomes the 1st with ``MS``; a daily reading at 09:00 becomes midnight with
+    ``D``; a Wednesday becomes the Sunday before with ``W-SUN``. Fixed steps (hours, minutes, ``D``) are floored;
+    calendar offsets (months, quarters, years, weeks, business days) are rolled back to their last stamp and
+    the time of day dropped. Two stamps of one series in one period then share a key, which the duplicate
+    policy handles like any repeated key. The distinct stamps are snapped once each (a panel repeats few).
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    index = pd.DatetimeIndex(stamps)
+    if isinstance(offset, pd.offsets.Tick):
+        return index.floor(offset).to_numpy("datetime64[ns]")
+    distinct, inverse = np.unique(index.to_numpy("datetime64[ns]"), return_inverse=True)
+    snapped = pd.DatetimeIndex([offset.rollback(stamp) for stamp in pd.DatetimeIndex(distinct)]).normalize()
+    return snapped.to_numpy("datetime64[ns]")[inverse]
 
 
 def _take(columns: dict[str, np.ndarray], index: np.ndarray) -> None:

@@ -23,6 +23,7 @@ from ts_kedro.pipelines.monitoring.windows import (
     deciding_features,
     drift_profile,
     series_features,
+    split_column,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,17 +79,17 @@ def calibrate_drift_thresholds(history_primary_panel: pd.DataFrame, monitoring: 
 
     pooled: dict[str, list[float]] = {}
     for column, values in scores.items():
-        pooled.setdefault(column.split(SEPARATOR, 1)[1], []).extend(values)
+        pooled.setdefault(split_column(column)[1], []).extend(values)
     # Several deciding features (series_feature a list): a series drifts when any of them does, so the false-flag
     # budget 1 - quantile is split between them (Bonferroni), keeping a clean series' chance of a flag the same
     deciding = deciding_features(settings.get("series_feature"))
     for column, values in scores.items():
-        feature = column.split(SEPARATOR, 1)[1]
+        feature = split_column(column)[1]
         budget = (1 - float(quantile)) / (len(deciding) if feature in deciding else 1)
         tail = budget if is_p_value else 1 - budget
         source = SOURCE_SERIES
         if len(values) < min_windows:
-            values, source = pooled[column.split(SEPARATOR, 1)[1]], SOURCE_PANEL
+            values, source = pooled[split_column(column)[1]], SOURCE_PANEL
             if len(values) < min_windows:
                 continue
         threshold = float(np.quantile(values, tail))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ts_kedro.pipelines.monitoring.windows import SEPARATOR, deciding_features
+from ts_kedro.pipelines.monitoring.windows import deciding_features, split_column
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def detect_data_drift(
 
     per_series: dict[str, dict[str, Any]] = {}
     for column, result in columns.items():
-        series_id, feature = column.split(SEPARATOR, 1)
+        series_id, feature = split_column(column)
         entry = calibrated.get(column)
         result["calibration"] = ({"windows": entry["windows"], "source": entry["source"]} if entry
                                  else {"windows": 0, "source": "fixed"})
@@ -127,7 +127,7 @@ def _standardise_pooled(reference: pd.DataFrame, current: pd.DataFrame) -> tuple
     ref_pool: dict[str, list] = {}
     cur_pool: dict[str, list] = {}
     for column in reference.columns:
-        feature = column.split(SEPARATOR, 1)[1]
+        feature = split_column(column)[1]
         mean, std = reference[column].mean(), reference[column].std()
         std = std if std and np.isfinite(std) else 1.0
         ref_pool.setdefault(feature, []).append((reference[column] - mean) / std)

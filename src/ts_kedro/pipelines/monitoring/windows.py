@@ -15,9 +15,17 @@ logger = logging.getLogger(__name__)
 
 SEASONAL_DIFF = "seasonal_diff"
 SHORT_DIFF = "short_diff"  # the difference at one season (one step without a season): the series' noise
-SEPARATOR = "|"  # wide drift columns are "<series_id>|<feature>"; series ids never contain it in M4-style data
+SEPARATOR = "|"  # wide drift columns are "<series_id>|<feature>"; split at the last one (split_column)
 MIN_POINTS = 2  # the fewest finite values a window needs for a drift test
 _CANONICAL = {SERIES_ID, TIMESTAMP, VALUE, "is_imputed", "is_anomaly"}
+
+
+def split_column(column: str) -> tuple[str, str]:
+    """``(series_id, feature)`` of a drift column ``<series_id>|<feature>``, split at the last separator: a
+    user's series id may hold '|' (composite keys such as 'store|item'); feature names never do
+    (``series_features`` writes a covariate's '|' as '/')."""
+    series_id, feature = column.rsplit(SEPARATOR, 1)
+    return series_id, feature
 
 
 def deciding_features(series_feature: str | list[str] | None) -> list[str]:
@@ -65,7 +73,8 @@ def series_features(history_primary_panel: pd.DataFrame,
             values = values.mask(series["is_imputed"].to_numpy(dtype=bool))
         short = {SHORT_DIFF: values.diff(short_lag).to_numpy()} if short_lag != lag else {}
         yield str(series_id), pd.DataFrame({VALUE: values.to_numpy(), SEASONAL_DIFF: values.diff(lag).to_numpy(),
-                                            **short, **{c: series[c].to_numpy(dtype=float) for c in covariates}})
+                                            **short, **{c.replace(SEPARATOR, "/"): series[c].to_numpy(dtype=float)
+                                                        for c in covariates}})
 
 
 def build_drift_windows(
