@@ -33,6 +33,10 @@ from ts_kedro.frequency import (
         # multiples whose cycles are not whole steps: the season is the fewest cycles that are
         ("2D", 7, [3.5, 182.62]),  # two weeks
         ("10h", 12, [2.4, 16.8, 876.6]),  # five days
+        # business hours: the opening hours are the day (09:00-17:00), not 24 hours (was: a season of 12)
+        ("bh", 8, [8.0, 40.0, 2087.14]),
+        ("cbh", 8, [8.0, 40.0, 2087.14]),
+        ("CBMS", 12, [12.0]),  # custom business month starts (was 11.78: measured from one January)
     ],
 )
 def test_every_offset_alias_gets_its_calendar_cycles(freq, season, periods):
@@ -150,3 +154,13 @@ def test_a_season_is_a_whole_number_of_steps():
     profile = derive_profile({"freq": "2D", "horizon": 7}, lengths=[400])
     assert profile.season_length == 7 and profile.integer_periods == [7, 183]
 
+
+
+def test_business_hours_count_the_opening_hours_of_each_span():
+    """A split day (09:00-12:00 and 13:00-17:00: 7 hours) and a night shift (22:00-06:00: 8 hours)."""
+    split = pd.offsets.BusinessHour(start=["09:00", "13:00"], end=["12:00", "17:00"])
+    night = pd.offsets.BusinessHour(start="22:00", end="06:00")
+    from ts_kedro.frequency import _steps_per
+
+    assert _steps_per(split)["day"] == 7 and _steps_per(split)["week"] == 35
+    assert _steps_per(night)["day"] == 8

@@ -118,15 +118,20 @@ def normalise_freq(freq: str) -> pd.DateOffset:
 def _steps_per(offset: pd.DateOffset) -> dict[str, float | None]:
     """How many steps of ``offset`` make a day, a week and a year (None where a step is longer than that)."""
     n = max(int(getattr(offset, "n", 1) or 1), 1)
-    if isinstance(offset, pd_offsets.Tick):  # fixed duration: s, min, h, D
-        seconds = pd.Timedelta(offset).total_seconds()
+    if isinstance(offset, pd_offsets.Tick):  # fixed duration: s, min, h, D (ns, not total_seconds: 0 for 1ns)
+        seconds = pd.Timedelta(offset).value / 1e9
         return {"day": _DAY_S / seconds, "week": _WEEK_S / seconds, "year": _YEAR_S / seconds}
+    if isinstance(offset, (pd_offsets.BusinessHour, pd_offsets.CustomBusinessHour)):
+        # opening hours only (09:00-17:00 by default: 8 steps a day, 40 a week), not 24 hours a day
+        hours = _open_hours(offset)
+        return {"day": hours / n, "week": 5.0 * hours / n, "year": 365.25 * 5 / 7 * hours / n}
     if isinstance(offset, (pd_offsets.BusinessDay, pd_offsets.CustomBusinessDay)):
         return {"day": 1.0 / n, "week": 5.0 / n, "year": 365.25 * 5 / 7 / n}
     if isinstance(offset, pd_offsets.Week):
         return {"day": None, "week": 1.0 / n, "year": 365.25 / 7 / n}
     if isinstance(offset, (pd_offsets.MonthBegin, pd_offsets.MonthEnd, pd_offsets.BusinessMonthBegin,
-                           pd_offsets.BusinessMonthEnd, pd_offsets.SemiMonthBegin, pd_offsets.SemiMonthEnd)):
+                           pd_offsets.BusinessMonthEnd, pd_offsets.SemiMonthBegin, pd_offsets.SemiMonthEnd,
+                           pd_offsets.CustomBusinessMonthBegin, pd_offsets.CustomBusinessMonthEnd)):
         per_month = 2.0 if isinstance(offset, (pd_offsets.SemiMonthBegin, pd_offsets.SemiMonthEnd)) else 1.0
         return {"day": None, "week": None, "year": 12.0 * per_month / n}
     if isinstance(offset, (pd_offsets.QuarterBegin, pd_offsets.QuarterEnd, pd_offsets.BQuarterBegin,
@@ -138,6 +143,17 @@ def _steps_per(offset: pd.DateOffset) -> dict[str, float | None]:
     anchor = pd.Timestamp("2001-01-01")
     seconds = ((anchor + offset) - anchor).total_seconds()
     return {"day": _DAY_S / seconds, "week": _WEEK_S / seconds, "year": _YEAR_S / seconds}
+
+
+def _open_hours(offset: pd.DateOffset) -> float:
+    """Hours a business-hour grid is open a day: the sum of its ``start``-``end`` spans (an overnight span such as
+    22:00-06:00 counts the hours past midnight)."""
+    day = pd.Timestamp("2001-01-01").date()
+    total = 0.0
+    for start, end in zip(offset.start, offset.end):
+        span = (pd.Timestamp.combine(day, end) - pd.Timestamp.combine(day, start)).total_seconds() / 3600
+        total += span if span > 0 else span + 24
+    return total
 
 
 def _clean_period(value: float) -> float:
