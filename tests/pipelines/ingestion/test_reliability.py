@@ -194,3 +194,25 @@ def test_a_batch_of_time_steps_continues_a_history_of_steps(tmp_path, data_proce
     overlap = write(tmp_path, "day2.csv", [f"S1,{k},{k}.0" for k in range(198, 201)])  # steps already stored
     _, report = run(loaders(overlap), history, data_processing)
     assert report["n_accepted"] == 0
+
+
+def test_a_wide_batch_and_snapped_stamps_are_read_as_the_day0_file_was(tmp_path, history, data_processing):
+    """Day-N batches go through the same reader: with ``layout: wide`` a batch has a column per series, with
+    ``snap_to_freq`` a reading at :30 is the full hour (without it the same row is refused as off the grid)."""
+    stamps = pd.date_range("2021-03-09 08:00", periods=5, freq="h")
+    wide = write(tmp_path, "wide.csv", [f"{t:%Y-%m-%d %H:%M:%S},{i}.5,{10 + i}.5" for i, t in enumerate(stamps)],
+                 header="timestamp,H1,H103\n")
+    params = copy.deepcopy(data_processing)
+    params["source"]["layout"] = "wide"
+    accepted, report = run(loaders(wide), history, params)
+    assert report["n_quarantined"] == 0 and len(accepted) == 10
+    h103 = accepted[accepted["series_id"] == "H103"].sort_values("timestamp")
+    assert h103["timestamp"].tolist() == stamps.tolist() and h103["value"].tolist() == [10.5, 11.5, 12.5, 13.5, 14.5]
+
+    late = write(tmp_path / "late", "late.csv", ["H1,2021-03-09 08:30:00,1.0", "H1,2021-03-09 09:29:59,2.0"])
+    _, refused = run(loaders(late), history, data_processing)
+    assert rules(refused, "late") == ["off_grid"]
+    data_processing["source"]["snap_to_freq"] = True
+    accepted, report = run(loaders(late), history, data_processing)
+    assert report["n_quarantined"] == 0
+    assert accepted["timestamp"].tolist() == list(pd.to_datetime(["2021-03-09 08:00", "2021-03-09 09:00"]))
