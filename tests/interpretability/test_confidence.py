@@ -75,6 +75,22 @@ def test_missing_backtest_of_the_chosen_model_is_a_clear_error(day0):
         confidence_scores(without, day0["selection"], day0["panel"], LEVELS)
 
 
+def test_a_series_too_short_for_a_backtest_window_scores_zero_unvalidated(day0):
+    """model_selection's unvalidated_series (no backtest window: forecast by the overall choice) have no rows to
+    score; reporting stopped on them ("no backtest rows") on a panel with a new 8-month product."""
+    backtests = day0["candidate_backtests"]
+    selection = {**day0["selection"], "unvalidated_series": ["H1"]}
+    without = backtests[backtests["series_id"] != "H1"]
+    scores = confidence_scores(without, selection, day0["panel"], LEVELS).set_index("series_id")
+    assert scores.loc["H1", "confidence"] == 0 and scores.loc["H1", "n_points"] == 0
+    assert not scores.loc["H1", "validated"] and np.isnan(scores.loc["H1", "coverage-80"])
+    assert scores.drop(index="H1")["validated"].all()
+    full = confidence_scores(backtests, day0["selection"], day0["panel"], LEVELS).set_index("series_id")
+    assert scores.drop(index="H1")["confidence"].tolist() == full.drop(index="H1")["confidence"].tolist()
+    attached = attach_confidence(day0["forecasts"], scores.reset_index())
+    assert (attached.loc[attached["series_id"] == "H1", "confidence"] == 0).all()
+
+
 def test_missing_interval_column_names_the_dataset(day0):
     with pytest.raises(InterpretabilityError, match="candidate_backtests lacks columns \\['lo-99', 'hi-99'\\]"):
         confidence_scores(day0["candidate_backtests"], day0["selection"], day0["panel"], [99])

@@ -38,8 +38,9 @@ def confidence_scores(
         levels: interval levels in percent (``params:panel.levels``).
 
     Returns:
-        One row per series: ``series_id, model, n_points, coverage-L, calibration-L, relative_width-L,
-        calibration, sharpness, confidence``.
+        One row per series: ``series_id, model, n_points, validated, coverage-L, calibration-L, relative_width-L,
+        calibration, sharpness, confidence``; a series in ``selection["unvalidated_series"]`` (too short for one
+        backtest window) has ``validated`` false, ``n_points`` 0, NaN coverage and calibration, confidence 0.
     """
     levels = [int(level) for level in levels]
     if not levels:
@@ -57,14 +58,18 @@ def confidence_scores(
     chosen = candidate_backtests[candidate_backtests["model"] == chosen_model].dropna(subset=["actual"])
     by_series = chosen["series_id"]
     n_points = by_series.value_counts().reindex(scale.index)
-    if n_points.isna().any():
-        series_id = n_points.index[n_points.isna()][0]
+    unvalidated = set(selection.get("unvalidated_series") or ())
+    missing = [s for s in n_points.index[n_points.isna()] if str(s) not in unvalidated]
+    if missing:
         raise InterpretabilityError(
-            f"series {series_id!r}: no backtest rows of its chosen model {choice.get(series_id, overall)!r} in "
+            f"series {missing[0]!r}: no backtest rows of its chosen model {choice.get(missing[0], overall)!r} in "
             "candidate_backtests; rerun model_selection so that selection and backtests come from the same run"
         )
+    # A series too short for one backtest window (model_selection's unvalidated_series) has no evidence for its
+    # intervals: confidence 0, validated false, and NaN for what was not measured.
+    validated = n_points.notna().to_numpy()
     columns = {"series_id": scale.index.to_numpy(), "model": [choice.get(s, overall) for s in scale.index],
-               "n_points": n_points.to_numpy(np.int64)}
+               "n_points": n_points.fillna(0).to_numpy(np.int64), "validated": validated}
     actual = chosen["actual"].to_numpy(float)
     scale_values = scale.to_numpy(float)
     calibrations, widths = [], []
@@ -84,7 +89,7 @@ def confidence_scores(
         widths.append(width)
     columns["calibration"] = np.mean(calibrations, axis=0)
     columns["sharpness"] = 1.0 / (1.0 + np.mean(widths, axis=0))
-    columns["confidence"] = columns["calibration"] * columns["sharpness"]
+    columns["confidence"] = np.where(validated, columns["calibration"] * columns["sharpness"], 0.0)
     scores = pd.DataFrame(columns)
     logger.info("confidence: %d series, median %.3f (min %.3f, max %.3f)", len(scores),
                 scores["confidence"].median(), scores["confidence"].min(), scores["confidence"].max())

@@ -332,6 +332,25 @@ def test_owa_scores_series_with_zero_actuals_by_mase_alone():
     assert table.loc["a", "ets"] == pytest.approx(0.5 * (8.0 / 10.0 + 0.9 / mase_ref))
 
 
+def test_owa_of_a_constant_panel_ranks_by_smape_instead_of_stopping():
+    """Synthetic scores (edge case): every series constant, so seasonal naive, the reference, is perfect (mean
+    sMAPE 0) and no MASE exists (no in-sample variation). Day 0 stopped with "the reference's mean smape is 0.0";
+    now sMAPE is scaled by the candidates' mean and a series without MASE contributes by sMAPE alone."""
+    rows = [("seasonal_naive", "a", 0.0, np.nan, 0.0), ("ets", "a", 0.0, np.nan, 0.0),
+            ("lstm", "a", 4.0, np.nan, 0.0), ("seasonal_naive", "b", 0.0, np.nan, 0.0),
+            ("lstm", "b", 2.0, np.nan, 0.0), ("ets", "b", 0.0, np.nan, 0.0)]
+    scores = pd.DataFrame(rows, columns=["model", "series_id", "smape", "mase", "zero_actuals"])
+    table = nodes._primary_scores(scores, "owa", "seasonal_naive")
+    assert table.loc["a", "lstm"] == pytest.approx(4.0 / 1.0) and table.loc["b", "lstm"] == pytest.approx(2.0)
+    assert table.loc[:, "ets"].tolist() == [0.0, 0.0] and table.notna().all().all()
+    # one constant series beside a varying one: the constant one no longer drops out of the panel's OWA
+    mixed = pd.DataFrame([("seasonal_naive", "a", 0.0, np.nan, 0.0), ("ets", "a", 2.0, np.nan, 0.0),
+                          ("seasonal_naive", "c", 10.0, 1.0, 0.0), ("ets", "c", 8.0, 0.5, 0.0)],
+                         columns=["model", "series_id", "smape", "mase", "zero_actuals"])
+    table = nodes._primary_scores(mixed, "owa", "seasonal_naive")
+    assert table.loc["a", "ets"] == pytest.approx(2.0 / 5.0) and table.loc["c", "ets"] == pytest.approx(0.5 * (8.0 / 5.0 + 0.5))
+
+
 def _synthetic_backtest(error: float, n: int = 6) -> pd.DataFrame:
     """A backtest frame (synthetic, edge case) whose forecasts miss the actuals by ``error``."""
     actual = np.arange(1.0, n + 1)

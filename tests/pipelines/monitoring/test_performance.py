@@ -33,6 +33,13 @@ def test_performance_ratio_on_a_hand_checkable_case():
     again = measure_performance_drift(forecasts, history, {"performance_drift": {"min_points_per_series": 1}}, PANEL)
     assert again["per_series"]["A"]["mae"] == 1.0
     assert measure_performance_drift(select_previous_forecasts({}), history, {}, PANEL)["available"] is False
+    # a perfect backtest (a constant panel) met by perfect forecasts is no drift; missed, it is
+    perfect = forecasts.assign(champion_backtest_score=0.0, mean=[10.0, 10.0, 5.0, 5.0])
+    history["is_imputed"] = False
+    assert measure_performance_drift(perfect, history, {"performance_drift": {"min_points_per_series": 1}},
+                                     PANEL)["ratio"] == 1.0
+    assert measure_performance_drift(perfect.assign(mean=11.0), history,
+                                     {"performance_drift": {"min_points_per_series": 1}}, PANEL)["ratio"] == float("inf")
 
 
 def _rows(shares_above: list[float], shares_below: list[float] | None = None, points: int = 20) -> pd.DataFrame:

@@ -368,10 +368,18 @@ def _primary_scores(candidate_scores: pd.DataFrame, metric: str, reference: str 
         usable = ref if column == "mase" else ref[~ref["series_id"].isin(with_zeros)]
         ref_mean = usable[column].mean() if len(usable) else 1.0
         if not (np.isfinite(ref_mean) and ref_mean > 0):
-            raise SelectionError(f"primary_metric owa: the reference's mean {column} is {ref_mean}; use smape or mase")
+            # the reference is perfect (every series constant: seasonal naive repeats it exactly) or the measure
+            # is undefined everywhere (MASE of series without in-sample variation): scale by the candidates'
+            # mean, or by 1; any positive constant keeps the ranking within the column
+            candidates_mean = candidate_scores[column].mean()
+            logger.info("owa: the reference's mean %s is %s; scaled by %s", column, ref_mean,
+                        "the candidates' mean" if np.isfinite(candidates_mean) and candidates_mean > 0 else "1")
+            ref_mean = candidates_mean if np.isfinite(candidates_mean) and candidates_mean > 0 else 1.0
         table[column] = candidate_scores.pivot(index="series_id", columns="model", values=column) / ref_mean
     zero_rows = table["smape"].index.isin(with_zeros)
     table["smape"].loc[zero_rows] = table["mase"].loc[zero_rows]
+    # a series without in-sample variation has no MASE (its scale is 0): it contributes by sMAPE alone
+    table["mase"] = table["mase"].fillna(table["smape"])
     return 0.5 * (table["smape"] + table["mase"])
 
 

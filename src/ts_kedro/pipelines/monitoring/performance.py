@@ -111,7 +111,8 @@ def measure_performance_drift(
         realized = float(0.5 * (means["smape"] / means["smape_reference"] + means["mase"] / means["mase_reference"]))
     else:
         realized = float(np.nanmean([entry[metric] for entry in per_series.values()]))
-    ratio = realized / backtest if backtest > 0 else float("inf")
+    # a perfect backtest (a constant panel): as good as it when the realized error is 0 too
+    ratio = realized / backtest if backtest > 0 else (1.0 if realized == 0 else float("inf"))
     logger.info("performance: realized %s %.4g vs backtest %.4g (ratio %.3f) on %d series", metric, realized,
                 backtest, ratio, len(per_series))
     exceedance = interval_exceedance(joined[joined[SERIES_ID].astype(str).isin(per_series)])
