@@ -88,6 +88,15 @@ def test_too_short_series_are_named(panel):
         rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), short, horizon=24, n_windows=3, step=10)
 
 
+def test_a_panel_no_window_fits_names_the_horizon_it_affords(panel):
+    """Every series shorter than min_train + horizon: the refusal says what horizon the longest one affords."""
+    head = panel[panel.groupby("series_id").cumcount() < 40]
+    with pytest.raises(BacktestError, match=r"longest series: 40 points; the longest affords a horizon of at most 10\)"
+                                            r": no model could be validated"):
+        rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), head, horizon=48, n_windows=2, step=48,
+                                min_train=30)
+
+
 def test_each_series_gets_the_windows_its_length_allows(panel):
     """With min_train, short series keep the recent windows they can afford; too-short ones are listed, not scored."""
     horizon, n_windows, step, min_train = 24, 3, 24, 48

@@ -141,9 +141,13 @@ def rolling_origin_backtest(
         )
     unscored = usable.index[~usable.any(axis=1)].tolist()
     if len(unscored) == len(usable):
+        longest = int(lengths.max())
+        affordable = (f"the longest affords a horizon of at most {longest - min_train}" if longest > min_train
+                      else f"none is longer than the {min_train} training points a window needs")
         raise BacktestError(
             f"no series affords one backtest window of horizon {horizon} with {min_train} training points "
-            f"(longest series: {int(lengths.max())} points); shorten panel.horizon or backtest.min_train"
+            f"(longest series: {longest} points; {affordable}): no model could be validated on this panel; "
+            f"shorten panel.horizon or backtest.min_train, or wait for more history"
         )
 
     position = panel.groupby(SERIES_ID, sort=False).cumcount().to_numpy()
