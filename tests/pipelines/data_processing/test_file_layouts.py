@@ -78,7 +78,7 @@ def test_thousands_separators_name_the_setting_instead_of_coerce(m3, tmp_path, p
 def test_a_wide_file_names_layout_wide_then_reads_one_series_per_column(m3, write_csv, params, monthly, reference):
     wide = m3.pivot(index="timestamp", columns="series_id", values="value").reset_index()
     source = write_csv(wide.to_csv(index=False), name="wide.csv")
-    with pytest.raises(SchemaError, match=r"the file looks wide \(a 'timestamp' column and one column per series: "
+    with pytest.raises(SchemaError, match=r"the file looks wide \(a time column 'timestamp' and one column per series: "
                                           r"'N2479', 'N2480', .*set data_processing.source.layout: wide"):
         validate_schema(source, params, monthly)
     params["source"]["layout"] = "wide"
@@ -91,6 +91,25 @@ def test_a_wide_file_names_layout_wide_then_reads_one_series_per_column(m3, writ
     assert sorted(kept["series_id"].unique()) == sorted(m3["series_id"].unique())
     with pytest.raises(DataProcessingConfigError, match="covariates needs layout: long"):
         validate_schema(source, params | {"source": {"layout": "wide", "covariates": ["x"]}}, monthly)
+
+
+def test_files_of_other_column_names_are_read_for_what_they_look_like(shared_data, m3, write_csv, params, monthly):
+    """Prophet's ``ds,y`` and the pedestrian counts (``ds`` and a column per location) under the shipped column
+    names: the refusal says which time column, and whether one series or a wide file."""
+    prophet = shared_data / "prophet_examples" / "example_retail_sales.csv"
+    with pytest.raises(SchemaError, match=r"looks like one series \(a time column 'ds' and one value column 'y'\): "
+                                          r"set data_processing.source.id_column: null, timestamp_column: 'ds', "
+                                          r"target_column: 'y'"):
+        validate_schema(CSVChunkSource(str(prophet)), params, monthly)
+    pedestrians = shared_data / "prophet_examples" / "example_pedestrians_multivariate.csv"
+    with pytest.raises(SchemaError, match=r"looks wide \(a time column 'ds' and one column per series: 'location_4', "
+                                          r"'location_41'\): set data_processing.source.layout: wide, "
+                                          r"timestamp_column: 'ds'"):
+        validate_schema(CSVChunkSource(str(pedestrians)), params, monthly | {"freq": "h"})
+    params["source"] |= {"id_column": "series_id"}
+    dated = write_csv(m3.rename(columns={"timestamp": "Date"}).to_csv(index=False), name="dated.csv")
+    with pytest.raises(SchemaError, match=r"set data_processing.source.timestamp_column: 'Date' \(the header's time"):
+        validate_schema(dated, params, monthly)
 
 
 def test_a_header_in_other_case_or_spacing_names_its_spelling(m3, write_csv, params, monthly):

@@ -337,13 +337,28 @@ def _missing_column_hint(role: str, column: str, header: list[str], spec: Source
     close = [name for name in header if name.strip().casefold() == str(column).strip().casefold()]
     if close:
         return f"set data_processing.source.{role}: {close[0]!r} (the header's spelling, spaces included)"
-    others = [name for name in header if name != spec.timestamp_column]
-    if role == "id_column" and spec.timestamp_column in header and spec.target_column not in header and len(others) >= 2:
-        return (f"the file looks wide (a {quote(spec.timestamp_column)} column and one column per series: "
-                f"{_shown(others[:5])}): set data_processing.source.layout: wide, or id_column: null and "
-                f"target_column to one column for a single series")
+    time = spec.timestamp_column if spec.timestamp_column in header else next(
+        (name for name in header if name.strip().casefold() in _TIME_NAMES), None)
+    also = f", timestamp_column: {time!r}" if time is not None and time != spec.timestamp_column else ""
+    others = [name for name in header if name != time]
+    if role == "id_column" and time is not None and spec.target_column not in header:
+        if len(others) == 1:
+            return (f"the file looks like one series (a time column {quote(time)} and one value column "
+                    f"{quote(others[0])}): set data_processing.source.id_column: null{also}, target_column: "
+                    f"{others[0]!r}")
+        if len(others) >= 2:
+            return (f"the file looks wide (a time column {quote(time)} and one column per series: "
+                    f"{_shown(others[:5])}): set data_processing.source.layout: wide{also}, or id_column: null and "
+                    f"target_column to one column for a single series")
+    if role == "timestamp_column" and time is not None:
+        return f"set data_processing.source.timestamp_column: {time!r} (the header's time column)"
     hint = " (a single-series file without an id column needs `id_column: null`)" if role == "id_column" else ""
     return f"set data_processing.source.{role} to one of the header's columns{hint}"
+
+
+# Header names a time column goes by (compared without case or surrounding spaces); only used for hints.
+_TIME_NAMES = {"timestamp", "ds", "date", "datetime", "date_time", "time", "period", "month", "week", "year",
+               "quarter", "day", "hour"}
 
 
 def _year_then_day(fmt: str) -> bool:
