@@ -712,14 +712,17 @@ def register_and_promote(panel_model, comparison: dict, registry_params: dict[st
     """Log the panel model to the active MLflow run, register it as challenger, promote it when it wins.
 
     The first model ever registered becomes champion. Later ones are promoted only when they beat the
-    champion by ``promotion_margin`` on the same recent window; every decision is appended to the history.
+    champion by ``promotion_margin`` on the same recent window, or, with ``registry.promote_after: next_batch``,
+    wait for the next batch of actuals (``live_promotion``); every decision is appended to the history.
 
     Returns:
         The decision record (version, aliases, scores, reason).
     """
+    from ts_kedro.pipelines.model_selection.live_promotion import defer_promotion, promote_after
     from ts_kedro.registry import registry
 
     name = registry_params["registered_model_name"]
+    promote_after(registry_params)  # a bad setting stops before anything is registered
     version = registry.log_and_register(panel_model, name, tags={"primary_metric": comparison["primary_metric"]})
     registry.set_alias(name, "challenger", version)
     if not comparison["champion_exists"]:
@@ -727,6 +730,8 @@ def register_and_promote(panel_model, comparison: dict, registry_params: dict[st
             name, version, champion_score=None, challenger_score=comparison["challenger_backtest_score"],
             margin=float(registry_params["promotion_margin"]), history_path=registry_params["history_path"],
         )
+    elif promote_after(registry_params) == "next_batch":
+        decision = defer_promotion(name, version, comparison, registry_params)
     elif comparison["comparable"]:
         decision = registry.promote_if_better(
             name, version, champion_score=comparison["champion_score"], challenger_score=comparison["challenger_score"],
