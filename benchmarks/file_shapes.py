@@ -86,7 +86,7 @@ def shapes() -> dict[str, Shape]:
                       hint=r"looks wide.*layout: wide", params="data_processing.source.layout=wide"),
         "wide_hourly": Shape("the pedestrian counts as shipped (ds, location_4, location_41)",
                              lambda path: shutil.copy(DATA / "prophet_examples" / "example_pedestrians_multivariate.csv", path),
-                             freq="h", hint=r"missing in .*header: \['ds'",
+                             freq="h", hint=r"looks wide.*layout: wide, timestamp_column: 'ds'",
                              params="data_processing.source.timestamp_column=ds,data_processing.source.layout=wide"),
         "midmonth": Shape("monthly stamps on the 15th", _csv(lambda: m().assign(timestamp=m()["timestamp"] + pd.Timedelta(days=14))),
                           hint=r"snap_to_freq: true", params="data_processing.source.snap_to_freq=true"),
