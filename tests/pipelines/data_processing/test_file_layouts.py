@@ -152,3 +152,22 @@ def test_stamps_inside_the_month_name_snap_to_freq_then_read(m3, write_csv, para
 def test_snap_dates_each_stamp_by_the_last_grid_stamp_at_or_before_it(freq, stamps, expected):
     got = snap_to_freq(pd.to_datetime(stamps, format="ISO8601").to_numpy("datetime64[ns]"), freq)
     np.testing.assert_array_equal(got, pd.to_datetime(expected).to_numpy("datetime64[ns]"))
+
+
+@pytest.mark.parametrize(("written", "says"), [
+    (lambda v: f"${v:.2f}", "carry a currency or percent sign"),
+    (lambda v: f"{v / 1000:.1f}%", "carry a currency or percent sign"),
+    (lambda v: "pending", "are not numbers"),
+])
+def test_a_column_of_no_plain_numbers_is_not_told_to_coerce(m3, write_csv, params, monthly, written, says):
+    """Coercing a column every value of which is refused would empty it: the refusal says what the values carry."""
+    source = write_csv(m3.assign(value=m3["value"].map(written)).to_csv(index=False))
+    with pytest.raises(SchemaError, match=rf"441 of the 441 values in this chunk of the file {says}, so "
+                                          r"non_numeric_policy: coerce would leave the column empty") as refusal:
+        validate_schema(source, params, monthly)
+    assert "set data_processing.non_numeric_policy: coerce to treat" not in str(refusal.value)
+    # a few bad rows in a numeric column keep the coerce suggestion
+    few = m3.astype({"value": object})
+    few.loc[3, "value"] = "pending"
+    with pytest.raises(SchemaError, match="set data_processing.non_numeric_policy: coerce to treat them as missing"):
+        validate_schema(write_csv(few.to_csv(index=False), name="few.csv"), params, monthly)

@@ -549,6 +549,7 @@ def parse_numbers(
             f"column {quote(column)} in {filepath}: {len(bad)} non-numeric or infinite value(s) at "
             f"{offending_rows(bad, limit, lines)} (values {', '.join(examples)}); "
             + (_number_format_hint(raw.loc[bad[:limit]], decimal, thousands)
+               or _mostly_text_hint(raw.loc[bad[:limit]], len(bad), int(raw.notna().sum()))
                or "fix those rows or set data_processing.non_numeric_policy: coerce to treat them as missing")
         )
     # float64 on purpose: float32 would change real values (e.g. 5.97635090929793) before any model sees them.
@@ -577,6 +578,21 @@ def _number_format_hint(values: pd.Series, decimal: str, thousands: str | None) 
     if decimal != "," and len(text) and text.str.match(_DECIMAL_COMMA).all():
         return f"they are numbers with a decimal comma: {entry}{{decimal: ','}} (and sep: ';' if commas also separate fields)"
     return ""
+
+
+_SIGNED = re.compile(r"^\s*[$€£¥]\s*[+-]?[\d.,\s]+$|^\s*[+-]?[\d.,\s]+\s*%\s*$")
+
+
+def _mostly_text_hint(values: pd.Series, refused: int, read: int) -> str:
+    """When most of a column is refused, coercing would empty it: say so, and what the values carry ('' when
+    only a few rows are refused)."""
+    if refused * 2 <= read:
+        return ""
+    signed = len(values) and values.astype(str).str.match(_SIGNED).all()
+    what = "carry a currency or percent sign" if signed else "are not numbers"
+    return (f"{refused} of the {read} values in this chunk of the file {what}, so non_numeric_policy: coerce would "
+            "leave the column empty: write plain numbers (e.g. 1200.5), or check that data_processing.source names "
+            "the numeric column")
 
 
 def _surplus_error(chunk: pd.DataFrame, rows: pd.Index, header: list[str], spec: SourceSpec, filepath: str,
