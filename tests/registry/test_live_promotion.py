@@ -42,9 +42,24 @@ def _model(day0: pd.DataFrame, season: int) -> SelectedPanelModel:
                               {"data_window_end": str(day0["timestamp"].max()), "selection_metric": "owa"})
 
 
-def _registry(tmp_path, monkeypatch, mode: str) -> dict:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return {"registered_model_name": "live_promotion_test", "promotion_margin": 0.02,
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    """This test's own SQLite store as the process-wide tracking and registry URI, as kedro-mlflow sets it in a
+    run (an earlier test in the same process may have set another one: the environment variable alone loses)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    yield uri
+    mlflow.set_tracking_uri(previous[0])
+    mlflow.set_registry_uri(previous[1])
+
+
+def _registry(tmp_path, mode: str) -> dict:
+    return {"registered_model_name": f"live_promotion_test_{tmp_path.name}", "promotion_margin": 0.02,
             "history_path": str(tmp_path / "history.jsonl"), "promote_after": mode}
 
 
@@ -61,9 +76,9 @@ def _realized(model: SelectedPanelModel, after: pd.DataFrame, day0: pd.DataFrame
 
 
 @pytest.mark.parametrize("first_season", [24, 168])
-def test_the_challenger_waits_and_wins_only_on_the_next_batch(tmp_path, monkeypatch, history, first_season):
+def test_the_challenger_waits_and_wins_only_on_the_next_batch(tmp_path, tracking, history, first_season):
     day0, after = history
-    params = _registry(tmp_path, monkeypatch, "next_batch")
+    params = _registry(tmp_path, "next_batch")
     name = params["registered_model_name"]
     champion, challenger = _model(day0, first_season), _model(day0, 24 * 7 if first_season == 24 else 24)
     first = register_and_promote(champion, {"primary_metric": "owa", "champion_exists": False,
@@ -107,8 +122,8 @@ def test_one_order_promotes_and_the_other_keeps(history):
     assert min(daily_over_weekly, weekly_over_daily) <= 0.98 < max(daily_over_weekly, weekly_over_daily)
 
 
-def test_with_backtest_promotion_nothing_waits(tmp_path, monkeypatch, history):
-    params = _registry(tmp_path, monkeypatch, "backtest")
+def test_with_backtest_promotion_nothing_waits(tmp_path, tracking, history):
+    params = _registry(tmp_path, "backtest")
     assert judge_pending_challenger(history[0], PANEL, params, SELECTION) == {
         "judged": False, "reason": "registry.promote_after is backtest: promotions are decided at the retrain"}
     with pytest.raises(Exception, match="promote_after must be one of"):
