@@ -137,6 +137,26 @@ def test_near_instant_forecast_timings_do_not_decide_a_tie(trained, small_panel)
         nodes.select_models(scores, {**tied, "secondary_floors": {"peak_rss_mb": 100}}, **arms[0])
 
 
+def test_a_memory_tie_reads_what_each_fit_added_not_the_process_peak(trained, small_panel):
+    """Two families tied on accuracy, time and parameters; the second trained in the same process after a heavy
+    one, so its process peak is higher although its own fit added less. The shipped weight reads fit_memory_mb
+    (what the fit added); the process's peak, which depends on the order the families ran in, picked the other."""
+    candidates = nodes.build_candidate_backtests({"enabled": False}, PANEL_PARAMS, **{f: t[0] for f, t in trained.items()})
+    scores = nodes.score_candidates(candidates, small_panel, PANEL_PARAMS)
+    common = {"predict_seconds_per_series": 0.1, "n_parameters": 12, "n_series": 3}
+    stats = {"seasonal_naive": {**common, "peak_rss_mb": 900.0, "fit_memory_mb": 5.0},  # ran second
+             "two_season_mean": {**common, "peak_rss_mb": 600.0, "fit_memory_mb": 350.0}}
+    tied = {**SELECTION, "tie_tolerance": 10.0}
+    by_fit = nodes.select_models(scores, {**tied, "secondary_weights": {"fit_memory_mb": 1.0}}, **stats)[0]
+    by_peak = nodes.select_models(scores, {**tied, "secondary_weights": {"peak_rss_mb": 1.0}}, **stats)[0]
+    assert (by_fit["overall_model"], by_peak["overall_model"]) == ("seasonal_naive", "two_season_mean")
+    costs = nodes.candidate_costs(stats, ["seasonal_naive", "two_season_mean"])
+    assert costs.loc["ensemble", "fit_memory_mb"] == 355.0 and costs.loc["ensemble", "peak_rss_mb"] == 900.0
+    # statistics recorded before fit_memory_mb existed: the process peak stands in
+    old = {name: {k: v for k, v in entry.items() if k != "fit_memory_mb"} for name, entry in stats.items()}
+    assert nodes.candidate_costs(old, [])["fit_memory_mb"].to_dict() == {"seasonal_naive": 900.0, "two_season_mean": 600.0}
+
+
 def test_the_shipped_selection_floors_inference_time_at_one_second_per_panel():
     from pathlib import Path
 

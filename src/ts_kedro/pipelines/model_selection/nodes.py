@@ -20,6 +20,12 @@ ENSEMBLE = "ensemble"
 KEYS = ["series_id", "timestamp", "cutoff", "window"]
 
 
+#: secondary criteria a tie can be broken by (model_selection.secondary_weights): forecast time per series, parameter
+#: count, the memory the family's fit added (peak RSS during the fit minus RSS at its start) and the process's peak
+#: RSS during the fit (which also counts whatever ran before the family in the same process)
+COSTS = ("inference_seconds", "n_parameters", "fit_memory_mb", "peak_rss_mb")
+
+
 class SelectionError(ValueError):
     """Model selection cannot proceed as configured (unknown metric, no candidate, bad ensemble members)."""
 
@@ -71,7 +77,7 @@ def check_selection_params(selection_params: dict[str, Any]) -> None:
     metric = selection_params.get("primary_metric")
     if metric not in METRICS:
         raise SelectionError(f"model_selection.primary_metric must be one of {METRICS}, got {metric!r}")
-    unknown = set(selection_params.get("secondary_weights") or {}) - {"inference_seconds", "n_parameters", "peak_rss_mb"}
+    unknown = set(selection_params.get("secondary_weights") or {}) - set(COSTS)
     if unknown:
         raise SelectionError(f"model_selection.secondary_weights has unknown keys {sorted(unknown)}")
     floors = selection_params.get("secondary_floors") or {}
@@ -259,7 +265,8 @@ def score_candidates(candidate_backtests: pd.DataFrame, panel: pd.DataFrame, pan
 
 def candidate_costs(family_stats: dict[str, dict], members: list[str],
                     floors: dict[str, float] | None = None) -> pd.DataFrame:
-    """Secondary criteria per candidate: inference seconds per series, parameter count, peak memory.
+    """Secondary criteria per candidate: inference seconds per series, parameter count, the memory its fit added
+    (``fit_memory_mb``: what a tie reads by default) and the process's peak memory during the fit.
 
     ``floors["inference_seconds"]`` (``model_selection.secondary_floors``) is a whole-panel forecast time below which
     a family counts as taking that time: predicting a panel in a few milliseconds or in a tenth of a second is the
@@ -274,15 +281,19 @@ def candidate_costs(family_stats: dict[str, dict], members: list[str],
         family: {
             "inference_seconds": max(float(stats["predict_seconds_per_series"]), inference_floor),
             "n_parameters": stats["n_parameters"],
+            # statistics from before fit_memory_mb was recorded: the process's peak stands in
+            "fit_memory_mb": float(stats.get("fit_memory_mb", stats["peak_rss_mb"])),
             "peak_rss_mb": stats["peak_rss_mb"],
         }
         for family, stats in family_stats.items()
     }
     if members:
-        # the ensemble runs all its members: costs add up, memory is the largest member's
+        # the ensemble runs and holds all its members: time, parameters and fit memory add up; the process's
+        # peak is the largest member's
         rows[ENSEMBLE] = {
             "inference_seconds": sum(rows[m]["inference_seconds"] for m in members),
             "n_parameters": sum(rows[m]["n_parameters"] for m in members),
+            "fit_memory_mb": sum(rows[m]["fit_memory_mb"] for m in members),
             "peak_rss_mb": max(rows[m]["peak_rss_mb"] for m in members),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
@@ -488,14 +499,15 @@ def selection_report_markdown(selection: dict, report: pd.DataFrame) -> str:
         f"Per-series selection: {selection['choice_counts']}; selected panel {metric} "
         f"{selection['selected_score']:.4g}.",
         "",
-        "| candidate | " + f"{metric} | inference s/series | parameters | peak RSS MB |",
-        "|---|---|---|---|---|",
+        "| candidate | " + f"{metric} | inference s/series | parameters | fit memory MB | peak RSS MB |",
+        "|---|---|---|---|---|---|",
     ]
     for model, score in sorted(selection["overall_scores"].items(), key=lambda kv: kv[1]):
         cost = selection["costs"].get(model, {})
         lines.append(
             f"| {model} | {score:.4g} | {cost.get('inference_seconds', float('nan')):.4g} | "
-            f"{cost.get('n_parameters', 0):.0f} | {cost.get('peak_rss_mb', float('nan')):.0f} |"
+            f"{cost.get('n_parameters', 0):.0f} | {cost.get('fit_memory_mb', float('nan')):.0f} | "
+            f"{cost.get('peak_rss_mb', float('nan')):.0f} |"
         )
     lines += ["", "| series | chosen | " + f"{metric} | reason |", "|---|---|---|---|"]
     for row in report.itertuples(index=False):

@@ -220,6 +220,7 @@ def fit_model(
         "predict_seconds_per_series": predict_seconds / n_series,
         "n_parameters": int(model.n_parameters()),
         "peak_rss_mb": memory.peak_mb,
+        "fit_memory_mb": memory.delta_mb,  # what this family's fit and forecast added to the process
         "n_series": n_series,
         "served_by": {k: int(v) for k, v in pd.Series(model.served_by_).value_counts().items()},
         "fallback_reasons": dict(model.fallback_reasons_),
