@@ -45,11 +45,14 @@ def _model(day0: pd.DataFrame, season: int) -> SelectedPanelModel:
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
     """This test's own SQLite store as the process-wide tracking and registry URI, as kedro-mlflow sets it in a
-    run (an earlier test in the same process may have set another one: the environment variable alone loses)."""
+    run (an earlier test in the same process may have set another one, and an active experiment: the environment
+    variable alone loses)."""
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # nor the experiment an earlier test made active (it does not exist in this store)
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
     previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
