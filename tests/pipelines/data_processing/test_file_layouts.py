@@ -171,3 +171,20 @@ def test_a_column_of_no_plain_numbers_is_not_told_to_coerce(m3, write_csv, param
     few.loc[3, "value"] = "pending"
     with pytest.raises(SchemaError, match="set data_processing.non_numeric_policy: coerce to treat them as missing"):
         validate_schema(write_csv(few.to_csv(index=False), name="few.csv"), params, monthly)
+
+
+def test_columns_no_role_reads_are_named_in_the_quality_report(m3, tmp_path, params, monthly):
+    """A price or promotion column the user may expect the models to use: reported as not read, with the setting.
+    (SYNTHETIC columns beside the real values.)"""
+    from .conftest import run_data_processing
+
+    path = tmp_path / "extra.csv"
+    m3.assign(price=1.0, promo=0).to_csv(path, index=False)
+    catalog = run_data_processing(path, params, monthly)
+    report = catalog["data_quality_report"].load()
+    assert report["summary"]["columns_not_read"] == ["price", "promo"]
+    assert ("- columns of the file not read: `price`, `promo` (declare them in data_processing.source.covariates to "
+            "use them)") in catalog["data_quality_table"].load()
+    params["source"]["covariates"] = ["price"]
+    assert run_data_processing(path, params, monthly)["data_quality_report"].load()["summary"][
+        "columns_not_read"] == ["promo"]

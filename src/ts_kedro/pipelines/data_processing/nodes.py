@@ -461,6 +461,9 @@ def render_quality_table(summary: dict[str, Any], rows: list[dict[str, Any]]) ->
         f"{summary['duplicate_rows']} ({summary['duplicates_dropped']} dropped)",
         f"- imputed points ({summary['imputation']}): {summary['points_imputed']}; anomalies flagged: "
         f"{summary['points_flagged_anomalous']}",
+        *([f"- columns of the file not read: {', '.join(f'`{c}`' for c in summary['columns_not_read'][:20])}"
+           f"{' ...' if len(summary['columns_not_read']) > 20 else ''} (declare them in "
+           "data_processing.source.covariates to use them)"] if summary.get("columns_not_read") else []),
         "",
     ]
     return "\n".join(header) + "\n" + markdown_table(rows, columns) + "\n"

@@ -744,6 +744,10 @@ def read_canonical_chunks(
         raise bad_bytes_error(source, error) from error
     # file rows (a wide row holds one value of every series)
     rows_read = sum(len(piece["source_row"]) for piece in pieces) // (len(covariates) if wide else 1)
+    unread = [c for c in header if c not in usecols]
+    if unread:
+        logger.info("%s: column(s) %s are not read (declare them in data_processing.source.covariates to use them)",
+                    source.filepath, ", ".join(quote(c) for c in unread[:10]) + (" ..." if len(unread) > 10 else ""))
     if rows_read == 0:
         raise SchemaError(f"{source.filepath} has a header but no data rows; point raw_panel at a file with data")
 
@@ -769,6 +773,8 @@ def read_canonical_chunks(
                      "covariates": []} if wide else
                     {"series_id": spec.id_column or f"<constant {constant_id!r}>",
                      "timestamp": spec.timestamp_column, "value": spec.target_column, "covariates": covariates}),
+        # columns of the file no role reads (a price or promotion column a user may expect the models to use)
+        "columns_not_read": [c for c in header if c not in usecols],
         "non_numeric": non_numeric,
     }
     return columns, categories, found
