@@ -164,3 +164,17 @@ def test_iso_week_labels_are_dated_by_their_monday(write_csv, params, panel):
     params["source"]["timestamp_format"] = "iso_week"
     validated, _ = validate_schema(source, params, panel | {"freq": "W-MON"})
     assert list(validated["timestamp"]) == list(pd.to_datetime(["2020-12-21", "2020-12-28", "2021-01-04"]))
+
+
+def test_spreadsheet_serial_dates_are_named_then_read(m4_sample_panel, write_csv, params, panel):
+    """A real M4 series whose dates lost their format in a spreadsheet: days since 1899-12-30, a fraction for the
+    hour (44197.5 is 2021-01-01 12:00). Refused with the setting named, then read to the same stamps."""
+    series = m4_sample_panel[m4_sample_panel["series_id"] == "H1"].head(60)
+    serial = (series["timestamp"] - pd.Timestamp("1899-12-30")) / pd.Timedelta(days=1)
+    source = write_csv(series.assign(timestamp=serial.map(repr)).to_csv(index=False), name="serial.csv")
+    with pytest.raises(SchemaError, match=r"serial\.csv holds numbers such as .* spreadsheet serial dates "
+                                          r"\(2015-07-01 12:00:00: days since 1899-12-30.*timestamp_format: excel_days"):
+        validate_schema(source, params, panel)
+    params["source"]["timestamp_format"] = "excel_days"
+    validated, _ = validate_schema(source, params, panel)
+    assert validated["timestamp"].tolist() == series["timestamp"].tolist()  # exactly on the hours

@@ -79,8 +79,11 @@ STEPS = "steps"  # timestamp_format of files whose time column holds integer tim
 EPOCH_UNITS = {"unix_s": "s", "unix_ms": "ms"}
 #: timestamp_format of ISO week labels ('2020-W01'): each week is dated by its Monday (panel.freq W-MON)
 ISO_WEEK = "iso_week"
+#: timestamp_format of spreadsheet serial dates: days since 1899-12-30 (Excel, LibreOffice), a fraction for the time
+EXCEL_DAYS = "excel_days"
+_EXCEL_ORIGIN = pd.Timestamp("1899-12-30")
 #: formats read by ts_kedro itself, not strftime: a future_covariates file's time column is read the same way
-OWN_FORMATS = (*EPOCH_UNITS, ISO_WEEK)
+OWN_FORMATS = (*EPOCH_UNITS, ISO_WEEK, EXCEL_DAYS)
 _ISO_WEEK_LABEL = re.compile(r"^\s*\d{4}-?W\d{2}\s*$")
 # whole numbers in these ranges look like epoch times (1973-2286 in seconds, 1973-2286 in milliseconds)
 _EPOCH_RANGES = {"unix_s": (1e8, 1e10), "unix_ms": (1e11, 1e13)}
@@ -141,6 +144,13 @@ def _looks_like_epoch(sample: pd.Series) -> str | None:
         if low <= int(numbers.min()) and int(numbers.max()) < high:
             return fmt
     return None
+
+
+def _looks_like_excel_days(sample: pd.Series) -> bool:
+    """Every sampled stamp a number of days since 1899-12-30 between 1954 and 2119 (20000 to 80000), a fraction
+    allowed for the time of day: how a spreadsheet's dates reach a CSV when they lost their date format."""
+    numbers = pd.to_numeric(sample.astype(str).str.strip(), errors="coerce")
+    return len(sample) > 0 and bool(numbers.notna().all()) and 20_000 <= numbers.min() and numbers.max() < 80_000
 
 
 def _looks_like_steps(sample: pd.Series) -> bool:
@@ -380,6 +390,13 @@ def _to_datetime(values: pd.Series, fmt: "str | StepClock") -> pd.Series:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", (FutureWarning, UserWarning))
             return pd.to_datetime(labels, format="%G-W%V-%u", errors="coerce")
+    if fmt == EXCEL_DAYS:  # 44197 is 2021-01-01, 44197.5 its noon
+        numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (FutureWarning, UserWarning, RuntimeWarning))
+            # to the second: a spreadsheet keeps seconds, and a float day count's last digits would put an hourly
+            # stamp microseconds off its grid
+            return (_EXCEL_ORIGIN + pd.to_timedelta(numbers, unit="D", errors="coerce")).dt.round("s")
     if fmt in EPOCH_UNITS:  # UTC by definition: naive UTC, as aware stamps become
         numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
         with warnings.catch_warnings():
@@ -449,6 +466,12 @@ def resolve_timestamp_format(first_values: pd.Series, configured: str | None, fi
             f"Unix epoch {'seconds' if epoch == 'unix_s' else 'milliseconds'} "
             f"({_to_datetime(sample[:1], epoch).iloc[0]} UTC): if they are, set "
             f"data_processing.source.timestamp_format: {epoch}; if they number time steps, set it to steps")
+    if not candidates and _looks_like_excel_days(sample):
+        raise SchemaError(
+            f"column {quote(column)} in {filepath} holds numbers such as {quote(sample.iloc[0])}, which read as "
+            f"spreadsheet serial dates ({_to_datetime(sample[:1], EXCEL_DAYS).iloc[0]}: days since 1899-12-30, as "
+            f"Excel stores them): if they are, set data_processing.source.timestamp_format: {EXCEL_DAYS}; if they "
+            f"number time steps, set it to steps")
     if not candidates and _looks_like_steps(sample):
         raise SchemaError(
             f"column {quote(column)} in {filepath} holds whole numbers ({', '.join(map(quote, sample[:3]))}, ...), "
