@@ -54,12 +54,13 @@ def test_pipelines_build_after_bootstrap_without_a_session():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("ensemble.member_rule", "greedy", "model_selection.ensemble.member_rule must be one of"),
-    ("ensemble.method", "mean", "model_selection.ensemble.method must be one of"),
-    ("secondary_floors.peak_rss_mb", "100", "model_selection.secondary_floors takes inference_seconds"),
+    ("model_selection.ensemble.member_rule", "greedy", "model_selection.ensemble.member_rule must be one of"),
+    ("model_selection.ensemble.method", "mean", "model_selection.ensemble.method must be one of"),
+    ("model_selection.secondary_floors.peak_rss_mb", "100", "model_selection.secondary_floors takes inference_seconds"),
+    ("registry.promote_after", "sometimes", "model_selection.registry.promote_after must be one of"),
 ])
 def test_a_bad_selection_parameter_stops_kedro_run_before_any_family_trains(tmp_path, key, value, message):
-    """model_selection reads its parameters after every family has trained: ParameterChecksHook checks them
+    """model_selection and the registry read their parameters after every family has trained: ParameterChecksHook checks them
     before the first node, so a typo costs seconds, not a Day 0. Nothing is written under data/."""
     from tests.e2e.project_copy import make_project_copy
 
@@ -69,7 +70,7 @@ def test_a_bad_selection_parameter_stops_kedro_run_before_any_family_trains(tmp_
            if k not in ("TS_KEDRO_FAMILIES", "KEDRO_ENV") and not k.startswith("MLFLOW_")}
     env.update(DO_NOT_TRACK="1", MLFLOW_ENABLE_TELEMETRY="false", KEDRO_DISABLE_TELEMETRY="true",
                TS_KEDRO_CONF_SOURCE=str(root / "conf"))
-    done = subprocess.run([str(KEDRO), "run", "--params", f"model_selection.{key}={value}"], cwd=root,
+    done = subprocess.run([str(KEDRO), "run", "--params", f"{key}={value}"], cwd=root,
                           env=env, capture_output=True, text=True, timeout=240)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output[-3000:]

@@ -152,7 +152,7 @@ def _open_hours(offset: pd.DateOffset) -> float:
     total = 0.0
     for start, end in zip(offset.start, offset.end):
         span = (pd.Timestamp.combine(day, end) - pd.Timestamp.combine(day, start)).total_seconds() / 3600
-        total += span if span > 0 else span + 24
+        total += span if span > 0 else span + 24  # calendar fact: an overnight span wraps a 24-hour day
     return total
 
 

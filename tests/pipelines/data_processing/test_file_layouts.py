@@ -148,6 +148,10 @@ def test_stamps_inside_the_month_name_snap_to_freq_then_read(m3, write_csv, para
     ("B", ["2024-03-09", "2024-03-11 12:00"], ["2024-03-08", "2024-03-11"]),       # a Saturday -> Friday
     ("QS", ["2024-05-15", "2024-12-31"], ["2024-04-01", "2024-10-01"]),
     ("YS", ["2024-07-01"], ["2024-01-01"]),
+    # business hours (09:00-17:00): inside, after closing, on a Saturday (was: 10:30 kept, 18:20 -> 17:00, which
+    # is no bh stamp, and the Saturday's time of day dropped by the day-offset rule)
+    ("bh", ["2024-03-04 10:30", "2024-03-04 18:20", "2024-03-09 11:00"],
+     ["2024-03-04 10:00", "2024-03-04 16:00", "2024-03-08 16:00"]),
 ])
 def test_snap_dates_each_stamp_by_the_last_grid_stamp_at_or_before_it(freq, stamps, expected):
     got = snap_to_freq(pd.to_datetime(stamps, format="ISO8601").to_numpy("datetime64[ns]"), freq)

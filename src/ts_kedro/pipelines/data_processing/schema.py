@@ -135,6 +135,11 @@ def _integer_steps(values: pd.Series) -> tuple[pd.Series, pd.Index]:
     return numbers.fillna(0).astype(np.int64), bad
 
 
+def _as_numbers(values: pd.Series) -> pd.Series:
+    """Cells as numbers (NaN where a cell is not one): how epoch times and serial dates are read."""
+    return pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+
+
 def _looks_like_epoch(sample: pd.Series) -> str | None:
     """'unix_s' or 'unix_ms' when every sampled stamp is a whole number in that unit's plausible range."""
     numbers, bad = _integer_steps(sample)
@@ -149,7 +154,7 @@ def _looks_like_epoch(sample: pd.Series) -> str | None:
 def _looks_like_excel_days(sample: pd.Series) -> bool:
     """Every sampled stamp a number of days since 1899-12-30 between 1954 and 2119 (20000 to 80000), a fraction
     allowed for the time of day: how a spreadsheet's dates reach a CSV when they lost their date format."""
-    numbers = pd.to_numeric(sample.astype(str).str.strip(), errors="coerce")
+    numbers = _as_numbers(sample)
     return len(sample) > 0 and bool(numbers.notna().all()) and 20_000 <= numbers.min() and numbers.max() < 80_000
 
 
@@ -391,14 +396,14 @@ def _to_datetime(values: pd.Series, fmt: "str | StepClock") -> pd.Series:
             warnings.simplefilter("ignore", (FutureWarning, UserWarning))
             return pd.to_datetime(labels, format="%G-W%V-%u", errors="coerce")
     if fmt == EXCEL_DAYS:  # 44197 is 2021-01-01, 44197.5 its noon
-        numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+        numbers = _as_numbers(values)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", (FutureWarning, UserWarning, RuntimeWarning))
             # to the second: a spreadsheet keeps seconds, and a float day count's last digits would put an hourly
             # stamp microseconds off its grid
             return (_EXCEL_ORIGIN + pd.to_timedelta(numbers, unit="D", errors="coerce")).dt.round("s")
     if fmt in EPOCH_UNITS:  # UTC by definition: naive UTC, as aware stamps become
-        numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+        numbers = _as_numbers(values)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", (FutureWarning, UserWarning, RuntimeWarning))
             return pd.to_datetime(numbers, unit=EPOCH_UNITS[fmt], errors="coerce")
@@ -727,9 +732,11 @@ def read_canonical_chunks(
     number_format = {"decimal": read_args.get("decimal", "."), "thousands": read_args.get("thousands")}
     sep = read_args.get("sep", read_args.get("delimiter", ","))
     wide = spec.layout == "wide"
-    covariates = check_columns(source.filepath, header, spec, sep)  # with layout wide: the series columns
+    carried = check_columns(source.filepath, header, spec, sep)
+    series_columns, covariates = (carried, []) if wide else ([], carried)
     id_column = None if wide else spec.id_column
-    numeric_columns = {c: c for c in covariates} if wide else {spec.target_column: VALUE, **{c: c for c in covariates}}
+    numeric_columns = ({c: c for c in series_columns} if wide
+                       else {spec.target_column: VALUE, **{c: c for c in covariates}})
     usecols = [c for c in (id_column, spec.timestamp_column, *numeric_columns) if c is not None]
     # Ids as categories and everything else as text: numbers are parsed by us so non-numeric cells can be
     # reported with their rows instead of turning the whole column into objects.
@@ -743,7 +750,7 @@ def read_canonical_chunks(
     constant_id = spec.series_id_constant or Path(source.filepath).stem
     lines = FileLines(source)
 
-    pieces, non_numeric, fmt = [], {}, None
+    pieces, non_numeric, fmt, rows_read = [], {}, None, 0
     try:
         for chunk in source.chunks(chunk_size, surplus_columns=_SURPLUS, dtype=dtype, keep_default_na=False,
                                    na_values=na_values):
@@ -755,9 +762,10 @@ def read_canonical_chunks(
             chunk = chunk[usecols]
             fmt = fmt or resolve_timestamp_format(chunk[spec.timestamp_column], clock,
                                                   source.filepath, spec.timestamp_column)
+            rows_read += len(chunk)
             if wide:
-                pieces.append(_parse_wide_chunk(chunk, spec, covariates, fmt, source.filepath, non_numeric_policy,
-                                                limit, non_numeric, lines, number_format))
+                pieces.append(_parse_wide_chunk(chunk, spec, series_columns, fmt, source.filepath,
+                                                non_numeric_policy, limit, non_numeric, lines, number_format))
                 continue
             pieces.append(_parse_chunk(chunk, spec, numeric_columns, fmt, source.filepath, non_numeric_policy,
                                        limit, non_numeric, lines, number_format))
@@ -765,9 +773,7 @@ def read_canonical_chunks(
         raise _parser_error(source, error, header) from error
     except UnicodeDecodeError as error:
         raise bad_bytes_error(source, error) from error
-    # file rows (a wide row holds one value of every series)
-    rows_read = sum(len(piece["source_row"]) for piece in pieces) // (len(covariates) if wide else 1)
-    unread = [c for c in header if c not in usecols]
+    unread = [c for c in header if c not in usecols]  # a price or promotion column the user may expect to be used
     if unread:
         logger.info("%s: column(s) %s are not read (declare them in data_processing.source.covariates to use them)",
                     source.filepath, ", ".join(quote(c) for c in unread[:10]) + (" ..." if len(unread) > 10 else ""))
@@ -792,12 +798,11 @@ def read_canonical_chunks(
         "timestamp_format": (f"steps: step k is the k-th {fmt.freq} stamp from {fmt.origin}"
                              if isinstance(fmt, StepClock) else fmt),
         "columns": ({"layout": "wide", "series_id": "<the header: one column per series>",
-                     "timestamp": spec.timestamp_column, "value": f"<{len(covariates)} series columns>",
+                     "timestamp": spec.timestamp_column, "value": f"<{len(series_columns)} series columns>",
                      "covariates": []} if wide else
                     {"series_id": spec.id_column or f"<constant {constant_id!r}>",
                      "timestamp": spec.timestamp_column, "value": spec.target_column, "covariates": covariates}),
-        # columns of the file no role reads (a price or promotion column a user may expect the models to use)
-        "columns_not_read": [c for c in header if c not in usecols],
+        "columns_not_read": unread,
         "non_numeric": non_numeric,
     }
     return columns, categories, found
@@ -807,18 +812,23 @@ def snap_to_freq(stamps: np.ndarray, freq: str) -> np.ndarray:
     """Each stamp dated by the last ``freq`` stamp at or before it (``data_processing.source.snap_to_freq``).
 
     Monthly data stamped on the 15th becomes the 1st with ``MS``; a daily reading at 09:00 becomes midnight with
-    ``D``; a Wednesday becomes the Sunday before with ``W-SUN``. Fixed steps (hours, minutes, ``D``) are floored;
-    calendar offsets (months, quarters, years, weeks, business days) are rolled back to their last stamp and
-    the time of day dropped. Two stamps of one series in one period then share a key, which the duplicate
-    policy handles like any repeated key. The distinct stamps are snapped once each (a panel repeats few).
+    ``D``; a Wednesday becomes the Sunday before with ``W-SUN``; a reading at 10:30 the 10:00 business hour and
+    one at 18:20 (after closing) the 16:00 one with ``bh``. Fixed steps (hours, minutes, ``D``) are floored; every
+    other offset is matched against its own grid (``pd.date_range``), so business hours keep their time of day
+    and calendar offsets their midnight stamps. Two stamps of one series in one period then share a key, which
+    the duplicate policy handles like any repeated key.
     """
     offset = pd.tseries.frequencies.to_offset(freq)
     index = pd.DatetimeIndex(stamps)
     if isinstance(offset, pd.offsets.Tick):
         return index.floor(offset).to_numpy("datetime64[ns]")
-    distinct, inverse = np.unique(index.to_numpy("datetime64[ns]"), return_inverse=True)
-    snapped = pd.DatetimeIndex([offset.rollback(stamp) for stamp in pd.DatetimeIndex(distinct)]).normalize()
-    return snapped.to_numpy("datetime64[ns]")[inverse]
+    if not len(index):
+        return index.to_numpy("datetime64[ns]")
+    # the offset's own grid, anchored at the midnight two steps before the first stamp (a business-hour grid then
+    # starts at an opening time, not at the first stamp's minute), and each stamp's last grid point
+    start = (index.min() - 2 * offset).normalize()
+    grid = pd.date_range(start, index.max(), freq=offset).to_numpy("datetime64[ns]")
+    return grid[np.searchsorted(grid, index.to_numpy("datetime64[ns]"), side="right") - 1]
 
 
 def _take(columns: dict[str, np.ndarray], index: np.ndarray) -> None:

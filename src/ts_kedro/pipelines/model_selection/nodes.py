@@ -734,7 +734,7 @@ def register_and_promote(panel_model, comparison: dict, registry_params: dict[st
     from ts_kedro.registry import registry
 
     name = registry_params["registered_model_name"]
-    promote_after(registry_params)  # a bad setting stops before anything is registered
+    mode = promote_after(registry_params)  # a bad setting stops before anything is registered
     version = registry.log_and_register(panel_model, name, tags={"primary_metric": comparison["primary_metric"]})
     registry.set_alias(name, "challenger", version)
     if not comparison["champion_exists"]:
@@ -742,7 +742,7 @@ def register_and_promote(panel_model, comparison: dict, registry_params: dict[st
             name, version, champion_score=None, challenger_score=comparison["challenger_backtest_score"],
             margin=float(registry_params["promotion_margin"]), history_path=registry_params["history_path"],
         )
-    elif promote_after(registry_params) == "next_batch":
+    elif mode == "next_batch":
         decision = defer_promotion(name, version, comparison, registry_params)
     elif comparison["comparable"]:
         decision = registry.promote_if_better(

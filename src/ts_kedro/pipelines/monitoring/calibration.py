@@ -89,7 +89,7 @@ def calibrate_drift_thresholds(history_primary_panel: pd.DataFrame, monitoring: 
         tail = budget if is_p_value else 1 - budget
         source = SOURCE_SERIES
         if len(values) < min_windows:
-            values, source = pooled[split_column(column)[1]], SOURCE_PANEL
+            values, source = pooled[feature], SOURCE_PANEL
             if len(values) < min_windows:
                 continue
         threshold = float(np.quantile(values, tail))
