@@ -48,17 +48,21 @@ def tracking(tmp_path, monkeypatch):
     run (an earlier test in the same process may have set another one, and an active experiment: the environment
     variable alone loses)."""
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # set_*_uri write these: undone at teardown
     # nor the experiment an earlier test made active (it does not exist in this store)
     monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    # the process-wide URIs as they were (usually unset): restoring them with set_tracking_uri(previous) would
+    # pin a later test to that URI whatever its own MLFLOW_TRACKING_URI says
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    yield uri
-    mlflow.set_tracking_uri(previous[0])
-    mlflow.set_registry_uri(previous[1])
+    return uri
 
 
 def _registry(tmp_path, mode: str) -> dict:
