@@ -114,6 +114,9 @@ def shapes() -> dict[str, Shape]:
         "new_product": Shape("SYNTHETIC cut: air's last 8 months (no backtest window at horizon 12) beside wine",
                              _csv(lambda: pd.concat([m()[m().series_id == "air"].tail(8).assign(series_id="air_new"),
                                                      m()[m().series_id == "wine"]]))),
+        "no_window": Shape("SYNTHETIC cut: air's last 8 months and wine's last 10 (no series affords a backtest window "
+                           "at horizon 12)", _csv(lambda: pd.concat([m()[m().series_id == "air"].tail(8),
+                                                                     m()[m().series_id == "wine"].tail(10)]))),
         "constant": Shape("SYNTHETIC: a constant series beside the two real ones",
                           _csv(lambda: pd.concat([m(), m()[m().series_id == "air"].assign(series_id="flat", value=5.0)]))),
         "all_constant": Shape("SYNTHETIC values: every series constant (0 and 3) on the real calendars",

@@ -85,3 +85,26 @@ def test_day0_completes_on_every_frequency(sample, tmp_path):
         assert profile["season_length"] == 1
     raw_ids = set(raw_frame["series_id"])
     assert kept == raw_ids - {row["series_id"] for row in quality["series"] if row["status"] != "ok"}
+
+
+def test_day0_completes_when_no_series_affords_a_backtest_window(tmp_path):
+    """A new business's first year (the m3_monthly sample cut to each series' first 12 months; the cut is ours)
+    with an 18-month horizon: no backtest window fits, so nothing can be validated. Day 0 still completes:
+    every series is forecast by the median of the families, marked unvalidated, and registered as the first
+    champion."""
+    root = make_project_copy(tmp_path / "project", n_series=1)
+    sample = pd.read_csv(SAMPLES / "m3_monthly.csv", dtype={"series_id": str})
+    raw = tmp_path / "first_year.csv"
+    sample[sample.groupby("series_id").cumcount() < 12].to_csv(raw, index=False)
+    _run(root, raw, "MS", 18, LOCAL_FAMILIES)
+
+    data = root / "data"
+    versions = sorted((data / "07_model_output" / "forecasts.csv").iterdir())
+    forecasts = pd.read_csv(versions[-1] / "forecasts.csv", dtype={"series_id": str})
+    assert set(forecasts["series_id"]) == set(sample["series_id"]) and not forecasts["validated"].any()
+    assert (forecasts.groupby("series_id").size() == 18).all() and forecasts["mean"].notna().all()
+    selection = json.loads((data / "08_reporting" / "model_selection.json").read_text())
+    assert selection["overall_model"] == "ensemble" and len(selection["unvalidated_series"]) == sample["series_id"].nunique()
+    decision_versions = sorted((data / "08_reporting" / "registry_decision.json").iterdir())
+    decision = json.loads((decision_versions[-1] / "registry_decision.json").read_text())
+    assert decision["promoted"] and decision["champion_version_after"] == decision["challenger_version"]

@@ -88,13 +88,19 @@ def test_too_short_series_are_named(panel):
         rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), short, horizon=24, n_windows=3, step=10)
 
 
-def test_a_panel_no_window_fits_names_the_horizon_it_affords(panel):
-    """Every series shorter than min_train + horizon: the refusal says what horizon the longest one affords."""
+def test_a_panel_no_window_fits_gives_an_empty_backtest_and_says_the_horizon_it_affords(panel, caplog):
+    """Every series shorter than min_train + horizon: nothing is scored (selection then serves every series
+    unvalidated) and the warning says what horizon the longest one affords."""
     head = panel[panel.groupby("series_id").cumcount() < 40]
-    with pytest.raises(BacktestError, match=r"longest series: 40 points; the longest affords a horizon of at most 10\)"
-                                            r": no model could be validated"):
-        rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), head, horizon=48, n_windows=2, step=48,
-                                min_train=30)
+    with caplog.at_level("WARNING", logger="ts_kedro.evaluation.backtest"):
+        forecasts, timings = rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), head, horizon=48,
+                                                     n_windows=2, step=48, levels=[80], min_train=30)
+    assert forecasts.empty and list(forecasts.columns) == [
+        "series_id", "timestamp", "cutoff", "window", "mean", "lo-80", "hi-80", "actual", "served_by", "fallback"]
+    assert sorted(timings["unscored_series"]) == sorted(head["series_id"].unique())
+    assert "longest series: 40 points; the longest affords a horizon of at most 10" in caplog.text
+    per_window, aggregate = evaluate_backtest(forecasts, head, 24, [80])
+    assert per_window.empty and aggregate["n_series"] == 0 and np.isnan(aggregate["mase"])
 
 
 def test_each_series_gets_the_windows_its_length_allows(panel):

@@ -144,12 +144,10 @@ def rolling_origin_backtest(
         longest = int(lengths.max())
         affordable = (f"the longest affords a horizon of at most {longest - min_train}" if longest > min_train
                       else f"none is longer than the {min_train} training points a window needs")
-        raise BacktestError(
-            f"no series affords one backtest window of horizon {horizon} with {min_train} training points "
-            f"(longest series: {longest} points; {affordable}): no model could be validated on this panel; "
-            f"shorten panel.horizon or backtest.min_train, or wait for more history"
-        )
-
+        logger.warning(
+            "backtest: no series affords one window of horizon %d with %d training points (longest series: %d "
+            "points; %s): nothing is scored, every series is forecast unvalidated; shorten panel.horizon or "
+            "backtest.min_train to validate, or wait for more history", horizon, min_train, longest, affordable)
     position = panel.groupby(SERIES_ID, sort=False).cumcount().to_numpy()
     actuals = panel[[SERIES_ID, TIMESTAMP, VALUE]].rename(columns={VALUE: "actual"})
     frames, fit_seconds, predict_seconds = [], [], []
@@ -183,10 +181,18 @@ def rolling_origin_backtest(
                 "backtest window %d/%d: %d series, fit %.2fs, predict %.2fs",
                 window + 1, n_windows, len(in_window), fit_seconds[-1], predict_seconds[-1],
             )
-    if unscored:
+    if unscored and len(unscored) < len(usable):  # (all of them: said above)
         logger.warning("backtest: %d series too short for one window of horizon %d with %d training points "
                        "(not scored; forecast by the fallback and flagged): %s", len(unscored), horizon, min_train,
                        ", ".join(map(repr, unscored[:5])) + (" ..." if len(unscored) > 5 else ""))
+    columns = [SERIES_ID, TIMESTAMP, "cutoff", "window", "mean", *interval_columns(levels), "actual", "served_by",
+               "fallback"]
+    if not frames:  # no series affords a window: an empty backtest of the same columns (selection serves unvalidated)
+        frames = [pd.DataFrame({SERIES_ID: pd.Series(dtype=panel[SERIES_ID].dtype),
+                                TIMESTAMP: pd.Series(dtype=panel[TIMESTAMP].dtype),
+                                "cutoff": pd.Series(dtype=panel[TIMESTAMP].dtype), "window": pd.Series(dtype=int),
+                                **{c: pd.Series(dtype=float) for c in ["mean", *interval_columns(levels)]},
+                                "served_by": pd.Series(dtype=object), "fallback": pd.Series(dtype=bool)})]
     forecasts = pd.concat(frames, ignore_index=True)
     result = forecasts.merge(actuals, on=[SERIES_ID, TIMESTAMP], how="left", validate="many_to_one")
     unmatched = result["actual"].isna()
@@ -196,8 +202,6 @@ def rolling_origin_backtest(
             f"{int(unmatched.sum())} forecast rows have no actual in the panel (first: series {row[SERIES_ID]!r} at "
             f"{row[TIMESTAMP]}, window {row['window']}); the forecaster's freq must match the panel's grid"
         )
-    columns = [SERIES_ID, TIMESTAMP, "cutoff", "window", "mean", *interval_columns(levels), "actual", "served_by",
-               "fallback"]
     timings = {
         "fit_seconds": fit_seconds,
         "predict_seconds": predict_seconds,
@@ -282,8 +286,6 @@ def evaluate_backtest(
     missing = [c for c in needed if c not in backtest.columns]
     if missing:
         raise BacktestError(f"backtest frame lacks columns {missing}; pass the output of rolling_origin_backtest")
-    if backtest.empty:
-        raise BacktestError("backtest frame is empty: nothing to evaluate")
     if backtest[["mean", "actual"]].isna().any().any():
         raise BacktestError("backtest has NaN forecasts or actuals; check the forecaster output")
     y, yhat = backtest["actual"].to_numpy(float), backtest["mean"].to_numpy(float)

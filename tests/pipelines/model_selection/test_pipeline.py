@@ -551,3 +551,34 @@ def test_the_shipped_selection_chooses_members_forward_from_the_primary_panel():
     node = {n.name: n for n in create_pipeline(families=["seasonal_naive", "ets", "theta"]).nodes}[
         "build_candidate_backtests_node"]
     assert "primary_panel" in node.inputs
+
+
+def test_a_panel_no_series_of_which_affords_a_window_is_served_unvalidated(trained, small_panel):
+    """Every series shorter than one backtest window (a new business's first weeks): the run completes, every
+    series gets the median of the configured members, marked unvalidated, and no champion comparison is made."""
+    short = small_panel[small_panel.groupby("series_id").cumcount() < 60]  # a window needs 48 + 24
+    backtests, stats, models = {}, {}, {}
+    for family, spec in SPECS.items():
+        backtests[family], _ = backtest_model(short, spec, PANEL_PARAMS, BACKTEST_PARAMS)
+        models[family], _, stats[family] = fit_model(short, spec, PANEL_PARAMS, BACKTEST_PARAMS, backtests[family])
+    assert all(frame.empty for frame in backtests.values())
+    candidates = nodes.build_candidate_backtests({"enabled": True, "exclude": []}, PANEL_PARAMS, short, **backtests)
+    scores = nodes.score_candidates(candidates, short, PANEL_PARAMS)
+    assert scores.empty
+    selection, report = nodes.select_models(scores, SELECTION, short, **stats)
+    ids = sorted(short["series_id"].unique())
+    assert selection["overall_model"] == "ensemble" and selection["ensemble_members"] == sorted(SPECS)
+    assert selection["unvalidated_series"] == ids and set(selection["choice"].values()) == {"ensemble"}
+    assert np.isnan(selection["selected_score"]) and not report["validated"].any()
+    assert "no series affords one backtest window" in report["reason"].iloc[0]
+    assert "ensemble" in selection["costs"]
+    panel_model = nodes.build_panel_model(selection, PANEL_PARAMS, short, candidates, BACKTEST_PARAMS, **models)
+    forecasts, _ = nodes.forecast_panel(panel_model, PANEL_PARAMS)
+    assert len(forecasts) == len(ids) * PANEL_PARAMS["horizon"] and not forecasts["validated"].any()
+    assert forecasts["mean"].notna().all()
+    comparison = nodes.compare_with_champion(candidates, selection, short, trained["seasonal_naive"][1], PANEL_PARAMS)
+    assert comparison["champion_exists"] and not comparison["comparable"]
+    assert "no series afforded one backtest window" in comparison["reason"]
+    # with the ensemble off: the reference family, still unvalidated
+    alone, _ = nodes.select_models(scores, {**SELECTION, "ensemble": {"enabled": False}}, short, **stats)
+    assert alone["overall_model"] == "seasonal_naive" and alone["ensemble_members"] == []

@@ -222,6 +222,8 @@ def build_candidate_backtests(
         fallback = frame["fallback"].astype(bool) if "fallback" in frame else False
         frames.append(frame[columns].assign(model=family, served_by=served, fallback=fallback))
     stacked = pd.concat(frames, ignore_index=True)
+    if stacked.empty:  # no series afforded a backtest window: nothing to combine (select_models serves unvalidated)
+        return stacked
     if ensemble_params.get("enabled", True):
         members = _ensemble_members_for_run(list(family_backtests), ensemble_params, stacked, primary_panel,
                                             panel_params)
@@ -248,6 +250,10 @@ def score_candidates(candidate_backtests: pd.DataFrame, panel: pd.DataFrame, pan
         series in the per-series choice.
     """
     season_length = profile_for_panel(panel, panel_params).season_length
+    if candidate_backtests.empty:  # no series afforded a backtest window
+        metrics = ["rmse", "mae", "mape", "smape", "mase", *(f"{kind}-{level}" for level in panel_params["levels"]
+                                                             for kind in ("coverage", "msis"))]
+        return pd.DataFrame(columns=["model", "series_id", *metrics, "n_windows", "genuine", "zero_actuals"])
     scores = []
     for model, frame in candidate_backtests.groupby("model", sort=True):
         per_window, _ = evaluate_backtest(frame, panel, season_length, panel_params["levels"])
@@ -424,6 +430,10 @@ def select_models(
         rows = candidate_scores[candidate_scores["model"] == ENSEMBLE]
         members = (str(rows["members"].iloc[0]).split(",") if "members" in rows and rows["members"].notna().any()
                    else ensemble_members(families, selection_params.get("ensemble") or {}))
+    if candidate_scores.empty:
+        if panel is None:
+            raise SelectionError("no candidate has a backtest score and no panel was given to serve unvalidated")
+        return _selection_without_backtest(selection_params, panel, families, family_stats, floors)
     costs = candidate_costs(family_stats, members, floors)
 
     table = _primary_scores(candidate_scores, metric, selection_params.get("reference", "seasonal_naive"))
@@ -476,6 +486,46 @@ def select_models(
         "selection by %s: overall %s (%s); per-series mix %s; selected %s %.4g; %d series unvalidated",
         metric, overall, overall_reason, counts, metric, selected_score, len(unvalidated),
     )
+    return selection, report
+
+
+def _selection_without_backtest(selection_params: dict[str, Any], panel: pd.DataFrame, families: list[str],
+                                family_stats: dict[str, dict], floors: dict) -> tuple[dict, pd.DataFrame]:
+    """No series afforded one backtest window: every series gets the same unvalidated choice.
+
+    With no evidence to choose by, the choice is the median of the configured ensemble members (every trained
+    family, less ``ensemble.exclude``; each serves a series it cannot fit by its fallback chain), the combination
+    the benchmark matrix found never far from the best family on any panel (docs/benchmarks.md); with the
+    ensemble disabled or fewer than two members, the reference family (seasonal naive), else the first family.
+    Every series is marked ``validated: false`` and the selected score is undefined (NaN).
+    """
+    metric = selection_params["primary_metric"]
+    ensemble_params = selection_params.get("ensemble") or {}
+    members = ensemble_members(families, ensemble_params) if ensemble_params.get("enabled", True) else []
+    reference = selection_params.get("reference", "seasonal_naive")
+    if len(members) >= 2:
+        overall = ENSEMBLE
+        reason = f"no series affords one backtest window: the median of {members}, not validated"
+    else:
+        members = []
+        overall = reference if reference in families else families[0]
+        reason = f"no series affords one backtest window: {overall}, not validated (the ensemble is disabled)"
+    series_ids = sorted(panel["series_id"].astype(str).unique())
+    report = pd.DataFrame({"series_id": series_ids, "model": overall, metric: np.nan, "validated": False,
+                           "reason": reason})
+    selection = {
+        "primary_metric": metric,
+        "overall_model": overall,
+        "overall_reason": reason,
+        "overall_scores": {},
+        "selected_score": float("nan"),
+        "choice": {sid: overall for sid in series_ids},
+        "choice_counts": {overall: len(series_ids)},
+        "ensemble_members": members,
+        "unvalidated_series": series_ids,
+        "costs": candidate_costs(family_stats, members, floors).to_dict(orient="index"),
+    }
+    logger.warning("selection: %s; %d series unvalidated", reason, len(series_ids))
     return selection, report
 
 
@@ -623,6 +673,10 @@ def compare_with_champion(
     record = {"primary_metric": metric, "challenger_backtest_score": selection["selected_score"]}
     if champion is None:
         return {**record, "champion_exists": False, "comparable": False, "reason": "no champion registered yet"}
+    if candidate_backtests.empty:
+        return {**record, "champion_exists": True, "comparable": False,
+                "reason": "no series afforded one backtest window: the challenger has no out-of-sample forecast "
+                          "to compare with the champion's"}
     last_window = candidate_backtests["window"].max()
     challenger = _selected_backtest(candidate_backtests[candidate_backtests["window"] == last_window], selection["choice"])
     champion_end = pd.Timestamp(champion.metadata.get("data_window_end"))
@@ -720,6 +774,11 @@ def _comparison_scores(challenger: dict, champion: dict, metric: str) -> dict:
             "challenger_mase": float(challenger["mase"]), "champion_mase": float(champion["mase"]), **intervals}
 
 
+def _finite_or_none(score: float | None) -> float | None:
+    """The score, or None where it is undefined (a selection without any backtest window has NaN)."""
+    return float(score) if score is not None and np.isfinite(score) else None
+
+
 def register_and_promote(panel_model, comparison: dict, registry_params: dict[str, Any]) -> dict:
     """Log the panel model to the active MLflow run, register it as challenger, promote it when it wins.
 
@@ -739,7 +798,7 @@ def register_and_promote(panel_model, comparison: dict, registry_params: dict[st
     registry.set_alias(name, "challenger", version)
     if not comparison["champion_exists"]:
         decision = registry.promote_if_better(
-            name, version, champion_score=None, challenger_score=comparison["challenger_backtest_score"],
+            name, version, champion_score=None, challenger_score=_finite_or_none(comparison["challenger_backtest_score"]),
             margin=float(registry_params["promotion_margin"]), history_path=registry_params["history_path"],
         )
     elif mode == "next_batch":
