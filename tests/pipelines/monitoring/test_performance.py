@@ -40,6 +40,11 @@ def test_performance_ratio_on_a_hand_checkable_case():
                                      PANEL)["ratio"] == 1.0
     assert measure_performance_drift(perfect.assign(mean=11.0), history,
                                      {"performance_drift": {"min_points_per_series": 1}}, PANEL)["ratio"] == float("inf")
+    # a champion that was never validated (no series afforded a backtest window: score NaN) has no ratio, and
+    # the verdict finds no performance drift in its absence
+    unvalidated = measure_performance_drift(forecasts.assign(champion_backtest_score=float("nan")), history,
+                                            {"performance_drift": {"min_points_per_series": 1}}, PANEL)
+    assert unvalidated["available"] and unvalidated["ratio"] is None and unvalidated["realized"] == 1.0
 
 
 def _rows(shares_above: list[float], shares_below: list[float] | None = None, points: int = 20) -> pd.DataFrame:

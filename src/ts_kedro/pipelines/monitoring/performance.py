@@ -111,10 +111,17 @@ def measure_performance_drift(
         realized = float(0.5 * (means["smape"] / means["smape_reference"] + means["mase"] / means["mase_reference"]))
     else:
         realized = float(np.nanmean([entry[metric] for entry in per_series.values()]))
-    # a perfect backtest (a constant panel): as good as it when the realized error is 0 too
-    ratio = realized / backtest if backtest > 0 else (1.0 if realized == 0 else float("inf"))
-    logger.info("performance: realized %s %.4g vs backtest %.4g (ratio %.3f) on %d series", metric, realized,
-                backtest, ratio, len(per_series))
+    if not np.isfinite(backtest):
+        # a champion no series of whose panel afforded a backtest window has no score to fall short of (the
+        # interval test below still applies; retrain.after_growth refits it as the history grows)
+        ratio = None
+        logger.info("performance: realized %s %.4g on %d series; the champion was not validated (no backtest "
+                    "window), so there is no ratio", metric, realized, len(per_series))
+    else:
+        # a perfect backtest (a constant panel): as good as it when the realized error is 0 too
+        ratio = realized / backtest if backtest > 0 else (1.0 if realized == 0 else float("inf"))
+        logger.info("performance: realized %s %.4g vs backtest %.4g (ratio %.3f) on %d series", metric, realized,
+                    backtest, ratio, len(per_series))
     exceedance = interval_exceedance(joined[joined[SERIES_ID].astype(str).isin(per_series)])
     return {"available": True, "metric": metric, "realized": realized, "backtest": backtest, "ratio": ratio,
             "n_series": len(per_series), "n_points": int(sum(e["n_points"] for e in per_series.values())),
