@@ -86,13 +86,17 @@ def test_a_tie_on_points_is_broken_by_the_interval_score(model):
     assert won["champion_interval_score"] == 10.0 and won["challenger_interval_score"] == 8.0
     # better points under the margin plus better intervals: promoted
     assert with_intervals(3, 1.0, 0.99, 10.0, 9.0)["promoted"] and champion(model) == 3
-    # worse points never win on intervals, however good
-    worse = with_intervals(4, 1.0, 1.001, 10.0, 1.0)
+    # points worse by the margin or more never win on intervals, however good
+    worse = with_intervals(4, 1.0, 1.02, 10.0, 1.0)
     assert not worse["promoted"] and champion(model) == 3 and "tie" not in worse["reason"]
+    # points 0.5 % worse: a tie, but the intervals must gain 2 % beyond that loss
+    assert not with_intervals(4, 1.0, 1.005, 10.0, 9.78)["promoted"]  # 2.2 % - 0.5 % = 1.7 %
+    paid = with_intervals(4, 1.0, 1.005, 10.0, 9.7)  # 3 % - 0.5 % = 2.5 %
+    assert paid["promoted"] and champion(model) == 4 and "less the point loss 0.5000%" in paid["reason"]
     # without interval scores the rule is the point rule alone
-    assert not promote(model, 4, 1.0, 1.0)["promoted"]
+    assert not promote(model, 3, 1.0, 1.0)["promoted"]
     records = [json.loads(line) for line in history.read_text().splitlines()]
-    assert [r["promoted"] for r in records] == [True, False, True, True, False, False]
+    assert [r["promoted"] for r in records] == [True, False, True, True, False, False, True, False]
 
 
 def test_bad_scores_and_requests_are_refused_without_a_record(model):
