@@ -378,8 +378,8 @@ def promote_if_better(
     and the stale champion intervals raised the same drift verdict in every later cycle (the Day-N replay on
     M4 Hourly, ``docs/benchmarks.md``). Point accuracy still comes first: a challenger worse in points by the
     margin or more never wins on its intervals, and a smaller loss must be paid for by a larger interval gain.
-    Why a loss inside the margin counts: in the M4 Hourly replay a challenger 0.46 % worse in points and 75 % better in
-    intervals was kept, a stale champion beside a retrain calibrated on the new behaviour.
+    Why a loss inside the margin counts: in the M4 Hourly replay a challenger 0.46 % worse in points and 75 %
+    better in intervals was kept, a stale champion beside a retrain calibrated on the new behaviour.
 
     Returns:
         The recorded decision as a dict (``PromotionRecord`` fields; also appended to ``history_path``
