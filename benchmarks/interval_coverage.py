@@ -16,6 +16,13 @@ conformal adjustment) is measured on the same forecasts it would have served:
 (``06_models/<family>/model.pkl``) predicts again with its conformal adjustment removed
 (``interval_calibration_`` cleared, on the family and on its fallback chain), so the same fitted parameters
 give the raw and the calibrated intervals and the difference is the calibration's alone.
+
+``--recalibrate auto,cqr`` calibrates every fitted family again with the current ``Forecaster.calibrate_intervals``
+on its own backtest rows of the run (raw intervals) and the run's primary panel, once per
+``backtest.calibration_method`` named, scores each family so calibrated and the panel model rebuilt from them (the
+run's selection, the ensemble's own adjustment included), and says which rule ``auto`` kept per family:
+
+    .venv/bin/python benchmarks/interval_coverage.py data/benchmarks/m4_hourly_all414 --recalibrate cqr,auto
 """
 from __future__ import annotations
 
@@ -47,6 +54,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a matrix.py run folder (data/benchmarks/<dataset>...)")
     parser.add_argument("--rebuild", action="store_true", help="also serve from a panel model rebuilt by the current code")
     parser.add_argument("--raw", action="store_true", help="also score every family's uncalibrated intervals")
+    parser.add_argument("--recalibrate", default="", help="calibration methods to recalibrate every family with "
+                                                         "(comma-separated: auto, cqr, cqr_fit_level)")
     args = parser.parse_args()
     data = args.run_dir / "data"
     test = pd.read_csv(args.run_dir / "test.csv", parse_dates=["timestamp"], dtype={"series_id": str})
@@ -79,6 +88,9 @@ def main() -> None:
         rebuilt = build_panel_model(selection, params, history, backtests, {"calibrate_intervals": True},
                                     **panel_model.family_models)
         rows["selected (rebuilt by the current code)"] = score(rebuilt.predict(), test, history, season, LEVELS)
+    if args.recalibrate:
+        rows.update(_recalibrated(args.recalibrate.split(","), data, backtests, history, test, season,
+                                  panel_model, int(profile["horizon"])))
     print(f"{args.run_dir.name}: overall {panel_model.metadata.get('overall_model')}, members "
           f"{panel_model.ensemble_members}, season length {season}")
     header = "| model | coverage-80 | coverage-95 | MSIS-80 | MSIS-95 | backtest raw coverage-80 / 95 |"
@@ -96,6 +108,33 @@ def main() -> None:
             line += (f" {row['raw_coverage-80']:.3f} / {row['raw_coverage-95']:.3f} | {row['raw_msis-80']:.2f} / "
                      f"{row['raw_msis-95']:.2f} |" if "raw_coverage-80" in row else " – | – |")
         print(line)
+
+
+def _recalibrated(methods: list[str], data: Path, backtests: pd.DataFrame, history: pd.DataFrame, test: pd.DataFrame,
+                  season: int, panel_model, horizon: int) -> dict[str, dict]:
+    """Every family calibrated again on its own backtest rows with each method, and the panel model rebuilt."""
+    from ts_kedro.pipelines.model_selection.nodes import build_panel_model
+
+    rows = {}
+    selection = json.loads((data / "08_reporting" / "model_selection.json").read_text())
+    for method in methods:
+        families = {}
+        for model_dir in sorted(p for p in (data / "06_models").iterdir() if (p / "model.pkl").exists()):
+            family = model_dir.name
+            model = _uncalibrated(pickle.loads(_latest(model_dir / "model.pkl").read_bytes()))
+            model.calibrate_intervals(backtests[backtests["model"] == family], history, method=method)
+            row = score(model.predict(horizon, LEVELS), test, history, season, LEVELS)
+            calibration = model.interval_calibration_
+            held = calibration.get("held_out_msis")
+            kept = calibration["method"] + (f" (newest window MSIS {held['cqr']:.2f} vs {held['cqr_fit_level']:.2f})"
+                                            if held else "")
+            rows[f"{family}, {method}: {kept}"] = row
+            families[family] = model
+        params = {"levels": list(panel_model.levels), "horizon": int(panel_model.max_horizon)}
+        rebuilt = build_panel_model(selection, params, history, backtests, {"calibrate_intervals": True},
+                                    **{name: families[name] for name in panel_model.family_models})
+        rows[f"selected, {method}"] = score(rebuilt.predict(), test, history, season, LEVELS)
+    return rows
 
 
 def _uncalibrated(model):

@@ -11,6 +11,8 @@ from ts_kedro.evaluation.conformal import (
     apply_adjustments,
     conformal_adjustments,
     ensemble_adjustments,
+    series_scales,
+    served_fit_levels,
 )
 from ts_kedro.forecasters.seasonal_naive import SeasonalNaive
 
@@ -130,3 +132,73 @@ def test_ensemble_adjustment_applies_the_members_calibration_first():
     on_calibrated = ensemble_adjustments(learn, calibrations, panel, 1, [80, 95])
     on_raw = ensemble_adjustments(learn, {m: None for m in learn}, panel, 1, [80, 95])
     assert np.mean(on_calibrated["levels"][80]) < 0 < np.mean(on_raw["levels"][80])
+
+
+def _with_fit_levels(frame: pd.DataFrame, factors: dict[int, float]) -> pd.DataFrame:
+    """SYNTHETIC: each window's (each fit's) intervals widened about the mean by its own factor, the errors kept:
+    a model whose raw width level varies from fit to fit (the LSTM's on M4 Hourly: 3.34 and 2.62 series scales)."""
+    out = frame.copy()
+    factor = out["window"].map(factors).to_numpy(float) if "window" in out else float(factors[-1])
+    for level in (80, 95):
+        out[f"lo-{level}"] = out["mean"] - (out["mean"] - out[f"lo-{level}"]) * factor
+        out[f"hi-{level}"] = out["mean"] + (out[f"hi-{level}"] - out["mean"]) * factor
+    return out
+
+
+def test_fit_level_calibration_transfers_to_a_fit_of_another_width_level():
+    """Backtest fits 0.6x and 1.6x as wide as they should be, a served fit 2x: plain CQR pools the two windows
+    and over-covers the wide served fit; cqr_fit_level rescales every fit to the windows' mean level first and
+    covers it at nominal. ``auto`` finds that on the newest window (learnt on the older one)."""
+    panel, learn = _synthetic_member_backtests(seed=4, n_series=600, members=1, shrink=1.0)
+    backtest = _with_fit_levels(learn["m0"], {0: 0.6, 1: 1.6})
+    auto = conformal_adjustments(backtest, panel, 1, [80, 95])
+    assert auto["method"] == "cqr_fit_level"
+    assert auto["held_out_msis"]["cqr_fit_level"] < auto["held_out_msis"]["cqr"]
+    assert set(auto["fit_level"]["windows"][80]) == {0, 1}
+    plain = conformal_adjustments(backtest, panel, 1, [80, 95], method="cqr")
+    assert plain["method"] == "cqr_scaled_pooled" and "fit_level" not in plain
+
+    fresh_panel, fresh = _synthetic_member_backtests(seed=5, n_series=600, members=1, shrink=1.0)
+    served = _with_fit_levels(fresh["m0"][fresh["m0"]["window"] == 1].drop(columns=["window", "cutoff"]), {-1: 2.0})
+    scales = series_scales(fresh_panel, 1)
+    auto["fit_level"]["served"] = served_fit_levels(served, scales, [80, 95])
+    for level in (80, 95):
+        assert abs(_coverage(apply_adjustments(served, auto, scales), level) - level / 100) < 0.02
+        assert _coverage(apply_adjustments(served, plain, scales), level) >= level / 100 + 0.04
+    # after a JSON round trip (string keys) the same bounds
+    import json
+    again = apply_adjustments(served, json.loads(json.dumps(auto)), scales)
+    np.testing.assert_allclose(again["hi-95"], apply_adjustments(served, auto, scales)["hi-95"])
+    # and the backtest rows are rescaled by their own window's level
+    on_backtest = apply_adjustments(backtest.sort_values(["series_id", "window", "timestamp"]), auto, {},
+                                    by=("series_id", "window"))
+    assert abs(_coverage(on_backtest, 80) - 0.80) < 0.02
+
+
+def test_fit_level_is_kept_only_where_it_helps_and_methods_are_checked():
+    """Fits of one width level (SYNTHETIC, as a stable family's): the newest window does not favour the rescaling
+    enough, or it changes nothing; an unknown method names the parameter."""
+    panel, learn = _synthetic_member_backtests(seed=6, n_series=600, members=1, shrink=1.0)
+    stable = conformal_adjustments(learn["m0"], panel, 1, [80, 95])
+    if stable["method"] == "cqr_fit_level":  # equal levels: the two rules give the same intervals
+        ratios = [stable["fit_level"]["windows"][80][w] / stable["fit_level"]["reference"][80] for w in (0, 1)]
+        assert all(abs(r - 1) < 0.02 for r in ratios)
+    assert abs(stable["held_out_msis"]["cqr_fit_level"] / stable["held_out_msis"]["cqr"] - 1) < 0.02
+    with pytest.raises(ValueError, match="backtest.calibration_method"):
+        conformal_adjustments(learn["m0"], panel, 1, [80], method="quantile")
+
+
+def test_a_fitted_family_records_its_own_level_at_its_first_forecast(small_panel):
+    factory = lambda: SeasonalNaive(freq="h", season_length=24)  # noqa: E731
+    backtest, _ = rolling_origin_backtest(factory, small_panel, 24, 3, 24, [80, 95], min_train=48)
+    model = factory().fit(small_panel).calibrate_intervals(backtest, small_panel, method="cqr_fit_level")
+    assert "served" not in model.interval_calibration_["fit_level"]
+    first = model.predict(24, [80, 95])
+    served = model.interval_calibration_["fit_level"]["served"]
+    assert set(served) == {80, 95} and all(g > 0 for g in served.values())
+    pd.testing.assert_frame_equal(model.predict(24, [80, 95]), first)  # recorded once, same forecasts
+    refit = factory().fit(small_panel.groupby("series_id").head(600)).inherit_calibration(model)
+    assert "served" not in refit.interval_calibration_["fit_level"]  # the refit records its own level
+    assert "served" in model.interval_calibration_["fit_level"]       # the source keeps its own
+    refit.predict(24, [80])
+    assert set(refit.interval_calibration_["fit_level"]["served"]) == {80, 95}

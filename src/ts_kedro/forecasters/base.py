@@ -401,32 +401,61 @@ class Forecaster(abc.ABC):
         if calibration and levels:
             from ts_kedro.evaluation.conformal import apply_calibration
 
+            if "fit_level" in calibration and "served" not in calibration["fit_level"]:
+                self._record_fit_level()  # the first forecast of this fit (its covariates are set by now)
             forecast = apply_calibration(forecast, calibration, self.calibration_scales_, self.nonnegative_series_)
         return _finalise_forecast(forecast, levels)
 
     def inherit_calibration(self, source: "Forecaster") -> "Forecaster":
-        """Use the interval calibration of ``source`` (the same family refitted on newer data keeps it)."""
+        """Use the interval calibration of ``source`` (the same family refitted on newer data keeps it); with
+        ``cqr_fit_level`` this fit's own interval level is recorded in place of the source's."""
+        import copy
+
         for attribute in ("interval_calibration_", "calibration_scales_", "nonnegative_series_"):
             if hasattr(source, attribute):
-                setattr(self, attribute, getattr(source, attribute))
+                setattr(self, attribute, copy.deepcopy(getattr(source, attribute)))
+        calibration = getattr(self, "interval_calibration_", None)
+        if calibration and "fit_level" in calibration:
+            calibration["fit_level"].pop("served", None)  # this fit records its own level at its first forecast
         return self
 
-    def calibrate_intervals(self, backtest: pd.DataFrame, panel: pd.DataFrame) -> "Forecaster":
+    def calibrate_intervals(self, backtest: pd.DataFrame, panel: pd.DataFrame, method: str = "auto") -> "Forecaster":
         """Conformal calibration of this fitted model's intervals from its own backtest (see evaluation.conformal).
 
         ``backtest`` is this family's rolling-origin backtest on ``panel`` (the data the model was fitted on);
         afterwards ``predict`` widens or narrows every calibrated level by the learnt per-step adjustment times
-        the series' scale, and keeps the lower bound of a never-negative series at zero or above.
+        the interval's width, and keeps the lower bound of a never-negative series at zero or above. ``method``:
+        ``backtest.calibration_method`` (``auto``, ``cqr``, ``cqr_fit_level``); with ``cqr_fit_level`` the fit's
+        own interval level is recorded at the fit's first forecast, from its raw forecast of every series.
         """
         from ts_kedro.evaluation.conformal import conformal_adjustments, series_scales
 
         if not getattr(self, "is_fitted_", False):
             raise ForecasterError(f"{self.name}: call fit() before calibrate_intervals()")
         levels = sorted({int(c.split("-", 1)[1]) for c in backtest.columns if c.startswith("lo-")})
-        self.interval_calibration_ = conformal_adjustments(backtest, panel, self.season_length, levels)
+        self.interval_calibration_ = conformal_adjustments(backtest, panel, self.season_length, levels, method)
         self.calibration_scales_ = series_scales(panel, self.season_length)
         self.nonnegative_series_ = (panel.groupby(SERIES_ID)[VALUE].min() >= 0).to_dict()
         return self
+
+    def _record_fit_level(self) -> None:
+        """With ``cqr_fit_level``: this fit's mean raw interval width in series scales, per level (its ``g``), from
+        its raw forecast of every series at the calibrated horizon (so any later forecast is rescaled alike)."""
+        from ts_kedro.evaluation.conformal import served_fit_levels
+
+        calibration = getattr(self, "interval_calibration_", None)
+        if not calibration or "fit_level" not in calibration or not getattr(self, "is_fitted_", False):
+            return
+        levels = [int(level) for level in calibration["levels"]]
+        horizon = max((len(q) for q in calibration["levels"].values()), default=0)
+        if not horizon:
+            return
+        self.interval_calibration_ = None  # the raw intervals
+        try:
+            raw = self.predict(horizon, levels)
+        finally:
+            self.interval_calibration_ = calibration
+        calibration["fit_level"]["served"] = served_fit_levels(raw, self.calibration_scales_, levels)
 
     def forecast(self, panel: pd.DataFrame, horizon: int, levels: Sequence[int] = ()) -> pd.DataFrame:
         return self.fit(panel).predict(horizon, levels)

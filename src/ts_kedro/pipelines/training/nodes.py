@@ -202,7 +202,8 @@ def fit_model(
         model.fit(panel)
         if calibrate and profile.levels:
             # intervals conformalised on this family's own out-of-sample backtest (evaluation.conformal)
-            model.calibrate_intervals(backtest_forecasts, panel)
+            model.calibrate_intervals(backtest_forecasts, panel,
+                                      (backtest_params or {}).get("calibration_method") or "auto")
         fit_seconds = time.perf_counter() - started
         if model.supports_covariates and model.known_covariates and future_covariates is not None \
                 and len(future_covariates):
