@@ -127,6 +127,12 @@ def _held_out_msis(frame: pd.DataFrame, levels: Sequence[int], horizon: int, fit
     return float(np.mean(scores))
 
 
+def check_calibration_method(method: str) -> None:
+    """Refuse a ``backtest.calibration_method`` this module cannot apply, naming the parameter."""
+    if method not in METHODS:
+        raise ValueError(f"backtest.calibration_method must be one of {METHODS}, got {method!r}")
+
+
 def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_length: int,
                           levels: Sequence[int], method: str = "auto") -> dict:
     """The per-step, per-level adjustments ``q`` (in units of the interval width) learnt from a backtest.
@@ -146,8 +152,7 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
         fit's own ``g`` is added by ``Forecaster.calibrate_intervals``, ``served_fit_levels``), and with ``auto``
         ``held_out_msis`` of both rules.
     """
-    if method not in METHODS:
-        raise ValueError(f"backtest.calibration_method must be one of {METHODS}, got {method!r}")
+    check_calibration_method(method)
     frame = backtest.sort_values([SERIES_ID, "window", TIMESTAMP]).copy()
     frame["step"] = frame.groupby([SERIES_ID, "window"], sort=False).cumcount()
     scale = _cutoff_scales(frame, panel, season_length)
