@@ -23,8 +23,28 @@ def test_windows_are_cut_per_series_and_feature(real_history, monitoring_params)
     assert current["H1|seasonal_diff"].iloc[0] == h1.iloc[-recent] - h1.iloc[-recent - lag]
     assert current["H1|seasonal_diff"].iloc[-1] == h1.iloc[-1] - h1.iloc[-1 - lag]
     assert current["H1|short_diff"].iloc[-1] == h1.iloc[-1] - h1.iloc[-1 - 24]
-    with pytest.raises(MonitoringConfigError, match="shorten the windows"):
-        build_drift_windows(real_history, {**monitoring_params, "reference_window_steps": 5000}, PANEL)
+
+
+
+def test_a_history_too_short_for_the_windows_is_not_checked_and_the_cycle_goes_on(real_history, monitoring_params,
+                                                                                  caplog):
+    """No series longer than the windows (a young panel, or windows set too long): empty windows and a warning, so
+    Day N still reaches inference; the drift node then reports the check as not run, with no drift."""
+    from ts_kedro.pipelines.monitoring.data_drift import detect_data_drift
+    from ts_kedro.pipelines.monitoring.verdict import summarise_drift
+
+    too_long = {**monitoring_params, "reference_window_steps": 5000}
+    with caplog.at_level("WARNING"):
+        reference, current = build_drift_windows(real_history, too_long, PANEL)
+    assert reference.empty and current.empty
+    assert "data drift not checked" in caplog.text and "shorten the windows" in caplog.text
+    data_drift, html, snapshots = detect_data_drift(reference, current, {"windows": None}, too_long)
+    assert data_drift["n_series"] == 0 and data_drift["drift_share"] == 0.0 and snapshots == {}
+    assert "not checked" in data_drift["not_checked"] and "not checked" in html
+    verdict = summarise_drift(data_drift, {"available": False}, too_long)
+    assert verdict["drift"] is False and "not checked" in verdict["data_drift_not_checked"]
+    with pytest.raises(MonitoringConfigError, match=">= 2"):
+        build_drift_windows(real_history, {**monitoring_params, "reference_window_steps": 1}, PANEL)
 
 
 def test_imputed_points_are_not_observations(real_history, monitoring_params):

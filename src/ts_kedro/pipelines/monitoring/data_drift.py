@@ -44,6 +44,8 @@ def detect_data_drift(
     settings = monitoring.get("data_drift", {})
     method, threshold, _ = drift_method(settings)
     deciding = deciding_features(settings.get("series_feature"))
+    if drift_reference.empty:
+        return _not_checked(drift_thresholds, deciding, method, threshold)
     calibrated = {column: entry for column, entry in (drift_thresholds.get("columns") or {}).items()
                   if column in drift_reference.columns}
     series_snapshot = _run_drift_report(drift_reference, drift_current, method, threshold, "series_drift",
@@ -95,6 +97,25 @@ def detect_data_drift(
         default=lambda value: value.isoformat() if hasattr(value, "isoformat") else str(value),
     ))
     return data_drift, html, snapshots
+
+
+def _not_checked(drift_thresholds: dict[str, Any], deciding: list[str], method: str,
+                 threshold: float) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """No series is long enough for the drift windows (``build_drift_windows``): no drift found, and why."""
+    windows = drift_thresholds.get("windows")
+    reason = (f"no series is long enough for the drift windows ({windows}): data drift not checked this cycle"
+              if windows else "no series is long enough for the drift windows: data drift not checked this cycle")
+    data_drift = {
+        "n_series": 0, "drifted_series": [], "drift_share": 0.0, "not_checked": reason,
+        "series_feature": deciding[0] if len(deciding) == 1 else deciding, "windows": windows,
+        "feature_drift_share": {},
+        "calibration": {"method": method, "quantile": drift_thresholds.get("quantile"), "fixed_threshold": threshold,
+                        "columns_by_source": {}},
+        "panel_level": {}, "series": {}, "reference_rows": 0, "current_rows": 0,
+    }
+    logger.warning("data drift: %s", reason)
+    html = f"<html><body><h1>Data drift</h1><p>{reason}.</p></body></html>"
+    return data_drift, html, {}
 
 
 def drift_method(settings: dict[str, Any]) -> tuple[str, float, bool]:

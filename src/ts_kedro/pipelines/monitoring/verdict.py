@@ -59,6 +59,8 @@ def summarise_drift(data_drift: dict[str, Any], performance_drift: dict[str, Any
         "performance_ratio": ratio,
         "performance": {k: v for k, v in performance_drift.items() if k != "per_series"},
         "thresholds": thresholds,
+        # why the data drift check did not run (no series long enough for its windows), None when it ran
+        "data_drift_not_checked": data_drift.get("not_checked"),
     }
 
 

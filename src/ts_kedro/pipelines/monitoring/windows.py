@@ -108,8 +108,10 @@ def build_drift_windows(
             reference[f"{series_id}{SEPARATOR}{feature}"] = before[feature].to_numpy()
             current[f"{series_id}{SEPARATOR}{feature}"] = recent[feature].to_numpy()
     if not reference:
-        raise MonitoringConfigError(
-            f"no series is longer than reference_window_steps + recent_window_steps = {reference_steps + recent_steps}; "
-            "shorten the windows in parameters_monitoring.yml"
-        )
+        # a young panel (or windows set longer than the history): the cycle goes on to inference without a data
+        # drift check, and detect_data_drift says so; stopping here would leave Day N without forecasts
+        longest = int(history_primary_panel.groupby(SERIES_ID).size().max()) if len(history_primary_panel) else 0
+        logger.warning("data drift not checked: no series is longer than reference_window_steps + "
+                       "recent_window_steps = %d (longest: %d steps); it is checked once a series is, or shorten the "
+                       "windows in parameters_monitoring.yml", reference_steps + recent_steps, longest)
     return pd.DataFrame(reference), pd.DataFrame(current)
