@@ -34,7 +34,8 @@ CASES = {  # sample -> (panel.freq, panel.horizon, families: None = the shipped 
 STEPS_PARAMS = {"data_processing": {"source": {"timestamp_format": "steps"}}, "panel": {"seasonal_periods": 1}}
 
 
-def _run(root: Path, raw: Path, freq: str, horizon: int, families: str | None, extra: dict | None = None) -> None:
+def _run(root: Path, raw: Path, freq: str, horizon: int, families: str | None, extra: dict | None = None,
+         pipeline: str | None = None) -> None:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -53,7 +54,7 @@ def _run(root: Path, raw: Path, freq: str, horizon: int, families: str | None, e
         for key, values in (extra or {}).items():
             params[key] = {**params.get(key, {}), **values}
         with KedroSession.create(project_path=root, runtime_params=params) as session:
-            session.run()
+            session.run(pipeline_name=pipeline)
 
 
 @pytest.mark.parametrize("sample", list(CASES))
@@ -91,7 +92,7 @@ def test_day0_completes_when_no_series_affords_a_backtest_window(tmp_path):
     """A new business's first year (the m3_monthly sample cut to each series' first 12 months; the cut is ours)
     with an 18-month horizon: no backtest window fits, so nothing can be validated. Day 0 still completes:
     every series is forecast by the median of the families, marked unvalidated, and registered as the first
-    champion."""
+    champion. The Day-N cycle after it (the next two real months) monitors without a drift check and forecasts."""
     root = make_project_copy(tmp_path / "project", n_series=1)
     sample = pd.read_csv(SAMPLES / "m3_monthly.csv", dtype={"series_id": str})
     raw = tmp_path / "first_year.csv"
@@ -108,3 +109,19 @@ def test_day0_completes_when_no_series_affords_a_backtest_window(tmp_path):
     decision_versions = sorted((data / "08_reporting" / "registry_decision.json").iterdir())
     decision = json.loads((decision_versions[-1] / "registry_decision.json").read_text())
     assert decision["promoted"] and decision["champion_version_after"] == decision["challenger_version"]
+
+    # Day N: the next two real months arrive; no series is long enough for the drift windows yet and the champion
+    # has no backtest score: the cycle still ingests, monitors (data drift not checked) and forecasts
+    batch = sample[sample.groupby("series_id").cumcount().between(12, 13)]
+    (data / "01_raw" / "incoming").mkdir(parents=True, exist_ok=True)
+    batch.to_csv(data / "01_raw" / "incoming" / "batch_001.csv", index=False)
+    _run(root, raw, "MS", 18, LOCAL_FAMILIES, pipeline="day_n")
+    summary = json.loads((data / "08_reporting" / "drift_summary_latest.json").read_text())
+    assert summary["drift"] is False and "not checked" in summary["data_drift_not_checked"]
+    assert summary["performance_ratio"] is None
+    _run(root, raw, "MS", 18, LOCAL_FAMILIES, pipeline="inference")
+    served = sorted((data / "07_model_output" / "champion_forecasts.parquet").iterdir())
+    latest = pd.read_parquet(served[-1] / "champion_forecasts.parquet")
+    first = pd.to_datetime(latest.groupby("series_id")["timestamp"].min())
+    ends = pd.to_datetime(batch.groupby("series_id")["timestamp"].max())
+    assert (first == ends.reindex(first.index) + pd.offsets.MonthBegin(1)).all()
