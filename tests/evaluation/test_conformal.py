@@ -186,6 +186,16 @@ def test_fit_level_is_kept_only_where_it_helps_and_methods_are_checked():
     assert abs(stable["held_out_msis"]["cqr_fit_level"] / stable["held_out_msis"]["cqr"] - 1) < 0.02
     with pytest.raises(ValueError, match="backtest.calibration_method"):
         conformal_adjustments(learn["m0"], panel, 1, [80], method="quantile")
+    # a fit of zero-width intervals (a constant forecaster) is left as it is, never divided by its zero level
+    flat = learn["m0"].copy()
+    first = flat["window"] == 0
+    for level in (80, 95):
+        flat.loc[first, f"lo-{level}"] = flat.loc[first, f"hi-{level}"] = flat.loc[first, "mean"]
+    forced = conformal_adjustments(flat, panel, 1, [80, 95], method="cqr_fit_level")
+    assert forced["fit_level"]["windows"][80][0] == 0.0
+    adjusted = apply_adjustments(flat.sort_values(["series_id", "window", "timestamp"]), forced, {},
+                                 by=("series_id", "window"))
+    assert np.isfinite(adjusted[["lo-80", "hi-80", "lo-95", "hi-95"]].to_numpy()).all()
 
 
 def test_a_fitted_family_records_its_own_level_at_its_first_forecast(small_panel):

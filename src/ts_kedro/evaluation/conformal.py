@@ -32,8 +32,8 @@ fits (on the whole history) are 20-40 % wider than their backtest fits and over-
 width in series scales and ``G`` the mean of the backtest windows' ``g``: each fit keeps its shape across series
 and steps, and the level comes from the backtest residuals alone. ``auto`` (shipped) chooses per model: both
 rules learn on the older windows and are checked on the newest (mean MSIS over the levels); ``cqr_fit_level``
-is kept where it scores lower there by more than ``FIT_LEVEL_MARGIN`` (``held_out_msis`` in the result). One window: plain CQR. Measured on ten
-real panels (docs/benchmarks.md, "The fit's interval level").
+is kept where it scores lower there by more than ``FIT_LEVEL_MARGIN`` (``held_out_msis`` in the result). One
+window: plain CQR. Measured on eleven real panels (docs/benchmarks.md, "The fit's interval level").
 """
 from __future__ import annotations
 
@@ -80,6 +80,14 @@ def _fit_levels(frame: pd.DataFrame, level: int) -> pd.Series:
     return pd.Series(width).groupby(frame["window"].to_numpy()).mean()
 
 
+def _level_factor(reference: float, level_of_fit):
+    """``G / g``, and 1 where either is not a positive number (a fit of zero-width intervals is left as it is)."""
+    g = np.asarray(level_of_fit, float)
+    ok = np.isfinite(g) & (g > 0) & np.isfinite(reference) & (reference > 0)
+    factor = np.where(ok, reference / np.where(ok, g, 1.0), 1.0)
+    return factor if factor.ndim else float(factor)
+
+
 def _rescaled(frame: pd.DataFrame, level: int, factor) -> tuple[np.ndarray, np.ndarray]:
     """The interval at ``level`` scaled about the point forecast by ``factor`` (1: as the model gave it)."""
     centre = frame["mean"].to_numpy(float)
@@ -115,8 +123,8 @@ def _held_out_msis(frame: pd.DataFrame, levels: Sequence[int], horizon: int, fit
         if fit_level:
             windows = _fit_levels(learn, level)
             reference = float(windows.mean())
-            factor_learn = reference / learn["window"].map(windows).to_numpy(float)
-            factor_check = reference / float(_fit_levels(check, level).iloc[0])
+            factor_learn = _level_factor(reference, learn["window"].map(windows).to_numpy(float))
+            factor_check = _level_factor(reference, float(_fit_levels(check, level).iloc[0]))
         q = np.asarray(_quantiles(learn, level, factor_learn, horizon))[check["step"].to_numpy()]
         lo, hi = _rescaled(check, level, factor_check)
         unit = np.maximum(hi - lo, 1e-3 * check["scale"].to_numpy(float))
@@ -142,15 +150,15 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
         panel: the panel the backtest ran on (for the scales at each cutoff).
         season_length: the MASE scale's lag.
         levels: interval levels to calibrate (each needs its ``lo-L``/``hi-L`` columns).
-        method: ``auto`` (default: ``cqr_fit_level`` where it scores a lower MSIS (by more than
-            ``FIT_LEVEL_MARGIN``) on the newest window, learnt on
-            the older ones), ``cqr`` or ``cqr_fit_level`` (``backtest.calibration_method``; module docstring).
+        method: ``auto`` (default: ``cqr_fit_level`` where it scores a lower MSIS, by more than
+            ``FIT_LEVEL_MARGIN``, on the newest window when learnt on the older ones), ``cqr`` or ``cqr_fit_level``
+            (``backtest.calibration_method``; module docstring).
 
     Returns:
         ``{"method", "levels": {L: [q_1, ..., q_H]}, "n_scores": {L: [n_1, ...]}}`` (JSON-friendly); with
         ``cqr_fit_level`` also ``fit_level``: ``{"reference": {L: G}, "windows": {L: {window: g}}}`` (the served
-        fit's own ``g`` is added by ``Forecaster.calibrate_intervals``, ``served_fit_levels``), and with ``auto``
-        ``held_out_msis`` of both rules.
+        fit's own ``g``, ``served``, is added at its first forecast: ``Forecaster._record_fit_level``,
+        ``served_fit_levels``), and with ``auto`` ``held_out_msis`` of both rules.
     """
     check_calibration_method(method)
     frame = backtest.sort_values([SERIES_ID, "window", TIMESTAMP]).copy()
@@ -177,7 +185,7 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
         if fit_level and len(frame):
             windows = _fit_levels(frame, level)
             reference = float(windows.mean())
-            factor = reference / frame["window"].map(windows).to_numpy(float)
+            factor = _level_factor(reference, frame["window"].map(windows).to_numpy(float))
             result["fit_level"]["reference"][level] = reference
             result["fit_level"]["windows"][level] = {int(w): float(g) for w, g in windows.items()}
         result["levels"][level] = [float(q) for q in _quantiles(frame, level, factor, horizon)]
@@ -236,10 +244,9 @@ def _fit_factor(forecast: pd.DataFrame, fit_level: dict, level: int, by: Sequenc
     reference = _by_level(fit_level["reference"], level)
     if "window" in by:
         windows = {int(w): g for w, g in _by_level(fit_level["windows"], level).items()}
-        return reference / forecast["window"].astype(int).map(windows).to_numpy(float)
+        return _level_factor(reference, forecast["window"].astype(int).map(windows).to_numpy(float))
     served = fit_level.get("served") or {}
-    g = _by_level(served, level) if served else None
-    return reference / g if g else 1.0
+    return _level_factor(reference, _by_level(served, level)) if served else 1.0
 
 
 def _by_level(mapping: Mapping, level: int):
