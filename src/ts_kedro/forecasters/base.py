@@ -388,15 +388,7 @@ class Forecaster(abc.ABC):
         bad = [level for level in levels if not 0 < level < 100]
         if bad:
             raise ForecasterError(f"{self.name}: levels must lie strictly between 0 and 100, got {bad}")
-        parts = []
-        if self.fitted_series_ids_:
-            parts.append(self._predict(int(horizon), sorted(levels)))
-        if self.fallback_model_ is not None:
-            parts.append(self.fallback_model_.predict(int(horizon), sorted(levels)))
-        forecast = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        if len(parts) > 1:  # back to the fitted order of series
-            order = {sid: i for i, sid in enumerate(self.series_ids_)}
-            forecast = forecast.sort_values(SERIES_ID, key=lambda s: s.map(order), kind="stable")
+        forecast = self._uncalibrated_forecast(int(horizon), levels)
         calibration = getattr(self, "interval_calibration_", None)
         if calibration and levels:
             from ts_kedro.evaluation.conformal import apply_calibration
@@ -405,6 +397,19 @@ class Forecaster(abc.ABC):
                 self._record_fit_level()  # the first forecast of this fit (its covariates are set by now)
             forecast = apply_calibration(forecast, calibration, self.calibration_scales_, self.nonnegative_series_)
         return _finalise_forecast(forecast, levels)
+
+    def _uncalibrated_forecast(self, horizon: int, levels: list[int]) -> pd.DataFrame:
+        """The family's and its fallback's forecasts in the fitted order of series, before any calibration."""
+        parts = []
+        if self.fitted_series_ids_:
+            parts.append(self._predict(horizon, sorted(levels)))
+        if self.fallback_model_ is not None:
+            parts.append(self.fallback_model_.predict(horizon, sorted(levels)))
+        forecast = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:  # back to the fitted order of series
+            order = {sid: i for i, sid in enumerate(self.series_ids_)}
+            forecast = forecast.sort_values(SERIES_ID, key=lambda s: s.map(order), kind="stable")
+        return forecast
 
     def inherit_calibration(self, source: "Forecaster") -> "Forecaster":
         """Use the interval calibration of ``source`` (the same family refitted on newer data keeps it); with
@@ -450,11 +455,8 @@ class Forecaster(abc.ABC):
         horizon = max((len(q) for q in calibration["levels"].values()), default=0)
         if not horizon:
             return
-        self.interval_calibration_ = None  # the raw intervals
-        try:
-            raw = self.predict(horizon, levels)
-        finally:
-            self.interval_calibration_ = calibration
+        # the raw intervals, without touching the model's attributes (a served model may answer other threads)
+        raw = self._uncalibrated_forecast(horizon, levels)
         calibration["fit_level"]["served"] = served_fit_levels(raw, self.calibration_scales_, levels)
 
     def forecast(self, panel: pd.DataFrame, horizon: int, levels: Sequence[int] = ()) -> pd.DataFrame:
