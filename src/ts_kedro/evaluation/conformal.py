@@ -27,7 +27,7 @@ guarantee holds for the pool, not for each series.
 when the model's raw width is stable from fit to fit. It is not always: the LSTM's raw 80 % interval was 3.34
 series scales wide in one M4 Hourly backtest window and 2.62 in the other, so the correction learnt on them widened
 the served fit's interval too much (80 % coverage 0.836 on the test part); on M3 yearly most families' served
-fits (on the whole history) are 20-40 % wider than their backtest fits and over-cover (0.89-0.94 at 80 %).
+fits (on the whole history) are 15-70 % wider than their backtest fits and over-cover (0.86-0.94 at 80 %).
 ``cqr_fit_level`` first rescales each fit's intervals about its point forecast by ``G / g``, ``g`` the fit's mean
 width in series scales and ``G`` the mean of the backtest windows' ``g``: each fit keeps its shape across series
 and steps, and the level comes from the backtest residuals alone. ``auto`` (shipped) chooses per model: both
