@@ -134,8 +134,9 @@ def test_stamps_inside_the_month_name_snap_to_freq_then_read(m3, write_csv, para
     _same(snapped, reference)
     assert found["snapped_to_freq"] == "MS"
     # two stamps of one series in one month share a key after snapping: the duplicate policy decides, as ever
-    twice = pd.concat([mid, mid.head(1).assign(timestamp=mid["timestamp"].iloc[0] + pd.Timedelta(days=3))])
-    with pytest.raises(SchemaError, match=r"rows share a key, first \('N2479', 1970-01-01"):
+    twice = pd.concat([mid, mid.head(1).assign(timestamp=mid["timestamp"].iloc[0] + pd.Timedelta(days=3),
+                                                value=mid["value"].iloc[0] + 1)])
+    with pytest.raises(SchemaError, match=r"rows share a key with different values, first \('N2479', 1970-01-01"):
         validate_schema(write_csv(twice.to_csv(index=False), name="twice.csv"), params, monthly)
     with pytest.raises(DataProcessingConfigError, match="snap_to_freq .* set panel.freq"):
         validate_schema(source, params, {k: v for k, v in monthly.items() if k != "freq"})

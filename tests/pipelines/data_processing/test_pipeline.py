@@ -117,12 +117,27 @@ def test_unparseable_dates_name_the_lines(tmp_path, params, panel):
 def test_duplicate_keys_fail_or_follow_the_policy(tmp_path, params, panel):
     rows = _healthy_rows()
     path = _write(tmp_path, ["series_id,timestamp,value", *rows, rows[3].rsplit(",", 1)[0] + ",999"])
-    with pytest.raises(SchemaError, match=r"2 rows share a key.*lines 5, 122"):
+    with pytest.raises(SchemaError, match=r"2 rows share a key with different values.*lines 5, 122"):
         run_data_processing(path, params, panel)
     catalog = run_data_processing(path, params | {"duplicate_policy": "keep_last"}, panel)
     primary = catalog["primary_panel"].load()
     assert primary.loc[3, "value"] == 999 and len(primary) == len(rows)
     assert catalog["data_quality_report"].load()["summary"]["duplicates_dropped"] == 1
+
+
+def test_rows_repeated_exactly_are_dropped_under_every_policy(tmp_path, params, panel):
+    """Overlapping exports concatenated: a row equal to another in key and value adds nothing and is dropped
+    (counted), even with the default duplicate_policy fail; a repeat with another value is still refused."""
+    rows = _healthy_rows()
+    path = _write(tmp_path, ["series_id,timestamp,value", *rows, rows[3], rows[7]])
+    catalog = run_data_processing(path, params, panel)
+    assert len(catalog["primary_panel"].load()) == len(rows)
+    summary = catalog["data_quality_report"].load()["summary"]
+    assert summary["duplicates_dropped"] == 2
+    both = _write(tmp_path, ["series_id,timestamp,value", *rows, rows[3], rows[7].rsplit(",", 1)[0] + ",999"],
+                  name="both.csv")
+    with pytest.raises(SchemaError, match=r"2 rows share a key with different values"):
+        run_data_processing(both, params, panel)
 
 
 def test_non_numeric_values_fail_or_become_missing(tmp_path, params, panel):

@@ -867,6 +867,9 @@ def handle_duplicates(
 ) -> dict[str, Any]:
     """Fail on repeated (series_id, timestamp) keys, or keep the first/last occurrence in file order (in place).
 
+    A row that repeats the row before it in every column (key, target and covariates: overlapping exports
+    concatenated) carries nothing new: it is dropped under every policy, logged and counted
+    (``identical_duplicates_dropped``). Only keys whose rows disagree are refused by ``fail``.
     ``filepath`` is the source (its lines are then real file lines) or just its path.
     """
     lines = _lines_of(filepath)
@@ -875,23 +878,41 @@ def handle_duplicates(
     same_as_next = (codes[1:] == codes[:-1]) & (timestamps[1:] == timestamps[:-1])
     if not same_as_next.any():
         return {"duplicate_rows": 0, "duplicates_dropped": 0}
+    identical = same_as_next.copy()
+    for name, values in columns.items():
+        if name in (SERIES_ID, TIMESTAMP, "source_row"):
+            continue
+        equal = values[1:] == values[:-1]
+        if values.dtype.kind == "f":
+            equal |= np.isnan(values[1:]) & np.isnan(values[:-1])
+        identical &= equal
+    repeated = int(identical.sum())
+    if repeated:
+        logger.warning("%s: %d rows repeat the row before them exactly (same key and values): dropped",
+                       filepath, repeated)
+        _take(columns, ~np.r_[False, identical])
+        codes, timestamps = columns[SERIES_ID], columns[TIMESTAMP]
+        same_as_next = (codes[1:] == codes[:-1]) & (timestamps[1:] == timestamps[:-1])
+        if not same_as_next.any():
+            return {"duplicate_rows": repeated, "duplicates_dropped": repeated,
+                    "identical_duplicates_dropped": repeated}
     clashing = np.r_[same_as_next, False] | np.r_[False, same_as_next]
     rows = np.sort(columns["source_row"][clashing])
     first = int(np.flatnonzero(clashing)[np.argmin(columns["source_row"][clashing])])
     key = (categories[codes[first]], pd.Timestamp(timestamps[first]))
     if policy == "fail":
         raise SchemaError(
-            f"columns (series_id, timestamp) in {filepath}: {len(rows)} rows share a key, first "
-            f"({quote(key[0])}, {key[1]}) at {offending_rows(pd.Index(rows), limit, lines)}; remove the repeated rows or set "
-            f"data_processing.duplicate_policy: keep_first or keep_last"
+            f"columns (series_id, timestamp) in {filepath}: {len(rows)} rows share a key with different values, "
+            f"first ({quote(key[0])}, {key[1]}) at {offending_rows(pd.Index(rows), limit, lines)}; remove the repeated "
+            f"rows or set data_processing.duplicate_policy: keep_first or keep_last"
         )
     # Rows of one key are in file order (stable sort): drop all but the first or all but the last.
     drop = np.r_[False, same_as_next] if policy == "keep_first" else np.r_[same_as_next, False]
     _take(columns, ~drop)
     logger.warning("%s: %d rows share a (series_id, timestamp) key; kept the %s of each (%d dropped)",
                    filepath, len(rows), policy.removeprefix("keep_"), int(drop.sum()))
-    return {"duplicate_rows": int(len(rows)), "duplicates_dropped": int(drop.sum()),
-            "first_duplicate_lines": lines(rows[:limit])}
+    return {"duplicate_rows": int(len(rows)) + repeated, "duplicates_dropped": int(drop.sum()) + repeated,
+            "identical_duplicates_dropped": repeated, "first_duplicate_lines": lines(rows[:limit])}
 
 
 def to_frame(columns: dict[str, np.ndarray], categories: list[str]) -> pd.DataFrame:
