@@ -137,3 +137,26 @@ def test_with_backtest_promotion_nothing_waits(tmp_path, tracking, history):
         register_and_promote(_model(history[0], 24), {"primary_metric": "owa", "champion_exists": False,
                                                       "challenger_backtest_score": 1.0},
                              {**params, "promote_after": "sometimes"})
+
+
+def test_a_challenger_with_covariates_known_in_advance_is_judged_on_their_recorded_values(tmp_path, tracking,
+                                                                                          history):
+    """A challenger family that reads a covariate known in advance forecasts the new points from the values the
+    history recorded for them (as they were planned). SYNTHETIC covariate: ``plan`` equals the real value, so the
+    challenger (PlanEcho: mean = the plan) forecasts the new hours exactly and must win."""
+    from tests.forecasters.plan_echo import PlanEcho
+
+    day0, after = (frame.assign(plan=frame["value"]) for frame in history)
+    params = _registry(tmp_path, "next_batch")
+    ids = sorted(day0["series_id"].unique())
+    echo = PlanEcho(freq="h", known_covariates=["plan"]).fit(day0)
+    challenger = SelectedPanelModel({"plan_echo": echo}, {sid: "plan_echo" for sid in ids}, [], [80, 95], HOURS,
+                                    {"data_window_end": str(day0["timestamp"].max()), "selection_metric": "owa"})
+    register_and_promote(_model(day0[["series_id", "timestamp", "value", "is_imputed"]], 24),
+                         {"primary_metric": "owa", "champion_exists": False, "challenger_backtest_score": 1.0}, params)
+    register_and_promote(challenger, {"primary_metric": "owa", "champion_exists": True, "comparable": False,
+                                      "reason": "test"}, params)
+    judged = judge_pending_challenger(pd.concat([day0, after], ignore_index=True), PANEL, params, SELECTION)
+    assert judged["judged"] and judged["n_points"] == 3 * HOURS
+    assert judged["challenger_smape"] == 0.0 and judged["decision"]["promoted"]
+    assert registry.get_alias_version(params["registered_model_name"], "champion") == 2

@@ -60,6 +60,13 @@ def defer_promotion(name: str, version: int, comparison: dict, registry_params: 
     return {**decision, "deferred": True}
 
 
+def _with_recorded_plan(panel_model, after: pd.DataFrame):
+    """The panel model with ``after``'s covariate values as its plan, where a family uses known covariates."""
+    if any(m.supports_covariates and m.known_covariates for m in panel_model.family_models.values()):
+        return panel_model.with_future_covariates(after)
+    return panel_model
+
+
 def judge_pending_challenger(history_primary_panel: pd.DataFrame, panel_params: dict[str, Any],
                              registry_params: dict[str, Any], selection_params: dict[str, Any]) -> dict:
     """Promote a challenger that waits for live evidence (``promote_after: next_batch``) when it wins on new data.
@@ -106,14 +113,11 @@ def judge_pending_challenger(history_primary_panel: pd.DataFrame, panel_params: 
                 "reason": f"challenger version {challenger_version} waits: no series has {needed} new observed "
                           f"actuals after its training data yet"}
     levels = panel_params["levels"]
-    challenger_forecast = challenger.predict(series_ids=ready, horizon=horizon, levels=levels)
     served = champion.update(panel[(panel["timestamp"] <= end) & panel["series_id"].astype(str).isin(ready)],
                              note="live_promotion_cutoff")
-    if any(m.supports_covariates and m.known_covariates for m in served.family_models.values()):
-        served = served.with_future_covariates(panel[panel["timestamp"] > end])
-    if any(m.supports_covariates and m.known_covariates for m in challenger.family_models.values()):
-        challenger_forecast = challenger.with_future_covariates(panel[panel["timestamp"] > end]).predict(
-            series_ids=ready, horizon=horizon, levels=levels)
+    # families with covariates known in advance forecast the new points from their recorded values (as planned)
+    served, challenger = (_with_recorded_plan(model, panel[panel["timestamp"] > end]) for model in (served, challenger))
+    challenger_forecast = challenger.predict(series_ids=ready, horizon=horizon, levels=levels)
     champion_forecast = served.predict(series_ids=ready, horizon=horizon, levels=levels)
     values = ["mean", *interval_columns(levels)]
     actuals = new[new["series_id"].astype(str).isin(ready)][["series_id", "timestamp", "value"]].rename(
