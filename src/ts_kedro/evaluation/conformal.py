@@ -43,6 +43,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ts_kedro.evaluation.metrics import interval_score
 from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE
 
 
@@ -129,9 +130,12 @@ def _held_out_msis(frame: pd.DataFrame, levels: Sequence[int], horizon: int, fit
         lo, hi = _rescaled(check, level, factor_check)
         unit = np.maximum(hi - lo, 1e-3 * check["scale"].to_numpy(float))
         lo, hi = lo - q * unit, hi + q * unit
-        y, alpha = check["actual"].to_numpy(float), 1 - level / 100
-        interval = (hi - lo) + 2 / alpha * (np.maximum(lo - y, 0) + np.maximum(y - hi, 0))
-        scores.append(float(np.mean(interval / check["scale"].to_numpy(float))))
+        y = check["actual"].to_numpy(float)
+        finite = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(y)
+        if not finite.any():
+            return float("nan")  # nothing to compare on: plain CQR is kept
+        interval = interval_score(y[finite], lo[finite], hi[finite], 1 - level / 100)
+        scores.append(float(np.mean(interval / check["scale"].to_numpy(float)[finite])))
     return float(np.mean(scores))
 
 
