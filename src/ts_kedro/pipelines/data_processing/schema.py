@@ -862,6 +862,12 @@ def sort_and_check_order(columns: dict[str, np.ndarray], filepath: Any, limit: i
             "sorted_by_pipeline": bool(len(rows))}
 
 
+def _same_key_as_next(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Per row but the last: whether the next row has the same (series_id, timestamp) (rows sorted by key)."""
+    codes, timestamps = columns[SERIES_ID], columns[TIMESTAMP]
+    return (codes[1:] == codes[:-1]) & (timestamps[1:] == timestamps[:-1])
+
+
 def handle_duplicates(
     columns: dict[str, np.ndarray], categories: list[str], filepath: Any, policy: str, limit: int
 ) -> dict[str, Any]:
@@ -874,8 +880,7 @@ def handle_duplicates(
     """
     lines = _lines_of(filepath)
     filepath = lines.filepath
-    codes, timestamps = columns[SERIES_ID], columns[TIMESTAMP]
-    same_as_next = (codes[1:] == codes[:-1]) & (timestamps[1:] == timestamps[:-1])
+    same_as_next = _same_key_as_next(columns)
     if not same_as_next.any():
         return {"duplicate_rows": 0, "duplicates_dropped": 0}
     identical = same_as_next.copy()
@@ -891,15 +896,14 @@ def handle_duplicates(
         logger.warning("%s: %d rows repeat the row before them exactly (same key and values): dropped",
                        filepath, repeated)
         _take(columns, ~np.r_[False, identical])
-        codes, timestamps = columns[SERIES_ID], columns[TIMESTAMP]
-        same_as_next = (codes[1:] == codes[:-1]) & (timestamps[1:] == timestamps[:-1])
+        same_as_next = _same_key_as_next(columns)
         if not same_as_next.any():
             return {"duplicate_rows": repeated, "duplicates_dropped": repeated,
                     "identical_duplicates_dropped": repeated}
     clashing = np.r_[same_as_next, False] | np.r_[False, same_as_next]
     rows = np.sort(columns["source_row"][clashing])
     first = int(np.flatnonzero(clashing)[np.argmin(columns["source_row"][clashing])])
-    key = (categories[codes[first]], pd.Timestamp(timestamps[first]))
+    key = (categories[columns[SERIES_ID][first]], pd.Timestamp(columns[TIMESTAMP][first]))
     if policy == "fail":
         raise SchemaError(
             f"columns (series_id, timestamp) in {filepath}: {len(rows)} rows share a key with different values, "
