@@ -151,8 +151,9 @@ def _open_hours(offset: pd.DateOffset) -> float:
     day = pd.Timestamp("2001-01-01").date()
     total = 0.0
     for start, end in zip(offset.start, offset.end):
-        span = (pd.Timestamp.combine(day, end) - pd.Timestamp.combine(day, start)).total_seconds() / 3600
-        total += span if span > 0 else span + 24  # calendar fact: an overnight span wraps a 24-hour day
+        # modulo a day: an overnight span (22:00-06:00) wraps past midnight; pandas refuses start == end
+        span = (pd.Timestamp.combine(day, end) - pd.Timestamp.combine(day, start)) % pd.Timedelta(days=1)
+        total += span.total_seconds() / 3600
     return total
 
 
