@@ -83,11 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from ts_kedro.orchestration.flows import ts_kedro_cycle
-    from ts_kedro.orchestration.kedro_prefect import run_kedro_pipeline
+    from ts_kedro.orchestration.kedro_prefect import bootstrap_before_flows, run_kedro_pipeline
 
     overrides = _overrides(args) or None
     params = _runtime_params(args.params) or None
     try:
+        bootstrap_before_flows(args.project_path)  # Kedro's logging set up before Prefect's log worker runs
         if args.command == "run":
             summary = run_kedro_pipeline(args.pipeline, project_path=args.project_path, env=args.env,
                                          runtime_params=params, config_overrides=overrides)

@@ -513,6 +513,8 @@ def ts_kedro_cycle(
     cycle = load_orchestration_config(root, env).cycle
     env = env or cycle.env
     # each start-up step is logged: a cycle once hung here for 15 minutes in the test suite without saying where
+    # (Kedro's first logging set-up inside the flow deadlocked with Prefect's log worker: entry points call
+    # kedro_prefect.bootstrap_before_flows first)
     logger.info("cycle start-up: crashing stale Prefect runs, removing old intermediates")
     cleanup = clean_up_after_killed_runs(root, env)
     logger.info("cycle start-up: configuring MLflow tracking")

@@ -344,6 +344,21 @@ def run_kedro_pipeline(
     )
 
 
+def bootstrap_before_flows(project_path: str | Path | None) -> Path:
+    """Bootstrap the Kedro project in this process before any Prefect flow runs in it; returns its root.
+
+    Why: the first ``bootstrap_project`` of a process applies the project's logging configuration with
+    ``logging.config.dictConfig``, which flushes every existing handler while holding the logging module's lock.
+    Inside a running flow one of them is Prefect's API log handler, whose flush waits for its log worker thread;
+    a worker just starting needs that same lock, so the cycle hung at "configuring MLflow tracking" with every
+    thread waiting on a lock (the SIGKILL test, 2026-12-07; stacks taken with faulthandler). Later bootstraps in
+    the same process leave logging alone, so the flows' own ``bootstrap_project`` calls are then harmless.
+    """
+    root = resolve_project_path(project_path)
+    bootstrap_project(root)
+    return root
+
+
 def resolve_project_path(project_path: str | Path | None) -> Path:
     """The Kedro project root: the given path, or the one containing the working directory."""
     root = Path(project_path).resolve() if project_path else find_kedro_project(Path.cwd())
