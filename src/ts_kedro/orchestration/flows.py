@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from prefect import flow
 from prefect import runtime as prefect_runtime
 
@@ -28,7 +27,7 @@ from ts_kedro.orchestration.config import (  # noqa: F401  (the trigger names ar
     load_orchestration_config,
     parse_duration,
 )
-from ts_kedro.orchestration.kedro_prefect import resolve_project_path, run_kedro_pipeline
+from ts_kedro.orchestration.kedro_prefect import bootstrap_in_flow, resolve_project_path, run_kedro_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -513,8 +512,8 @@ def ts_kedro_cycle(
     cycle = load_orchestration_config(root, env).cycle
     env = env or cycle.env
     # each start-up step is logged: a cycle once hung here for 15 minutes in the test suite without saying where
-    # (Kedro's first logging set-up inside the flow deadlocked with Prefect's log worker: entry points call
-    # kedro_prefect.bootstrap_before_flows first)
+    # (Kedro's first logging set-up inside the flow deadlocked with Prefect's log worker: code in flows calls
+    # kedro_prefect.bootstrap_in_flow, which leaves logging alone)
     logger.info("cycle start-up: crashing stale Prefect runs, removing old intermediates")
     cleanup = clean_up_after_killed_runs(root, env)
     logger.info("cycle start-up: configuring MLflow tracking")
@@ -616,7 +615,7 @@ def _run_step(pipeline_name: str, alerts_config, run: dict[str, Any]) -> dict[st
 def _load_dataset(root: Path, env: str | None, name: str, runtime_params: dict[str, Any] | None = None) -> Any:
     """Load one catalog dataset of the project (the Day-N drift verdict), or a ``params:`` entry as the cycle's
     pipelines see it: with the cycle's runtime parameters (``--params panel.freq=D`` overrides conf)."""
-    bootstrap_project(root)
+    bootstrap_in_flow(root)
     with KedroSession.create(project_path=root, env=env, save_on_close=False,
                              runtime_params=runtime_params or None) as session:
         return session.load_context().catalog.load(name)
@@ -631,7 +630,7 @@ def _configure_tracking(root: Path, env: str | None) -> Path | None:
     Returns:
         The Day-N drop folder (the catalog's `incoming_batches` path), or None when the catalog has none.
     """
-    bootstrap_project(root)
+    bootstrap_in_flow(root)
     with KedroSession.create(project_path=root, env=env, save_on_close=False) as session:
         context = session.load_context()
         try:

@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import threading
+import tomllib
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+from kedro.framework.project import configure_project
 from kedro.framework.project import pipelines as kedro_pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -311,7 +314,7 @@ def kedro_pipeline_flow(
     """
     root = resolve_project_path(project_path)
     config = _pipeline_run_config(root, env, config_overrides)
-    bootstrap_project(root)
+    bootstrap_in_flow(root)
     runner = PrefectTaskRunner(config, root, pipeline_name, env=env, runtime_params=runtime_params)
     with KedroSession.create(project_path=root, env=env, runtime_params=runtime_params or {}) as session:
         session.run(pipeline_names=[pipeline_name], runner=runner)
@@ -351,12 +354,42 @@ def bootstrap_before_flows(project_path: str | Path | None) -> Path:
     ``logging.config.dictConfig``, which flushes every existing handler while holding the logging module's lock.
     Inside a running flow one of them is Prefect's API log handler, whose flush waits for its log worker thread;
     a worker just starting needs that same lock, so the cycle hung at "configuring MLflow tracking" with every
-    thread waiting on a lock (the SIGKILL test, 2026-12-07; stacks taken with faulthandler). Later bootstraps in
-    the same process leave logging alone, so the flows' own ``bootstrap_project`` calls are then harmless.
+    thread waiting on a lock (the SIGKILL test, 2026-12-07; stacks taken with faulthandler). Code inside flows
+    calls `bootstrap_in_flow`, which never applies logging; this applies the project's logging where it is safe.
     """
     root = resolve_project_path(project_path)
     bootstrap_project(root)
     return root
+
+
+def bootstrap_in_flow(project_path: str | Path) -> str:
+    """``bootstrap_project`` for code that runs inside a Prefect flow or task: the project's settings and
+    pipelines, never the logging set-up; returns the package name.
+
+    Why: a process's first ``bootstrap_project`` applies Kedro's logging with ``logging.config.dictConfig``,
+    which deadlocked against Prefect's API log handler inside a running flow (see `bootstrap_before_flows`).
+    The cycle CLI bootstraps before its flows, but a flow run that Prefect's runner starts in a process of its
+    own (``python -m ts_kedro.orchestration.serve``, a work-pool deployment) enters the flow unbootstrapped.
+    Kedro's public ``configure_project(..., preserve_logging=True)`` configures the project without touching
+    logging; the package logger gets Kedro's default project level (INFO) directly, which takes no handler.
+    """
+    root = Path(project_path).expanduser().resolve()
+    pyproject = root / "pyproject.toml"
+    try:
+        kedro_table = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["kedro"]
+        package = kedro_table["package_name"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        raise OrchestrationConfigError(
+            f"{pyproject}: cannot read [tool.kedro] package_name ({type(exc).__name__}: {exc}); pass the Kedro "
+            "project root as project_path") from exc
+    source = (root / kedro_table.get("source_dir", "src")).resolve()
+    if source.is_dir() and str(source) not in sys.path:
+        sys.path.insert(0, str(source))  # what bootstrap_project does for a project that is not installed
+    configure_project(package, preserve_logging=True)
+    package_logger = logging.getLogger(package)
+    if package_logger.level == logging.NOTSET:
+        package_logger.setLevel(logging.INFO)
+    return package
 
 
 def resolve_project_path(project_path: str | Path | None) -> Path:
@@ -446,7 +479,7 @@ def _rebuild_execution(spec: KedroRunSpec) -> _KedroExecution:
     from kedro_datasets.pickle import PickleDataset
 
     project_path = Path(spec.project_path)
-    bootstrap_project(project_path)
+    bootstrap_in_flow(project_path)  # a Dask worker running Prefect tasks
     session = KedroSession.create(
         project_path=project_path, env=spec.env, runtime_params=spec.runtime_params, save_on_close=False
     )
