@@ -212,3 +212,26 @@ def test_a_fitted_family_records_its_own_level_at_its_first_forecast(small_panel
     assert "served" in model.interval_calibration_["fit_level"]       # the source keeps its own
     refit.predict(24, [80])
     assert set(refit.interval_calibration_["fit_level"]["served"]) == {80, 95}
+
+
+def test_fit_model_records_the_fit_level_before_the_forecast_it_times(small_panel, monkeypatch):
+    """``fit_model``'s ``predict_seconds`` (a secondary selection criterion) times one forecast like every later
+    one: the fit's level, an extra raw forecast, is recorded before it rather than inside it."""
+    from ts_kedro.pipelines.training.nodes import fit_model
+
+    seen = []
+    raw_predict = SeasonalNaive._predict
+
+    def recording_predict(self, horizon, levels):
+        seen.append("served" in self.interval_calibration_["fit_level"])
+        return raw_predict(self, horizon, levels)
+
+    factory = lambda: SeasonalNaive(freq="h", season_length=24)  # noqa: E731
+    backtest, _ = rolling_origin_backtest(factory, small_panel, 24, 3, 24, [80, 95], min_train=48)
+    monkeypatch.setattr(SeasonalNaive, "_predict", recording_predict)
+    panel_params = {"freq": "h", "horizon": 24, "season_length": 24, "levels": [80, 95]}
+    model, forecasts, stats = fit_model(small_panel, {"class": "seasonal_naive"}, panel_params,
+                                        {"calibration_method": "cqr_fit_level"}, backtest)
+    assert seen == [False, True]  # the level's raw forecast, then the timed one with the level already recorded
+    assert set(model.interval_calibration_["fit_level"]["served"]) == {80, 95}
+    assert {"lo-80", "hi-95"} <= set(forecasts.columns) and stats["predict_seconds"] >= 0

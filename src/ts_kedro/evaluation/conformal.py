@@ -161,7 +161,7 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
     Returns:
         ``{"method", "levels": {L: [q_1, ..., q_H]}, "n_scores": {L: [n_1, ...]}}`` (JSON-friendly); with
         ``cqr_fit_level`` also ``fit_level``: ``{"reference": {L: G}, "windows": {L: {window: g}}}`` (the served
-        fit's own ``g``, ``served``, is added at its first forecast: ``Forecaster._record_fit_level``,
+        fit's own ``g``, ``served``, is added at its first forecast: ``Forecaster.record_fit_level``,
         ``served_fit_levels``), and with ``auto`` ``held_out_msis`` of both rules.
     """
     check_calibration_method(method)

@@ -394,7 +394,7 @@ class Forecaster(abc.ABC):
             from ts_kedro.evaluation.conformal import apply_calibration
 
             if "fit_level" in calibration and "served" not in calibration["fit_level"]:
-                self._record_fit_level()  # the first forecast of this fit (its covariates are set by now)
+                self.record_fit_level()  # the first forecast of this fit (its covariates are set by now)
             forecast = apply_calibration(forecast, calibration, self.calibration_scales_, self.nonnegative_series_)
         return _finalise_forecast(forecast, levels)
 
@@ -443,13 +443,18 @@ class Forecaster(abc.ABC):
         self.nonnegative_series_ = (panel.groupby(SERIES_ID)[VALUE].min() >= 0).to_dict()
         return self
 
-    def _record_fit_level(self) -> None:
+    def record_fit_level(self) -> None:
         """With ``cqr_fit_level``: this fit's mean raw interval width in series scales, per level (its ``g``), from
-        its raw forecast of every series at the calibrated horizon (so any later forecast is rescaled alike)."""
+        its raw forecast of every series at the calibrated horizon (so any later forecast is rescaled alike).
+
+        The first calibrated ``predict`` calls it; call it beforehand (with the future covariates set) so that
+        forecast costs what every later one does (``fit_model`` times the first forecast). Recorded once per fit.
+        """
         from ts_kedro.evaluation.conformal import served_fit_levels
 
         calibration = getattr(self, "interval_calibration_", None)
-        if not calibration or "fit_level" not in calibration or not getattr(self, "is_fitted_", False):
+        if not calibration or "fit_level" not in calibration or not getattr(self, "is_fitted_", False) \
+                or "served" in calibration["fit_level"]:
             return
         levels = [int(level) for level in calibration["levels"]]
         horizon = max((len(q) for q in calibration["levels"].values()), default=0)
