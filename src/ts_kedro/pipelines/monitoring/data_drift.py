@@ -73,21 +73,18 @@ def detect_data_drift(
     panel_columns = _column_results(panel_snapshot, pooled_reference, pooled_current)
 
     sources = [entry["calibration"]["source"] for entry in columns.values()]
-    data_drift = {
+    data_drift = _drift_result(drift_thresholds, deciding, method, threshold)
+    data_drift.update({
         "n_series": len(checked),
         "drifted_series": drifted,
         "drift_share": len(drifted) / len(checked) if checked else 0.0,
-        "series_feature": deciding[0] if len(deciding) == 1 else deciding,
-        "windows": drift_thresholds.get("windows"),
         "feature_drift_share": feature_share,
-        "calibration": {"method": method, "quantile": drift_thresholds.get("quantile"),
-                        "fixed_threshold": threshold,
-                        "columns_by_source": {s: sources.count(s) for s in sorted(set(sources))}},
         "panel_level": panel_columns,
         "series": per_series,
         "reference_rows": int(len(drift_reference)),
         "current_rows": int(len(drift_current)),
-    }
+    })
+    data_drift["calibration"]["columns_by_source"] = {s: sources.count(s) for s in sorted(set(sources))}
     logger.info("data drift: %d of %d series drifted (share %.2f)", len(drifted), len(checked),
                 data_drift["drift_share"])
     html = series_snapshot.get_html_str(as_iframe=False)
@@ -99,20 +96,27 @@ def detect_data_drift(
     return data_drift, html, snapshots
 
 
+def _drift_result(drift_thresholds: dict[str, Any], deciding: list[str], method: str,
+                  threshold: float) -> dict[str, Any]:
+    """The ``data_drift`` result with no series checked: every key, the settings filled in, the findings empty."""
+    return {
+        "n_series": 0, "drifted_series": [], "drift_share": 0.0,
+        "series_feature": deciding[0] if len(deciding) == 1 else deciding,
+        "windows": drift_thresholds.get("windows"),
+        "feature_drift_share": {},
+        "calibration": {"method": method, "quantile": drift_thresholds.get("quantile"), "fixed_threshold": threshold,
+                        "columns_by_source": {}},
+        "panel_level": {}, "series": {}, "reference_rows": 0, "current_rows": 0,
+    }
+
+
 def _not_checked(drift_thresholds: dict[str, Any], deciding: list[str], method: str,
                  threshold: float) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """No series is long enough for the drift windows (``build_drift_windows``): no drift found, and why."""
     windows = drift_thresholds.get("windows")
     reason = (f"no series is long enough for the drift windows ({windows}): data drift not checked this cycle"
               if windows else "no series is long enough for the drift windows: data drift not checked this cycle")
-    data_drift = {
-        "n_series": 0, "drifted_series": [], "drift_share": 0.0, "not_checked": reason,
-        "series_feature": deciding[0] if len(deciding) == 1 else deciding, "windows": windows,
-        "feature_drift_share": {},
-        "calibration": {"method": method, "quantile": drift_thresholds.get("quantile"), "fixed_threshold": threshold,
-                        "columns_by_source": {}},
-        "panel_level": {}, "series": {}, "reference_rows": 0, "current_rows": 0,
-    }
+    data_drift = {**_drift_result(drift_thresholds, deciding, method, threshold), "not_checked": reason}
     logger.warning("data drift: %s", reason)
     html = f"<html><body><h1>Data drift</h1><p>{reason}.</p></body></html>"
     return data_drift, html, {}
