@@ -4,6 +4,7 @@ Slow: the server takes ~20-40 s to start on a loaded machine and each flow run i
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from uuid import UUID
@@ -12,7 +13,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from .conftest import REPO_ROOT, base_env, free_port, hook_calls, run_cli
+from .conftest import PYTHON, REPO_ROOT, SMALL_PACKAGE, base_env, free_port, hook_calls, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -229,3 +230,95 @@ def test_served_deployment_uses_the_configured_schedule(project_root, prefect_se
     [schedule] = deployment.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == (configured.cron, configured.timezone)
     assert deployment.parameters["project_path"] == str(project_root)
+
+
+LOGGING_MARKER = '''
+"""A logging handler that records where the logging configuration was applied (the serve test)."""
+import json
+import logging
+import os
+
+
+class MarkerHandler(logging.NullHandler):
+    def __init__(self):
+        super().__init__()
+        from prefect.context import FlowRunContext
+
+        with open(os.environ["LOGGING_MARKER_PATH"], "a") as out:
+            out.write(json.dumps({"pid": os.getpid(), "in_flow": FlowRunContext.get() is not None}) + "\\n")
+'''
+
+MARKER_LOGGING_CONFIG = """
+version: 1
+disable_existing_loggers: false
+handlers:
+  marker:
+    class: {pkg}.logging_marker.MarkerHandler
+root:
+  level: INFO
+  handlers: [marker]
+"""
+
+
+def test_a_served_deployment_runs_the_cycle_in_a_runner_process(small_kedro_project, prefect_server, prefect_api):
+    """``python -m ts_kedro.orchestration.serve`` registers the cycle and Prefect's runner executes a run of it in a
+    process of its own (not the CLI's): the flow bootstraps the project there itself, runs Day 0 and completes.
+    Logs go to the server at INFO, as in production.
+
+    Kedro's logging set-up inside a running flow deadlocked with Prefect's log worker (a race: this run would
+    usually complete anyway), so the test also checks the cause: the project's logging configuration names a
+    handler that records, each time the configuration is applied, whether a flow run was active. It is applied
+    at Kedro's import in each process, and never inside the flow (``bootstrap_in_flow``); before, once there."""
+    import signal
+    import time
+
+    from prefect.deployments import run_deployment
+
+    marker = small_kedro_project / "logging_applied.jsonl"
+    (small_kedro_project / "src" / SMALL_PACKAGE / "logging_marker.py").write_text(LOGGING_MARKER)
+    (small_kedro_project / "conf" / "logging.yml").write_text(MARKER_LOGGING_CONFIG.format(pkg=SMALL_PACKAGE))
+    env = base_env(prefect_server["home"], prefect_server["api_url"])
+    env["PYTHONPATH"] = os.pathsep.join([str(small_kedro_project / "src"), str(REPO_ROOT / "src")])
+    env["PREFECT_LOGGING_LEVEL"] = "INFO"
+    env.update(KEDRO_LOGGING_CONFIG=str(small_kedro_project / "conf" / "logging.yml"),
+               KEDRO_LOGGING_MODULE_ALLOWLIST=SMALL_PACKAGE, LOGGING_MARKER_PATH=str(marker))
+    log_path = small_kedro_project / "serve.log"
+    with open(log_path, "w") as log:
+        served = subprocess.Popen(
+            [PYTHON, "-m", "ts_kedro.orchestration.serve", "--project-path", str(small_kedro_project),
+             "--cron", "0 0 1 1 *"],  # once a year: only the run this test starts
+            cwd=small_kedro_project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        with get_client(sync_client=True) as client:
+            while True:
+                assert served.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    deployment = client.read_deployment_by_name("ts_kedro_cycle/ts-kedro-hourly")
+                    break
+                except Exception:  # noqa: BLE001 - not registered yet
+                    assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                    time.sleep(1)
+        assert deployment.parameters["project_path"] == str(small_kedro_project)
+        flow_run = run_deployment("ts_kedro_cycle/ts-kedro-hourly", timeout=0)
+        deadline = time.monotonic() + 300
+        with get_client(sync_client=True) as client:
+            while not (flow_run := client.read_flow_run(flow_run.id)).state.is_final():
+                assert served.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"{flow_run.state}: {log_path.read_text()[-3000:]}"
+                time.sleep(2)
+        assert flow_run.state.is_completed(), f"{flow_run.state}: {log_path.read_text()[-3000:]}"
+    finally:
+        os.killpg(served.pid, signal.SIGINT)
+        try:
+            served.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(served.pid, signal.SIGKILL)
+            served.wait()
+    applied = [json.loads(line) for line in marker.read_text().splitlines()]
+    assert any(entry["pid"] != served.pid for entry in applied)  # the runner's flow process applied it at import
+    assert not [entry for entry in applied if entry["in_flow"]], applied
+    day0 = [c for c in hook_calls(small_kedro_project) if c["hook"] == "after_pipeline_run"]
+    assert day0, "the served run ran no Kedro pipeline"
+    [mlflow_run] = _mlflow_runs(small_kedro_project)
+    assert mlflow_run.info.status == "FINISHED"
