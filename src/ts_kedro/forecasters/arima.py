@@ -31,8 +31,9 @@ Variants (``seasonality``):
   the information criterion keeps it or not (both model the same differenced series, so their criteria compare):
   with it the profile is an exponentially weighted average of the past cycles (the "airline" model), which
   follows a drifting profile without copying the last cycle's noise. One fit more per series: about 1 CPU
-  second at m = 24 on a 700-point series, where the Q = 0 fit takes 0.06 s (a seasonal MA at lag m makes the
-  state m + 1 long).
+  second at m = 24 on a 700-point series, where the Q = 0 fit takes 0.06 s, and 30 s on 17,000 points (a
+  seasonal MA at lag m makes the state m + 1 long, and the filter's cost grows with its square), so it is tried
+  up to ``max_seasonal_ma_season`` (default 52: hourly and weekly seasons; sub-hourly ones skip it).
 - ``mstl``: statsmodels MSTL with the same periods; each seasonal component is extrapolated by repeating its last
   cycle (as statsforecast's MSTL model does).
 - ``auto`` (default): per series, the candidates that suit its season compete on its own last
@@ -177,7 +178,8 @@ class ArimaForecaster(Forecaster):
     ``max_q``, ``max_d``, ``max_search_fits`` (SARIMA's stepwise search), ``max_sarima_season``, ``log_transform``,
     ``validation_horizon`` (None: two seasons, ``derived_validation_horizon``) and ``validation_order``
     ([p, q] for the Fourier/seasonal-difference candidates, or null for a full search; auto only),
-    ``seasonal_ma`` (the seasonal-difference variant also tries a seasonal MA(1), kept by the criterion),
+    ``seasonal_ma`` and ``max_seasonal_ma_season`` (the seasonal-difference variant also tries a seasonal MA(1)
+    where the season is at most that long, kept by the criterion),
     ``n_jobs`` (-1 = all cores), ``known_covariates`` (panel columns known in advance: regression with ARIMA
     errors, see the module docstring; None: the training pipeline fills in the covariates declared
     ``known_in_advance``, empty: none). ``build_forecaster`` fills the None ones from the panel's frequency profile.
@@ -193,14 +195,15 @@ class ArimaForecaster(Forecaster):
                  log_transform: bool = True, validation_horizon: int | None = None,
                  validation_order: list[int] | None = (1, 1), max_search_fits: int = 30,
                  max_sarima_season: int = 12, n_jobs: int = -1, known_covariates: list[str] | None = None,
-                 covariate_effect_margin: float | None = 0.0, seasonal_ma: bool = True):
+                 covariate_effect_margin: float | None = 0.0, seasonal_ma: bool = True,
+                 max_seasonal_ma_season: int = 52):
         super().__init__(freq, season_length, seasonality=seasonality, seasonal_periods=seasonal_periods,
                          fourier_order=fourier_order, information_criterion=information_criterion,
                          max_p=max_p, max_q=max_q, max_d=max_d, log_transform=log_transform,
                          validation_horizon=validation_horizon, n_jobs=n_jobs, validation_order=validation_order,
                          max_search_fits=max_search_fits, max_sarima_season=max_sarima_season,
                          known_covariates=known_covariates, covariate_effect_margin=covariate_effect_margin,
-                         seasonal_ma=seasonal_ma)
+                         seasonal_ma=seasonal_ma, max_seasonal_ma_season=max_seasonal_ma_season)
         if seasonality not in SEASONALITY_METHODS:
             raise ForecasterError(f"arima: seasonality must be one of {SEASONALITY_METHODS}, got {seasonality!r}")
         if information_criterion not in CRITERIA:
@@ -232,6 +235,7 @@ class ArimaForecaster(Forecaster):
         self.covariate_effect_margin = None if covariate_effect_margin is None else float(covariate_effect_margin)
         self.max_sarima_season = int(max_sarima_season)
         self.seasonal_ma = bool(seasonal_ma)
+        self.max_seasonal_ma_season = int(max_seasonal_ma_season)
         self.n_jobs = int(n_jobs)
         self.known_covariates = list(known_covariates or [])
 
@@ -254,7 +258,8 @@ class ArimaForecaster(Forecaster):
                         log_transform=self.log_transform, season_length=self.season_length,
                         validation_horizon=self.validation_horizon, validation_order=self.validation_order,
                         max_search_fits=self.max_search_fits, max_sarima_season=self.max_sarima_season,
-                        effect_margin=self.covariate_effect_margin, seasonal_ma=self.seasonal_ma)
+                        effect_margin=self.covariate_effect_margin, seasonal_ma=self.seasonal_ma,
+                        max_seasonal_ma_season=self.max_seasonal_ma_season)
         covariates = split_covariates(panel, self.known_covariates)
         items = [(sid, values, settings, covariates[sid]) for sid, values in split_series(panel).items()]
         results = map_series(_fit_one_series, items, self.n_jobs, desc="arima fit")
@@ -552,7 +557,8 @@ def _with_seasonal_ma(adjusted: np.ndarray, best, best_score: float, m: int, tre
 
     Kept only when invertible with room (|Theta| < ``SEASONAL_MA_BOUND``): a coefficient at -1 cancels the
     seasonal difference (a fixed profile, which the Fourier candidate models) and its filter is unstable."""
-    wanted = settings.get("seasonal_ma", True) if seasonal_q is None else seasonal_q >= 1
+    wanted = (settings.get("seasonal_ma", True) and m <= settings.get("max_seasonal_ma_season", 52)
+              if seasonal_q is None else seasonal_q >= 1)
     p, d, q = (int(v) for v in best.model.order)
     n_exog = 0 if exog is None else exog.shape[1]
     if not wanted or len(adjusted) - d < 3 * m + p + q + n_exog + MIN_SPARE_POINTS:
