@@ -45,7 +45,8 @@ Variants (``seasonality``):
   with ``validation_order``; SARIMA's order is searched on the whole series and refitted once on the shorter one
   (its order search thus saw the validation points, through the in-sample likelihood only). A series shorter
   than the window plus two seasons and a few points skips the validation: SARIMA where the season is short,
-  Fourier otherwise.
+  Fourier otherwise. The seasonal difference's seasonal MA is decided once, by the criterion on the validation
+  fit, and the final fit keeps that decision.
 
 The non-SARIMA variants pick ``d`` on the seasonally adjusted series from a KPSS test (5 %, up to ``max_d``)
 and (p, q) by the information criterion over the grid ``0..max_p`` x ``0..max_q``; a series with no usable
@@ -761,8 +762,8 @@ def _fit_one_series(series_id: str, values: np.ndarray, settings: dict,
             elif settings["validation_order"] is None:
                 fitted = _fit_candidate(modelled, method, settings, order=orders[method][0], covariates=x,
                                         seasonal_q=orders[method][1])
-            else:
-                fitted = _fit_candidate(modelled, method, settings, covariates=x)
+            else:  # the full order search; the seasonal MA as the validation fit's criterion decided (one fit less)
+                fitted = _fit_candidate(modelled, method, settings, covariates=x, seasonal_q=orders[method][1])
             fitted.seasonal["validation_mae"] = errors
     if fitted is None:
         fitted = _fit_candidate(modelled, method, settings, covariates=x)
