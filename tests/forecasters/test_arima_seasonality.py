@@ -41,15 +41,15 @@ def test_seasonal_difference_forecasts_equal_statsmodels_sarima(small_panel):
 def test_seasonal_difference_with_a_seasonal_ma_equals_statsmodels_airline_sarima(small_panel):
     """Where the criterion keeps the seasonal MA(1) (real M4 series H103, last 336 hours), our integration of the
     ARMA forecasts of y[t] - y[t-24] equals SARIMA(p,0,q)x(0,1,1,24) with the same parameters, mean and intervals;
-    without ``seasonal_ma``, or with a season longer than ``max_seasonal_ma_season``, it gets no seasonal MA."""
+    without ``seasonal_ma`` (the default), or with a season longer than ``max_seasonal_ma_season``, it gets none."""
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     one = small_panel[small_panel[SERIES_ID] == "H103"]
     settings = dict(freq="h", seasonality="seasonal_difference", log_transform=False, max_p=1, max_q=1, max_d=0,
                     n_jobs=1)
-    for off in ({"seasonal_ma": False}, {"max_seasonal_ma_season": 12}):  # off, or the season is too long for it
+    for off in ({}, {"seasonal_ma": True, "max_seasonal_ma_season": 12}):  # off (default), or the season too long
         assert ArimaForecaster(**settings, **off).fit(one).fitted_["H103"].seasonal_order == (0, 0, 0, 0)
-    model = ArimaForecaster(**settings).fit(one)
+    model = ArimaForecaster(**settings, seasonal_ma=True).fit(one)
     state = model.fitted_["H103"]
     assert state.seasonal_order == (0, 0, 1, 24) and state.label.endswith("(0,0,1)[24]")
     p, q = state.order[0], state.order[2]
