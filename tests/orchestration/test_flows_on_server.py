@@ -274,6 +274,9 @@ def test_a_served_deployment_runs_the_cycle_in_a_runner_process(small_kedro_proj
 
     from prefect.deployments import run_deployment
 
+    # a deployment name of its own: the session's server also holds the default name, registered by another test
+    (small_kedro_project / "conf" / "base" / "orchestration.yml").write_text(
+        "orchestration:\n  deployment:\n    name: probe-served\n")
     marker = small_kedro_project / "logging_applied.jsonl"
     (small_kedro_project / "src" / SMALL_PACKAGE / "logging_marker.py").write_text(LOGGING_MARKER)
     (small_kedro_project / "conf" / "logging.yml").write_text(MARKER_LOGGING_CONFIG.format(pkg=SMALL_PACKAGE))
@@ -294,13 +297,13 @@ def test_a_served_deployment_runs_the_cycle_in_a_runner_process(small_kedro_proj
             while True:
                 assert served.poll() is None, log_path.read_text()[-3000:]
                 try:
-                    deployment = client.read_deployment_by_name("ts_kedro_cycle/ts-kedro-hourly")
+                    deployment = client.read_deployment_by_name("ts_kedro_cycle/probe-served")
                     break
                 except Exception:  # noqa: BLE001 - not registered yet
                     assert time.monotonic() < deadline, log_path.read_text()[-3000:]
                     time.sleep(1)
         assert deployment.parameters["project_path"] == str(small_kedro_project)
-        flow_run = run_deployment("ts_kedro_cycle/ts-kedro-hourly", timeout=0)
+        flow_run = run_deployment("ts_kedro_cycle/probe-served", timeout=0)
         deadline = time.monotonic() + 300
         with get_client(sync_client=True) as client:
             while not (flow_run := client.read_flow_run(flow_run.id)).state.is_final():
