@@ -31,11 +31,10 @@ Variants (``seasonality``):
   lag m, and the information criterion keeps it or not (both model the same differenced series, so their
   criteria compare): with it the profile is an exponentially weighted average of the past cycles (the "airline"
   model), which follows a drifting profile without copying the last cycle's noise. Measured on five real panels
-  (docs/benchmarks.md, "A seasonal MA in the seasonal difference"), the family's test MASE fell on three (bike
-  sharing hourly -40 %, ETTh1 -5 %, Ansett -6 %) and rose on two (M4 Hourly +2.8 %, ILINet +20 %), hence off. One fit more per series: about 1 CPU
-  second at m = 24 on a 700-point series, where the Q = 0 fit takes 0.06 s, and 30 s on 17,000 points (a
-  seasonal MA at lag m makes the state m + 1 long, and the filter's cost grows with its square), so it is tried
-  up to ``max_seasonal_ma_season`` (default 52: hourly and weekly seasons; sub-hourly ones skip it).
+  (docs/benchmarks.md, "A seasonal MA in ARIMA's seasonal difference", ``benchmarks/arima_seasonal_ma.py``), the
+  family's test MASE fell on three and rose on two, at 3 to 15 times its fit CPU, hence off. The term makes the
+  state m + 1 long and the filter's cost grows with its square, so it is tried only up to
+  ``max_seasonal_ma_season``.
 - ``mstl``: statsmodels MSTL with the same periods; each seasonal component is extrapolated by repeating its last
   cycle (as statsforecast's MSTL model does).
 - ``auto`` (default): per series, the candidates that suit its season compete on its own last
@@ -560,8 +559,8 @@ def _with_seasonal_ma(adjusted: np.ndarray, best, best_score: float, m: int, tre
 
     Kept only when invertible with room (|Theta| < ``SEASONAL_MA_BOUND``): a coefficient at -1 cancels the
     seasonal difference (a fixed profile, which the Fourier candidate models) and its filter is unstable."""
-    wanted = (settings.get("seasonal_ma", False) and m <= settings.get("max_seasonal_ma_season", 52)
-              if seasonal_q is None else seasonal_q >= 1)
+    wanted = (settings["seasonal_ma"] and m <= settings["max_seasonal_ma_season"] if seasonal_q is None
+              else seasonal_q >= 1)
     p, d, q = (int(v) for v in best.model.order)
     n_exog = 0 if exog is None else exog.shape[1]
     if not wanted or len(adjusted) - d < 3 * m + p + q + n_exog + MIN_SPARE_POINTS:
