@@ -393,8 +393,7 @@ class Forecaster(abc.ABC):
         if calibration and levels:
             from ts_kedro.evaluation.conformal import apply_calibration
 
-            if "fit_level" in calibration and "served" not in calibration["fit_level"]:
-                self.record_fit_level()  # the first forecast of this fit (its covariates are set by now)
+            self.record_fit_level()  # with cqr_fit_level, once per fit: at its first forecast unless done before
             forecast = apply_calibration(forecast, calibration, self.calibration_scales_, self.nonnegative_series_)
         return _finalise_forecast(forecast, levels)
 
