@@ -362,9 +362,9 @@ def bootstrap_before_flows(project_path: str | Path | None) -> Path:
     return root
 
 
-def bootstrap_in_flow(project_path: str | Path) -> str:
+def bootstrap_in_flow(project_path: str | Path) -> None:
     """``bootstrap_project`` for code that runs inside a Prefect flow or task: the project's settings and
-    pipelines, never the logging set-up; returns the package name.
+    pipelines, never the logging set-up.
 
     Why: a process's first ``bootstrap_project`` applies Kedro's logging with ``logging.config.dictConfig``,
     which deadlocked against Prefect's API log handler inside a running flow (see `bootstrap_before_flows`).
@@ -389,7 +389,6 @@ def bootstrap_in_flow(project_path: str | Path) -> str:
     package_logger = logging.getLogger(package)
     if package_logger.level == logging.NOTSET:
         package_logger.setLevel(logging.INFO)
-    return package
 
 
 def resolve_project_path(project_path: str | Path | None) -> Path:
