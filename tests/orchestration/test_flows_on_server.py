@@ -13,6 +13,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+from tests.processes import stop_process_group
+
 from .conftest import PYTHON, REPO_ROOT, SMALL_PACKAGE, base_env, free_port, hook_calls, run_cli
 
 pytestmark = pytest.mark.slow
@@ -312,12 +314,7 @@ def test_a_served_deployment_runs_the_cycle_in_a_runner_process(small_kedro_proj
                 time.sleep(2)
         assert flow_run.state.is_completed(), f"{flow_run.state}: {log_path.read_text()[-3000:]}"
     finally:
-        os.killpg(served.pid, signal.SIGINT)
-        try:
-            served.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(served.pid, signal.SIGKILL)
-            served.wait()
+        stop_process_group(served, signal.SIGINT, grace_s=30)
     applied = [json.loads(line) for line in marker.read_text().splitlines()]
     assert any(entry["pid"] != served.pid for entry in applied)  # the runner's flow process applied it at import
     assert not [entry for entry in applied if entry["in_flow"]], applied

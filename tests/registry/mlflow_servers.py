@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop_process_group
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -53,15 +55,8 @@ def running_server(command: list[str], url: str, log_path: Path, env: dict[str, 
                 time.sleep(0.5)
             yield process
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                # uvicorn's graceful shutdown waits for idle keep-alive clients: do not wait long for it
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+            # uvicorn's graceful shutdown waits for idle keep-alive clients: do not wait long for it
+            stop_process_group(process, signal.SIGTERM, grace_s=5)
 
 
 def mlflow_command(*args: str) -> list[str]:
