@@ -81,6 +81,13 @@ def _fit_levels(frame: pd.DataFrame, level: int) -> pd.Series:
     return pd.Series(width).groupby(frame["window"].to_numpy()).mean()
 
 
+def _window_factors(frame: pd.DataFrame, level: int) -> tuple[pd.Series, float, np.ndarray]:
+    """Each window's fit level ``g``, their mean ``G`` and every row's factor ``G / g`` (``cqr_fit_level``)."""
+    windows = _fit_levels(frame, level)
+    reference = float(windows.mean())
+    return windows, reference, _level_factor(reference, frame["window"].map(windows).to_numpy(float))
+
+
 def _level_factor(reference: float, level_of_fit):
     """``G / g``, and 1 where either is not a positive number (a fit of zero-width intervals is left as it is)."""
     g = np.asarray(level_of_fit, float)
@@ -122,9 +129,7 @@ def _held_out_msis(frame: pd.DataFrame, levels: Sequence[int], horizon: int, fit
     for level in levels:
         factor_learn = factor_check = 1.0
         if fit_level:
-            windows = _fit_levels(learn, level)
-            reference = float(windows.mean())
-            factor_learn = _level_factor(reference, learn["window"].map(windows).to_numpy(float))
+            _, reference, factor_learn = _window_factors(learn, level)
             factor_check = _level_factor(reference, float(_fit_levels(check, level).iloc[0]))
         q = np.asarray(_quantiles(learn, level, factor_learn, horizon))[check["step"].to_numpy()]
         lo, hi = _rescaled(check, level, factor_check)
@@ -187,9 +192,7 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
     for level in levels:
         factor = 1.0
         if fit_level and len(frame):
-            windows = _fit_levels(frame, level)
-            reference = float(windows.mean())
-            factor = _level_factor(reference, frame["window"].map(windows).to_numpy(float))
+            windows, reference, factor = _window_factors(frame, level)
             result["fit_level"]["reference"][level] = reference
             result["fit_level"]["windows"][level] = {int(w): float(g) for w, g in windows.items()}
         result["levels"][level] = [float(q) for q in _quantiles(frame, level, factor, horizon)]
