@@ -77,13 +77,14 @@ class ParameterChecksHook:
     Model selection reads ``model_selection`` after every family has been backtested and fitted; a typo in its
     metric, weights, floors, ``member_rule`` or ``method`` then cost a whole Day 0 (or a Day-N retrain). The checks
     are the nodes' own (``model_selection.nodes.check_selection_params``, ``check_ensemble_params``, the
-    registry's ``live_promotion.promote_after`` and ``backtest.calibration_method``, which the families read only
+    registry's ``live_promotion.promote_after``, ``backtest.calibration_method`` and
+    ``backtest.per_series_calibration``, which the families read only
     after their backtests), run only when the pipeline uses those parameters.
     """
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        from ts_kedro.evaluation.conformal import check_calibration_method
+        from ts_kedro.evaluation.conformal import check_calibration_params
         from ts_kedro.pipelines.model_selection.live_promotion import promote_after
         from ts_kedro.pipelines.model_selection.nodes import check_ensemble_params, check_selection_params
 
@@ -91,7 +92,6 @@ class ParameterChecksHook:
         for name, check in (("params:model_selection", check_selection_params),
                             ("params:model_selection.ensemble", check_ensemble_params),
                             ("params:registry", promote_after),
-                            ("params:backtest", lambda backtest: check_calibration_method(
-                                backtest.get("calibration_method") or "auto"))):
+                            ("params:backtest", check_calibration_params)):
             if name in used and name in catalog:
                 check(catalog.load(name) or {})

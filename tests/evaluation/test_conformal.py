@@ -9,8 +9,11 @@ from ts_kedro.evaluation.backtest import rolling_origin_backtest
 from ts_kedro.evaluation.conformal import (
     _conformal_quantile,
     apply_adjustments,
+    check_calibration_params,
     conformal_adjustments,
     ensemble_adjustments,
+    per_series_calibration,
+    per_series_min_windows,
     series_scales,
     served_fit_levels,
 )
@@ -235,3 +238,47 @@ def test_fit_model_records_the_fit_level_before_the_forecast_it_times(small_pane
     assert seen == [False, True]  # the level's raw forecast, then the timed one with the level already recorded
     assert set(model.interval_calibration_["fit_level"]["served"]) == {80, 95}
     assert {"lo-80", "hi-95"} <= set(forecasts.columns) and stats["predict_seconds"] >= 0
+
+
+def test_series_with_enough_windows_get_their_own_shift_where_the_pool_misses_them(small_panel):
+    """Pooled over series, the rule covers the pool; a series it over- or under-covers stays so. With at least
+    1 / (1 - L) windows of its own (80 %: 5), a series also gets its own shift: each then covers its own backtest
+    at the level. 95 % needs 20 windows, so it stays pooled here."""
+    factory = lambda: SeasonalNaive(freq="h", season_length=24)  # noqa: E731
+    backtest, _ = rolling_origin_backtest(factory, small_panel, 24, 6, 24, [80, 95], min_train=48)
+    pooled = conformal_adjustments(backtest, small_panel, 24, [80, 95], method="cqr", per_series=False)
+    own = conformal_adjustments(backtest, small_panel, 24, [80, 95], method="cqr")
+    assert "series_shift" not in pooled
+    assert set(own["series_shift"]) == {80} and set(own["series_shift"][80]) == set(small_panel["series_id"])
+    assert own["levels"] == pooled["levels"]  # the shift comes on top of the same pooled rule
+
+    def coverage(adjustments):
+        adjusted = apply_adjustments(backtest, adjustments, {}, by=("series_id", "window"))
+        inside = (adjusted["actual"] >= adjusted["lo-80"]) & (adjusted["actual"] <= adjusted["hi-80"])
+        return inside.groupby(adjusted["series_id"]).mean()
+
+    # 18 scores per step: the pooled rank covers 0.86-0.94 of each series' points, none near the level itself
+    before, after = coverage(pooled), coverage(own)
+    assert (before - 0.8).min() > 0.05
+    # each its own finite-sample rank, ceil(145 * 0.8) of 144 points (ties at the rank count inside): at the
+    # level and never further from it than the pooled rule left it
+    assert (after >= 0.8).all() and (after <= before).all() and (after < 0.81).sum() >= 2
+    # a shift moves that series' q alone
+    forecast = pd.DataFrame({"series_id": ["a", "b"], "timestamp": pd.Timestamp("2020"), "mean": [10.0, 10.0],
+                             "lo-80": [8.0, 8.0], "hi-80": [12.0, 12.0]})
+    out = apply_adjustments(forecast, {"levels": {80: [0.25]}, "series_shift": {"80": {"a": -0.5}}}, {})
+    np.testing.assert_allclose(out["lo-80"], [9.0, 7.0])
+    np.testing.assert_allclose(out["hi-80"], [11.0, 13.0])
+
+
+def test_a_series_short_of_windows_stays_pooled_and_the_switch_is_checked(small_panel):
+    assert [per_series_min_windows(level) for level in (80, 90, 95)] == [5, 10, 20]
+    factory = lambda: SeasonalNaive(freq="h", season_length=24)  # noqa: E731
+    backtest, _ = rolling_origin_backtest(factory, small_panel, 24, 6, 24, [80], min_train=48)
+    short = sorted(small_panel["series_id"].unique())[0]
+    backtest = backtest[(backtest["series_id"] != short) | (backtest["window"] >= 2)]  # 4 windows left to it
+    shifts = conformal_adjustments(backtest, small_panel, 24, [80])["series_shift"][80]
+    assert short not in shifts and len(shifts) == 2
+    assert per_series_calibration({}) is True and per_series_calibration({"per_series_calibration": False}) is False
+    with pytest.raises(ValueError, match="backtest.per_series_calibration must be true or false"):
+        check_calibration_params({"per_series_calibration": "yes"})

@@ -23,6 +23,14 @@ mlforecast's ``ConformalIntervals`` pool windows the same way):
 Under exchangeability of the windows' scores the coverage is at least L; with a few windows per series the
 guarantee holds for the pool, not for each series.
 
+**Per series where enough windows exist** (``per_series``, ``backtest.per_series_calibration``, on by default): a
+series with at least ``1 / (1 - L)`` backtest windows of its own (80 %: 5, 95 %: 20; ``per_series_min_windows``)
+also gets its own shift at level L, the conformal quantile of its scores' excess over the pooled per-step ``q``,
+added to that ``q`` for it: a series the pooled rule over-covers narrows, one it under-covers widens. Fewer windows
+(the default ``backtest.n_windows: 2``): the pooled rule alone. On all 414 M4 Hourly series with 10 windows the
+shift lowered the 80 % MSIS of Theta by 6.5 % and of seasonal naive by 4 %, on NN5 of Theta by 8 %
+(docs/benchmarks.md, "Per-series calibration").
+
 **The fit's interval level** (``method``): the rule above transfers from the backtest fits to the served fit only
 when the model's raw width is stable from fit to fit. It is not always: the LSTM's raw 80 % interval was 3.34
 series scales wide in one M4 Hourly backtest window and 2.62 in the other, so the correction learnt on them widened
@@ -103,15 +111,31 @@ def _rescaled(frame: pd.DataFrame, level: int, factor) -> tuple[np.ndarray, np.n
     return centre - (centre - lo) * factor, centre + (hi - centre) * factor
 
 
-def _quantiles(frame: pd.DataFrame, level: int, factor, horizon: int) -> list[float]:
-    """Per-step conformal quantiles of the CQR scores of ``frame`` (intervals rescaled by ``factor``)."""
+def _scores(frame: pd.DataFrame, level: int, factor) -> np.ndarray:
+    """The CQR scores of ``frame``'s rows at ``level`` (intervals rescaled by ``factor``)."""
     lo, hi = _rescaled(frame, level, factor)
     y = frame["actual"].to_numpy(float)
     # in units of the model's own interval width, floored by the series scale (a zero-width interval)
     unit = np.maximum(hi - lo, 1e-3 * frame["scale"].to_numpy(float))
-    scores = np.maximum(lo - y, y - hi) / unit
+    return np.maximum(lo - y, y - hi) / unit
+
+
+def _at_least(count: float) -> int:
+    """``ceil(count)`` of a ratio like ``2 / (1 - 0.8)``, whose float is a hair above the integer it means."""
+    return math.ceil(round(count, 9))
+
+
+def per_series_min_windows(level: int) -> int:
+    """Backtest windows a series needs for its own shift at ``level``: ``1 / (1 - L)`` (80 %: 5, 95 %: 20), so
+    many forecast paths that about one path's worth of its points is expected outside the interval."""
+    return _at_least(1 / (1 - level / 100.0))
+
+
+def _quantiles(frame: pd.DataFrame, level: int, factor, horizon: int, scores: np.ndarray | None = None) -> list[float]:
+    """Per-step conformal quantiles of the CQR scores of ``frame`` (intervals rescaled by ``factor``)."""
+    scores = _scores(frame, level, factor) if scores is None else scores
     coverage = level / 100.0
-    needed = math.ceil(2 / (1 - coverage))
+    needed = _at_least(2 / (1 - coverage))
     pooled = _conformal_quantile(scores, coverage)
     steps = frame["step"].to_numpy()
     per_step = []
@@ -150,8 +174,23 @@ def check_calibration_method(method: str) -> None:
         raise ValueError(f"backtest.calibration_method must be one of {METHODS}, got {method!r}")
 
 
+def check_calibration_params(backtest_params: Mapping | None) -> None:
+    """Refuse a ``backtest.calibration_method`` or ``backtest.per_series_calibration`` this module cannot apply."""
+    check_calibration_method((backtest_params or {}).get("calibration_method") or "auto")
+    per_series_calibration(backtest_params)
+
+
+def per_series_calibration(backtest_params: Mapping | None) -> bool:
+    """``backtest.per_series_calibration`` (default true), refused with the parameter's name unless a boolean."""
+    value = (backtest_params or {}).get("per_series_calibration", True)
+    value = True if value is None else value
+    if not isinstance(value, bool):
+        raise ValueError(f"backtest.per_series_calibration must be true or false, got {value!r}")
+    return value
+
+
 def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_length: int,
-                          levels: Sequence[int], method: str = "auto") -> dict:
+                          levels: Sequence[int], method: str = "auto", per_series: bool = True) -> dict:
     """The per-step, per-level adjustments ``q`` (in units of the interval width) learnt from a backtest.
 
     Args:
@@ -162,12 +201,15 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
         method: ``auto`` (default: ``cqr_fit_level`` where it scores a lower MSIS, by more than
             ``FIT_LEVEL_MARGIN``, on the newest window when learnt on the older ones), ``cqr`` or ``cqr_fit_level``
             (``backtest.calibration_method``; module docstring).
+        per_series: give each series with enough windows of its own (``per_series_min_windows``) its own shift
+            on top of the pooled rule (``backtest.per_series_calibration``; module docstring).
 
     Returns:
         ``{"method", "levels": {L: [q_1, ..., q_H]}, "n_scores": {L: [n_1, ...]}}`` (JSON-friendly); with
         ``cqr_fit_level`` also ``fit_level``: ``{"reference": {L: G}, "windows": {L: {window: g}}}`` (the served
         fit's own ``g``, ``served``, is added at its first forecast: ``Forecaster.record_fit_level``,
-        ``served_fit_levels``), and with ``auto`` ``held_out_msis`` of both rules.
+        ``served_fit_levels``), with ``auto`` ``held_out_msis`` of both rules, and with ``per_series``, where any
+        series has enough windows, ``series_shift``: ``{L: {series_id: shift}}`` (added to that series' ``q``).
     """
     check_calibration_method(method)
     frame = backtest.sort_values([SERIES_ID, "window", TIMESTAMP]).copy()
@@ -195,9 +237,28 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
             windows, reference, factor = _window_factors(frame, level)
             result["fit_level"]["reference"][level] = reference
             result["fit_level"]["windows"][level] = {int(w): float(g) for w, g in windows.items()}
-        result["levels"][level] = [float(q) for q in _quantiles(frame, level, factor, horizon)]
+        scores = _scores(frame, level, factor)
+        per_step = [float(q) for q in _quantiles(frame, level, factor, horizon, scores)]
+        result["levels"][level] = per_step
         result["n_scores"][level] = [int((steps == step).sum()) for step in range(horizon)]
+        if per_series:
+            shifts = _series_shifts(frame, scores - np.asarray(per_step)[steps], level)
+            if shifts:
+                result.setdefault("series_shift", {})[level] = shifts
     return result
+
+
+def _series_shifts(frame: pd.DataFrame, excess: np.ndarray, level: int) -> dict[str, float]:
+    """Each series' own shift at ``level``: the conformal quantile of its scores' excess over the pooled per-step
+    ``q``, for the series with at least ``per_series_min_windows(level)`` backtest windows (none: {})."""
+    windows = frame.groupby(SERIES_ID, sort=False)["window"].nunique()
+    eligible = set(windows.index[windows >= per_series_min_windows(level)])
+    if not eligible:
+        return {}
+    own = pd.DataFrame({SERIES_ID: frame[SERIES_ID].to_numpy(), "excess": excess})
+    own = own[own[SERIES_ID].isin(eligible)]
+    return {str(series_id): _conformal_quantile(values.to_numpy(float), level / 100.0)
+            for series_id, values in own.groupby(SERIES_ID, sort=True)["excess"]}
 
 
 def served_fit_levels(forecast: pd.DataFrame, scales: Mapping[str, float], levels: Sequence[int]) -> dict[int, float]:
@@ -236,6 +297,10 @@ def apply_adjustments(forecast: pd.DataFrame, adjustments: dict, scales: dict[st
         if f"lo-{level}" not in forecast or not per_step:
             continue
         q = np.asarray(per_step, float)[np.minimum(step, len(per_step) - 1)]  # beyond the horizon: the last step's
+        shifts = (adjustments.get("series_shift") or {})
+        shifts = shifts.get(level, shifts.get(str(level)))
+        if shifts:  # the series with windows enough for their own shift (conformal_adjustments)
+            q = q + forecast[SERIES_ID].astype(str).map(shifts).fillna(0.0).to_numpy(float)
         lo, hi = forecast[f"lo-{level}"].to_numpy(float), forecast[f"hi-{level}"].to_numpy(float)
         if fit_level:
             lo, hi = _rescaled(forecast, level, _fit_factor(forecast, fit_level, level, by))
@@ -273,7 +338,8 @@ def apply_calibration(forecast: pd.DataFrame, adjustments: dict, scales: dict[st
 
 
 def ensemble_adjustments(member_backtests: dict[str, pd.DataFrame], member_calibrations: dict[str, dict | None],
-                         panel: pd.DataFrame, season_length: int, levels: Sequence[int]) -> dict:
+                         panel: pd.DataFrame, season_length: int, levels: Sequence[int],
+                         per_series: bool = True) -> dict:
     """Conformal adjustments of the median ensemble, on top of its members' own calibration.
 
     The ensemble serves the median of its members' calibrated intervals. Each member covers about L on its
@@ -288,7 +354,7 @@ def ensemble_adjustments(member_backtests: dict[str, pd.DataFrame], member_calib
         member_backtests: each member's backtest (``series_id, timestamp, cutoff, window, mean, lo-L, hi-L,
             actual``), aligned on the same series, windows and steps.
         member_calibrations: each member's ``interval_calibration_`` (None: served uncalibrated).
-        panel, season_length, levels: as for ``conformal_adjustments``.
+        panel, season_length, levels, per_series: as for ``conformal_adjustments``.
     """
     keys = [SERIES_ID, TIMESTAMP, "cutoff", "window"]
     values = ["mean", *[f"{side}-{int(level)}" for level in levels for side in ("lo", "hi")]]
@@ -303,7 +369,7 @@ def ensemble_adjustments(member_backtests: dict[str, pd.DataFrame], member_calib
     stacked = pd.concat(calibrated, ignore_index=True)
     median = stacked.groupby(keys, sort=False).agg({**{c: "median" for c in values}, "actual": "first"}).reset_index()
     # plain CQR: the median of calibrated members has no fit of its own whose level could be recorded
-    result = conformal_adjustments(median, panel, season_length, levels, method="cqr")
+    result = conformal_adjustments(median, panel, season_length, levels, method="cqr", per_series=per_series)
     result["method"] = "cqr_scaled_pooled_on_calibrated_median"
     result["members"] = sorted(member_backtests)
     return result
