@@ -281,4 +281,4 @@ def test_a_series_short_of_windows_stays_pooled_and_the_switch_is_checked(small_
     assert short not in shifts and len(shifts) == 2
     assert per_series_calibration({}) is True and per_series_calibration({"per_series_calibration": False}) is False
     with pytest.raises(ValueError, match="backtest.per_series_calibration must be true or false"):
-        check_calibration_params({"per_series_calibration": "yes"})
+        check_calibration_params({"per_series_calibration": "sometimes"})
