@@ -17,6 +17,9 @@ conformal adjustment) is measured on the same forecasts it would have served:
 (``interval_calibration_`` cleared, on the family and on its fallback chain), so the same fitted parameters
 give the raw and the calibrated intervals and the difference is the calibration's alone.
 
+``--per-window arima,ets`` prints each named family's raw 80 % coverage, absolute error and width per backtest window
+and for the served fit on the test part (is one window harder than the others?).
+
 ``--recalibrate auto,cqr`` calibrates every fitted family again with the current ``Forecaster.calibrate_intervals``
 on its own backtest rows of the run (raw intervals) and the run's primary panel, once per
 ``backtest.calibration_method`` named, scores each family so calibrated and the panel model rebuilt from them (the
@@ -54,6 +57,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path, help="a matrix.py run folder (data/benchmarks/<dataset>...)")
     parser.add_argument("--rebuild", action="store_true", help="also serve from a panel model rebuilt by the current code")
     parser.add_argument("--raw", action="store_true", help="also score every family's uncalibrated intervals")
+    parser.add_argument("--per-window", default="", help="families (comma-separated) whose raw 80 %% coverage, "
+                        "absolute error and width are printed per backtest window and for the served fit's test part")
     parser.add_argument("--recalibrate", default="", help="calibration methods to recalibrate every family with "
                                                          "(comma-separated: auto, cqr, cqr_fit_level)")
     args = parser.parse_args()
@@ -91,6 +96,8 @@ def main() -> None:
     if args.recalibrate:
         rows.update(_recalibrated(args.recalibrate.split(","), data, backtests, history, test, season,
                                   panel_model, int(profile["horizon"])))
+    if args.per_window:
+        print(per_window(args.per_window.split(","), data, backtests, history, test, season, int(profile["horizon"])))
     print(f"{args.run_dir.name}: overall {panel_model.metadata.get('overall_model')}, members "
           f"{panel_model.ensemble_members}, season length {season}")
     header = "| model | coverage-80 | coverage-95 | MSIS-80 | MSIS-95 | backtest raw coverage-80 / 95 |"
@@ -135,6 +142,32 @@ def _recalibrated(methods: list[str], data: Path, backtests: pd.DataFrame, histo
                                     **{name: families[name] for name in panel_model.family_models})
         rows[f"selected, {method}"] = score(rebuilt.predict(), test, history, season, LEVELS)
     return rows
+
+
+def per_window(families: list[str], data: Path, backtests: pd.DataFrame, history: pd.DataFrame, test: pd.DataFrame,
+               season: int, horizon: int) -> str:
+    """Each family's raw (uncalibrated) 80 % interval per backtest window and on the test part (the served fit):
+    coverage, mean absolute error and mean width, both in the series' seasonal-naive scale (``evaluation.conformal``'s
+    ``series_scales`` of the training part). Says whether a window was harder than the others, or the served fit's
+    intervals unlike the backtest fits'."""
+    from ts_kedro.evaluation.conformal import series_scales
+
+    scales = series_scales(history, season)
+    lines = ["| family | part | raw coverage-80 | mean absolute error / scale | mean 80 % width / scale |",
+             "|---|---|---|---|---|"]
+    for family in families:
+        model = _uncalibrated(pickle.loads(_latest(data / "06_models" / family / "model.pkl").read_bytes()))
+        served = model.predict(horizon, LEVELS).merge(test, on=["series_id", "timestamp"])
+        parts = [(f"backtest window {int(w)}", rows, "actual")
+                 for w, rows in backtests[backtests["model"] == family].groupby("window")]
+        for name, rows, actual in [*parts, ("test part (served fit)", served, "value")]:
+            rows = rows.dropna(subset=[actual])
+            scale = rows["series_id"].astype(str).map(scales).to_numpy(float)
+            inside = (rows[actual] >= rows["lo-80"]) & (rows[actual] <= rows["hi-80"])
+            error = (rows[actual] - rows["mean"]).abs().to_numpy(float) / scale
+            width = (rows["hi-80"] - rows["lo-80"]).to_numpy(float) / scale
+            lines.append(f"| {family} | {name} | {inside.mean():.3f} | {error.mean():.3f} | {width.mean():.2f} |")
+    return "\n".join(lines)
 
 
 def _uncalibrated(model):

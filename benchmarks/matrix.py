@@ -342,6 +342,28 @@ def benchmark(name: str, every: int, limit: int | None, families: str | None, wo
     return result
 
 
+def add_peers(name: str, workroot: Path, peers: list[str], tag: str | None = None) -> dict:
+    """More peers for a finished run: scored on its own cleaned panel and test part, added to its result file
+    (the kedro run is not repeated; a peer already in the file is replaced)."""
+    label = f"{name}_{tag}" if tag else name
+    out = ROOT / "benchmarks" / "results" / f"{label}.json"
+    data = workroot / label / "data"
+    if not out.exists() or not (data / "03_primary" / "primary_panel.parquet").exists():
+        raise SystemExit(f"--add-peers needs a finished run: {out} and {data / '03_primary'} (run the matrix first)")
+    result = json.loads(out.read_text())
+    panel = pd.read_parquet(data / "03_primary" / "primary_panel.parquet")
+    profile = json.loads((data / "08_reporting" / "frequency_profile.json").read_text())
+    test = pd.read_csv(workroot / label / "test.csv", parse_dates=["timestamp"], dtype={"series_id": str})
+    test = test[test["series_id"].isin(set(panel["series_id"]))]
+    season = int(profile["season_length"])
+    for peer, (forecast, wall) in run_peers(panel[["series_id", "timestamp", "value"]], result["horizon"],
+                                            result["freq"], season, list(profile["seasonal_periods"]),
+                                            only=peers).items():
+        result["scores"][peer] = {**score(forecast, test, panel, season, LEVELS), "wall_s": wall}
+    out.write_text(json.dumps(result, indent=2, default=float))
+    return result
+
+
 def markdown(result: dict) -> str:
     """One dataset's table: every row's measures and its MASE relative to statsforecast's seasonal naive."""
     scores = result["scores"]
@@ -388,6 +410,8 @@ def main(argv=None) -> None:
                         "seasonal_naive always runs)")
     parser.add_argument("--tag", default=None, help="variant name: results go to benchmarks/results/<dataset>_<tag>.json")
     parser.add_argument("--summary", default=None, help="only print the joint table of these finished datasets")
+    parser.add_argument("--add-peers", action="store_true", help="only run --peers on the finished runs of "
+                        "--datasets (and --tag) in --workdir, adding them to their result files")
     args = parser.parse_args(argv)
     if args.summary:
         print(summary(args.summary.split(",")))
@@ -397,6 +421,9 @@ def main(argv=None) -> None:
     families = args.families or ("seasonal_naive,arima,ets,theta,intermittent" if args.quick else None)
     for name in args.datasets.split(","):
         peers = args.peers.split(",") if args.peers else None
+        if args.add_peers:
+            print(markdown(add_peers(name, args.workdir, peers or [], args.tag)), flush=True)
+            continue
         print(markdown(benchmark(name, args.every, limit, families, args.workdir, peers, args.tag)), flush=True)
 
 
