@@ -328,9 +328,7 @@ def benchmark(name: str, every: int, limit: int | None, families: str | None, wo
     rows = {"ts_kedro (kedro run)": {**score(ours["forecasts"], test, panel, season, LEVELS), "wall_s": ours["wall_s"],
                                      "peak_rss_mb": ours["peak_rss_mb_max_child"],
                                      "peak_rss_mb_tree": ours["peak_rss_mb_tree"]}}
-    for peer, (forecast, wall) in run_peers(panel[["series_id", "timestamp", "value"]], horizon, freq, season,
-                                            list(profile["seasonal_periods"]), only=peers).items():
-        rows[peer] = {**score(forecast, test, panel, season, LEVELS), "wall_s": wall}
+    rows.update(_scored_peers(panel, test, horizon, freq, profile, peers))
     result = {"dataset": name, "tag": tag, "freq": freq, "horizon": horizon, "season_length": season,
               "n_series": int(train["series_id"].nunique()), "n_kept": int(panel["series_id"].nunique()),
               "every": every, "published": published, "families": families or "shipped",
@@ -340,6 +338,15 @@ def benchmark(name: str, every: int, limit: int | None, families: str | None, wo
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{label}.json").write_text(json.dumps(result, indent=2, default=float))
     return result
+
+
+def _scored_peers(panel: pd.DataFrame, test: pd.DataFrame, horizon: int, freq: str, profile: dict,
+                  peers: list[str] | None) -> dict[str, dict]:
+    """The peers on the run's cleaned panel, each scored on the test part like ours, with its wall seconds."""
+    season = int(profile["season_length"])
+    return {peer: {**score(forecast, test, panel, season, LEVELS), "wall_s": wall}
+            for peer, (forecast, wall) in run_peers(panel[["series_id", "timestamp", "value"]], horizon, freq, season,
+                                                    list(profile["seasonal_periods"]), only=peers).items()}
 
 
 def add_peers(name: str, workroot: Path, peers: list[str], tag: str | None = None) -> dict:
@@ -355,11 +362,7 @@ def add_peers(name: str, workroot: Path, peers: list[str], tag: str | None = Non
     profile = json.loads((data / "08_reporting" / "frequency_profile.json").read_text())
     test = pd.read_csv(workroot / label / "test.csv", parse_dates=["timestamp"], dtype={"series_id": str})
     test = test[test["series_id"].isin(set(panel["series_id"]))]
-    season = int(profile["season_length"])
-    for peer, (forecast, wall) in run_peers(panel[["series_id", "timestamp", "value"]], result["horizon"],
-                                            result["freq"], season, list(profile["seasonal_periods"]),
-                                            only=peers).items():
-        result["scores"][peer] = {**score(forecast, test, panel, season, LEVELS), "wall_s": wall}
+    result["scores"].update(_scored_peers(panel, test, result["horizon"], result["freq"], profile, peers))
     out.write_text(json.dumps(result, indent=2, default=float))
     return result
 
