@@ -24,6 +24,12 @@ Examples::
     .venv/bin/python benchmarks/family_check_arima.py quarterly --sf-python /path/to/python
     .venv/bin/python benchmarks/family_check_arima.py monthly --n-series 300 --hyperparameters '{"log_transform": false}'
     .venv/bin/python benchmarks/family_check_arima.py hourly --engines ours
+    .venv/bin/python benchmarks/family_check_arima.py hourly --n-series 414 --engines ours --concentrated-scale
+
+``--concentrated-scale`` fits every candidate ARMA with the innovation variance concentrated out of the
+likelihood (statsmodels' ``concentrate_scale=True``, as R's ``arima`` does), then filters the ordinary model at
+those estimates, in place of the product's ``_fit_arima`` (this process only; measured, not adopted:
+docs/benchmarks.md, "ARIMA with the variance concentrated out").
 
 Prints one table (mean over series of sMAPE, MASE, CPU s per series) and writes the per-series scores to
 ``--out`` (CSV).
@@ -67,6 +73,29 @@ def load(subset: str, n_series: int | None, data: Path) -> tuple[pd.DataFrame, p
     train = train[train["series_id"].isin(keep)].reset_index(drop=True)
     test = test[test["series_id"].isin(keep)].reset_index(drop=True)
     return train, test, freq
+
+
+def concentrated_fit_arima(adjusted: np.ndarray, order: tuple[int, int, int], trend: str,
+                           seasonal_order: tuple[int, int, int, int] = (0, 0, 0, 0), exog: np.ndarray | None = None):
+    """``_fit_arima`` with sigma2 concentrated out of the likelihood, returning the ordinary model filtered at the
+    estimates (same parameter vector, log-likelihood and criteria); white noise (sigma2 alone) as before."""
+    import warnings
+
+    from statsmodels.tsa.arima.model import ARIMA
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = ARIMA(adjusted, exog=exog, order=order, seasonal_order=seasonal_order, trend=trend)
+        concentrated = ARIMA(adjusted, exog=exog, order=order, seasonal_order=seasonal_order, trend=trend,
+                             concentrate_scale=True)
+        if concentrated.k_params == 0:
+            result = model.fit()
+        else:
+            fitted = concentrated.fit()
+            result = model.filter(np.r_[np.asarray(fitted.params, float), float(fitted.scale)])
+    if not np.all(np.isfinite(result.params)) or not np.isfinite(result.llf):
+        raise FloatingPointError(f"non-finite estimates for ARIMA{order}{seasonal_order}")
+    return result
 
 
 def ours(train: pd.DataFrame, freq: str, horizon: int, hyperparameters: dict) -> tuple[pd.DataFrame, dict, dict]:
@@ -145,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sf-python", default=sys.executable, help="interpreter with statsforecast installed")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=None, help="per-series scores (CSV)")
+    parser.add_argument("--concentrated-scale", action="store_true",
+                        help="fit with sigma2 concentrated out (a variant measured, not shipped; n_jobs 1)")
     parser.add_argument("--sf-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--freq", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--horizon", type=int, default=None, help=argparse.SUPPRESS)
@@ -169,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         started = time.process_time()
         if engine == "ours":
             hyper = {"n_jobs": 1, **json.loads(args.hyperparameters)}
+            if args.concentrated_scale:
+                import ts_kedro.forecasters.arima as arima_module
+
+                hyper["n_jobs"] = 1  # the replaced function lives in this process only
+                arima_module._fit_arima = concentrated_fit_arima
             forecast, seconds[engine], labels = ours(train, freq, horizon, hyper)
         elif engine == "statsforecast":
             try:
