@@ -60,6 +60,7 @@ def test_pipelines_build_after_bootstrap_without_a_session():
     ("registry.promote_after", "sometimes", "model_selection.registry.promote_after must be one of"),
     ("backtest.calibration_method", "quantile", "backtest.calibration_method must be one of"),
     ("backtest.per_series_calibration", "sometimes", "backtest.per_series_calibration must be true or false"),
+    ("reporting.anomalies.level", "99", "reporting.anomalies.level is 99"),
 ])
 def test_a_bad_selection_parameter_stops_kedro_run_before_any_family_trains(tmp_path, key, value, message):
     """model_selection and the registry read their parameters after every family has trained: ParameterChecksHook checks them

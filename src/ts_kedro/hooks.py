@@ -79,7 +79,8 @@ class ParameterChecksHook:
     are the nodes' own (``model_selection.nodes.check_selection_params``, ``check_ensemble_params``, the
     registry's ``live_promotion.promote_after``, ``backtest.calibration_method`` and
     ``backtest.per_series_calibration``, which the families read only
-    after their backtests), run only when the pipeline uses those parameters.
+    after their backtests, and reporting's anomaly level against ``panel.levels``, read after model selection),
+    run only when the pipeline uses those parameters.
     """
 
     @hook_impl
@@ -95,3 +96,7 @@ class ParameterChecksHook:
                             ("params:backtest", check_calibration_params)):
             if name in used and name in catalog:
                 check(catalog.load(name) or {})
+        if "params:reporting" in used and "params:reporting" in catalog and "params:panel" in catalog:
+            from ts_kedro.pipelines.reporting.nodes import check_reporting_params
+
+            check_reporting_params(catalog.load("params:reporting") or {}, catalog.load("params:panel") or {})

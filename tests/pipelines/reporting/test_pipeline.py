@@ -71,7 +71,8 @@ def test_report_series_default_to_the_first_n_and_reject_unknown_ids(day0, repor
 def test_anomaly_report_holds_history_flags_and_unexpected_actuals(day0, reporting):
     panel = day0["panel"]
     panel.loc[10, "is_anomaly"] = True  # synthetic flag on a real row
-    report, summary = nodes.build_anomaly_report(panel, day0["candidate_backtests"], day0["selection"], reporting)
+    report, summary = nodes.build_anomaly_report(panel, day0["candidate_backtests"], day0["selection"], reporting,
+                                                 PANEL_PARAMS)
     assert summary["n_history_anomalies"] == 1 and summary["n_actuals_scored"] == 3 * 96
     assert (report["source"] == "actuals").sum() == summary["n_actuals_anomalies"]
     assert summary["n_actuals_anomalies"] >= summary["n_outside_interval"] > 0
@@ -84,8 +85,32 @@ def test_anomaly_report_holds_history_flags_and_unexpected_actuals(day0, reporti
     assert list(summary["per_series"]) == sorted(summary["per_series"])
 
 
+def test_the_anomaly_level_follows_panel_levels_and_a_level_the_models_lack_is_refused(day0, reporting):
+    """``reporting.anomalies.level: null`` (shipped) takes the widest of ``panel.levels``, so a run forecasting
+    other levels than 80 and 95 still gets its report (a Day 0 with ``panel.levels: [90]`` used to stop in this node
+    after training, on the missing ``lo-95``); a set level the models do not forecast is refused with the
+    parameter's name, by the node and by the check run before the first node."""
+    assert reporting["anomalies"]["level"] is None
+    _, summary = nodes.build_anomaly_report(day0["panel"], day0["candidate_backtests"], day0["selection"], reporting,
+                                            PANEL_PARAMS)
+    assert summary["level"] == 95
+    only_80 = day0["candidate_backtests"].drop(columns=["lo-95", "hi-95"])
+    panel_80 = {**PANEL_PARAMS, "levels": [80]}
+    report, summary = nodes.build_anomaly_report(day0["panel"], only_80, day0["selection"], reporting, panel_80)
+    assert summary["level"] == 80 and {"lo-80", "hi-80"} <= set(report.columns)
+    assert summary["n_outside_interval"] > 0
+    for level in (95, 90.5, "95", True):
+        wrong = {**reporting, "anomalies": {**reporting["anomalies"], "level": level}}
+        with pytest.raises(InterpretabilityError, match=r"reporting.anomalies.level is .* panel.levels \[80\]"):
+            nodes.build_anomaly_report(day0["panel"], only_80, day0["selection"], wrong, panel_80)
+        with pytest.raises(InterpretabilityError, match=r"reporting.anomalies.level"):
+            nodes.check_reporting_params(wrong, panel_80)
+    nodes.check_reporting_params({**reporting, "anomalies": {**reporting["anomalies"], "level": 80}}, panel_80)
+
+
 def test_prediction_plot_draws_every_series_with_anomalies(day0, reporting, tmp_path):
-    report, _ = nodes.build_anomaly_report(day0["panel"], day0["candidate_backtests"], day0["selection"], reporting)
+    report, _ = nodes.build_anomaly_report(day0["panel"], day0["candidate_backtests"], day0["selection"], reporting,
+                                           PANEL_PARAMS)
     series = ["H1", "H103"]
     figure = nodes.plot_prediction_vs_actual(day0["panel"], day0["candidate_backtests"], day0["selection"],
                                              day0["forecasts"].assign(timestamp=lambda f: f["timestamp"].astype(str)),

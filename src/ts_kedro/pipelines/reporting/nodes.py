@@ -64,9 +64,36 @@ def compute_confidence(candidate_backtests: pd.DataFrame, selection: dict, prima
     return confidence_scores(candidate_backtests, selection, primary_panel, panel["levels"])
 
 
+def anomaly_level(reporting: dict[str, Any], panel: dict[str, Any]) -> int:
+    """The interval level whose bounds make an actual "unexpected": ``reporting.anomalies.level``, or where that is
+    null the widest of ``panel.levels`` (the strictest; a panel forecast with other levels than the shipped 80 and 95
+    gets a report without configuring it). A set level must be one of ``panel.levels``: the models produce no
+    other intervals. Checked before the first node too (``hooks.ParameterChecksHook``)."""
+    levels = [int(v) for v in (panel.get("levels") or [])]
+    configured = (reporting.get("anomalies") or {}).get("level")
+    if configured is None:
+        if not levels:
+            raise InterpretabilityError("reporting.anomalies.level is null and panel.levels is empty: set "
+                                        "panel.levels (e.g. [80, 95]) in conf/base/parameters.yml")
+        return max(levels)
+    if isinstance(configured, bool) or not isinstance(configured, (int, float)) or int(configured) != configured \
+            or int(configured) not in levels:
+        raise InterpretabilityError(
+            f"reporting.anomalies.level is {configured!r}, but the models forecast only the intervals of "
+            f"panel.levels {levels}: set it to one of them, or to null for the widest "
+            f"(conf/base/parameters_reporting.yml)")
+    return int(configured)
+
+
+def check_reporting_params(reporting: dict[str, Any], panel: dict[str, Any]) -> None:
+    """What ``build_anomaly_report`` would refuse after Day 0's training, checked before it starts."""
+    anomaly_level(reporting, panel)
+
+
 def build_anomaly_report(primary_panel: pd.DataFrame, candidate_backtests: pd.DataFrame, selection: dict,
-                         reporting: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
-    """History anomalies plus the backtest actuals that the champion did not expect.
+                         reporting: dict[str, Any], panel: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+    """History anomalies plus the backtest actuals that the champion did not expect (outside the interval of
+    ``anomaly_level``, or a residual outlier).
 
     On Day 0 the "newly arrived actuals" are the backtest windows' actuals: each was unseen by the model that
     forecast it.
@@ -75,10 +102,9 @@ def build_anomaly_report(primary_panel: pd.DataFrame, candidate_backtests: pd.Da
         The flagged points (``source`` history | actuals) and a JSON summary (counts per series and source).
     """
     settings = reporting["anomalies"]
+    level = anomaly_level(reporting, panel)
     history = history_anomalies(primary_panel)
-    scored = actuals_anomalies(chosen_backtests(candidate_backtests, selection), settings["level"],
-                               settings["z_threshold"])
-    level = int(settings["level"])
+    scored = actuals_anomalies(chosen_backtests(candidate_backtests, selection), level, settings["z_threshold"])
     actuals = scored.loc[scored["is_anomaly"], ["series_id", "timestamp", "model", "actual", "mean", f"lo-{level}",
                                                 f"hi-{level}", "residual", "robust_z", "reason"]]
     report = pd.concat([history.rename(columns={"value": "actual"}), actuals.assign(source="actuals")],

@@ -62,7 +62,7 @@ def create_pipeline(families: list[str] | None = None, **kwargs) -> Pipeline:
         Node(plot_confidence, inputs=["confidence_scores", "params:reporting"], outputs="confidence_plot",
              name="plot_confidence_node"),
         Node(build_anomaly_report, inputs=["primary_panel", "candidate_backtests", "model_selection",
-                                           "params:reporting"],
+                                           "params:reporting", "params:panel"],
              outputs=["anomaly_report", "anomaly_summary"], name="build_anomaly_report_node"),
         Node(plot_seasonal_decomposition, inputs=["series_decomposition", "primary_panel", "report_series"],
              outputs="seasonal_decomposition_plot", name="plot_seasonal_decomposition_node"),
