@@ -58,7 +58,7 @@ def test_periods_the_series_cannot_cover_twice_are_dropped():
 
 def test_backtest_monitoring_and_lookback_defaults_follow_the_horizon_and_lengths():
     quarterly = derive_profile({"freq": "QS", "horizon": 8}, lengths=[16, 36, 44, 64])  # M3 quarterly train
-    assert quarterly.backtest == {"n_windows": 2, "step": 8, "min_train": 8}
+    assert quarterly.backtest == {"n_windows": 2, "step": 8, "min_train": 8, "refit_every": 1}
     assert quarterly.monitoring == {"recent_window_steps": 8, "reference_window_steps": 16,
                                     "seasonal_lag_steps": 8, "calibration_stride_steps": 4}
     # the lookback fits a typical series after the validation target and the older backtest origin
@@ -70,6 +70,33 @@ def test_backtest_monitoring_and_lookback_defaults_follow_the_horizon_and_length
     assert hourly.backtest["step"] == 48 and hourly.validation_horizon == 48
     yearly = derive_profile({"freq": "YS", "horizon": 6}, lengths=[14, 20, 41])
     assert yearly.season_length == 1 and yearly.lstm_input_size >= 1 and yearly.backtest["min_train"] >= 3
+
+
+def test_a_short_horizon_gets_origins_across_a_season_and_still_two_fits():
+    """With a one-step horizon two origins would be the last two steps of a day (hourly) or a week (daily):
+    the derived count spans a season, scores 1/(1-L) steps at the lowest level, and keeps two fits per family."""
+    levels = [80, 95]
+    hourly = derive_profile({"freq": "h", "horizon": 1, "levels": levels}, lengths=[700, 960])
+    assert hourly.backtest == {"n_windows": hourly.season_length, "step": 1, "min_train": 2 * hourly.season_length,
+                               "refit_every": hourly.season_length // 2}
+    daily = derive_profile({"freq": "D", "horizon": 1, "levels": levels}, lengths=[735])
+    assert daily.backtest["n_windows"] == 7 and daily.backtest["refit_every"] == 4  # two fits: windows 0 and 4
+    yearly = derive_profile({"freq": "YS", "horizon": 1, "levels": levels}, lengths=[30])  # no season: 5 steps at 80 %
+    assert yearly.backtest["n_windows"] == 5 and yearly.backtest["refit_every"] == 3
+    assert derive_profile({"freq": "YS", "horizon": 1, "levels": [90]}, lengths=[30]).backtest["n_windows"] == 10
+    # a horizon as long as the season keeps the two origins and a fit per origin
+    for freq, horizon in (("h", 48), ("D", 56), ("MS", 18), ("QS", 8), ("YS", 6)):
+        profile = derive_profile({"freq": freq, "horizon": horizon, "levels": levels}, lengths=[200] * 3)
+        assert (profile.backtest["n_windows"], profile.backtest["refit_every"]) == (2, 1), freq
+    # bounded by what a typical series affords after min_train (weekly, 52 origins wanted)
+    weekly = derive_profile({"freq": "W-SUN", "horizon": 1, "levels": levels}, lengths=[120, 130, 140])
+    assert weekly.backtest["n_windows"] == 1 + (130 - weekly.backtest["min_train"] - 1)
+    # configured values win; refit_every alone may be set (1: fit at every origin)
+    configured = derive_profile({"freq": "h", "horizon": 1, "levels": levels}, lengths=[700],
+                                backtest_params={"n_windows": 6, "refit_every": 1})
+    assert configured.backtest["n_windows"] == 6 and configured.backtest["refit_every"] == 1
+    with pytest.raises(FrequencyError, match="backtest.refit_every"):
+        derive_profile({"freq": "h", "horizon": 1}, backtest_params={"refit_every": 0})
 
 
 def test_configured_values_override_and_null_means_derived():

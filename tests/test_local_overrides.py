@@ -16,6 +16,6 @@ def test_local_parameters_override_key_by_key(project_root, tmp_path):
     panel = params["panel"]
     assert panel["freq"] == "QS" and panel["horizon"] == 8
     assert panel["levels"] == [80, 95] and panel["season_length"] is None  # kept from conf/base
-    assert params["backtest"]["n_windows"] == 2
+    assert params["backtest"]["n_windows"] is None  # kept from conf/base: derived
     profile = derive_profile(panel, lengths=[22, 60, 122], backtest_params=params["backtest"])
-    assert profile.season_length == 4 and profile.backtest["step"] == 8
+    assert profile.season_length == 4 and profile.backtest["step"] == 8 and profile.backtest["n_windows"] == 2

@@ -29,6 +29,13 @@ Length-dependent defaults (``derive_profile`` with the observed lengths):
 
 - backtest: ``step`` = the horizon; up to ``n_windows`` origins per series, as many as its length allows
   (``evaluation.backtest.series_windows``), at least one for every series with ``min_train + horizon`` points.
+  ``n_windows`` is 2, more where the horizon is short: the origins span at least one season (with a one-step
+  horizon on hourly data, two origins would both be the last hours of a day, and selection and calibration
+  would never see the other 22 phases of the cycle), and every series scores at least ``1 / (1 - L)`` steps
+  at the lowest interval level L (80 %: 5), the fewest for which its errors have an L quantile at all; at most
+  what a typical series affords after ``min_train``. The family is fitted at most twice (``refit_every`` =
+  ``n_windows / 2``, rounded up) and its fitted state carried to the origins between by ``Forecaster.update``,
+  as Day N serves it (statsforecast's ``cross_validation(refit=...)``).
 - LSTM lookback: two of the longest kept period whose two cycles fit in a typical series (the median length
   less the validation and backtest spans), at least one season and at least two horizons, in whole seasons.
 - monitoring: the recent window is one horizon; the reference window is two horizons, at least one season (or
@@ -229,7 +236,8 @@ def derive_profile(
         panel_params: ``params:panel``. Required: ``freq``, ``horizon``. Optional overrides (null = derived):
             ``season_length``, ``seasonal_periods``, ``lstm_input_size``, ``validation_horizon``.
         lengths: observed points per series (None: derived as if every period fits).
-        backtest_params: ``params:backtest`` (``n_windows``, ``step``, ``min_train``; null = derived).
+        backtest_params: ``params:backtest`` (``n_windows``, ``step``, ``min_train``, ``refit_every``; null =
+            derived).
         monitoring_params: ``params:monitoring`` (``recent_window_steps``, ``reference_window_steps``,
             ``seasonal_lag_steps``, ``calibration_stride_steps``; ``data_drift.calibration.min_windows``).
 
@@ -267,13 +275,17 @@ def derive_profile(
     backtest_params = backtest_params or {}
     step = _override(backtest_params, "step")
     step = horizon if step is None else _positive_int(step, "backtest.step")
-    n_windows = _override(backtest_params, "n_windows")
-    n_windows = DEFAULT_N_WINDOWS if n_windows is None else _positive_int(n_windows, "backtest.n_windows")
     min_train = _override(backtest_params, "min_train")
     # the least history a backtest origin needs to be worth scoring: two seasons where a season exists, and
     # never fewer points than the horizon it forecasts
     min_train = (max(MIN_CYCLES * season_length, min(horizon, 2 * max(season_length, 1)), 3) if min_train is None
                  else _positive_int(min_train, "backtest.min_train"))
+    n_windows = _override(backtest_params, "n_windows")
+    n_windows = (_backtest_windows(season_length, horizon, step, levels, min_train, typical) if n_windows is None
+                 else _positive_int(n_windows, "backtest.n_windows"))
+    refit_every = _override(backtest_params, "refit_every")
+    refit_every = (math.ceil(n_windows / DEFAULT_N_WINDOWS) if refit_every is None
+                   else _positive_int(refit_every, "backtest.refit_every"))
 
     validation_horizon = _override(panel_params, "validation_horizon")
     validation_horizon = horizon if validation_horizon is None else _positive_int(
@@ -301,12 +313,27 @@ def derive_profile(
     return FrequencyProfile(
         freq=freq, horizon=horizon, levels=levels, season_length=season_length,
         seasonal_periods=[_clean_period(p) for p in periods], candidate_periods=candidates,
-        backtest={"n_windows": n_windows, "step": step, "min_train": int(min_train)},
+        backtest={"n_windows": n_windows, "step": step, "min_train": int(min_train), "refit_every": refit_every},
         lstm_input_size=int(lstm_input_size), validation_horizon=validation_horizon,
         monitoring=monitoring,
         prophet_seasonalities=prophet, steps_per_day=steps["day"], lengths=summary,
         max_gap_steps=max(1, horizon // 4),
     )
+
+
+def _backtest_windows(season_length: int, horizon: int, step: int, levels: Sequence[int], min_train: int,
+                      typical_length: float | None) -> int:
+    """Origins per series: 2, or enough to span one season and to score ``1 / (1 - L)`` steps at the lowest
+    level L, bounded by what a typical series affords after ``min_train`` (never below 2)."""
+    wanted = [DEFAULT_N_WINDOWS, math.ceil(max(int(season_length), 1) / step)]
+    if levels and 0 < min(levels) < 100:
+        lowest = min(levels) / 100.0
+        wanted.append(math.ceil(math.ceil(round(1.0 / (1.0 - lowest), 9)) / step))
+    n_windows = max(wanted)
+    if typical_length is not None:
+        affordable = 1 + int((typical_length - min_train - horizon) // step)
+        n_windows = min(n_windows, max(affordable, DEFAULT_N_WINDOWS))
+    return int(n_windows)
 
 
 def _lstm_lookback(periods: Sequence[float], season_length: int, horizon: int, step: int, n_windows: int,

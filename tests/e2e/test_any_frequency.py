@@ -125,3 +125,26 @@ def test_day0_completes_when_no_series_affords_a_backtest_window(tmp_path):
     first = pd.to_datetime(latest.groupby("series_id")["timestamp"].min())
     ends = pd.to_datetime(batch.groupby("series_id")["timestamp"].max())
     assert (first == ends.reindex(first.index) + pd.offsets.MonthBegin(1)).all()
+
+
+def test_a_one_step_horizon_backtests_a_week_of_origins_with_two_fits_per_family(tmp_path):
+    """Daily data forecast one day ahead: two origins would score each series on its last two days only. The
+    profile derives a week of origins (one per weekday); each family is fitted at two of them and updated to
+    the others, and every series is scored on all seven."""
+    root = make_project_copy(tmp_path / "project", n_series=1)
+    raw = SAMPLES / "nn5_daily.csv"
+    _run(root, raw, "D", 1, LOCAL_FAMILIES)
+
+    data = root / "data"
+    profile = json.loads((data / "08_reporting" / "frequency_profile.json").read_text())
+    assert profile["backtest"]["n_windows"] == profile["season_length"] == 7
+    assert profile["backtest"]["refit_every"] == 4
+    for family in LOCAL_FAMILIES.split(","):
+        timings = json.loads((data / "08_reporting" / family / "backtest_timings.json").read_text())
+        assert timings["refit_windows"] == [0, 4] and timings["updated_windows"] == [1, 2, 3, 5, 6], family
+        backtest = pd.read_parquet(data / "07_model_output" / family / "backtest_forecasts.parquet")
+        weekdays = pd.to_datetime(backtest["timestamp"]).dt.dayofweek.groupby(backtest["series_id"]).nunique()
+        assert (weekdays == 7).all(), family
+    versions = sorted((data / "07_model_output" / "forecasts.csv").iterdir())
+    forecasts = pd.read_csv(versions[-1] / "forecasts.csv", dtype={"series_id": str})
+    assert (forecasts.groupby("series_id").size() == 1).all() and forecasts["validated"].all()

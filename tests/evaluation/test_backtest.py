@@ -82,6 +82,67 @@ def test_fresh_forecaster_per_window(panel):
     assert len(fitted) == 4 and len({id(f) for f in fitted}) == 4
 
 
+def test_windows_between_refits_carry_the_fitted_model_forward_by_update(panel):
+    """refit_every=3 over 6 one-step windows: windows 0 and 3 are fitted, the others updated. Seasonal naive's
+    point forecasts have no parameter, so its updated ones equal fresh fits'; a family without update() is fitted
+    at every window."""
+    from ts_kedro.forecasters.seasonal_naive import SeasonalNaive
+
+    made = []
+
+    def factory():
+        made.append(SeasonalNaive(freq="h", season_length=24))
+        return made[-1]
+
+    settings = {"horizon": 1, "n_windows": 6, "step": 1, "levels": [80, 95]}
+    carried, timings = rolling_origin_backtest(factory, panel, refit_every=3, **settings)
+    assert timings["refit_windows"] == [0, 3] and timings["updated_windows"] == [1, 2, 4, 5]
+    assert sum(f.is_fitted_ for f in made) == 2
+    fresh, fresh_timings = rolling_origin_backtest(lambda: SeasonalNaive(freq="h", season_length=24), panel, **settings)
+    assert fresh_timings["refit_windows"] == list(range(6)) and fresh_timings["updated_windows"] == []
+    pd.testing.assert_frame_equal(carried.drop(columns=["lo-80", "hi-80", "lo-95", "hi-95"]),
+                                  fresh.drop(columns=["lo-80", "hi-80", "lo-95", "hi-95"]))
+    # the intervals keep the width of the fit they were carried from (its residual scale is a parameter)
+    width = (carried["hi-95"] - carried["lo-95"]).groupby([carried["series_id"], carried["window"]]).first().unstack()
+    assert np.allclose(width[[1, 2]], width[[0, 0]]) and np.allclose(width[[4, 5]], width[[3, 3]])
+    # a family that implements no update() is fitted at every window whatever refit_every says
+    _, timings = rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), panel, refit_every=3, **settings)
+    assert timings["refit_windows"] == list(range(6))
+
+
+def test_a_series_entering_at_an_updated_window_makes_it_a_fitted_one(panel):
+    from ts_kedro.forecasters.seasonal_naive import SeasonalNaive
+
+    horizon, n_windows, step, min_train = 1, 6, 1, 48
+    # H1 affords only the last four windows: window 2 brings it in, so window 2 is fitted, not updated
+    trimmed = pd.concat([g.tail(min_train + horizon + 3) if sid == "H1" else g for sid, g in panel.groupby("series_id")])
+    backtest, timings = rolling_origin_backtest(lambda: SeasonalNaive(freq="h", season_length=24), trimmed, horizon,
+                                                n_windows, step, [80], min_train=min_train, refit_every=6)
+    assert timings["refit_windows"] == [0, 2] and timings["updated_windows"] == [1, 3, 4, 5]
+    assert sorted(backtest.loc[backtest["series_id"] == "H1", "window"]) == [2, 3, 4, 5]
+
+
+def test_an_updated_arima_window_keeps_the_fit_and_moves_the_origin(m4_sample_panel):
+    """ARIMA's updated windows forecast from the window's own cutoff with the parameters of the last fit."""
+    from ts_kedro.forecasters.arima import ArimaForecaster
+
+    panel = m4_sample_panel[m4_sample_panel["series_id"].isin(sorted(m4_sample_panel["series_id"].unique())[:2])]
+    made = []
+
+    def factory():
+        made.append(ArimaForecaster(freq="h", season_length=24, seasonal_periods=[24]))
+        return made[-1]
+
+    backtest, timings = rolling_origin_backtest(factory, panel.reset_index(drop=True), 2, 4, 2, [80],
+                                                min_train=96, refit_every=4)
+    assert timings["refit_windows"] == [0] and sum(getattr(f, "is_fitted_", False) for f in made) == 1
+    cutoffs = backtest.groupby(["series_id", "window"])["cutoff"].first().unstack()
+    assert (cutoffs.diff(axis=1).iloc[:, 1:] == pd.Timedelta(hours=2)).all().all()
+    first = backtest.groupby(["series_id", "window"])["timestamp"].min().unstack()
+    assert (first.to_numpy() == (cutoffs + pd.Timedelta(hours=1)).to_numpy()).all()
+    assert made[-1].n_updated_observations_ == 2 * 3 * 2  # two series, three updated windows of two new points
+
+
 def test_too_short_series_are_named(panel):
     short = panel[~((panel["series_id"] == "H103") & (panel.groupby("series_id").cumcount() >= 30))]
     with pytest.raises(BacktestError, match=r"1 series too short.*'H103' \(30\).*at least 46"):
@@ -141,7 +202,7 @@ def test_fallback_served_rows_are_marked(panel):
     assert served["H1"] == [SeasonalNaive.name] and served["H103"] == ["needs_long"]
 
 
-@pytest.mark.parametrize("kwargs", [{"horizon": 0}, {"n_windows": 0}, {"step": 1.5}])
+@pytest.mark.parametrize("kwargs", [{"horizon": 0}, {"n_windows": 0}, {"step": 1.5}, {"refit_every": 0}])
 def test_bad_settings_raise(panel, kwargs):
     settings = {"horizon": 6, "n_windows": 2, "step": 6, **kwargs}
     with pytest.raises(BacktestError, match="positive integer"):

@@ -98,8 +98,17 @@ def rolling_origin_backtest(
     step: int,
     levels: Sequence[int] = (),
     min_train: int | None = None,
+    refit_every: int = 1,
 ) -> tuple[pd.DataFrame, dict]:
-    """Fit a fresh forecaster per window on the data up to each cutoff and forecast ``horizon`` steps.
+    """Fit a forecaster on the data up to each cutoff (or update the previous one) and forecast ``horizon`` steps.
+
+    Window ``w`` is fitted afresh when ``w % refit_every == 0``; the windows between take the previous window's
+    fitted model and move it over the points between the two cutoffs with ``Forecaster.update`` (parameters
+    kept, state advanced), as a Day-N cycle serves the champion and as statsforecast's ``cross_validation(refit=k)``
+    does. A window is fitted afresh all the same when the family implements no ``update``, when a series enters
+    the backtest at that window (its length affords no earlier one), or when ``update`` refuses the points
+    (``ForecasterError``, e.g. a value <= 0 on a log-scale model); ``timings["refit_windows"]`` lists the fitted
+    windows.
 
     Args:
         forecaster_factory: returns a new, unfitted Forecaster each call.
@@ -112,14 +121,17 @@ def rolling_origin_backtest(
         levels: interval levels in percent.
         min_train: least training points of a scored origin (``series_windows``); None: the forecaster's
             ``min_length`` (the strict, pre-fallback rule: every series must afford every window).
+        refit_every: fit afresh every this many windows (1: every window) and update in between.
 
     Returns:
         Forecasts ``series_id, timestamp, cutoff, window, mean, lo-L, hi-L, ..., actual, served_by, fallback``
         (``cutoff`` is the last training timestamp; ``served_by`` the forecaster that really forecast that
         series in that window, ``fallback`` true where that was the family's fallback) and timings: fit/predict seconds per window,
-        totals, peak memory, and ``unscored_series`` (too short for any window).
+        totals, peak memory, ``refit_windows`` (the fitted ones; the others were updated) and ``unscored_series``
+        (too short for any window).
     """
     _check_settings(horizon, n_windows, step)
+    _check_settings(horizon, n_windows, refit_every)
     missing = [c for c in (SERIES_ID, TIMESTAMP, VALUE) if c not in panel.columns]
     if missing:
         raise BacktestError(f"panel lacks columns {missing}; expected the canonical long panel")
@@ -150,7 +162,8 @@ def rolling_origin_backtest(
             "backtest.min_train to validate, or wait for more history", horizon, min_train, longest, affordable)
     position = panel.groupby(SERIES_ID, sort=False).cumcount().to_numpy()
     actuals = panel[[SERIES_ID, TIMESTAMP, VALUE]].rename(columns={VALUE: "actual"})
-    frames, fit_seconds, predict_seconds = [], [], []
+    frames, fit_seconds, predict_seconds, refit_windows = [], [], [], []
+    forecaster, fitted_through = None, None
     with PeakMemorySampler() as memory:
         for window in range(n_windows):
             in_window = usable.index[usable[window]]
@@ -159,9 +172,13 @@ def rolling_origin_backtest(
             series_train = panel[SERIES_ID].map(cutoffs[window].where(usable[window])).to_numpy()
             train = panel[position < np.nan_to_num(series_train, nan=-1)]
             cutoff_time = train.groupby(SERIES_ID, sort=False)[TIMESTAMP].max().rename("cutoff")
-            forecaster = forecaster_factory()
             started = time.perf_counter()
-            forecaster.fit(train)
+            if not _carried_forward(forecaster, window, refit_every, in_window, fitted_through, panel, position,
+                                    series_train, train):
+                forecaster = forecaster_factory()
+                forecaster.fit(train)
+                refit_windows.append(window)
+            fitted_through = series_train
             if forecaster.supports_covariates and forecaster.known_covariates:
                 # covariates known in advance: the window's planned values are the panel's recorded ones
                 forecaster.set_future_covariates(panel.loc[position >= np.nan_to_num(series_train, nan=np.inf),
@@ -212,9 +229,33 @@ def rolling_origin_backtest(
         "memory_method": f"psutil RSS of process + children, sampled every {MEMORY_SAMPLE_SECONDS}s",
         "min_train": int(min_train),
         "windows_per_series": {int(k): int(v) for k, v in usable.sum(axis=1).value_counts().sort_index().items()},
+        "refit_windows": refit_windows,
+        "updated_windows": [w for w in range(n_windows) if usable[w].any() and w not in refit_windows],
         "unscored_series": unscored,
     }
     return result[columns].sort_values([SERIES_ID, "window", TIMESTAMP]).reset_index(drop=True), timings
+
+
+def _carried_forward(forecaster: Forecaster | None, window: int, refit_every: int, in_window: pd.Index,
+                     fitted_through: np.ndarray | None, panel: pd.DataFrame, position: np.ndarray,
+                     series_train: np.ndarray, train: pd.DataFrame) -> bool:
+    """Update the previous window's model to this window's cutoffs; False where the window must be fitted
+    afresh (a refit window, no previous model, a family without ``update``, a series new to the backtest, or
+    ``update`` refused the points)."""
+    from ts_kedro.forecasters.base import ForecasterError
+
+    if forecaster is None or window % refit_every == 0 or not forecaster.supports_update:
+        return False
+    if not set(in_window) <= set(forecaster.series_ids_):
+        return False
+    previous = np.nan_to_num(fitted_through, nan=-1)
+    new = panel[(position >= previous) & (position < np.nan_to_num(series_train, nan=-1))]
+    try:
+        forecaster.update(new.reset_index(drop=True), history=train.reset_index(drop=True))
+    except ForecasterError as exc:
+        logger.info("backtest window %d: %s refused the update (%s); fitted afresh", window, forecaster.name, exc)
+        return False
+    return True
 
 
 def _lagged_abs_diff_sums(panel: pd.DataFrame, lag: int) -> pd.DataFrame:

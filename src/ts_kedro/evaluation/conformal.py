@@ -27,7 +27,7 @@ guarantee holds for the pool, not for each series.
 series with at least ``1 / (1 - L)`` backtest windows of its own (80 %: 5, 95 %: 20; ``per_series_min_windows``)
 also gets its own shift at level L, the conformal quantile of its scores' excess over the pooled per-step ``q``,
 added to that ``q`` for it: a series the pooled rule over-covers narrows, one it under-covers widens. Fewer windows
-(the default ``backtest.n_windows: 2``): the pooled rule alone. Measured with ``benchmarks/per_series_calibration.py``
+(the 2 windows the profile derives for a horizon as long as the season): the pooled rule alone. Measured with ``benchmarks/per_series_calibration.py``
 on M4 Hourly, NN5 and M3 monthly: the 80 % MSIS 1.9-5.7 % lower for four of seven family-panel pairs (Theta on all
 three), at most 0.9 % higher for the other three (docs/benchmarks.md, "Per-series calibration").
 

@@ -100,7 +100,7 @@ def backtest_model(
         model_input: feature_engineering's rows for a feature-based family (None: the family builds its inputs).
         data_processing_params: ``params:data_processing`` (its ``source.covariates``); None: no declaration.
         panel_params: ``params:panel`` (freq, horizon, levels; season and periods null = derived).
-        backtest_params: ``params:backtest`` (n_windows, step, min_train; null = derived).
+        backtest_params: ``params:backtest`` (n_windows, step, min_train, refit_every; null = derived).
 
     Returns:
         Backtest forecasts with actuals, and the timings of fitting and predicting.
@@ -114,9 +114,11 @@ def backtest_model(
         step=profile.backtest["step"],
         levels=profile.levels,
         min_train=profile.backtest["min_train"],
+        refit_every=profile.backtest["refit_every"],
     )
     logger.info(
-        "%s backtest: up to %d windows, fit %.1fs, predict %.2fs", model_spec["class"], profile.backtest["n_windows"],
+        "%s backtest: up to %d windows (fitted: %s, updated: %d), fit %.1fs, predict %.2fs", model_spec["class"],
+        profile.backtest["n_windows"], timings["refit_windows"], len(timings["updated_windows"]),
         timings["fit_seconds_total"], timings["predict_seconds_total"],
     )
     return forecasts, timings
