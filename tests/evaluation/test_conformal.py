@@ -13,6 +13,7 @@ from ts_kedro.evaluation.conformal import (
     conformal_adjustments,
     ensemble_adjustments,
     per_series_calibration,
+    own_quantile_is_close,
     per_series_min_windows,
     series_scales,
     served_fit_levels,
@@ -282,3 +283,20 @@ def test_a_series_short_of_windows_stays_pooled_and_the_switch_is_checked(small_
     assert per_series_calibration({}) is True and per_series_calibration({"per_series_calibration": False}) is False
     with pytest.raises(ValueError, match="backtest.per_series_calibration must be true or false"):
         check_calibration_params({"per_series_calibration": "sometimes"})
+
+
+def test_a_one_step_series_keeps_the_pooled_rule_where_its_own_rank_would_over_cover(small_panel):
+    """One-step windows: a series' own quantile of n scores is its ceil((n + 1) L)-th, covering k / (n + 1) in
+    expectation. 7 windows at 80 % take the largest score (0.875 by construction): pooled. 9 take the 8th of 9
+    (0.80) and 24 the 20th (0.80): their own shift."""
+    assert [n for n in range(5, 16) if own_quantile_is_close(n, 80)] == [9, 10, 14, 15]
+    assert not own_quantile_is_close(19, 95) or own_quantile_is_close(20, 95)
+    assert own_quantile_is_close(24, 80) and own_quantile_is_close(24, 95) and not own_quantile_is_close(7, 80)
+    factory = lambda: SeasonalNaive(freq="h", season_length=24)  # noqa: E731
+    for windows, shifted in ((7, False), (9, True)):
+        backtest, _ = rolling_origin_backtest(factory, small_panel, 1, windows, 1, [80], min_train=48,
+                                              refit_every=windows)
+        adjustments = conformal_adjustments(backtest, small_panel, 24, [80], method="cqr")
+        assert ("series_shift" in adjustments) is shifted, windows
+        if shifted:
+            assert set(adjustments["series_shift"][80]) == set(small_panel["series_id"])
