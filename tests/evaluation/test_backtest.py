@@ -205,7 +205,7 @@ def test_fallback_served_rows_are_marked(panel):
 @pytest.mark.parametrize("kwargs", [{"horizon": 0}, {"n_windows": 0}, {"step": 1.5}, {"refit_every": 0}])
 def test_bad_settings_raise(panel, kwargs):
     settings = {"horizon": 6, "n_windows": 2, "step": 6, **kwargs}
-    with pytest.raises(BacktestError, match="positive integer"):
+    with pytest.raises(BacktestError, match=f"backtest {next(iter(kwargs))} must be a positive integer"):
         rolling_origin_backtest(lambda: LastValueForecaster(freq="h"), panel, **settings)
 
 

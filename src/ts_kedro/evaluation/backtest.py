@@ -84,8 +84,8 @@ def series_windows(lengths: pd.Series, horizon: int, n_windows: int, step: int, 
     return window_cutoff_positions(lengths, horizon, n_windows, step) >= int(min_train)
 
 
-def _check_settings(horizon: int, n_windows: int, step: int) -> None:
-    for name, value in (("horizon", horizon), ("n_windows", n_windows), ("step", step)):
+def _check_settings(horizon: int, n_windows: int, step: int, refit_every: int = 1) -> None:
+    for name, value in (("horizon", horizon), ("n_windows", n_windows), ("step", step), ("refit_every", refit_every)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise BacktestError(f"backtest {name} must be a positive integer, got {value!r}")
 
@@ -130,8 +130,7 @@ def rolling_origin_backtest(
         totals, peak memory, ``refit_windows`` (the fitted ones; the others were updated) and ``unscored_series``
         (too short for any window).
     """
-    _check_settings(horizon, n_windows, step)
-    _check_settings(horizon, n_windows, refit_every)
+    _check_settings(horizon, n_windows, step, refit_every)
     missing = [c for c in (SERIES_ID, TIMESTAMP, VALUE) if c not in panel.columns]
     if missing:
         raise BacktestError(f"panel lacks columns {missing}; expected the canonical long panel")
