@@ -248,12 +248,16 @@ def run_kedro(workdir: Path, train: pd.DataFrame, freq: str, horizon: int, famil
     wall = time.perf_counter() - started
     if process.returncode:
         raise RuntimeError(f"kedro run failed (exit {process.returncode}): see {workdir / 'run.log'}")
-    versions = sorted((workdir / "data" / "07_model_output" / "forecasts.csv").iterdir())
-    forecasts = pd.read_csv(versions[-1] / "forecasts.csv", parse_dates=["timestamp"], dtype={"series_id": str})
-    selection = json.loads((workdir / "data" / "08_reporting" / "model_selection.json").read_text())
+    return {**read_run(workdir), "wall_s": wall, "peak_rss_mb_max_child": peak_mb, "peak_rss_mb_tree": peak_tree_mb}
+
+
+def read_run(workdir: Path) -> dict:
+    """A finished Day-0 run's outputs: its latest forecasts, cleaned panel, frequency profile and selection."""
     data = workdir / "data"
-    return {"forecasts": forecasts, "wall_s": wall, "peak_rss_mb_max_child": peak_mb, "peak_rss_mb_tree": peak_tree_mb,
-            "panel": pd.read_parquet(data / "03_primary" / "primary_panel.parquet"),
+    versions = sorted((data / "07_model_output" / "forecasts.csv").iterdir())
+    forecasts = pd.read_csv(versions[-1] / "forecasts.csv", parse_dates=["timestamp"], dtype={"series_id": str})
+    selection = json.loads((data / "08_reporting" / "model_selection.json").read_text())
+    return {"forecasts": forecasts, "panel": pd.read_parquet(data / "03_primary" / "primary_panel.parquet"),
             "profile": json.loads((data / "08_reporting" / "frequency_profile.json").read_text()),
             "choice_counts": selection["choice_counts"], "overall_model": selection["overall_model"],
             "ensemble_members": selection["ensemble_members"]}

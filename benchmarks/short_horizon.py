@@ -40,7 +40,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from matrix import DATASETS, LEVELS, STEP_DATASETS, run_kedro, run_peers, subset  # noqa: E402
+from matrix import DATASETS, LEVELS, STEP_DATASETS, read_run, run_kedro, run_peers, subset  # noqa: E402
 from selection_replay import score  # noqa: E402
 
 ARMS = {"two_origins": "backtest.n_windows=2,backtest.refit_every=1", "derived": ""}
@@ -186,9 +186,8 @@ def run(name: str, every: int, horizon: int, workroot: Path, families: str | Non
             result["sf_seasonal_naive"] = score(naive, kept, panel, season, LEVELS)
     if rolling:  # the same series in every arm
         runs = {arm: workroot / f"{name}_h{horizon}_{arm}" for arm in ARMS}
-        panels = {arm: reused(workdir)["panel"] if reuse else None for arm, workdir in runs.items()}
-        panels = {arm: p if p is not None else pd.read_parquet(runs[arm] / "data" / "03_primary" / "primary_panel.parquet")
-                  for arm, p in panels.items()}
+        panels = {arm: pd.read_parquet(workdir / "data" / "03_primary" / "primary_panel.parquet")
+                  for arm, workdir in runs.items()}
         excluded = sorted({s for arm in ARMS for s in refused_series(runs[arm], full_test, panels[arm])})
         for arm in ARMS:
             season = result["arms"][arm]["season_length"]
@@ -208,13 +207,7 @@ def run(name: str, every: int, horizon: int, workroot: Path, families: str | Non
 
 def reused(workdir: Path) -> dict:
     """What ``run_kedro`` returns, read back from a finished run (``--reuse``: score again without rerunning)."""
-    data = workdir / "data"
-    versions = sorted((data / "07_model_output" / "forecasts.csv").iterdir())
-    selection = json.loads((data / "08_reporting" / "model_selection.json").read_text())
-    return {"forecasts": pd.read_csv(versions[-1] / "forecasts.csv", parse_dates=["timestamp"], dtype={"series_id": str}),
-            "wall_s": None, "panel": pd.read_parquet(data / "03_primary" / "primary_panel.parquet"),
-            "profile": json.loads((data / "08_reporting" / "frequency_profile.json").read_text()),
-            **{k: selection[k] for k in ("choice_counts", "overall_model", "ensemble_members")}}
+    return {**read_run(workdir), "wall_s": None}
 
 
 def table(results: list[dict]) -> str:

@@ -325,10 +325,11 @@ def _backtest_windows(season_length: int, horizon: int, step: int, levels: Seque
                       typical_length: float | None) -> int:
     """Origins per series: 2, or enough to span one season and to score ``1 / (1 - L)`` steps at the lowest
     level L, bounded by what a typical series affords after ``min_train`` (never below 2)."""
+    from ts_kedro.evaluation.conformal import per_series_min_windows  # 1 / (1 - L), the conformal rule's count
+
     wanted = [DEFAULT_N_WINDOWS, math.ceil(max(int(season_length), 1) / step)]
     if levels and 0 < min(levels) < 100:
-        lowest = min(levels) / 100.0
-        wanted.append(math.ceil(math.ceil(round(1.0 / (1.0 - lowest), 9)) / step))
+        wanted.append(math.ceil(per_series_min_windows(min(levels)) / step))
     n_windows = max(wanted)
     if typical_length is not None:
         affordable = 1 + int((typical_length - min_train - horizon) // step)

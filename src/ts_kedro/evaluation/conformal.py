@@ -143,8 +143,8 @@ PER_SERIES_RANK_SLACK = 0.02
 def own_quantile_is_close(n_scores: int, level: int) -> bool:
     """Whether the conformal rank of ``n_scores`` scores covers at most ``PER_SERIES_RANK_SLACK`` above ``level``."""
     coverage = level / 100.0
-    rank = math.ceil(round((n_scores + 1) * coverage, 9))
-    return n_scores >= 1 and rank <= n_scores and rank / (n_scores + 1) <= coverage + PER_SERIES_RANK_SLACK
+    rank = _conformal_rank(n_scores, coverage)
+    return 1 <= rank <= n_scores and rank / (n_scores + 1) <= coverage + PER_SERIES_RANK_SLACK
 
 
 def _quantiles(frame: pd.DataFrame, level: int, factor, horizon: int, scores: np.ndarray | None = None) -> list[float]:
@@ -295,8 +295,14 @@ def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:
     n = len(scores)
     if n == 0:
         return 0.0
-    rank = min(math.ceil((n + 1) * coverage), n)  # beyond n: the largest score (the interval cannot be wider)
+    rank = min(_conformal_rank(n, coverage), n)  # beyond n: the largest score (the interval cannot be wider)
     return float(scores[rank - 1])
+
+
+def _conformal_rank(n: int, coverage: float) -> int:
+    """The rank of the conformal quantile of ``n`` scores, ``ceil((n + 1) coverage)`` (may exceed ``n``);
+    ``own_quantile_is_close`` reads the same rank the quantile takes."""
+    return math.ceil((n + 1) * coverage)
 
 
 def apply_adjustments(forecast: pd.DataFrame, adjustments: dict, scales: dict[str, float],
