@@ -806,6 +806,7 @@ def run_arm(arm: str, root: Path, plan: dict[str, Any], args: argparse.Namespace
             "rollbacks": sum(d["event"] == "rollback" for d in out["decisions"]),
             "conditioning": inference.get("conditioning"),
             "refitted_families": inference.get("refitted_families"),
+            "refitted_series": inference.get("refitted_series"),
             "monitoring_window_steps": out["monitoring_window_steps"],
             "store_bytes": out["store_bytes"], "raw_bytes": raw_bytes,
             "project_bytes": _folder_bytes(root / "data", root / "mlruns", root / "mlflow.db"),

@@ -83,8 +83,9 @@ def _update_inputs(model, full_test: pd.DataFrame, panel: pd.DataFrame) -> tuple
 
 def refused_series(workdir: Path, full_test: pd.DataFrame, panel: pd.DataFrame) -> list[str]:
     """Series some family of the run's selected model cannot take the test part of by ``update`` (a 0 on a
-    log-scale ARIMA or a multiplicative ETS): Day N refits that whole family on the history for them (every
-    origin here), so they are left out of the rolling score of every arm alike."""
+    log-scale ARIMA or a multiplicative ETS): Day N refits them on the history at every origin here (the whole
+    family until the per-series refit, ``benchmarks/refused_updates.py``), so they are left out of the rolling
+    score of every arm alike."""
     import re
 
     from ts_kedro.registry.panel_model import InferenceInputError

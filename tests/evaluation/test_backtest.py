@@ -143,6 +143,29 @@ def test_an_updated_arima_window_keeps_the_fit_and_moves_the_origin(m4_sample_pa
     assert made[-1].n_updated_observations_ == 2 * 3 * 2  # two series, three updated windows of two new points
 
 
+def test_an_updated_window_refits_only_the_series_the_family_refuses(m4_sample_panel):
+    """A 0 (e.g. a closed day) entering one log-scale ARIMA series between two windows: that series is fitted
+    afresh on the window's training part, the other is updated, as Day N does; the window stays an updated one."""
+    from ts_kedro.forecasters.arima import ArimaForecaster
+
+    ids = sorted(m4_sample_panel["series_id"].unique())[:2]
+    panel = m4_sample_panel[m4_sample_panel["series_id"].isin(ids)].reset_index(drop=True)
+    rows = panel.index[panel["series_id"] == ids[1]]
+    panel.loc[rows[-6], "value"] = 0.0  # in the points between the cutoffs of windows 1 and 2 (step 2, horizon 2)
+    made = []
+
+    def factory():
+        made.append(ArimaForecaster(freq="h", season_length=24, seasonal_periods=[24], max_p=1, max_q=1, n_jobs=1))
+        return made[-1]
+
+    backtest, timings = rolling_origin_backtest(factory, panel, 2, 4, 2, [80], min_train=96, refit_every=4)
+    assert timings["refit_windows"] == [0] and timings["updated_windows"] == [1, 2, 3]
+    assert timings["series_refitted_in_updates"] == {2: [ids[1]]}
+    assert len(made) == 1 and not made[0].fitted_[ids[1]].log_scale  # refitted on a history holding the 0
+    assert made[0].fitted_[ids[0]].log_scale and made[0].n_updated_observations_ >= 3 * 2
+    assert backtest.groupby("series_id")["window"].nunique().to_dict() == {ids[0]: 4, ids[1]: 4}
+
+
 def test_too_short_series_are_named(panel):
     short = panel[~((panel["series_id"] == "H103") & (panel.groupby("series_id").cumcount() >= 30))]
     with pytest.raises(BacktestError, match=r"1 series too short.*'H103' \(30\).*at least 46"):

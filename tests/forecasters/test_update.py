@@ -127,9 +127,93 @@ def test_refused_series_leaves_the_whole_model_unchanged(fitted_on_head, head_an
     before = model.predict(HORIZON, LEVELS)
     tail = head_and_tail[1].copy()
     tail.loc[tail[SERIES_ID] == log_scale[-1], VALUE] = -1.0
-    with pytest.raises(ForecasterError, match=f"series {log_scale[-1]!r} is modelled on the log scale"):
+    with pytest.raises(ForecasterError, match=f"series {log_scale[-1]!r}: modelled on the log scale") as refused:
         model.update(tail)
+    assert refused.value.series_ids == (log_scale[-1],) and "-1.0" in refused.value.reasons[log_scale[-1]]
+    assert pickle.loads(pickle.dumps(refused.value)).reasons == refused.value.reasons  # through a worker process
     pd.testing.assert_frame_equal(model.predict(HORIZON, LEVELS), before)
+
+
+def _with_zero(head_and_tail, series_ids):
+    """The tail with one 0 in each of ``series_ids`` (a closed shop's day) and the history that holds it."""
+    head, tail = head_and_tail
+    tail = tail.copy()
+    for series_id in series_ids:
+        tail.loc[tail.index[tail[SERIES_ID] == series_id][NEW // 2], VALUE] = 0.0
+    return tail, pd.concat([head, tail], ignore_index=True)
+
+
+@pytest.mark.parametrize("family", ["arima", "ets"])
+def test_only_the_refused_series_are_refitted_and_the_others_updated(family, fitted_on_head, head_and_tail):
+    """A 0 where ARIMA models the log (or ETS a multiplicative error) refits that series on its history; the other
+    series are updated exactly as without it, their parameters kept. Before, the whole family was refitted."""
+    fitted = fitted_on_head[family]
+    refusing = [sid for sid, state in fitted.fitted_.items()
+                if (state.log_scale if family == "arima" else "mul" in (state.spec.error, state.spec.seasonal))]
+    assert len(refusing) >= 2, "the real hourly series are positive: modelled on the log / multiplicatively"
+    refused = refusing[:1]
+    tail, history = _with_zero(head_and_tail, refused)
+    with pytest.raises(ForecasterError) as caught:
+        copy.deepcopy(fitted).update(tail)
+    assert caught.value.series_ids == tuple(refused)
+
+    model = copy.deepcopy(fitted).update_refitting_refused(tail, history=history)
+    assert list(model.refitted_on_update_) == refused and "<= 0" in model.refitted_on_update_[refused[0]]
+    assert model.series_ids_ == fitted.series_ids_
+    ends = history.groupby(SERIES_ID)[TIMESTAMP].max()
+    assert (model.last_timestamp_ == ends.reindex(model.last_timestamp_.index)).all()
+    got = model.predict(HORIZON, LEVELS)
+    others = [sid for sid in fitted.series_ids_ if sid not in refused]
+    kept = copy.deepcopy(fitted).restricted_to(others).update(tail[tail[SERIES_ID].isin(others)])
+    for sid in others:
+        assert model.fitted_[sid].params is kept.fitted_[sid].params or \
+            np.array_equal(model.fitted_[sid].params, fitted.fitted_[sid].params)  # not re-estimated
+    pd.testing.assert_frame_equal(got[got[SERIES_ID].isin(others)].reset_index(drop=True),
+                                  kept.predict(HORIZON, LEVELS), check_exact=False, rtol=1e-6)
+    alone = build_forecaster(SPECS[family], freq=FREQ, season_length=SEASON).fit(
+        history[history[SERIES_ID].isin(refused)].reset_index(drop=True))
+    pd.testing.assert_frame_equal(got[got[SERIES_ID].isin(refused)].reset_index(drop=True),
+                                  alone.predict(HORIZON, LEVELS), check_exact=False, rtol=1e-6)
+
+
+def test_every_refused_series_is_named_at_once_and_the_model_is_unchanged_on_failure(fitted_on_head, head_and_tail):
+    fitted = fitted_on_head["arima"]
+    tail, history = _with_zero(head_and_tail, fitted.series_ids_)
+    with pytest.raises(ForecasterError, match=f"{len(fitted.series_ids_)} series cannot be updated") as caught:
+        copy.deepcopy(fitted).update(tail)
+    assert set(caught.value.series_ids) == set(fitted.series_ids_)
+    model = copy.deepcopy(fitted)
+    before = model.predict(HORIZON, LEVELS)
+    with pytest.raises(ForecasterError, match="history lacks series"):  # the refit needs their history
+        model.update_refitting_refused(tail, history=history[history[SERIES_ID] != fitted.series_ids_[0]])
+    pd.testing.assert_frame_equal(model.predict(HORIZON, LEVELS), before)
+    assert model.update_refitting_refused(tail, history=history).refitted_on_update_.keys() == set(fitted.series_ids_)
+
+
+def test_a_global_family_refuses_to_merge_a_series_fit(fitted_on_head, head_and_tail):
+    """One network for all series (the LSTM) cannot take one series' own fit: the caller refits the family."""
+    lstm = fitted_on_head["lstm"]
+    assert not lstm.per_series_state and fitted_on_head["arima"].per_series_state
+    with pytest.raises(ForecasterError, match="per-series state"):
+        lstm.merged_with(lstm)
+    with pytest.raises(ForecasterError, match="same family"):
+        fitted_on_head["arima"].merged_with(fitted_on_head["ets"])
+
+
+def test_a_merged_fit_keeps_the_calibration_and_the_anomaly_treatment(fitted_on_head, head_and_tail):
+    fitted = copy.deepcopy(fitted_on_head["theta"])
+    fitted.anomaly_treatment = "keep"
+    fitted.calibration_scales_ = {sid: 1.0 + i for i, sid in enumerate(fitted.series_ids_)}
+    fitted.interval_calibration_ = {"levels": {}, "fit_level": {"served": {80: 1.0}}}
+    fresh = fitted.unfitted_copy()
+    assert fresh.anomaly_treatment == "keep" and fresh.hyperparameters == fitted.hyperparameters
+    first = fitted.series_ids_[0]
+    merged = fitted.merged_with(fresh.fit(pd.concat(head_and_tail)[lambda p: p[SERIES_ID] == first]))
+    assert merged.calibration_scales_ == fitted.calibration_scales_  # the backtest's calibration, as a refit keeps
+    assert "served" not in merged.interval_calibration_["fit_level"]  # recorded anew for the merged fit
+    assert "served" in fitted.interval_calibration_["fit_level"]  # the source is untouched
+    assert merged.fitted_[first] is not fitted.fitted_[first]
+    assert all(merged.fitted_[sid] is fitted.fitted_[sid] for sid in fitted.series_ids_[1:])
 
 
 # -- per family: update then predict equals the fitted parameters on the longer series ----------------------------

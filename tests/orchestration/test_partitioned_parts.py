@@ -90,12 +90,16 @@ def test_concat_parquet_refuses_different_columns_and_leaves_the_target_as_it_wa
 def test_inference_summaries_join_counts_times_and_the_forecast_span():
     one = {"n_series": 3, "rows": 30, "load_seconds": 1.0, "condition_seconds": 2.0, "predict_seconds": 0.5,
            "latency_seconds": 3.5, "new_steps": 2, "conditioning": "update", "refitted_families": {},
+           "refitted_series": {"arima": {"s1": "a 0 on the log scale"}},
            "forecast_start": "2020-01-02", "forecast_end": "2020-01-05", "horizon": 10, "levels": [80]}
     two = {**one, "n_series": 1, "rows": 10, "new_steps": 4, "refitted_families": {"ets": "cannot update"},
+           "refitted_series": {"arima": {"s9": "a 0 on the log scale"}},
            "forecast_start": "2020-01-01", "forecast_end": "2020-01-06"}
     merged = merge_inference_summaries([one, two])
     assert merged["n_series"] == 4 and merged["rows"] == 40 and merged["latency_seconds"] == 7.0
     assert merged["new_steps"] == 4 and merged["refitted_families"] == {"ets": "cannot update"}
+    assert merged["refitted_series"] == {"arima": {"s1": "a 0 on the log scale", "s9": "a 0 on the log scale"}}
+    assert one["refitted_series"] == {"arima": {"s1": "a 0 on the log scale"}}  # the parts are left as they were
     assert (merged["forecast_start"], merged["forecast_end"]) == ("2020-01-01", "2020-01-06")
     assert merged["partitions"] == 2 and merged["conditioning"] == "update" and json.dumps(merged)
 

@@ -127,8 +127,9 @@ def rolling_origin_backtest(
         Forecasts ``series_id, timestamp, cutoff, window, mean, lo-L, hi-L, ..., actual, served_by, fallback``
         (``cutoff`` is the last training timestamp; ``served_by`` the forecaster that really forecast that
         series in that window, ``fallback`` true where that was the family's fallback) and timings: fit/predict seconds per window,
-        totals, peak memory, ``refit_windows`` (the fitted ones; the others were updated) and ``unscored_series``
-        (too short for any window).
+        totals, peak memory, ``refit_windows`` (the fitted ones; the others were updated),
+        ``series_refitted_in_updates`` (window -> the series refitted alone inside an update) and
+        ``unscored_series`` (too short for any window).
     """
     _check_settings(horizon, n_windows, step, refit_every)
     missing = [c for c in (SERIES_ID, TIMESTAMP, VALUE) if c not in panel.columns]
@@ -161,7 +162,7 @@ def rolling_origin_backtest(
             "backtest.min_train to validate, or wait for more history", horizon, min_train, longest, affordable)
     position = panel.groupby(SERIES_ID, sort=False).cumcount().to_numpy()
     actuals = panel[[SERIES_ID, TIMESTAMP, VALUE]].rename(columns={VALUE: "actual"})
-    frames, fit_seconds, predict_seconds, refit_windows = [], [], [], []
+    frames, fit_seconds, predict_seconds, refit_windows, refitted_series = [], [], [], [], {}
     forecaster, fitted_through = None, None
     with PeakMemorySampler() as memory:
         for window in range(n_windows):
@@ -177,6 +178,8 @@ def rolling_origin_backtest(
                 forecaster = forecaster_factory()
                 forecaster.fit(train)
                 refit_windows.append(window)
+            elif getattr(forecaster, "refitted_on_update_", None):
+                refitted_series[window] = sorted(map(str, forecaster.refitted_on_update_))
             fitted_through = series_train
             if forecaster.supports_covariates and forecaster.known_covariates:
                 # covariates known in advance: the window's planned values are the panel's recorded ones
@@ -230,6 +233,8 @@ def rolling_origin_backtest(
         "windows_per_series": {int(k): int(v) for k, v in usable.sum(axis=1).value_counts().sort_index().items()},
         "refit_windows": refit_windows,
         "updated_windows": [w for w in range(n_windows) if usable[w].any() and w not in refit_windows],
+        # per updated window, the series its family refused to update and refitted alone
+        "series_refitted_in_updates": refitted_series,
         "unscored_series": unscored,
     }
     return result[columns].sort_values([SERIES_ID, "window", TIMESTAMP]).reset_index(drop=True), timings
@@ -240,7 +245,9 @@ def _carried_forward(forecaster: Forecaster | None, window: int, refit_every: in
                      series_train: np.ndarray, train: pd.DataFrame) -> bool:
     """Update the previous window's model to this window's cutoffs; False where the window must be fitted
     afresh (a refit window, no previous model, a family without ``update``, a series new to the backtest, or
-    ``update`` refused the points)."""
+    ``update`` refused the points and the refused series cannot be refitted alone). Series whose points a family
+    with per-series state refuses are refitted on the training part, the others updated, as Day N does
+    (``Forecaster.update_refitting_refused``)."""
     from ts_kedro.forecasters.base import ForecasterError
 
     if forecaster is None or window % refit_every == 0 or not forecaster.supports_update:
@@ -250,7 +257,7 @@ def _carried_forward(forecaster: Forecaster | None, window: int, refit_every: in
     previous = np.nan_to_num(fitted_through, nan=-1)
     new = panel[(position >= previous) & (position < np.nan_to_num(series_train, nan=-1))]
     try:
-        forecaster.update(new.reset_index(drop=True), history=train.reset_index(drop=True))
+        forecaster.update_refitting_refused(new.reset_index(drop=True), history=train.reset_index(drop=True))
     except ForecasterError as exc:
         logger.info("backtest window %d: %s refused the update (%s); fitted afresh", window, forecaster.name, exc)
         return False

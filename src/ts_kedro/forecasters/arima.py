@@ -188,6 +188,7 @@ class ArimaForecaster(Forecaster):
     """
 
     name = "arima"
+    per_series_state = True
     fallback = "ets"
     supports_covariates = True
 
@@ -290,7 +291,15 @@ class ArimaForecaster(Forecaster):
 
     def _update(self, new_observations: pd.DataFrame) -> None:
         covariates = split_covariates(new_observations, self.known_covariates)
-        for series_id, values in split_series(new_observations).items():
+        series = split_series(new_observations)
+        # every refused series named at once, so a caller can refit those and update the rest
+        refused = {sid: f"modelled on the log scale, a new observation is {float(values[values <= 0][0])!r} (<= 0)"
+                   for sid, values in series.items() if self.fitted_[sid].log_scale and np.any(values <= 0)}
+        if refused:
+            first = next(iter(refused))
+            raise ForecasterError(f"arima: {len(refused)} series cannot be updated, e.g. series {first!r}: "
+                                  f"{refused[first]}; refit them on the longer history", series_ids=refused)
+        for series_id, values in series.items():
             self.fitted_[series_id] = _update_one_series(series_id, self.fitted_[series_id], values,
                                                          covariates[series_id])
 
@@ -790,7 +799,7 @@ def _update_one_series(series_id: str, state: _FittedSeries, values: np.ndarray,
     if state.log_scale and np.any(values <= 0):
         raise ForecasterError(
             f"arima: series {series_id!r} is modelled on the log scale and a new observation is "
-            f"{float(values[values <= 0][0])!r} (<= 0): refit it on the longer history")
+            f"{float(values[values <= 0][0])!r} (<= 0): refit it on the longer history", series_ids=[series_id])
     modelled = np.log(values) if state.log_scale else np.asarray(values, float)
     seasonal = dict(state.seasonal)
     k = len(modelled)

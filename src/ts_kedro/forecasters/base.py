@@ -24,7 +24,25 @@ _IGNORED_LOGGED: set[tuple[str, tuple[str, ...]]] = set()
 
 
 class ForecasterError(ValueError):
-    """Misuse of a forecaster: predict before fit, a series too short, a bad horizon or level."""
+    """Misuse of a forecaster: predict before fit, a series too short, a bad horizon or level.
+
+    ``series_ids``: where the error is about particular series (an update a family refuses for them), every one
+    of them, so a caller can set those series aside and go on with the others (``update_refitting_refused``); a
+    mapping gives each one's own reason (``reasons``).
+    """
+
+    def __init__(self, message: str = "", series_ids: Sequence | dict = ()):
+        super().__init__(message)
+        self.reasons = {sid: str(why) for sid, why in series_ids.items()} if isinstance(series_ids, dict) else {}
+        self.series_ids = tuple(series_ids)
+
+    def __reduce__(self):  # the series and reasons survive a trip through a worker process
+        return type(self), (str(self), self.reasons or self.series_ids)
+
+
+#: fitted attributes that hold the interval calibration learnt on the family's backtest: a refit of the same
+#: family keeps them (``inherit_calibration``), and so does a series refitted inside a fitted model
+_CALIBRATION_ATTRIBUTES = ("interval_calibration_", "calibration_scales_", "nonnegative_series_")
 
 
 class Forecaster(abc.ABC):
@@ -66,6 +84,10 @@ class Forecaster(abc.ABC):
     anomaly_treatment: str = "impute"
     #: the ``anomalies`` settings this family accepts (a family whose model needs its outliers narrows it)
     anomaly_treatments: tuple[str, ...] = ANOMALY_TREATMENTS
+    #: whether every fitted state of the family is per series, in dict attributes keyed by exactly
+    #: ``fitted_series_ids_`` (the local families). Then one series can be refitted inside a fitted model
+    #: (``merged_with``) while the others keep their fit; a global model (one network for all series) cannot.
+    per_series_state: bool = False
 
     def __init__(self, freq: str, season_length: int | None = None, **hyperparameters):
         from ts_kedro.frequency import normalise_freq, season_length_for
@@ -206,6 +228,94 @@ class Forecaster(abc.ABC):
         updated.imputed_on_update_ = getattr(self, "imputed_on_update_", 0) + imputed
         self.__dict__.update(updated.__dict__)
         return self
+
+    def update_refitting_refused(self, new_observations: pd.DataFrame, history: pd.DataFrame) -> "Forecaster":
+        """``update``, except that the series whose new points the family refuses are refitted on ``history``.
+
+        A family refuses some points for some series (a value <= 0 where ARIMA models the log or ETS a
+        multiplicative error or season): those series need a fit on the longer history, the others only a filter
+        pass. With ``per_series_state`` the refused series (``ForecasterError.series_ids``) are fitted afresh, by a
+        model of this family with the same hyperparameters on their rows of ``history`` (the panel up to and
+        including the new observations, as for ``update``), and take that state in this model (``merged_with``);
+        every other series is updated. Before, one refused series cost the refit of the whole family, every cycle
+        it happened (NN5: one ATM's zero withdrawals refitted ARIMA's 36 series).
+
+        Returns this model, updated; ``refitted_on_update_`` maps each refitted series to the reason. Raises the
+        ``ForecasterError`` of ``update`` where it names no series, the family's state is not per series, or the
+        refit does not fit those series by the family itself (then refit the family); the model is then left as it
+        was.
+        """
+        refused: dict = {}
+        remaining = new_observations
+        work = copy.copy(self)  # all or nothing: this model changes only once every step has succeeded
+        while True:
+            try:
+                if not remaining.empty:
+                    own_history = history[~history[SERIES_ID].isin(set(refused))]
+                    work.update(remaining.reset_index(drop=True), history=own_history.reset_index(drop=True))
+                break
+            except ForecasterError as exc:
+                named = set(exc.series_ids) - set(refused)
+                if not self.per_series_state or not named:
+                    raise
+                refused.update({series_id: exc.reasons.get(series_id, str(exc)) for series_id in exc.series_ids
+                                if series_id in named})
+                remaining = remaining[~remaining[SERIES_ID].isin(set(refused))]
+        if refused:
+            fresh = self.unfitted_copy()
+            rows = history[history[SERIES_ID].isin(set(refused))].reset_index(drop=True)
+            missing = sorted(set(refused) - set(rows[SERIES_ID]), key=str)
+            if missing:
+                raise ForecasterError(f"{self.name}: history lacks series {missing[:5]} whose update was refused: "
+                                      "pass the history the new observations belong to")
+            fresh.fit(rows)
+            work = work.merged_with(fresh)
+            logger.info("%s: %d series refitted on their history, %d updated (first refused: %r, %s)", self.name,
+                        len(refused), len(set(new_observations[SERIES_ID]) - set(refused)), next(iter(refused)),
+                        next(iter(refused.values())))
+        work.refitted_on_update_ = refused
+        self.__dict__.update(work.__dict__)
+        return self
+
+    def unfitted_copy(self) -> "Forecaster":
+        """A new, unfitted model of this family with the same settings (hyperparameters, anomaly treatment)."""
+        fresh = type(self)(freq=self.freq, season_length=self.season_length, **self.hyperparameters)
+        fresh.anomaly_treatment = self.anomaly_treatment  # set per model block, not a hyperparameter
+        return fresh
+
+    def merged_with(self, other: "Forecaster") -> "Forecaster":
+        """This fitted model with the series of ``other`` served by ``other``'s fit: the mirror of ``restricted_to``.
+
+        ``other`` is this family, with the same hyperparameters, fitted (by the family itself, not its fallback)
+        on some of this model's own fitted series, e.g. on a longer history. Every per-series state (each dict
+        attribute keyed by exactly the fitted series) takes ``other``'s entries for those series, and their data
+        end becomes ``other``'s; the others are shared as they are, in their order. The interval calibration stays
+        this model's, as a refit keeps it (``inherit_calibration``). Needs ``per_series_state``.
+        """
+        if not self.per_series_state or type(other) is not type(self):
+            raise ForecasterError(f"{self.name}: only a family with per-series state merges a fit of the same family "
+                                  f"(got {type(other).__name__} into {type(self).__name__})")
+        ids = list(other.series_ids_)
+        own = set(self.fitted_series_ids_)
+        if set(other.fitted_series_ids_) != set(ids) or not set(ids) <= own:
+            raise ForecasterError(f"{self.name}: a merged fit must fit its series itself (no fallback), and they must "
+                                  f"be this model's own fitted series; got {ids[:5]}")
+        merged, replaced = copy.copy(self), set(ids)
+        for attribute, value in vars(self).items():
+            if not attribute.endswith("_") or attribute in _CALIBRATION_ATTRIBUTES or not isinstance(value, dict) \
+                    or not value or set(value) != own:
+                continue
+            theirs = getattr(other, attribute, None)
+            if not isinstance(theirs, dict) or not replaced <= set(theirs):
+                raise ForecasterError(f"{self.name}: the merged fit lacks the per-series state {attribute!r}")
+            setattr(merged, attribute, {sid: theirs[sid] if sid in replaced else state for sid, state in value.items()})
+        merged.last_timestamp_ = self.last_timestamp_.copy()
+        merged.last_timestamp_.loc[ids] = other.last_timestamp_.loc[ids].to_numpy()
+        calibration = getattr(self, "interval_calibration_", None)
+        if calibration and "fit_level" in calibration:  # with cqr_fit_level: recorded anew for the merged fit
+            merged.interval_calibration_ = copy.deepcopy(calibration)
+            merged.interval_calibration_["fit_level"].pop("served", None)
+        return merged
 
     def _impute_new(self, ordered: pd.DataFrame, history: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         """``ordered`` (the sorted new observations) with the values a fit on ``history`` would impute, and how
@@ -413,9 +523,7 @@ class Forecaster(abc.ABC):
     def inherit_calibration(self, source: "Forecaster") -> "Forecaster":
         """Use the interval calibration of ``source`` (the same family refitted on newer data keeps it); with
         ``cqr_fit_level`` this fit's own interval level is recorded in place of the source's."""
-        import copy
-
-        for attribute in ("interval_calibration_", "calibration_scales_", "nonnegative_series_"):
+        for attribute in _CALIBRATION_ATTRIBUTES:
             if hasattr(source, attribute):
                 setattr(self, attribute, copy.deepcopy(getattr(source, attribute)))
         calibration = getattr(self, "interval_calibration_", None)

@@ -236,6 +236,7 @@ class ETSForecaster(Forecaster):
     """
 
     name = "ets"
+    per_series_state = True
     fallback = "seasonal_naive"
 
     def __init__(self, freq: str, season_length: int | None = None, information_criterion: str = "aicc",
@@ -291,13 +292,17 @@ class ETSForecaster(Forecaster):
         # the state space filter runs over the stored series at predict time with the fitted parameters (initial
         # states included), so appending the new values is the filter run forward: nothing is re-estimated.
         # A multiplicative model needs positive data; a new value <= 0 is refused for it (a refit decides anew).
-        for series_id, values in split_series(new_observations).items():
+        series = split_series(new_observations)
+        refused = {sid: f"fitted with the multiplicative {self.fitted_[sid].spec.label}, a new observation is "
+                        f"{float(values[values <= 0][0])!r} (<= 0)"
+                   for sid, values in series.items() if np.any(values <= 0)
+                   and (self.fitted_[sid].spec.error == "mul" or self.fitted_[sid].spec.seasonal == "mul")}
+        if refused:  # every refused series named at once, so a caller can refit those and update the rest
+            first = next(iter(refused))
+            raise ForecasterError(f"ets: {len(refused)} series cannot be updated, e.g. series {first!r}: "
+                                  f"{refused[first]}; refit them on the longer history", series_ids=refused)
+        for series_id, values in series.items():
             state = self.fitted_[series_id]
-            multiplicative = state.spec.error == "mul" or state.spec.seasonal == "mul"
-            if multiplicative and np.any(values <= 0):
-                raise ForecasterError(
-                    f"ets: series {series_id!r} was fitted with the multiplicative {state.spec.label} and a new "
-                    f"observation is {float(values[values <= 0][0])!r} (<= 0): refit it on the longer history")
             self.fitted_[series_id] = _FittedSeries(spec=state.spec, params=state.params,
                                                     values=np.r_[state.values, values], criterion=state.criterion,
                                                     n_candidates=state.n_candidates, fit_seconds=state.fit_seconds)

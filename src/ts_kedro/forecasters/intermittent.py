@@ -241,6 +241,7 @@ class IntermittentForecaster(Forecaster):
     """
 
     name = "intermittent"
+    per_series_state = True
     fallback = None  # takes any series with two observations
     # sporadic demand's large orders are what Croston/SBA/TSB model, and data_processing's detector flags them (7.6 %
     # of car parts' points): never fit around them

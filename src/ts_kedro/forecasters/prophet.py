@@ -61,6 +61,7 @@ class ProphetForecaster(Forecaster):
     """
 
     name = "prophet"
+    per_series_state = True
     fallback = "ets"
     supports_covariates = True
 

@@ -26,6 +26,7 @@ class SeasonalNaive(Forecaster):
     """
 
     name = "seasonal_naive"
+    per_series_state = True
     fallback = None
 
     @property

@@ -312,6 +312,7 @@ class ThetaForecaster(Forecaster):
     """
 
     name = "theta"
+    per_series_state = True
     fallback = "seasonal_naive"
 
     def __init__(self, freq: str, season_length: int | None = None, method: str = "auto", theta: float = 2.0,

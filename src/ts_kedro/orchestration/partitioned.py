@@ -448,6 +448,10 @@ def merge_inference_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]
     modes = sorted({summary["conditioning"] for summary in summaries})
     merged["conditioning"] = modes[0] if len(modes) == 1 else "+".join(modes)
     merged["refitted_families"] = {k: v for summary in summaries for k, v in summary["refitted_families"].items()}
+    merged["refitted_series"] = {}
+    for summary in summaries:  # partitions hold disjoint series: a family's refitted series are joined
+        for family, series in summary.get("refitted_series", {}).items():
+            merged["refitted_series"].setdefault(family, {}).update(series)
     merged["forecast_start"] = min(summary["forecast_start"] for summary in summaries)
     merged["forecast_end"] = max(summary["forecast_end"] for summary in summaries)
     merged["partitions"] = len(summaries)

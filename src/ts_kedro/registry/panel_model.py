@@ -132,7 +132,7 @@ class SelectedPanelModel:
         families = {}
         for family, model in self.family_models.items():
             series = [s for s in model.series_ids_ if s in present]
-            fresh = type(model)(freq=model.freq, season_length=model.season_length, **model.hyperparameters)
+            fresh = model.unfitted_copy()
             fresh.fit(history[history[SERIES_ID].isin(series)].reset_index(drop=True))
             families[family] = fresh.inherit_calibration(model)  # calibrated intervals survive a refit
         choice = {s: f for s, f in self.choice.items() if s in present}
@@ -158,24 +158,26 @@ class SelectedPanelModel:
         For every family, each of its series gets the rows of ``history`` after that series' last fitted
         timestamp, and the family's ``Forecaster.update`` moves its state forward without re-estimating anything
         (a Day-N cycle that does not retrain fits nothing); with data_processing's ``is_anomaly`` in ``history``, a family
-        fitted around flagged anomalies takes the new points as a fit on ``history`` would. A family that cannot
-        take the new points (it implements no
-        ``update``, or refuses a series, e.g. a value <= 0 on a log-scale ARIMA, or the history does not continue
-        the fitted grid) is refitted on ``history`` instead, as ``refit`` would, and ``metadata["refitted_families"]``
-        says which and why (with ``refit_on_failure=False``, as in serving, an ``InferenceInputError`` instead).
-        Points the history revised at or before a model's data end are not re-read: a revision
+        fitted around flagged anomalies takes the new points as a fit on ``history`` would. Where a family with
+        per-series state refuses the new points of some series (e.g. a value <= 0 on a log-scale ARIMA), only those
+        series are refitted on ``history`` and the others updated (``Forecaster.update_refitting_refused``);
+        ``metadata["refitted_series"]`` says which and why. A family that cannot take the new points otherwise (it
+        implements no ``update``, its state is one model of all series, or the history does not continue the fitted
+        grid) is refitted on ``history`` instead, as ``refit`` would, and ``metadata["refitted_families"]`` says
+        which and why (with ``refit_on_failure=False``, as in serving, an ``InferenceInputError`` instead of either
+        refit). Points the history revised at or before a model's data end are not re-read: a revision
         of old data is the retrain's business. The loaded object is left as it is (the update works on a copy).
 
         Returns:
-            the updated model; ``metadata`` gains ``note`` (the history end), ``updated_families`` and
-            ``refitted_families`` (family -> reason).
+            the updated model; ``metadata`` gains ``note`` (the history end), ``updated_families``,
+            ``refitted_families`` (family -> reason) and ``refitted_series`` (family -> {series -> reason}).
         """
         import copy
 
         from ts_kedro.forecasters import ForecasterError
 
         present = set(history[SERIES_ID])
-        families, updated, refitted = {}, [], {}
+        families, updated, refitted, refitted_series = {}, [], {}, {}
         for family, model in self.family_models.items():
             series = [s for s in model.series_ids_ if s in present]
             rows = history[history[SERIES_ID].isin(series)]
@@ -191,7 +193,12 @@ class SelectedPanelModel:
             else:
                 try:
                     # a shallow copy: update() works on its own deep copy and swaps state in only on success
-                    families[family] = copy.copy(model).update(new, history=rows)
+                    if refit_on_failure:
+                        families[family] = copy.copy(model).update_refitting_refused(new, history=rows)
+                        if families[family].refitted_on_update_:
+                            refitted_series[family] = dict(families[family].refitted_on_update_)
+                    else:
+                        families[family] = copy.copy(model).update(new, history=rows)
                     updated.append(family)
                     continue
                 except ForecasterError as exc:
@@ -199,13 +206,13 @@ class SelectedPanelModel:
                         raise InferenceInputError(f"family {family!r} cannot take the new observations: {exc}") from exc
                     reason = str(exc)
             logger.warning("panel model: family %r refitted on the history instead of updated: %s", family, reason)
-            fresh = type(model)(freq=model.freq, season_length=model.season_length, **model.hyperparameters)
+            fresh = model.unfitted_copy()
             fresh.fit(rows.reset_index(drop=True))
             families[family] = fresh.inherit_calibration(model)
             refitted[family] = reason
         choice = {s: f for s, f in self.choice.items() if s in present}
         metadata = {**self.metadata, note: str(history[TIMESTAMP].max()), "updated_families": updated,
-                    "refitted_families": refitted}
+                    "refitted_families": refitted, "refitted_series": refitted_series}
         return self.derived(family_models=families, choice=choice, metadata=metadata)
 
     def with_future_covariates(self, future_covariates: pd.DataFrame) -> "SelectedPanelModel":

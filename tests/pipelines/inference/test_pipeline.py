@@ -158,6 +158,34 @@ def test_a_family_without_update_is_refitted_and_named(champion, day0_and_histor
     assert (forecasts.groupby("series_id")["timestamp"].min() == ends + pd.Timedelta(hours=1)).all()
 
 
+def test_a_series_its_family_cannot_update_is_refitted_alone(day0_and_history, monkeypatch):
+    """A 0 in one series' new hours, where ARIMA models the log: that series is fitted on its history, the
+    others are updated (before, ARIMA was refitted on every series), and the summary and metrics say which."""
+    from ts_kedro.forecasters.arima import ArimaForecaster
+
+    day0, history = day0_and_history
+    arima = ArimaForecaster(freq="h", season_length=24, n_jobs=1, max_p=1, max_q=1).fit(day0)
+    ids = sorted(day0["series_id"].unique())
+    assert all(arima.fitted_[sid].log_scale for sid in ids), "the real hourly series are positive"
+    panel_model = SelectedPanelModel({"arima": arima}, {sid: "arima" for sid in ids}, [], [80, 95], 48,
+                                     {"data_window_end": str(day0["timestamp"].max())})
+    monkeypatch.setattr(inference_nodes, "load_champion_model", lambda name, uri=None: panel_model)
+    history = history.copy()
+    new_rows = history.index[(history["series_id"] == ids[1]) & (history["timestamp"] > day0["timestamp"].max())]
+    history.loc[new_rows[5], "value"] = 0.0
+    fitted = []
+    original_fit = ArimaForecaster._fit
+    monkeypatch.setattr(ArimaForecaster, "_fit", lambda self, panel: (fitted.append(sorted(panel["series_id"].unique())),
+                                                                      original_fit(self, panel))[1])
+    forecasts, summary = forecast_with_champion(history, {**PARAMS, "conditioning": "update"}, PANEL)
+    assert fitted == [[ids[1]]]
+    assert summary["refitted_families"] == {} and list(summary["refitted_series"]) == ["arima"]
+    assert list(summary["refitted_series"]["arima"]) == [ids[1]] and "log scale" in summary["refitted_series"]["arima"][ids[1]]
+    assert inference_metrics(summary)["refitted_series"]["value"] == 1.0
+    ends = history.groupby("series_id")["timestamp"].max()
+    assert (forecasts.groupby("series_id")["timestamp"].min() == ends + pd.Timedelta(hours=1)).all()
+
+
 def test_refit_after_new_steps_refits_a_champion_that_far_behind(two_family_champion, day0_and_history):
     _, history = day0_and_history
     _, summary = forecast_with_champion(history, {**PARAMS, "conditioning": "update", "refit_after_new_steps": 48},

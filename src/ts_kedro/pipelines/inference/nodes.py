@@ -100,12 +100,15 @@ def forecast_with_champion(
                     "refitting instead of updating", model_end, behind, threshold)
         mode = "refit"
     refitted_families: dict[str, str] = {}
+    refitted_series: dict[str, dict[str, str]] = {}
     if mode == "refit":
         champion = champion.refit(history)
         refitted_families = {family: "conditioning: refit" for family in champion.family_models}
     elif mode == "update":
         champion = champion.update(history)
         refitted_families = dict(champion.metadata.get("refitted_families", {}))
+        refitted_series = {family: {str(sid): reason for sid, reason in series.items()}
+                           for family, series in champion.metadata.get("refitted_series", {}).items()}
     elif model_end < history[TIMESTAMP].max():
         raise StaleChampionError(
             f"the champion's data ends at {model_end} but the history reaches {history[TIMESTAMP].max()}: "
@@ -123,7 +126,7 @@ def forecast_with_champion(
         "n_series": len(served), "horizon": horizon, "levels": levels, "rows": int(len(forecasts)),
         "load_seconds": loaded - started, "condition_seconds": fitted - loaded, "predict_seconds": predicted - fitted,
         "latency_seconds": predicted - started, "conditioning": mode, "new_steps": behind,
-        "refitted_families": refitted_families,
+        "refitted_families": refitted_families, "refitted_series": refitted_series,
         "forecast_start": str(forecasts[TIMESTAMP].min()), "forecast_end": str(forecasts[TIMESTAMP].max()),
     }
     logger.info("forecast %d series x %d steps in %.2fs (%s over %d new steps %.3fs, predict %.3fs)", len(served),
@@ -137,6 +140,9 @@ def inference_metrics(inference_summary: dict[str, Any]) -> dict[str, dict[str, 
     keys = ("latency_seconds", "predict_seconds", "condition_seconds", "n_series", "new_steps")
     metrics = {key: {"value": float(inference_summary[key]), "step": 0} for key in keys}
     metrics["refitted_families"] = {"value": float(len(inference_summary["refitted_families"])), "step": 0}
+    # series refitted inside an updated family (their update refused), summed over families; older summaries lack it
+    refitted_series = sum(len(series) for series in inference_summary.get("refitted_series", {}).values())
+    metrics["refitted_series"] = {"value": float(refitted_series), "step": 0}
     return metrics
 
 
