@@ -12,6 +12,7 @@ from ts_kedro.evaluation.conformal import (
     check_calibration_params,
     conformal_adjustments,
     ensemble_adjustments,
+    excludes_anomalies,
     per_series_calibration,
     own_quantile_is_close,
     per_series_min_windows,
@@ -61,6 +62,32 @@ def test_fitted_family_predicts_calibrated_intervals(small_panel):
     assert (calibrated["lo-95"] >= 0).all()  # M4 Hourly values are positive: bounds kept non-negative
     with pytest.raises(Exception, match="fit"):
         factory().calibrate_intervals(backtest, small_panel)
+
+
+def test_flagged_actuals_are_left_out_of_the_calibration(small_panel):
+    """A backtest point whose actual data_processing flagged as anomalous is no sample of the forecast error: with
+    SYNTHETIC outages (a day of zeros) in one backtest window, flagged as data_processing flags them, the learnt
+    adjustments equal those of the backtest without those points; kept in, they widen every interval."""
+    factory = lambda: SeasonalNaive(freq="h", season_length=24)  # noqa: E731
+    backtest, _ = rolling_origin_backtest(factory, small_panel, 24, 4, 24, [80, 95], min_train=48)
+    outage = backtest["window"] == backtest["window"].max()
+    backtest.loc[outage, "actual"] = 0.0
+    flags = backtest.loc[outage, ["series_id", "timestamp"]].assign(is_anomaly=True)
+    panel = small_panel.merge(flags, on=["series_id", "timestamp"], how="left")
+    panel["is_anomaly"] = panel["is_anomaly"].astype("boolean").fillna(False).astype(bool)
+    excluded = conformal_adjustments(backtest, panel, 24, [80, 95])
+    clean = conformal_adjustments(backtest[~outage], panel, 24, [80, 95])
+    kept = conformal_adjustments(backtest, panel, 24, [80, 95], exclude_anomalies=False)
+    for level in (80, 95):
+        np.testing.assert_allclose(excluded["levels"][level], clean["levels"][level])
+        assert np.mean(kept["levels"][level]) > np.mean(excluded["levels"][level]) + 0.1
+    assert excluded["n_scores"][80][0] == clean["n_scores"][80][0] < kept["n_scores"][80][0]
+    # without flags in the panel nothing is left out
+    no_flags = conformal_adjustments(backtest, small_panel, 24, [80, 95])
+    np.testing.assert_allclose(no_flags["levels"][80], kept["levels"][80])
+    assert excludes_anomalies({}) is True and excludes_anomalies({"calibration_excludes_anomalies": False}) is False
+    with pytest.raises(ValueError, match="backtest.calibration_excludes_anomalies must be true or false"):
+        check_calibration_params({"calibration_excludes_anomalies": "yes"})
 
 
 Z = {80: 1.2815516, 95: 1.9599640}

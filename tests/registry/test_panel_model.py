@@ -148,6 +148,17 @@ def test_pickle_round_trip_with_a_real_family_keeps_forecasts(small_panel):
     pd.testing.assert_frame_equal(model.predict(horizon=24).drop(columns="model"), direct, check_like=False)
 
 
+def test_a_refit_keeps_each_family_s_anomaly_treatment(small_panel):
+    """``anomalies: keep`` is set per model block on the fitted object, not as a hyperparameter: a Day-N refit (or a
+    family refitted because it cannot update) builds the family with it, not with the class default ``impute``."""
+    naive = SeasonalNaive(freq="h", season_length=24)
+    naive.anomaly_treatment = "keep"
+    naive.fit(small_panel)
+    model = SelectedPanelModel({"seasonal_naive": naive}, {s: "seasonal_naive" for s in naive.series_ids_}, [], [80], 48)
+    assert model.refit(small_panel).family_models["seasonal_naive"].anomaly_treatment == "keep"
+    assert SeasonalNaive.anomaly_treatment == "impute"
+
+
 def test_with_future_covariates_gives_the_new_plan_to_the_covariate_families_only(small_panel):
     """Day-N inference's step after ``update``: a family with ``supports_covariates`` forecasts from the new plan,
     one without it is shared untouched, and the loaded model keeps its old plan."""

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from ts_kedro.evaluation.metrics import interval_score
+from ts_kedro.forecasters.anomalies import IS_ANOMALY
 from ts_kedro.forecasters.base import SERIES_ID, TIMESTAMP, VALUE
 
 
@@ -191,9 +192,11 @@ def check_calibration_method(method: str) -> None:
 
 
 def check_calibration_params(backtest_params: Mapping | None) -> None:
-    """Refuse a ``backtest.calibration_method`` or ``backtest.per_series_calibration`` this module cannot apply."""
+    """Refuse a ``backtest.calibration_method``, ``per_series_calibration`` or ``calibration_excludes_anomalies``
+    this module cannot apply."""
     check_calibration_method((backtest_params or {}).get("calibration_method") or "auto")
     per_series_calibration(backtest_params)
+    excludes_anomalies(backtest_params)
 
 
 def per_series_calibration(backtest_params: Mapping | None) -> bool:
@@ -205,8 +208,19 @@ def per_series_calibration(backtest_params: Mapping | None) -> bool:
     return value
 
 
+def excludes_anomalies(backtest_params: Mapping | None) -> bool:
+    """``backtest.calibration_excludes_anomalies`` (default true), refused with the parameter's name unless a
+    boolean."""
+    value = (backtest_params or {}).get("calibration_excludes_anomalies", True)
+    value = True if value is None else value
+    if not isinstance(value, bool):
+        raise ValueError(f"backtest.calibration_excludes_anomalies must be true or false, got {value!r}")
+    return value
+
+
 def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_length: int,
-                          levels: Sequence[int], method: str = "auto", per_series: bool = True) -> dict:
+                          levels: Sequence[int], method: str = "auto", per_series: bool = True,
+                          exclude_anomalies: bool = True) -> dict:
     """The per-step, per-level adjustments ``q`` (in units of the interval width) learnt from a backtest.
 
     Args:
@@ -219,6 +233,11 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
             (``backtest.calibration_method``; module docstring).
         per_series: give each series with enough windows of its own (``per_series_min_windows``) its own shift
             on top of the pooled rule (``backtest.per_series_calibration``; module docstring).
+        exclude_anomalies: leave out the backtest points whose actual data_processing flagged as anomalous
+            (``is_anomaly`` in ``panel``; ``backtest.calibration_excludes_anomalies``): a strike, an outage or a
+            recording error in a backtest window is no sample of the forecast error the intervals are for, and
+            one such run widened every interval of its panel (Ansett: 7 % of the backtest points, 97 % of them
+            outside the raw 80 % interval).
 
     Returns:
         ``{"method", "levels": {L: [q_1, ..., q_H]}, "n_scores": {L: [n_1, ...]}}`` (JSON-friendly); with
@@ -230,6 +249,8 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
     check_calibration_method(method)
     frame = backtest.sort_values([SERIES_ID, "window", TIMESTAMP]).copy()
     frame["step"] = frame.groupby([SERIES_ID, "window"], sort=False).cumcount()
+    if exclude_anomalies:
+        frame = _without_flagged_actuals(frame, panel)
     scale = _cutoff_scales(frame, panel, season_length)
     frame["scale"] = pd.MultiIndex.from_frame(frame[[SERIES_ID, "window"]]).map(scale).to_numpy(float)
     frame = frame[np.isfinite(frame["scale"]) & (frame["scale"] > 0)]
@@ -262,6 +283,17 @@ def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_le
             if shifts:
                 result.setdefault("series_shift", {})[level] = shifts
     return result
+
+
+def _without_flagged_actuals(frame: pd.DataFrame, panel: pd.DataFrame) -> pd.DataFrame:
+    """The backtest rows whose actual data_processing did not flag as anomalous (``is_anomaly`` in ``panel``)."""
+    if IS_ANOMALY not in panel.columns:
+        return frame
+    flagged = panel.loc[panel[IS_ANOMALY].fillna(False).astype(bool), [SERIES_ID, TIMESTAMP]]
+    if flagged.empty:
+        return frame
+    keys = pd.MultiIndex.from_frame(frame[[SERIES_ID, TIMESTAMP]])
+    return frame[~keys.isin(pd.MultiIndex.from_frame(flagged))]
 
 
 def _series_shifts(frame: pd.DataFrame, excess: np.ndarray, level: int) -> dict[str, float]:
@@ -364,7 +396,7 @@ def apply_calibration(forecast: pd.DataFrame, adjustments: dict, scales: dict[st
 
 def ensemble_adjustments(member_backtests: dict[str, pd.DataFrame], member_calibrations: dict[str, dict | None],
                          panel: pd.DataFrame, season_length: int, levels: Sequence[int],
-                         per_series: bool = True) -> dict:
+                         per_series: bool = True, exclude_anomalies: bool = True) -> dict:
     """Conformal adjustments of the median ensemble, on top of its members' own calibration.
 
     The ensemble serves the median of its members' calibrated intervals. Each member covers about L on its
@@ -379,7 +411,7 @@ def ensemble_adjustments(member_backtests: dict[str, pd.DataFrame], member_calib
         member_backtests: each member's backtest (``series_id, timestamp, cutoff, window, mean, lo-L, hi-L,
             actual``), aligned on the same series, windows and steps.
         member_calibrations: each member's ``interval_calibration_`` (None: served uncalibrated).
-        panel, season_length, levels, per_series: as for ``conformal_adjustments``.
+        panel, season_length, levels, per_series, exclude_anomalies: as for ``conformal_adjustments``.
     """
     keys = [SERIES_ID, TIMESTAMP, "cutoff", "window"]
     values = ["mean", *[f"{side}-{int(level)}" for level in levels for side in ("lo", "hi")]]
@@ -394,7 +426,8 @@ def ensemble_adjustments(member_backtests: dict[str, pd.DataFrame], member_calib
     stacked = pd.concat(calibrated, ignore_index=True)
     median = stacked.groupby(keys, sort=False).agg({**{c: "median" for c in values}, "actual": "first"}).reset_index()
     # plain CQR: the median of calibrated members has no fit of its own whose level could be recorded
-    result = conformal_adjustments(median, panel, season_length, levels, method="cqr", per_series=per_series)
+    result = conformal_adjustments(median, panel, season_length, levels, method="cqr", per_series=per_series,
+                                   exclude_anomalies=exclude_anomalies)
     result["method"] = "cqr_scaled_pooled_on_calibrated_median"
     result["members"] = sorted(member_backtests)
     return result

@@ -532,7 +532,7 @@ class Forecaster(abc.ABC):
         return self
 
     def calibrate_intervals(self, backtest: pd.DataFrame, panel: pd.DataFrame, method: str = "auto",
-                            per_series: bool = True) -> "Forecaster":
+                            per_series: bool = True, exclude_anomalies: bool = True) -> "Forecaster":
         """Conformal calibration of this fitted model's intervals from its own backtest (see evaluation.conformal).
 
         ``backtest`` is this family's rolling-origin backtest on ``panel`` (the data the model was fitted on);
@@ -541,7 +541,8 @@ class Forecaster(abc.ABC):
         ``backtest.calibration_method`` (``auto``, ``cqr``, ``cqr_fit_level``); with ``cqr_fit_level`` the fit's
         own interval level is recorded at the fit's first forecast, from its raw forecast of every series.
         ``per_series`` (``backtest.per_series_calibration``): series with enough backtest windows of their own also
-        get their own shift.
+        get their own shift. ``exclude_anomalies`` (``backtest.calibration_excludes_anomalies``): backtest points
+        whose actual data_processing flagged (``is_anomaly`` in ``panel``) are left out of the calibration.
         """
         from ts_kedro.evaluation.conformal import conformal_adjustments, series_scales
 
@@ -549,7 +550,7 @@ class Forecaster(abc.ABC):
             raise ForecasterError(f"{self.name}: call fit() before calibrate_intervals()")
         levels = sorted({int(c.split("-", 1)[1]) for c in backtest.columns if c.startswith("lo-")})
         self.interval_calibration_ = conformal_adjustments(backtest, panel, self.season_length, levels, method,
-                                                           per_series=per_series)
+                                                           per_series=per_series, exclude_anomalies=exclude_anomalies)
         self.calibration_scales_ = series_scales(panel, self.season_length)
         self.nonnegative_series_ = (panel.groupby(SERIES_ID)[VALUE].min() >= 0).to_dict()
         return self

@@ -576,7 +576,7 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
     own conformal adjustment, learnt on its backtest over its members' calibrated intervals
     (``evaluation.conformal.ensemble_adjustments``).
     """
-    from ts_kedro.evaluation.conformal import ensemble_adjustments, per_series_calibration
+    from ts_kedro.evaluation.conformal import ensemble_adjustments, excludes_anomalies, per_series_calibration
     from ts_kedro.registry.panel_model import SelectedPanelModel
 
     needed = set(selection["choice"].values()) - {ENSEMBLE}
@@ -605,7 +605,8 @@ def build_panel_model(selection: dict, panel_params: dict[str, Any], panel: pd.D
                 {m: candidate_backtests[candidate_backtests["model"] == m] for m in members},
                 {m: getattr(model, "interval_calibration_", None) for m, model in models.items()},
                 panel, int(models[members[0]].season_length), list(panel_params["levels"]),
-                per_series=per_series_calibration(backtest_params))
+                per_series=per_series_calibration(backtest_params),
+                exclude_anomalies=excludes_anomalies(backtest_params))
             metadata["ensemble_interval_calibration"] = {
                 str(level): [round(q, 4) for q in per_step] for level, per_step in calibration["levels"].items()}
     return SelectedPanelModel(

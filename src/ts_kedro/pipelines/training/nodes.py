@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from ts_kedro.evaluation.backtest import PeakMemorySampler, evaluate_backtest, rolling_origin_backtest
-from ts_kedro.evaluation.conformal import per_series_calibration
+from ts_kedro.evaluation.conformal import excludes_anomalies, per_series_calibration
 from ts_kedro.forecasters import Forecaster, build_forecaster
 from ts_kedro.forecasters.base import covariate_columns
 from ts_kedro.frequency import FrequencyProfile, profile_for_panel
@@ -207,7 +207,8 @@ def fit_model(
             # intervals conformalised on this family's own out-of-sample backtest (evaluation.conformal)
             model.calibrate_intervals(backtest_forecasts, panel,
                                       (backtest_params or {}).get("calibration_method") or "auto",
-                                      per_series=per_series_calibration(backtest_params))
+                                      per_series=per_series_calibration(backtest_params),
+                                      exclude_anomalies=excludes_anomalies(backtest_params))
         fit_seconds = time.perf_counter() - started
         if model.supports_covariates and model.known_covariates and future_covariates is not None \
                 and len(future_covariates):
