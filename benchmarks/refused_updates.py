@@ -78,7 +78,9 @@ def roll(run_dir: Path, full_test: pd.DataFrame, origins: int, horizon: int, sea
             continue
         scores[part] = score(mine[["series_id", "timestamp", "mean", *intervals]],
                              mine[["series_id", "timestamp", "value"]], base_keyed, season, LEVELS)
-    return {"code": str(Path(ts_kedro.__file__).parent), "origins": origins, "horizon": horizon,
+    package = Path(ts_kedro.__file__).resolve().parent
+    code = str(package.relative_to(ROOT)) if package.is_relative_to(ROOT) else "a snapshot on PYTHONPATH"
+    return {"code": code, "origins": origins, "horizon": horizon,
             "n_series": len(model.series_ids), "families": sorted(model.family_models),
             "update_seconds_total": sum(s["seconds"] for s in steps),
             "origins_with_a_family_refitted": sum(bool(s["refitted_families"]) for s in steps),
