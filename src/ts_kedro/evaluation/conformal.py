@@ -199,23 +199,23 @@ def check_calibration_params(backtest_params: Mapping | None) -> None:
     excludes_anomalies(backtest_params)
 
 
-def per_series_calibration(backtest_params: Mapping | None) -> bool:
-    """``backtest.per_series_calibration`` (default true), refused with the parameter's name unless a boolean."""
-    value = (backtest_params or {}).get("per_series_calibration", True)
+def _switch(backtest_params: Mapping | None, key: str) -> bool:
+    """``backtest.<key>`` (default true, null too), refused with the parameter's name unless a boolean."""
+    value = (backtest_params or {}).get(key, True)
     value = True if value is None else value
     if not isinstance(value, bool):
-        raise ValueError(f"backtest.per_series_calibration must be true or false, got {value!r}")
+        raise ValueError(f"backtest.{key} must be true or false, got {value!r}")
     return value
+
+
+def per_series_calibration(backtest_params: Mapping | None) -> bool:
+    """``backtest.per_series_calibration`` (default true)."""
+    return _switch(backtest_params, "per_series_calibration")
 
 
 def excludes_anomalies(backtest_params: Mapping | None) -> bool:
-    """``backtest.calibration_excludes_anomalies`` (default true), refused with the parameter's name unless a
-    boolean."""
-    value = (backtest_params or {}).get("calibration_excludes_anomalies", True)
-    value = True if value is None else value
-    if not isinstance(value, bool):
-        raise ValueError(f"backtest.calibration_excludes_anomalies must be true or false, got {value!r}")
-    return value
+    """``backtest.calibration_excludes_anomalies`` (default true)."""
+    return _switch(backtest_params, "calibration_excludes_anomalies")
 
 
 def conformal_adjustments(backtest: pd.DataFrame, panel: pd.DataFrame, season_length: int,

@@ -296,9 +296,7 @@ class ArimaForecaster(Forecaster):
         refused = {sid: f"modelled on the log scale, a new observation is {float(values[values <= 0][0])!r} (<= 0)"
                    for sid, values in series.items() if self.fitted_[sid].log_scale and np.any(values <= 0)}
         if refused:
-            first = next(iter(refused))
-            raise ForecasterError(f"arima: {len(refused)} series cannot be updated, e.g. series {first!r}: "
-                                  f"{refused[first]}; refit them on the longer history", series_ids=refused)
+            raise ForecasterError.refused_update(self.name, refused)
         for series_id, values in series.items():
             self.fitted_[series_id] = _update_one_series(series_id, self.fitted_[series_id], values,
                                                          covariates[series_id])
@@ -794,12 +792,8 @@ def _update_one_series(series_id: str, state: _FittedSeries, values: np.ndarray,
     runs the state space filter with the fitted parameters over it (statsmodels' ``filter(params)``, what
     ``results.append(refit=False)`` does), so the forecast is the fitted model conditioned on the longer series.
     A series that regresses on covariates gets their values at the new points (``covariates``), differenced from
-    the stored last rows like the series.
+    the stored last rows like the series. A log-scale series' new values are positive (``_update`` refuses others).
     """
-    if state.log_scale and np.any(values <= 0):
-        raise ForecasterError(
-            f"arima: series {series_id!r} is modelled on the log scale and a new observation is "
-            f"{float(values[values <= 0][0])!r} (<= 0): refit it on the longer history", series_ids=[series_id])
     modelled = np.log(values) if state.log_scale else np.asarray(values, float)
     seasonal = dict(state.seasonal)
     k = len(modelled)

@@ -39,6 +39,14 @@ class ForecasterError(ValueError):
     def __reduce__(self):  # the series and reasons survive a trip through a worker process
         return type(self), (str(self), self.reasons or self.series_ids)
 
+    @classmethod
+    def refused_update(cls, family: str, refused: dict) -> "ForecasterError":
+        """The error of a family's ``_update`` that refuses the new points of ``refused`` (series -> reason), all
+        named at once so a caller can refit those and update the rest."""
+        first = next(iter(refused))
+        return cls(f"{family}: {len(refused)} series cannot be updated, e.g. series {first!r}: {refused[first]}; "
+                   "refit them on the longer history", series_ids=refused)
+
 
 #: fitted attributes that hold the interval calibration learnt on the family's backtest: a refit of the same
 #: family keeps them (``inherit_calibration``), and so does a series refitted inside a fitted model
@@ -311,11 +319,7 @@ class Forecaster(abc.ABC):
             setattr(merged, attribute, {sid: theirs[sid] if sid in replaced else state for sid, state in value.items()})
         merged.last_timestamp_ = self.last_timestamp_.copy()
         merged.last_timestamp_.loc[ids] = other.last_timestamp_.loc[ids].to_numpy()
-        calibration = getattr(self, "interval_calibration_", None)
-        if calibration and "fit_level" in calibration:  # with cqr_fit_level: recorded anew for the merged fit
-            merged.interval_calibration_ = copy.deepcopy(calibration)
-            merged.interval_calibration_["fit_level"].pop("served", None)
-        return merged
+        return merged.inherit_calibration(self)  # as a refit: kept, the fit level (cqr_fit_level) recorded anew
 
     def _impute_new(self, ordered: pd.DataFrame, history: pd.DataFrame) -> tuple[pd.DataFrame, int]:
         """``ordered`` (the sorted new observations) with the values a fit on ``history`` would impute, and how

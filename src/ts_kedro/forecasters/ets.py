@@ -297,10 +297,8 @@ class ETSForecaster(Forecaster):
                         f"{float(values[values <= 0][0])!r} (<= 0)"
                    for sid, values in series.items() if np.any(values <= 0)
                    and (self.fitted_[sid].spec.error == "mul" or self.fitted_[sid].spec.seasonal == "mul")}
-        if refused:  # every refused series named at once, so a caller can refit those and update the rest
-            first = next(iter(refused))
-            raise ForecasterError(f"ets: {len(refused)} series cannot be updated, e.g. series {first!r}: "
-                                  f"{refused[first]}; refit them on the longer history", series_ids=refused)
+        if refused:
+            raise ForecasterError.refused_update(self.name, refused)
         for series_id, values in series.items():
             state = self.fitted_[series_id]
             self.fitted_[series_id] = _FittedSeries(spec=state.spec, params=state.params,
