@@ -61,6 +61,8 @@ def main() -> None:
                         "absolute error and width are printed per backtest window and for the served fit's test part")
     parser.add_argument("--recalibrate", default="", help="calibration methods to recalibrate every family with "
                                                          "(comma-separated: auto, cqr, cqr_fit_level)")
+    parser.add_argument("--keep-anomalies", action="store_true", help="with --recalibrate: keep the backtest points "
+                        "whose actual is flagged (backtest.calibration_excludes_anomalies: false)")
     args = parser.parse_args()
     data = args.run_dir / "data"
     test = pd.read_csv(args.run_dir / "test.csv", parse_dates=["timestamp"], dtype={"series_id": str})
@@ -95,7 +97,7 @@ def main() -> None:
         rows["selected (rebuilt by the current code)"] = score(rebuilt.predict(), test, history, season, LEVELS)
     if args.recalibrate:
         rows.update(_recalibrated(args.recalibrate.split(","), data, backtests, history, test, season,
-                                  panel_model, int(profile["horizon"])))
+                                  panel_model, int(profile["horizon"]), exclude_anomalies=not args.keep_anomalies))
     if args.per_window:
         print(per_window(args.per_window.split(","), data, backtests, history, test, season, int(profile["horizon"])))
     print(f"{args.run_dir.name}: overall {panel_model.metadata.get('overall_model')}, members "
@@ -118,8 +120,9 @@ def main() -> None:
 
 
 def _recalibrated(methods: list[str], data: Path, backtests: pd.DataFrame, history: pd.DataFrame, test: pd.DataFrame,
-                  season: int, panel_model, horizon: int) -> dict[str, dict]:
-    """Every family calibrated again on its own backtest rows with each method, and the panel model rebuilt."""
+                  season: int, panel_model, horizon: int, exclude_anomalies: bool = True) -> dict[str, dict]:
+    """Every family calibrated again on its own backtest rows with each method, and the panel model rebuilt;
+    ``exclude_anomalies``: ``backtest.calibration_excludes_anomalies`` for both."""
     from ts_kedro.pipelines.model_selection.nodes import build_panel_model
 
     rows = {}
@@ -129,7 +132,8 @@ def _recalibrated(methods: list[str], data: Path, backtests: pd.DataFrame, histo
         for model_dir in sorted(p for p in (data / "06_models").iterdir() if (p / "model.pkl").exists()):
             family = model_dir.name
             model = _uncalibrated(pickle.loads(_latest(model_dir / "model.pkl").read_bytes()))
-            model.calibrate_intervals(backtests[backtests["model"] == family], history, method=method)
+            model.calibrate_intervals(backtests[backtests["model"] == family], history, method=method,
+                                      exclude_anomalies=exclude_anomalies)
             row = score(model.predict(horizon, LEVELS), test, history, season, LEVELS)
             calibration = model.interval_calibration_
             held = calibration.get("held_out_msis")
@@ -138,7 +142,8 @@ def _recalibrated(methods: list[str], data: Path, backtests: pd.DataFrame, histo
             rows[f"{family}, {method}: {kept}"] = row
             families[family] = model
         params = {"levels": list(panel_model.levels), "horizon": int(panel_model.max_horizon)}
-        rebuilt = build_panel_model(selection, params, history, backtests, {"calibrate_intervals": True},
+        rebuilt = build_panel_model(selection, params, history, backtests,
+                                    {"calibrate_intervals": True, "calibration_excludes_anomalies": exclude_anomalies},
                                     **{name: families[name] for name in panel_model.family_models})
         rows[f"selected, {method}"] = score(rebuilt.predict(), test, history, season, LEVELS)
     return rows

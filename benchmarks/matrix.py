@@ -193,6 +193,26 @@ DATASETS = {
 }
 
 
+def earlier_origin(train: pd.DataFrame, test: pd.DataFrame, horizon: int, origin: int):
+    """Train / test with the forecast origin moved ``origin`` horizons back: each series (training and test part
+    together) loses its last ``origin * horizon`` rows, and the last ``horizon`` rows of what is left are the test
+    part. ``origin`` 0 is the dataset's own split. A series too short to keep two horizons of training is dropped.
+
+    One test window is one draw: on a panel of a few long series (bike sharing hourly, ETTh1) the dataset's own
+    last window decides the whole comparison. Earlier origins, each a full ``kedro run`` and peer run of its own,
+    say whether a gap is the method's or that window's."""
+    if origin <= 0:
+        return train, test
+    whole = pd.concat([train, test]).sort_values(["series_id", "timestamp"])
+    position = whole.groupby("series_id").cumcount(ascending=False)
+    whole = whole[position >= origin * horizon]
+    position = whole.groupby("series_id").cumcount(ascending=False)
+    counts = whole.groupby("series_id")["timestamp"].transform("size")
+    whole = whole[counts >= 3 * horizon]
+    position = position[whole.index]
+    return (whole[position >= horizon].reset_index(drop=True), whole[position < horizon].reset_index(drop=True))
+
+
 def subset(train: pd.DataFrame, test: pd.DataFrame, every: int, limit: int | None):
     ids = list(dict.fromkeys(train["series_id"]))[::every]
     if limit:
@@ -308,14 +328,15 @@ def run_peers(train: pd.DataFrame, horizon: int, freq: str, season: int, periods
 
 
 def benchmark(name: str, every: int, limit: int | None, families: str | None, workroot: Path,
-              peers: list[str] | None = None, tag: str | None = None) -> dict:
+              peers: list[str] | None = None, tag: str | None = None, origin: int = 0) -> dict:
     """One dataset: the kedro run on its training part, the peers on the same cleaned panel, all scored.
 
     ``tag`` names a variant (e.g. other families): its working folder and result file get ``_<tag>``, so the
-    shipped configuration's results are not overwritten."""
+    shipped configuration's results are not overwritten. ``origin`` k > 0 forecasts the horizon that ends k
+    horizons before the data's end instead (``earlier_origin``; folder and result file get ``_o<k>``)."""
     loader, freq, horizon, published = DATASETS[name]
-    train, test = subset(*loader(), every, limit)
-    label = f"{name}_{tag}" if tag else name
+    train, test = subset(*earlier_origin(*loader(), horizon, origin), every, limit)
+    label = (f"{name}_{tag}" if tag else name) + (f"_o{origin}" if origin > 0 else "")
     print(f"{label}: {train['series_id'].nunique()} series, kedro run ...", flush=True)
     ours = run_kedro(workroot / label, train, freq, horizon, families, extra_params=STEP_DATASETS.get(name, ""))
     if name in STEP_DATASETS:  # the run dated the steps; date the test part's the same way
@@ -333,7 +354,7 @@ def benchmark(name: str, every: int, limit: int | None, families: str | None, wo
                                      "peak_rss_mb": ours["peak_rss_mb_max_child"],
                                      "peak_rss_mb_tree": ours["peak_rss_mb_tree"]}}
     rows.update(_scored_peers(panel, test, horizon, freq, profile, peers))
-    result = {"dataset": name, "tag": tag, "freq": freq, "horizon": horizon, "season_length": season,
+    result = {"dataset": name, "tag": tag, "origin": origin, "freq": freq, "horizon": horizon, "season_length": season,
               "n_series": int(train["series_id"].nunique()), "n_kept": int(panel["series_id"].nunique()),
               "every": every, "published": published, "families": families or "shipped",
               "selection": {k: ours[k] for k in ("choice_counts", "overall_model", "ensemble_members")},
@@ -376,6 +397,8 @@ def markdown(result: dict) -> str:
     scores = result["scores"]
     reference = scores["sf_seasonal_naive"]["mase"]
     subset_note = "all series" if result["every"] == 1 else f"every {result['every']}th series"
+    if result.get("origin"):
+        subset_note += f"; test window {result['origin']} horizons before the data's end"
     lines = [f"### {result['dataset']}: {result['n_series']} series ({subset_note}), freq {result['freq']}, "
              f"horizon {result['horizon']}, m = {result['season_length']}", "",
              "| model | sMAPE | MASE | MASE / sNaive | OWA | MSIS-95 | cov-80 | cov-95 | wall s |",
@@ -416,6 +439,8 @@ def main(argv=None) -> None:
     parser.add_argument("--peers", default=None, help="only these peers, e.g. autoets,autotheta,mstl (default: all; "
                         "seasonal_naive always runs)")
     parser.add_argument("--tag", default=None, help="variant name: results go to benchmarks/results/<dataset>_<tag>.json")
+    parser.add_argument("--origins", default="0", help="forecast origins, comma-separated: k moves the test window k "
+                        "horizons back from the data's end (0: the dataset's own split); one run per origin")
     parser.add_argument("--summary", default=None, help="only print the joint table of these finished datasets")
     parser.add_argument("--add-peers", action="store_true", help="only run --peers on the finished runs of "
                         "--datasets (and --tag) in --workdir, adding them to their result files")
@@ -431,7 +456,9 @@ def main(argv=None) -> None:
         if args.add_peers:
             print(markdown(add_peers(name, args.workdir, peers or [], args.tag)), flush=True)
             continue
-        print(markdown(benchmark(name, args.every, limit, families, args.workdir, peers, args.tag)), flush=True)
+        for origin in (int(k) for k in args.origins.split(",")):
+            print(markdown(benchmark(name, args.every, limit, families, args.workdir, peers, args.tag, origin)),
+                  flush=True)
 
 
 if __name__ == "__main__":

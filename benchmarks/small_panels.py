@@ -11,6 +11,7 @@ by ``selection_replay.score`` (the matrix's). A panel whose run fails is reporte
 
     TQDM_DISABLE=1 .venv/bin/python benchmarks/small_panels.py                      # every panel
     TQDM_DISABLE=1 .venv/bin/python benchmarks/small_panels.py weekly_fri,monthly5  # some
+    TQDM_DISABLE=1 .venv/bin/python benchmarks/small_panels.py yearly_sunspots --origins 0,1,2,3  # earlier windows too
 
 One JSON line per panel on stdout, appended to ``benchmarks/results/small_panels.jsonl`` with the date and commit.
 """
@@ -109,36 +110,45 @@ def _nn5_weekdays(n_series: int) -> pd.DataFrame:
     return long[long["timestamp"].dt.dayofweek < 5].reset_index(drop=True)
 
 
-def run_panel(name: str, loader, workdir: Path) -> dict:
+def run_panel(name: str, loader, workdir: Path, origin: int = 0) -> dict:
+    """One panel's run and peers; ``origin`` k > 0 forecasts the horizon that ends k horizons before the data's
+    end (``matrix.earlier_origin``): a one-series panel has one test window per origin."""
     long, freq, horizon = loader()
     long = long.drop_duplicates(["series_id", "timestamp"])
-    train, test = matrix._split_last(long, horizon)
+    train, test = matrix.earlier_origin(*matrix._split_last(long, horizon), horizon, origin)
     try:
-        result = matrix.run_kedro(workdir / name, train, freq, horizon, None)
+        result = matrix.run_kedro(workdir / (name + (f"_o{origin}" if origin else "")), train, freq, horizon, None)
     except Exception as error:  # noqa: BLE001 - a failed run is the finding
-        return {"panel": name, "freq": freq, "horizon": horizon, "error": repr(error)[:500]}
+        return {"panel": name, "origin": origin, "freq": freq, "horizon": horizon, "error": repr(error)[:500]}
     m = int(result["profile"]["season_length"])
     ours = score(result["forecasts"], test, result["panel"], m, matrix.LEVELS)
     peers = matrix.run_peers(result["panel"][["series_id", "timestamp", "value"]], horizon, freq, m,
                              list(result["profile"]["seasonal_periods"]), cores=1, only=PEERS)
     peer_scores = {peer: score(forecasts, test, result["panel"], m, matrix.LEVELS)
                    for peer, (forecasts, _) in peers.items()}
-    return {"panel": name, "freq": freq, "horizon": horizon, "n_series": int(long["series_id"].nunique()),
+    return {"panel": name, "origin": origin, "freq": freq, "horizon": horizon,
+            "n_series": int(train["series_id"].nunique()),
             "wall_s": round(result["wall_s"]), "selected": result["overall_model"], "choice": result["choice_counts"],
             "ours": {k: round(ours[k], 3) for k in ("mase", "smape", "coverage-80", "coverage-95")},
             **{peer: {k: round(v[k], 3) for k in ("mase", "smape")} for peer, v in peer_scores.items()}}
 
 
 def main(argv: list[str]) -> None:
+    origins = [0]
+    if "--origins" in argv:  # k: the test window ends k horizons before the data's end (one run per origin)
+        at = argv.index("--origins")
+        origins = [int(k) for k in argv[at + 1].split(",")]
+        argv = argv[:at] + argv[at + 2:]
     chosen = argv[0].split(",") if argv else list(panels())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     for name in chosen:
-        record = {**run_panel(name, panels()[name], ROOT / "data" / "benchmarks" / "small_panels"),
-                  "date": time.strftime("%Y-%m-%d"), "commit": commit}
-        print(json.dumps(record), flush=True)
-        with RESULTS.open("a") as out:
-            out.write(json.dumps(record) + "\n")
+        for origin in origins:
+            record = {**run_panel(name, panels()[name], ROOT / "data" / "benchmarks" / "small_panels", origin),
+                      "date": time.strftime("%Y-%m-%d"), "commit": commit}
+            print(json.dumps(record), flush=True)
+            with RESULTS.open("a") as out:
+                out.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":
