@@ -203,14 +203,11 @@ def earlier_origin(train: pd.DataFrame, test: pd.DataFrame, horizon: int, origin
     say whether a gap is the method's or that window's."""
     if origin <= 0:
         return train, test
-    whole = pd.concat([train, test]).sort_values(["series_id", "timestamp"])
+    whole = pd.concat([train, test]).sort_values(["series_id", "timestamp"]).reset_index(drop=True)
+    whole = whole[whole.groupby("series_id").cumcount(ascending=False) >= origin * horizon]
+    whole = whole[whole.groupby("series_id")["timestamp"].transform("size") >= 3 * horizon]
     position = whole.groupby("series_id").cumcount(ascending=False)
-    whole = whole[position >= origin * horizon]
-    position = whole.groupby("series_id").cumcount(ascending=False)
-    counts = whole.groupby("series_id")["timestamp"].transform("size")
-    whole = whole[counts >= 3 * horizon]
-    position = position[whole.index]
-    return (whole[position >= horizon].reset_index(drop=True), whole[position < horizon].reset_index(drop=True))
+    return whole[position >= horizon].reset_index(drop=True), whole[position < horizon].reset_index(drop=True)
 
 
 def subset(train: pd.DataFrame, test: pd.DataFrame, every: int, limit: int | None):

@@ -71,3 +71,25 @@ def test_score_is_m4s_and_skips_missing_actuals(matrix, shared_data):
     assert result["mase"] == pytest.approx(expected) and result["n_series"] == 2
     test.loc[test.index[:5], "value"] = np.nan  # missing actuals are not scored, the others keep their step
     assert np.isfinite(matrix.score(forecasts, test, panel, 24, [80, 95])["mase"])
+
+
+def test_earlier_origin_moves_the_test_window_back_by_whole_horizons(matrix):
+    """``--origins k``: each series loses its last k horizons, the horizon before them is the test part, and a
+    series left with under two horizons of training is dropped (real M3 yearly series, 14-41 training years)."""
+    train, test = matrix._m3("yearly")
+    ids = set(train["series_id"])
+    same = matrix.earlier_origin(train, test, 6, 0)
+    assert same[0] is train and same[1] is test
+    moved_train, moved_test = matrix.earlier_origin(train, test, 6, 1)
+    # origin 1 of a series with a 6-year test part: its test window is the dataset's last 6 training years
+    expected = train.groupby("series_id", group_keys=False).tail(6)
+    kept = set(moved_test["series_id"])
+    assert kept and (moved_test.groupby("series_id").size() == 6).all()
+    pd.testing.assert_frame_equal(
+        moved_test.sort_values(["series_id", "timestamp"]).reset_index(drop=True),
+        expected[expected["series_id"].isin(kept)].sort_values(["series_id", "timestamp"]).reset_index(drop=True))
+    assert (moved_train.groupby("series_id")["timestamp"].max()
+            < moved_test.groupby("series_id")["timestamp"].min()).all()
+    assert (moved_train.groupby("series_id").size() >= 12).all()
+    lengths = train.groupby("series_id").size() + 6
+    assert ids - kept == set(lengths[lengths - 6 < 18].index)  # under 3 horizons once one is cut: dropped
