@@ -47,3 +47,32 @@ def test_prophet_passes_a_three_century_series_to_its_fallback(sunspots_panel):
     recent = sunspots_panel[sunspots_panel["timestamp"] >= "1800-01-01"]
     assert ProphetForecaster(freq="YS", season_length=1, uncertainty_samples=50, n_jobs=1).fit(
         recent).served_by_ == {"sunspots": "prophet"}
+
+
+def test_prophet_refuses_an_update_that_outgrows_its_span_and_the_refit_hands_it_to_the_fallback(sunspots_panel):
+    """Prophet fits 1700-1944 (245 years) itself; an update through 1960 would reach 260 years, past what its time
+    arithmetic holds with room for the horizon. Found by a backtest with ten origins, whose updated windows
+    crossed the bound and stopped the run with "Overflow in int64 addition" at the forecast."""
+    from ts_kedro.forecasters.base import ForecasterError
+    from ts_kedro.forecasters.prophet import ProphetForecaster
+
+    fit_part = sunspots_panel[sunspots_panel["timestamp"] < "1945-01-01"].reset_index(drop=True)
+    history = sunspots_panel[sunspots_panel["timestamp"] < "1961-01-01"].reset_index(drop=True)
+    new = history[history["timestamp"] >= "1945-01-01"].reset_index(drop=True)
+    model = ProphetForecaster(freq="YS", season_length=1, uncertainty_samples=50, n_jobs=1).fit(fit_part)
+    assert model.served_by_ == {"sunspots": "prophet"}
+    before = model.predict(5, [80])
+    with pytest.raises(ForecasterError, match="spans 260 years") as refused:
+        model.update(new)
+    assert tuple(refused.value.series_ids) == ("sunspots",)
+    pd.testing.assert_frame_equal(model.predict(5, [80]), before)  # unchanged on refusal
+    # the family's refit of the series goes to the fallback, so the refused update asks for a whole refit ...
+    with pytest.raises(ForecasterError):
+        model.update_refitting_refused(new, history)
+    # ... which forecasts from 1961 through the fallback, where the update would have overflowed
+    refit = model.unfitted_copy().fit(history)
+    assert refit.served_by_ == {"sunspots": refit.fallback}
+    assert refit.predict(5, [80])["timestamp"].min() == pd.Timestamp("1961-01-01")
+    # a shorter update stays Prophet's own
+    assert model.update(new[new["timestamp"] < "1950-01-01"]).predict(5, [80])["timestamp"].min() == pd.Timestamp(
+        "1950-01-01")

@@ -112,11 +112,9 @@ class ProphetForecaster(Forecaster):
         if reason is None and timestamps is not None and len(timestamps) > 1:
             # Prophet measures time as ds - first ds in a pandas Timedelta (at most 292 years): a longer history
             # (yearly sunspots since 1700) overflows inside Prophet; the fallback serves it
-            nanoseconds = np.asarray(timestamps, dtype="datetime64[ns]").astype(np.int64).astype(float)
-            years = (nanoseconds.max() - nanoseconds.min()) / 1e9 / 86400 / 365.25
+            years = _span_years(timestamps)
             if years > PROPHET_MAX_SPAN_YEARS:
-                return (f"the history spans {years:.0f} years; prophet's time arithmetic holds at most "
-                        f"{PROPHET_MAX_SPAN_YEARS} (with room for the horizon)")
+                return _span_reason(years)
         return reason
 
     def n_parameters(self) -> int:
@@ -141,6 +139,8 @@ class ProphetForecaster(Forecaster):
         self.seasonalities_: dict[str, list[str]] = {}
         #: per series, the known covariates that are its regressors (those constant in its history are left out)
         self.covariates_used_: dict[str, list[str]] = {}
+        #: per series, the first timestamp of its fit: an update must keep the span Prophet can hold
+        self.first_timestamp_ = panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].min()
         for (series_id, _, _), (model_json, n_params, seasonalities, regressors) in zip(items, results):
             self.models_[series_id], self.n_parameters_[series_id] = model_json, n_params
             self.seasonalities_[series_id] = seasonalities
@@ -150,6 +150,14 @@ class ProphetForecaster(Forecaster):
                     f"; {sum(map(bool, self.covariates_used_.values()))} series with regressors of "
                     f"{self.known_covariates}" if self.known_covariates else "")
 
+    def _first_timestamp(self, series_id) -> pd.Timestamp:
+        starts = getattr(self, "first_timestamp_", None)
+        if starts is not None and series_id in starts.index:
+            return starts[series_id]
+        from prophet.serialize import model_from_json  # a model pickled before first_timestamp_ was kept
+
+        return pd.Timestamp(model_from_json(self.models_[series_id]).history["ds"].min())
+
     def _prophet_frame(self, group: pd.DataFrame) -> pd.DataFrame:
         """One series' rows as Prophet reads them: ``ds``, ``y`` and the known covariates."""
         return (group[[TIMESTAMP, VALUE, *self.known_covariates]].rename(columns={TIMESTAMP: "ds", VALUE: "y"})
@@ -157,6 +165,16 @@ class ProphetForecaster(Forecaster):
 
     def _update(self, new_observations: pd.DataFrame) -> None:
         started = time.perf_counter()
+        # a series whose history would outgrow Prophet's time arithmetic (``unfit_reason``) is refused, all named
+        # at once: refitted, the fallback serves it (a backtest of yearly sunspots since 1700 updated past 1950)
+        ends = new_observations.groupby(SERIES_ID, sort=False)[TIMESTAMP].max()
+        refused = {}
+        for series_id, end in ends.items():
+            years = _span_years([self._first_timestamp(series_id), end])
+            if years > PROPHET_MAX_SPAN_YEARS:
+                refused[series_id] = _span_reason(years)
+        if refused:
+            raise ForecasterError.refused_update(self.name, refused)
         items = [(self.models_[sid], self._prophet_frame(group))
                  for sid, group in new_observations.sort_values([SERIES_ID, TIMESTAMP]).groupby(SERIES_ID, sort=False)]
         ids = list(new_observations.sort_values([SERIES_ID, TIMESTAMP])[SERIES_ID].unique())
@@ -179,6 +197,17 @@ class ProphetForecaster(Forecaster):
                   for sid, (_, future, *_), (mean, bounds) in zip(self.fitted_series_ids_, items, results)]
         logger.info("prophet: predicted %d series in %.2f s", len(frames), time.perf_counter() - started)
         return concat_forecasts(frames)
+
+
+def _span_years(timestamps) -> float:
+    """Years between the first and last of ``timestamps``, computed in float (a Timedelta overflows past 292)."""
+    nanoseconds = np.asarray(timestamps, dtype="datetime64[ns]").astype(np.int64).astype(float)
+    return float((nanoseconds.max() - nanoseconds.min()) / 1e9 / 86400 / 365.25)
+
+
+def _span_reason(years: float) -> str:
+    return (f"the history spans {years:.0f} years; prophet's time arithmetic holds at most "
+            f"{PROPHET_MAX_SPAN_YEARS} (with room for the horizon)")
 
 
 def _grid_step(freq: str) -> pd.Timedelta:
