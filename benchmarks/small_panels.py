@@ -12,6 +12,7 @@ by ``selection_replay.score`` (the matrix's). A panel whose run fails is reporte
     TQDM_DISABLE=1 .venv/bin/python benchmarks/small_panels.py                      # every panel
     TQDM_DISABLE=1 .venv/bin/python benchmarks/small_panels.py weekly_fri,monthly5  # some
     TQDM_DISABLE=1 .venv/bin/python benchmarks/small_panels.py yearly_sunspots --origins 0,1,2,3  # earlier windows too
+    .venv/bin/python benchmarks/small_panels.py --summary yearly_sunspots   # per origin and the mean, from the file
 
 One JSON line per panel on stdout, appended to ``benchmarks/results/small_panels.jsonl`` with the date and commit.
 """
@@ -133,7 +134,33 @@ def run_panel(name: str, loader, workdir: Path, origin: int = 0) -> dict:
             **{peer: {k: round(v[k], 3) for k in ("mase", "smape")} for peer, v in peer_scores.items()}}
 
 
+def origins_summary(name: str) -> str:
+    """Per origin, the newest record of panel ``name`` in the results file, and the mean over the origins: MASE
+    and sMAPE of ours and of each peer (which origins were run decides the table)."""
+    records = {}
+    for line in RESULTS.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("panel") == name and "error" not in record:
+            records[record.get("origin", 0)] = record  # the file is in run order: the newest wins
+    if not records:
+        return f"no records of {name} in {RESULTS}"
+    models = ["ours", *[key for key in records[min(records)] if key.startswith("sf_")]]
+    lines = [f"{name}, test window k horizons before the data's end (MASE / sMAPE):", "",
+             "| origin | selected | " + " | ".join(models) + " |", "|---" * (len(models) + 2) + "|"]
+    for origin, record in sorted(records.items()):
+        lines.append(f"| {origin} | {record['selected']} | " + " | ".join(
+            f"{record[m]['mase']:.3f} / {record[m]['smape']:.2f}" for m in models) + " |")
+    means = {m: [sum(r[m][k] for r in records.values()) / len(records) for k in ("mase", "smape")] for m in models}
+    lines.append(f"| mean of {len(records)} | | " + " | ".join(f"**{means[m][0]:.3f}** / {means[m][1]:.2f}"
+                                                              for m in models) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--summary"]:
+        for name in argv[1].split(","):
+            print(origins_summary(name) + "\n")
+        return
     origins = [0]
     if "--origins" in argv:  # k: the test window ends k horizons before the data's end (one run per origin)
         at = argv.index("--origins")
