@@ -73,7 +73,7 @@ def test_score_is_m4s_and_skips_missing_actuals(matrix, shared_data):
     assert np.isfinite(matrix.score(forecasts, test, panel, 24, [80, 95])["mase"])
 
 
-def test_earlier_origin_moves_the_test_window_back_by_whole_horizons(matrix):
+def test_earlier_origin_moves_the_test_window_back_by_whole_horizons(matrix, shared_data):
     """``--origins k``: each series loses its last k horizons, the horizon before them is the test part, and a
     series left with under two horizons of training is dropped (real M3 yearly series, 14-41 training years)."""
     train, test = matrix._m3("yearly")
