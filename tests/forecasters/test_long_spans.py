@@ -66,6 +66,8 @@ def test_prophet_refuses_an_update_that_outgrows_its_span_and_the_refit_hands_it
         model.update(new)
     assert tuple(refused.value.series_ids) == ("sunspots",)
     pd.testing.assert_frame_equal(model.predict(5, [80]), before)  # unchanged on refusal
+    with pytest.raises(ForecasterError, match="spans 260 years"):  # a view keeps each series' start
+        model.restricted_to(["sunspots"]).update(new)
     # the family's refit of the series goes to the fallback, so the refused update asks for a whole refit ...
     with pytest.raises(ForecasterError):
         model.update_refitting_refused(new, history)

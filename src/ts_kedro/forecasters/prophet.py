@@ -139,8 +139,9 @@ class ProphetForecaster(Forecaster):
         self.seasonalities_: dict[str, list[str]] = {}
         #: per series, the known covariates that are its regressors (those constant in its history are left out)
         self.covariates_used_: dict[str, list[str]] = {}
-        #: per series, the first timestamp of its fit: an update must keep the span Prophet can hold
-        self.first_timestamp_ = panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].min()
+        #: per series, the first timestamp of its fit: an update must keep the span Prophet can hold (a dict keyed
+        #: by the fitted series, so ``restricted_to`` and ``merged_with`` carry it like the other per-series state)
+        self.first_timestamp_: dict[str, pd.Timestamp] = panel.groupby(SERIES_ID, sort=False)[TIMESTAMP].min().to_dict()
         for (series_id, _, _), (model_json, n_params, seasonalities, regressors) in zip(items, results):
             self.models_[series_id], self.n_parameters_[series_id] = model_json, n_params
             self.seasonalities_[series_id] = seasonalities
@@ -151,8 +152,8 @@ class ProphetForecaster(Forecaster):
                     f"{self.known_covariates}" if self.known_covariates else "")
 
     def _first_timestamp(self, series_id) -> pd.Timestamp:
-        starts = getattr(self, "first_timestamp_", None)
-        if starts is not None and series_id in starts.index:
+        starts = getattr(self, "first_timestamp_", None) or {}
+        if series_id in starts:
             return starts[series_id]
         from prophet.serialize import model_from_json  # a model pickled before first_timestamp_ was kept
 
